@@ -1,0 +1,298 @@
+"""Clean: turn an acquired scene into analysis-ready rasters and a status sentinel.
+
+Output layout of one scene, ``results/clean/{scene}/``:
+
+- ``status.json``: always (see :mod:`snakemap.status`).
+- ``image.tif``: only when ok. float32 Cloud-Optimized GeoTIFF of shape
+  ``(selected bands + indices, rows, cols)``, band descriptions set, NaN where invalid.
+- ``label.tif``: only when ok and the scene has a label. uint8 class indices on the image's
+  grid, ``ignore_index`` (also the nodata value) for unlabelled, ignored and invalid pixels.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import rasterio
+from rasterio.crs import CRS
+from rasterio.enums import Resampling
+from rasterio.errors import RasterioError
+from rasterio.warp import calculate_default_transform, reproject
+
+from snakemap.acquire import RECORD
+from snakemap.bands import BandOptions, add_indices, select_indices, source_names
+from snakemap.io import read_json, write_cog
+from snakemap.labels import LabelOptions, remap_labels
+from snakemap.status import SceneError, SceneStatus, status_path
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class QAOptions:
+    """A quality band whose flagged pixels are masked."""
+
+    #: the QA band, by name or 1-based index; it is never part of the cleaned image
+    band: str | int
+    #: QA values that mark a pixel invalid
+    values: list[int] = field(default_factory=list)
+    #: bit positions (0 = least significant) any of which, when set, mark a pixel invalid
+    bits: list[int] = field(default_factory=list)
+
+
+@dataclass
+class CleanOptions:
+    """How scenes are cleaned; mirrors the ``clean`` config section."""
+
+    #: nodata value of the source bands; None uses the file's own
+    nodata: float | None = None
+    #: a pixel whose source bands are all 0 is nodata (common in L1/L2 tiles without nodata)
+    zero_is_nodata: bool = False
+    #: a QA band to mask with
+    qa: QAOptions | dict[str, Any] | None = None
+    #: reproject to this CRS (e.g. ``EPSG:32755``); None keeps the scene's
+    crs: str | None = None
+    #: reproject to this pixel size in CRS units; None keeps the scene's
+    resolution: float | None = None
+    #: resampling of the image when reprojecting (labels always use nearest)
+    resampling: str = "bilinear"
+    #: a scene with a smaller fraction of valid pixels is empty
+    min_valid_fraction: float = 0.01
+
+    def __post_init__(self) -> None:
+        if isinstance(self.qa, dict):
+            self.qa = QAOptions(**self.qa)
+
+
+@dataclass
+class Cleaned:
+    """A cleaned scene in memory."""
+
+    #: ``(bands, rows, cols)`` float32, NaN where invalid
+    image: np.ndarray
+    #: band names, one per band of ``image``
+    names: list[str]
+    #: ``(rows, cols)`` uint8 class indices, or None
+    label: np.ndarray | None
+    crs: CRS
+    transform: rasterio.Affine
+
+
+def clean_scene(
+    scene_id: str,
+    acquired_dir: str | os.PathLike[str],
+    out_dir: str | os.PathLike[str],
+    bands: BandOptions,
+    clean: CleanOptions,
+    labels: LabelOptions | None,
+) -> SceneStatus:
+    """Clean one acquired scene into ``out_dir`` and return its status.
+
+    Never raises for a bad scene: an unreadable, truncated or mis-shaped scene, or one whose
+    acquisition failed, ends as ``corrupt``; one without enough valid pixels as ``empty``.
+    """
+    src_dir, out = Path(acquired_dir), Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    for stale in ("image.tif", "label.tif"):
+        (out / stale).unlink(missing_ok=True)
+    try:
+        record = read_json(src_dir / RECORD)
+        if record["status"] != "ok":
+            raise SceneError(f"acquire failed: {record['reason']}")
+        label_path = src_dir / "label.tif"
+        cleaned = read_clean(
+            src_dir / "image.tif",
+            label_path if label_path.exists() else None,
+            bands,
+            clean,
+            labels,
+        )
+    except (SceneError, RasterioError, OSError, ValueError) as exc:
+        status = SceneStatus(scene_id, "corrupt", reason=_reason(exc))
+        log.warning("scene %s is corrupt: %s", scene_id, status.reason)
+        status.write(status_path(out))
+        return status
+    status = _judge(scene_id, cleaned, clean, labels)
+    if status.status == "ok":
+        profile = {"crs": cleaned.crs, "transform": cleaned.transform, "nodata": float("nan")}
+        write_cog(out / "image.tif", cleaned.image, profile, descriptions=cleaned.names)
+        if cleaned.label is not None and labels is not None:
+            label_profile = dict(profile, nodata=labels.ignore_index)
+            write_cog(out / "label.tif", cleaned.label[None], label_profile, descriptions=["label"])
+    status.write(status_path(out))
+    return status
+
+
+def _reason(exc: BaseException) -> str:
+    return str(exc) if isinstance(exc, SceneError) else f"unreadable: {type(exc).__name__}: {exc}"
+
+
+def _judge(
+    scene_id: str, cleaned: Cleaned, clean: CleanOptions, labels: LabelOptions | None
+) -> SceneStatus:
+    valid = np.isfinite(cleaned.image).all(axis=0)
+    fraction = float(valid.mean()) if valid.size else 0.0
+    status = SceneStatus(
+        scene_id,
+        "ok",
+        valid_fraction=round(fraction, 6),
+        band_count=len(cleaned.names),
+        bands=cleaned.names,
+        crs=cleaned.crs.to_string() if cleaned.crs else None,
+        shape=list(valid.shape),
+    )
+    if fraction == 0 or fraction < clean.min_valid_fraction:
+        status.status = "empty"
+        status.reason = (
+            f"valid fraction {fraction:.4f} is below clean.min_valid_fraction "
+            f"{clean.min_valid_fraction}"
+            if fraction
+            else "no valid pixels"
+        )
+    elif cleaned.label is not None and labels is not None:
+        counts = np.bincount(cleaned.label.ravel(), minlength=256)
+        status.extra["class_pixels"] = {
+            name: int(counts[i]) for i, name in enumerate(labels.classes)
+        }
+        if sum(status.extra["class_pixels"].values()) == 0:
+            status.status, status.reason = "empty", "no labelled pixels on valid data"
+    return status
+
+
+def read_clean(
+    image_path: Path,
+    label_path: Path | None,
+    bands: BandOptions,
+    clean: CleanOptions,
+    labels: LabelOptions | None,
+) -> Cleaned:
+    """Read, mask, select, add indices, remap labels and optionally reproject one scene.
+
+    Raises:
+        SceneError, RasterioError, OSError: for a scene that is corrupt.
+    """
+    with rasterio.open(image_path) as src:
+        names = source_names(src.descriptions, bands)
+        data = src.read(out_dtype="float32")
+        nodata = clean.nodata if clean.nodata is not None else src.nodata
+        crs, transform = src.crs, src.transform
+    qa = clean.qa if isinstance(clean.qa, QAOptions) else None
+    qa_pos = select_indices(names, BandOptions(select=[qa.band]))[0] if qa else None
+    invalid = _invalid_mask(data, nodata, clean.zero_is_nodata, qa, qa_pos)
+    data[:, invalid] = np.nan
+    keep = select_indices(names, bands)
+    if bands.select is None:
+        keep = [i for i in keep if i != qa_pos]
+    elif qa_pos in keep:
+        raise ValueError(f"bands.select includes the QA band {qa.band!r}")  # type: ignore[union-attr]
+    index_arrays, index_names = add_indices(data, names, bands.index_specs())
+    image = np.stack([data[i] for i in keep] + index_arrays)
+    out_names = [names[i] for i in keep] + index_names
+    label = None
+    if label_path is not None and labels is not None:
+        label = _read_label(label_path, labels, crs, transform, image.shape[1:])
+        label[~np.isfinite(image).all(axis=0)] = labels.ignore_index
+    if clean.crs or clean.resolution:
+        image, label, crs, transform = _reproject(image, label, crs, transform, clean, labels)
+    return Cleaned(image, out_names, label, crs, transform)
+
+
+def _invalid_mask(
+    data: np.ndarray,
+    nodata: float | None,
+    zero_is_nodata: bool,
+    qa: QAOptions | None,
+    qa_pos: int | None,
+) -> np.ndarray:
+    """``(rows, cols)`` bool: True where any band is nodata/NaN, all are 0, or QA flags it."""
+    invalid = ~np.isfinite(data).all(axis=0)
+    if nodata is not None and np.isfinite(nodata):
+        invalid |= (data == nodata).any(axis=0)
+    if zero_is_nodata:
+        invalid |= (data == 0).all(axis=0)
+    if qa is not None and qa_pos is not None:
+        flags = np.nan_to_num(data[qa_pos]).astype(np.int64)
+        if qa.values:
+            invalid |= np.isin(flags, qa.values)
+        for bit in qa.bits:
+            invalid |= (flags >> bit) & 1 == 1
+    return invalid
+
+
+def _read_label(
+    path: Path, labels: LabelOptions, crs: CRS, transform: rasterio.Affine, shape: tuple[int, int]
+) -> np.ndarray:
+    """Read a label, remap it and bring it onto the image's grid (nearest neighbour)."""
+    with rasterio.open(path) as src:
+        if src.count != 1:
+            raise SceneError(f"label has {src.count} bands, expected 1")
+        raw = src.read(1)
+        mapped = remap_labels(raw, labels, src.nodata)
+        if src.shape == shape and src.transform.almost_equals(transform):
+            if src.crs and crs and src.crs != crs:
+                log.info("label CRS %s differs from the image's %s on the same grid", src.crs, crs)
+            return mapped
+        out = np.full(shape, labels.ignore_index, dtype=np.uint8)
+        reproject(
+            mapped,
+            out,
+            src_transform=src.transform,
+            src_crs=src.crs or crs,
+            src_nodata=labels.ignore_index,
+            dst_transform=transform,
+            dst_crs=crs,
+            dst_nodata=labels.ignore_index,
+            resampling=Resampling.nearest,
+        )
+        return out
+
+
+def _reproject(
+    image: np.ndarray,
+    label: np.ndarray | None,
+    crs: CRS,
+    transform: rasterio.Affine,
+    clean: CleanOptions,
+    labels: LabelOptions | None,
+) -> tuple[np.ndarray, np.ndarray | None, CRS, rasterio.Affine]:
+    """Warp the image (configured resampling) and label (nearest) to the target CRS/resolution."""
+    dst_crs = CRS.from_user_input(clean.crs) if clean.crs else crs
+    height, width = image.shape[1:]
+    left, top = transform * (0, 0)
+    right, bottom = transform * (width, height)
+    dst_transform, dst_w, dst_h = calculate_default_transform(
+        crs, dst_crs, width, height, left, bottom, right, top, resolution=clean.resolution
+    )
+    out = np.full((image.shape[0], dst_h, dst_w), np.nan, dtype=np.float32)
+    reproject(
+        image,
+        out,
+        src_transform=transform,
+        src_crs=crs,
+        src_nodata=np.nan,
+        dst_transform=dst_transform,
+        dst_crs=dst_crs,
+        dst_nodata=np.nan,
+        resampling=Resampling[clean.resampling],
+    )
+    out_label = None
+    if label is not None and labels is not None:
+        out_label = np.full((dst_h, dst_w), labels.ignore_index, dtype=np.uint8)
+        reproject(
+            label,
+            out_label,
+            src_transform=transform,
+            src_crs=crs,
+            src_nodata=labels.ignore_index,
+            dst_transform=dst_transform,
+            dst_crs=dst_crs,
+            dst_nodata=labels.ignore_index,
+            resampling=Resampling.nearest,
+        )
+        out_label[~np.isfinite(out).all(axis=0)] = labels.ignore_index
+    return out, out_label, dst_crs, dst_transform

@@ -1,0 +1,163 @@
+"""The ``snakemap`` command: one sub-command per workflow step, each runnable by hand.
+
+Every step takes its settings from ``--config config/config.yaml`` (the workflow's own file)
+and/or ``--options '{"section": {...}}'`` (JSON, as the workflow's rules pass them).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from snakemap import __version__
+from snakemap.config import ConfigError, build, load_sections
+from snakemap.manifest import ManifestError, read_manifest
+
+
+def _demo_scene(args: argparse.Namespace, cfg: dict) -> int:
+    from snakemap.demo import write_demo_scene  # noqa: PLC0415 - keep start-up light
+
+    write_demo_scene(args.name, args.image, args.label, build("demo", cfg.get("demo")), args.empty)
+    return 0
+
+
+def _acquire(args: argparse.Namespace, cfg: dict) -> int:
+    from snakemap.acquire import acquire_scene  # noqa: PLC0415
+
+    acquire_scene(
+        args.scene,
+        args.uri,
+        args.out,
+        sha256=args.sha256,
+        label_uri=args.label_uri,
+        label_sha256=args.label_sha256,
+        options=build("acquire", cfg.get("acquire")),
+    )
+    return 0
+
+
+def _clean(args: argparse.Namespace, cfg: dict) -> int:
+    from snakemap.clean import clean_scene  # noqa: PLC0415
+
+    status = clean_scene(
+        args.scene,
+        args.acquired,
+        args.out,
+        build("bands", cfg.get("bands")),
+        build("clean", cfg.get("clean")),
+        build("labels", cfg["labels"]) if cfg.get("labels") else None,
+    )
+    logging.info("scene %s: %s %s", args.scene, status.status, status.reason)
+    return 0
+
+
+def _analyze(args: argparse.Namespace, cfg: dict) -> int:
+    from snakemap.stats import write_band_statistics  # noqa: PLC0415
+
+    write_band_statistics(args.clean_dirs, args.out)
+    return 0
+
+
+def _chips(args: argparse.Namespace, cfg: dict) -> int:
+    from snakemap.chips import ChipPaths, write_chips  # noqa: PLC0415
+
+    labels = build("labels", cfg["labels"])
+    n = write_chips(
+        args.clean,
+        ChipPaths(args.image, args.label, args.index),
+        build("chips", cfg.get("chips")),
+        labels.target_indices,
+        labels.ignore_index,
+    )
+    logging.info("scene %s: %d chips", args.scene, n)
+    return 0
+
+
+def _folds(args: argparse.Namespace, cfg: dict) -> int:
+    from snakemap.splits import write_folds  # noqa: PLC0415
+
+    manifest = read_manifest(args.manifest)
+    folds = write_folds(args.indexes, manifest["aoi"].to_dict(), args.out, build("splits", cfg.get("splits")))
+    logging.info("%d chips in %d folds", len(folds), folds["fold"].nunique())
+    return 0
+
+
+def _check_manifest(args: argparse.Namespace, cfg: dict) -> int:
+    manifest = read_manifest(args.manifest)
+    counts = manifest["role"].value_counts().to_dict()
+    print(f"{args.manifest}: {len(manifest)} scenes " + ", ".join(f"{k}={v}" for k, v in sorted(counts.items())))
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    """The argument parser of the ``snakemap`` command."""
+    top = argparse.ArgumentParser(prog="snakemap", description=__doc__)
+    top.add_argument("--version", action="version", version=f"snakemap {__version__}")
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--config", type=Path, help="the workflow's config YAML")
+    common.add_argument("--options", help="config sections as JSON, overriding --config")
+    common.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = top.add_subparsers(dest="step", required=True)
+
+    p = sub.add_parser("demo-scene", parents=[common], help="write one synthetic demo scene")
+    p.add_argument("name")
+    p.add_argument("--image", type=Path, required=True)
+    p.add_argument("--label", type=Path, required=True)
+    p.add_argument("--empty", action="store_true", help="make the whole scene nodata")
+    p.set_defaults(func=_demo_scene)
+
+    p = sub.add_parser("acquire", parents=[common], help="copy/download one scene, verified")
+    p.add_argument("scene")
+    p.add_argument("--uri", required=True)
+    p.add_argument("--sha256", default="")
+    p.add_argument("--label-uri", default="")
+    p.add_argument("--label-sha256", default="")
+    p.add_argument("--out", type=Path, required=True, help="the scene's folder")
+    p.set_defaults(func=_acquire)
+
+    p = sub.add_parser("clean", parents=[common], help="clean one acquired scene")
+    p.add_argument("scene")
+    p.add_argument("--acquired", type=Path, required=True, help="the scene's acquire folder")
+    p.add_argument("--out", type=Path, required=True, help="the scene's clean folder")
+    p.set_defaults(func=_clean)
+
+    p = sub.add_parser("analyze", parents=[common], help="per-band statistics of clean scenes")
+    p.add_argument("clean_dirs", nargs="+", type=Path)
+    p.add_argument("--out", type=Path, required=True)
+    p.set_defaults(func=_analyze)
+
+    p = sub.add_parser("chips", parents=[common], help="cut the training chips of one scene")
+    p.add_argument("scene")
+    p.add_argument("--clean", type=Path, required=True, help="the scene's clean folder")
+    p.add_argument("--image", type=Path, required=True, help="(chips, bands, size, size) .npy")
+    p.add_argument("--label", type=Path, required=True, help="(chips, size, size) .npy")
+    p.add_argument("--index", type=Path, required=True, help="chip table .parquet")
+    p.set_defaults(func=_chips)
+
+    p = sub.add_parser("folds", parents=[common], help="AOI-grouped cross-validation folds")
+    p.add_argument("indexes", nargs="+", type=Path, help="the scenes' chip index tables")
+    p.add_argument("--manifest", type=Path, required=True)
+    p.add_argument("--out", type=Path, required=True)
+    p.set_defaults(func=_folds)
+
+    p = sub.add_parser("check-manifest", parents=[common], help="check a scene manifest")
+    p.add_argument("manifest", type=Path)
+    p.set_defaults(func=_check_manifest)
+    return top
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run one step; a bad config or manifest exits with 2 and a message naming the culprit."""
+    args = parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        return int(args.func(args, load_sections(args.config, args.options)))
+    except (ConfigError, ManifestError) as exc:
+        print(f"snakemap {args.step}: {exc}", file=sys.stderr)
+        return 2

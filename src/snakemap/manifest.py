@@ -1,0 +1,119 @@
+"""The scene manifest: one row per scene, read from CSV or Parquet and checked before any job.
+
+Columns:
+
+=========== ========= ===========================================================
+scene_id    required  safe file name: letters, digits, ``.``, ``_``, ``-``; unique
+uri         required  local path, ``file://``, ``http(s)://``, ``s3://`` or ``gs://``
+role        required  ``train``, ``calval`` or ``apply``
+sha256      optional  expected checksum of the file at ``uri``
+label_uri   optional  the label raster; required for train and calval rows
+label_sha256 optional expected checksum of the label file
+aoi         optional  area of interest, the group for cross-validation folds;
+                      defaults to the scene id
+=========== ========= ===========================================================
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+import pandas as pd
+
+ROLES = ("train", "calval", "apply")
+REQUIRED = ("scene_id", "uri", "role")
+OPTIONAL = ("sha256", "label_uri", "label_sha256", "aoi")
+#: A scene id becomes a file name: no separators, no leading dot or dash, no whitespace.
+SCENE_ID_PATTERN = r"[A-Za-z0-9][A-Za-z0-9._-]{0,199}"
+_SCENE_ID_RE = re.compile(rf"^{SCENE_ID_PATTERN}$")
+_SHA256_RE = re.compile(r"^[0-9a-fA-F]{64}$")
+
+
+class ManifestError(ValueError):
+    """The manifest has rows that cannot be used; the message lists each one."""
+
+
+def read_manifest(path: str | os.PathLike[str]) -> pd.DataFrame:
+    """Read and check a manifest, returning it indexed by ``scene_id``.
+
+    Raises:
+        ManifestError: naming the file and each bad row (by its line in a CSV, or its
+            position in a Parquet file) with what is wrong.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise ManifestError(f"manifest {path} does not exist")
+    if path.suffix.lower() in (".parquet", ".pq"):
+        df = pd.read_parquet(path)
+        where = "row {}"
+        first = 1
+    else:
+        df = pd.read_csv(path, dtype=str, keep_default_na=False, skipinitialspace=False)
+        where = "line {}"
+        first = 2  # the header is line 1
+    return check_manifest(df, name=str(path), where=where, first=first)
+
+
+def check_manifest(
+    df: pd.DataFrame, name: str = "manifest", where: str = "row {}", first: int = 1
+) -> pd.DataFrame:
+    """Check a manifest table; see :func:`read_manifest`."""
+    missing = [c for c in REQUIRED if c not in df.columns]
+    if missing:
+        raise ManifestError(f"{name}: missing column(s) {', '.join(missing)}")
+    unknown = [c for c in df.columns if c not in REQUIRED + OPTIONAL]
+    if unknown:
+        raise ManifestError(
+            f"{name}: unknown column(s) {', '.join(map(str, unknown))}; "
+            f"expected {', '.join(REQUIRED + OPTIONAL)}"
+        )
+    df = df.copy()
+    for col in OPTIONAL:
+        if col not in df.columns:
+            df[col] = ""
+    df = df.astype({c: str for c in REQUIRED + OPTIONAL}).replace({"nan": "", "None": ""})
+    errors: list[str] = []
+    seen: dict[str, int] = {}
+    for pos, row in enumerate(df.itertuples(index=False)):
+        loc = where.format(pos + first)
+        errors += [f"{name} {loc}: {e}" for e in _row_errors(row)]
+        if row.scene_id in seen:
+            errors.append(
+                f"{name} {loc}: duplicate scene_id {row.scene_id!r} "
+                f"(first at {where.format(seen[row.scene_id] + first)})"
+            )
+        else:
+            seen[row.scene_id] = pos
+    if errors:
+        raise ManifestError("\n".join(errors))
+    df["aoi"] = df["aoi"].where(df["aoi"] != "", df["scene_id"])
+    return df.set_index("scene_id", drop=False)
+
+
+def _row_errors(row: object) -> list[str]:
+    scene_id: str = row.scene_id  # type: ignore[attr-defined]
+    errors = []
+    if not _SCENE_ID_RE.match(scene_id):
+        errors.append(
+            f"scene_id {scene_id!r} is not a safe file name "
+            "(letters, digits, '.', '_', '-'; starting with a letter or digit; no '/' or spaces)"
+        )
+    role = row.role  # type: ignore[attr-defined]
+    if role not in ROLES:
+        errors.append(f"scene {scene_id!r}: unknown role {role!r}; expected one of {', '.join(ROLES)}")
+    if not row.uri.strip():  # type: ignore[attr-defined]
+        errors.append(f"scene {scene_id!r}: empty uri")
+    if role in ("train", "calval") and not row.label_uri.strip():  # type: ignore[attr-defined]
+        errors.append(f"scene {scene_id!r}: role {role} needs a label_uri")
+    for col in ("sha256", "label_sha256"):
+        value = getattr(row, col)
+        if value and not _SHA256_RE.match(value):
+            errors.append(f"scene {scene_id!r}: {col} {value!r} is not 64 hex digits")
+    return errors
+
+
+def scenes_with_role(manifest: pd.DataFrame, *roles: str) -> list[str]:
+    """Scene ids whose role is one of ``roles``, in manifest order."""
+    return manifest.loc[manifest["role"].isin(roles), "scene_id"].tolist()

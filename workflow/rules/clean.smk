@@ -1,0 +1,19 @@
+# Mask nodata, select bands, add indices, remap labels, reproject: status.json for every scene.
+
+
+rule clean:
+    input:
+        "resources/scenes/{scene}",
+    output:
+        directory("results/clean/{scene}"),
+    params:
+        options=options("bands", "clean", "labels"),
+    resources:
+        mem_mb=lambda w, attempt: config["resources"]["clean_mem_mb"] * attempt,
+    log:
+        "logs/clean/{scene}.log",
+    benchmark:
+        "benchmarks/clean/{scene}.tsv"
+    shell:
+        "snakemap clean {wildcards.scene:q} --acquired {input:q} --out {output:q}"
+        " --options {params.options:q} 2> {log:q}"
