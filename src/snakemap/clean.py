@@ -22,6 +22,7 @@ import rasterio
 from rasterio.crs import CRS
 from rasterio.enums import Resampling
 from rasterio.errors import RasterioError
+from rasterio.transform import array_bounds
 from rasterio.warp import calculate_default_transform, reproject
 
 from snakemap.acquire import RECORD
@@ -263,10 +264,8 @@ def _reproject(
     """Warp the image (configured resampling) and label (nearest) to the target CRS/resolution."""
     dst_crs = CRS.from_user_input(clean.crs) if clean.crs else crs
     height, width = image.shape[1:]
-    left, top = transform * (0, 0)
-    right, bottom = transform * (width, height)
     dst_transform, dst_w, dst_h = calculate_default_transform(
-        crs, dst_crs, width, height, left, bottom, right, top, resolution=clean.resolution
+        crs, dst_crs, width, height, *array_bounds(height, width, transform), resolution=clean.resolution
     )
     out = np.full((image.shape[0], dst_h, dst_w), np.nan, dtype=np.float32)
     reproject(

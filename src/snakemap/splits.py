@@ -72,8 +72,8 @@ def write_folds(
     options: SplitOptions,
 ) -> pd.DataFrame:
     """Read the chip tables, make the folds and write ``folds.parquet`` atomically."""
-    tables = [pd.read_parquet(p) for p in index_paths]
-    chips = pd.concat([t for t in tables if len(t)], ignore_index=True) if any(len(t) for t in tables) else pd.DataFrame()
+    tables = [t for t in (pd.read_parquet(p) for p in index_paths) if len(t)]
+    chips = pd.concat(tables, ignore_index=True) if tables else pd.DataFrame()
     folds = make_folds(chips, aois, options)
     with atomic_path(out, suffix=".parquet") as tmp:
         folds.to_parquet(tmp, index=False)

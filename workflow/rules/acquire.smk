@@ -12,6 +12,8 @@ rule acquire:
         label_uri=lambda w: scene(w)["label_uri"],
         label_sha256=lambda w: scene(w)["label_sha256"],
         options=options("acquire"),
+    conda:
+        "../envs/snakemap.yaml"
     log:
         "logs/acquire/{scene}.log",
     shell:

@@ -8,6 +8,8 @@ rule analyze:
         "results/stats/bands.json",
     resources:
         mem_mb=lambda w, attempt: config["resources"]["analyze_mem_mb"] * attempt,
+    conda:
+        "../envs/snakemap.yaml"
     log:
         "logs/analyze/bands.log",
     benchmark:

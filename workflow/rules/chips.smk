@@ -12,6 +12,8 @@ rule chips:
         options=options("chips", "labels"),
     resources:
         mem_mb=lambda w, attempt: config["resources"]["chips_mem_mb"] * attempt,
+    conda:
+        "../envs/snakemap.yaml"
     log:
         "logs/chips/{scene}.log",
     benchmark:
@@ -30,6 +32,8 @@ rule folds:
         "results/splits/folds.parquet",
     params:
         options=options("splits"),
+    conda:
+        "../envs/snakemap.yaml"
     log:
         "logs/folds/folds.log",
     shell:

@@ -10,6 +10,8 @@ rule clean:
         options=options("bands", "clean", "labels"),
     resources:
         mem_mb=lambda w, attempt: config["resources"]["clean_mem_mb"] * attempt,
+    conda:
+        "../envs/snakemap.yaml"
     log:
         "logs/clean/{scene}.log",
     benchmark:

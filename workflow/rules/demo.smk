@@ -8,6 +8,8 @@ rule demo_scene:
     params:
         options=options("demo"),
         empty=lambda w: "--empty" if w.name in config.get("demo", {}).get("empty", []) else "",
+    conda:
+        "../envs/snakemap.yaml"
     log:
         "logs/demo/{name}.log",
     shell:

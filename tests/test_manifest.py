@@ -1,0 +1,79 @@
+"""The manifest check: every bad row named, before any job."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from snakemap.manifest import ManifestError, read_manifest, scenes_with_role
+
+HEADER = "scene_id,uri,sha256,label_uri,role,aoi\n"
+
+
+def write(tmp_path: Path, rows: str) -> Path:
+    path = tmp_path / "manifest.csv"
+    path.write_text(HEADER + rows)
+    return path
+
+
+def test_good_manifest_defaults_aoi_to_scene_id(tmp_path: Path) -> None:
+    m = read_manifest(write(tmp_path, "a1,a.tif,,a_lab.tif,train,reefA\nq1,q.tif,,,apply,\n"))
+    assert list(m.index) == ["a1", "q1"]
+    assert m.loc["a1", "aoi"] == "reefA"
+    assert m.loc["q1", "aoi"] == "q1"
+    assert scenes_with_role(m, "apply") == ["q1"]
+
+
+@pytest.mark.parametrize(
+    ("rows", "expected"),
+    [
+        ("g,b.tif,,l.tif,train,x\n", "line 3: duplicate scene_id 'g' (first at line 2)"),
+        ("../evil,a.tif,,l.tif,train,x\n", "line 3: scene_id '../evil' is not a safe file name"),
+        ("a/b,a.tif,,l.tif,train,x\n", "line 3: scene_id 'a/b' is not a safe file name"),
+        (",a.tif,,l.tif,train,x\n", "line 3: scene_id '' is not a safe file name"),
+        ("a b,a.tif,,l.tif,train,x\n", "line 3: scene_id 'a b' is not a safe file name"),
+        ("ok1,a.tif,,,train,x\n", "line 3: scene 'ok1': role train needs a label_uri"),
+        ("ok1,a.tif,,,calval,x\n", "line 3: scene 'ok1': role calval needs a label_uri"),
+        ("ok1,a.tif,,l.tif,test,x\n", "line 3: scene 'ok1': unknown role 'test'"),
+        ("ok1,a.tif,abc,l.tif,train,x\n", "line 3: scene 'ok1': sha256 'abc' is not 64 hex digits"),
+    ],
+)
+def test_bad_rows_are_named(tmp_path: Path, rows: str, expected: str) -> None:
+    # A good row at line 2 first: the message must point past it, at line 3.
+    with pytest.raises(ManifestError) as err:
+        read_manifest(write(tmp_path, "g,g.tif,,g_lab.tif,train,x\n" + rows))
+    assert f"{tmp_path / 'manifest.csv'} {expected}" in str(err.value)
+
+
+def test_all_errors_reported_together(tmp_path: Path) -> None:
+    with pytest.raises(ManifestError) as err:
+        read_manifest(write(tmp_path, "../evil,a.tif,,,train,x\nb,b.tif,,l.tif,nope,x\n"))
+    lines = str(err.value).splitlines()
+    assert len(lines) == 3
+    assert "line 2" in lines[0] and "line 2" in lines[1] and "line 3" in lines[2]
+
+
+def test_missing_and_unknown_columns(tmp_path: Path) -> None:
+    path = tmp_path / "m.csv"
+    path.write_text("scene_id,uri\na,a.tif\n")
+    with pytest.raises(ManifestError, match="missing column"):
+        read_manifest(path)
+    path.write_text("scene_id,uri,role,colour\na,a.tif,apply,red\n")
+    with pytest.raises(ManifestError, match="unknown column.*colour"):
+        read_manifest(path)
+
+
+def test_parquet_manifest(tmp_path: Path) -> None:
+    path = tmp_path / "m.parquet"
+    pd.DataFrame(
+        {"scene_id": ["a", "a"], "uri": ["x.tif", "y.tif"], "role": ["apply", "apply"]}
+    ).to_parquet(path)
+    with pytest.raises(ManifestError, match="row 2: duplicate scene_id 'a' \\(first at row 1\\)"):
+        read_manifest(path)
+
+
+def test_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(ManifestError, match="does not exist"):
+        read_manifest(tmp_path / "nope.csv")

@@ -1,0 +1,194 @@
+"""The real snakemake on a small config in a temporary directory: outputs, no-op reruns,
+a changed scene reruns only its chain, bad scenes end in their state, bad configs stop early."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import rasterio
+import yaml
+
+from snakemap.demo import DemoOptions, write_demo_scene
+from tests.conftest import REPO, write_tif
+
+pytestmark = pytest.mark.workflow
+
+CONFIG = {
+    "manifest": "config/manifest.csv",
+    "demo": {"size": 96, "empty": ["e1"]},
+    "bands": {
+        "names": ["blue", "green", "red", "nir", "swir16", "swir22"],
+        "select": ["blue", "green", "red", "nir"],
+        "indices": ["ndwi"],
+    },
+    "acquire": {"retries": 2, "backoff_s": 0.05, "timeout_s": 10},
+    "labels": {
+        "classes": ["land", "water", "reef", "cloud"],
+        "remap": {0: "land", 1: "water", 2: "water", 3: "reef", 4: "cloud"},
+        "target": ["reef"],
+    },
+    "chips": {"size": 32, "max_nodata_fraction": 0.5},
+    "splits": {"folds": 3},
+}
+DEMO = ["a1", "a2", "b1", "c1", "e1"]
+AOI = {"a1": "A", "a2": "A", "b1": "B", "c1": "C", "e1": "E"}
+
+
+def snakemake(workdir: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
+    cmd = [
+        str(Path(sys.executable).parent / "snakemake"),
+        "--snakefile", str(REPO / "workflow" / "Snakefile"),
+        "--workflow-profile", str(REPO / "profiles" / "default"),
+        "--cores", "2",
+        *args,
+    ]  # fmt: skip
+    proc = subprocess.run(cmd, cwd=workdir, env=env, capture_output=True, text=True, timeout=600)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"snakemake failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
+    return proc
+
+
+def planned_jobs(workdir: Path) -> dict[str, int]:
+    """The job counts of a dry run, by rule."""
+    out = snakemake(workdir, "--dry-run").stdout
+    if "Nothing to be done" in out:
+        return {}
+    table = out.split("Job stats:")[1].split("total")[0]
+    return {m[1]: int(m[2]) for m in re.finditer(r"^(\w+)\s+(\d+)$", table, re.M)}
+
+
+def workspace(tmp_path: Path, config: dict, manifest: list[dict]) -> Path:
+    (tmp_path / "config").mkdir(parents=True, exist_ok=True)
+    (tmp_path / "config" / "config.yaml").write_text(yaml.safe_dump(config))
+    pd.DataFrame(manifest).to_csv(tmp_path / "config" / "manifest.csv", index=False)
+    return tmp_path
+
+
+def demo_row(name: str) -> dict:
+    return {
+        "scene_id": name,
+        "uri": f"resources/demo/images/{name}.tif",
+        "sha256": "",
+        "label_uri": f"resources/demo/labels/{name}.tif",
+        "role": "train",
+        "aoi": AOI[name],
+    }
+
+
+@pytest.fixture(scope="module")
+def served_scene(tmp_path_factory: pytest.TempPathFactory) -> tuple[bytes, bytes]:
+    folder = tmp_path_factory.mktemp("served")
+    write_demo_scene("h1", folder / "i.tif", folder / "l.tif", DemoOptions(size=96))
+    return (folder / "i.tif").read_bytes(), (folder / "l.tif").read_bytes()
+
+
+def status(workdir: Path, scene: str) -> dict:
+    return json.loads((workdir / "results" / "clean" / scene / "status.json").read_text())
+
+
+def test_workflow_end_to_end(tmp_path: Path, http_server, served_scene) -> None:
+    image, label = served_scene
+    garbage = tmp_path / "inputs" / "garbage.tif"
+    garbage.parent.mkdir()
+    garbage.write_bytes(b"II*\x00" + b"\x17" * 5000)
+    three = write_tif(tmp_path / "inputs" / "three.tif", np.ones((3, 96, 96), dtype=np.uint16))
+    label_uri = "resources/demo/labels/a1.tif"
+    manifest = [demo_row(n) for n in DEMO] + [
+        {"scene_id": "http1", "uri": http_server.serve("/h.tif", image, "500"), "sha256": "",
+         "label_uri": http_server.serve("/hl.tif", label), "role": "train", "aoi": "H"},
+        {"scene_id": "trunc1", "uri": http_server.serve("/t.tif", image, *["truncate"] * 3), "sha256": "",
+         "label_uri": label_uri, "role": "train", "aoi": "T"},
+        {"scene_id": "shamis1", "uri": http_server.url("/h.tif"), "sha256": "f" * 64,
+         "label_uri": label_uri, "role": "train", "aoi": "S"},
+        {"scene_id": "garbage1", "uri": str(garbage), "sha256": "", "label_uri": label_uri,
+         "role": "train", "aoi": "G"},
+        {"scene_id": "bands3", "uri": three.as_uri(), "sha256": "", "label_uri": label_uri,
+         "role": "calval", "aoi": "X"},
+        {"scene_id": "q1", "uri": "resources/demo/images/q1.tif", "sha256": "", "label_uri": "",
+         "role": "apply", "aoi": ""},
+    ]  # fmt: skip
+    work = workspace(tmp_path / "work", CONFIG, manifest)
+    snakemake(work)
+
+    states = {s: status(work, s) for s in DEMO + ["http1", "trunc1", "shamis1", "garbage1", "bands3"]}
+    assert {s: d["status"] for s, d in states.items()} == {
+        "a1": "ok", "a2": "ok", "b1": "ok", "c1": "ok", "e1": "empty", "http1": "ok",
+        "trunc1": "corrupt", "shamis1": "corrupt", "garbage1": "corrupt", "bands3": "corrupt",
+    }  # fmt: skip
+    assert "truncated download" in states["trunc1"]["reason"] or "IncompleteRead" in states["trunc1"]["reason"]
+    assert "sha256 mismatch" in states["shamis1"]["reason"]
+    assert states["garbage1"]["reason"].startswith("unreadable:")
+    assert states["bands3"]["reason"].startswith("wrong band count")
+    assert http_server.hits("/h.tif") >= 2  # the 500, then success (plus the checksum scene)
+    assert not (work / "results" / "clean" / "q1").exists()  # apply scenes are not cleaned here
+
+    for s in ("a1", "http1"):
+        with rasterio.open(work / "results" / "clean" / s / "image.tif") as src:
+            assert src.count == 5 and src.descriptions[-1] == "ndwi"
+            assert src.crs.to_epsg() == 32755
+    stats = json.loads((work / "results" / "stats" / "bands.json").read_text())
+    assert stats["scenes"] == ["a1", "a2", "b1", "c1", "http1"]
+    assert [b["name"] for b in stats["bands"]] == ["blue", "green", "red", "nir", "ndwi"]
+    folds = pd.read_parquet(work / "results" / "splits" / "folds.parquet")
+    assert set(folds["scene_id"]) <= {"a1", "a2", "b1", "c1", "http1"}
+    assert (folds.groupby("aoi")["fold"].nunique() == 1).all()
+    chips = np.load(work / "results" / "chips" / "a1.image.npy", mmap_mode="r")
+    assert chips.shape[1:] == (5, 32, 32) and chips.shape[0] == (folds["scene_id"] == "a1").sum()
+
+    # A second run has nothing to do.
+    assert planned_jobs(work) == {}
+
+    # Changing one scene reruns that scene's chain and the two aggregates, nothing else.
+    before = {s: (work / "results" / "clean" / s / "status.json").stat().st_mtime_ns for s in states}
+    scene = work / "resources" / "demo" / "images" / "b1.tif"
+    with rasterio.open(scene, "r+") as dst:
+        data = dst.read()
+        data[:, :20, :] = 0
+        dst.write(data)
+    assert planned_jobs(work) == {"acquire": 1, "clean": 1, "chips": 1, "analyze": 1, "folds": 1, "all": 1}
+    snakemake(work)
+    after = {s: (work / "results" / "clean" / s / "status.json").stat().st_mtime_ns for s in states}
+    assert [s for s in states if before[s] != after[s]] == ["b1"]
+    assert status(work, "b1")["valid_fraction"] < states["b1"]["valid_fraction"]
+
+
+def test_bad_config_key_stops_before_any_job(tmp_path: Path) -> None:
+    config = dict(CONFIG, chips={"sise": 32})
+    work = workspace(tmp_path, config, [demo_row("a1")])
+    proc = snakemake(work, check=False)
+    assert proc.returncode != 0
+    assert "sise" in proc.stderr and "Additional properties are not allowed" in proc.stderr
+    assert not (work / "results").exists() and not (work / "resources").exists()
+
+
+@pytest.mark.parametrize(
+    ("rows", "message"),
+    [
+        ([demo_row("a1"), demo_row("a1")], "manifest.csv line 3: duplicate scene_id 'a1' (first at line 2)"),
+        ([demo_row("a1"), dict(demo_row("a1"), scene_id="../evil")],
+         "manifest.csv line 3: scene_id '../evil' is not a safe file name"),
+    ],
+)  # fmt: skip
+def test_bad_manifest_stops_before_any_job(tmp_path: Path, rows: list[dict], message: str) -> None:
+    work = workspace(tmp_path, CONFIG, rows)
+    proc = snakemake(work, check=False)
+    assert proc.returncode != 0
+    assert message in proc.stderr
+    assert not (work / "results").exists() and not (work / "resources").exists()
+
+
+def test_lint_is_clean(tmp_path: Path) -> None:
+    shutil.copytree(REPO / "config", tmp_path / "config")
+    proc = snakemake(tmp_path, "--lint", check=False)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "Congratulations, your workflow is in a good condition!" in proc.stdout + proc.stderr
