@@ -86,8 +86,8 @@ def chip_table(n_aoi: int = 6) -> tuple[pd.DataFrame, dict[str, str]]:
     for s in range(2 * n_aoi):
         aois[f"s{s}"] = f"aoi{s // 2}"
         for c in range(rng.integers(3, 9)):
-            rows.append((f"s{s}", c, float(rng.random() < 0.4)))
-    return pd.DataFrame(rows, columns=["scene_id", "chip", "target_fraction"]), aois
+            rows.append((f"s{s}", c, 32 * c, 0, float(rng.random() < 0.4)))
+    return pd.DataFrame(rows, columns=["scene_id", "chip", "row", "col", "target_fraction"]), aois
 
 
 @pytest.mark.parametrize("method", ["group", "stratified_group"])
@@ -104,6 +104,15 @@ def test_too_few_aois_is_a_clear_error() -> None:
     chips, aois = chip_table(n_aoi=2)
     with pytest.raises(ValueError, match="splits.folds is 3 but the training chips come from only 2 AOI"):
         make_folds(chips, aois, SplitOptions(folds=3))
+
+
+def test_blocks_make_folds_within_one_aoi() -> None:
+    chips, aois = chip_table(n_aoi=1)
+    folds = make_folds(chips, aois, SplitOptions(folds=2, method="group", block_size=64))
+    assert folds["aoi"].nunique() == 1 and set(folds["fold"]) == {0, 1}
+    # chips at rows 0 and 32 share block 0; 64 and 96 share block 1; ...
+    assert (folds.groupby("group")["fold"].nunique() == 1).all()
+    assert folds.loc[folds["chip"] < 2, "group"].str.endswith(":0_0").all()
 
 
 def test_write_folds(tmp_path: Path) -> None:

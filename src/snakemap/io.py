@@ -30,6 +30,15 @@ COG_OPTIONS: dict[str, Any] = {
 }
 
 
+def _current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _current_umask()
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike[str], suffix: str | None = None) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; rename it onto ``path`` if the block succeeds.
@@ -47,6 +56,8 @@ def atomic_path(path: str | os.PathLike[str], suffix: str | None = None) -> Iter
     tmp = Path(tmp_name)
     try:
         yield tmp
+        # mkstemp makes the file private (0600); results get the usual umask-derived mode.
+        tmp.chmod(0o666 & ~_UMASK)
         os.replace(tmp, dest)
     finally:
         tmp.unlink(missing_ok=True)

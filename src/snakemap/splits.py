@@ -1,7 +1,10 @@
 """Cross-validation folds grouped by area of interest, so no AOI is in two folds.
 
-``results/splits/folds.parquet`` has one row per chip: ``scene_id, chip, aoi, has_target,
-fold`` (fold in ``0..k-1``), in scene then chip order.
+With ``block_size`` set, the groups are square blocks of pixels within each AOI instead (by a
+chip's top-left pixel), for data sets with fewer AOIs than folds, such as a single scene.
+
+``results/splits/folds.parquet`` has one row per chip: ``scene_id, chip, aoi, group,
+has_target, fold`` (fold in ``0..k-1``), in scene then chip order.
 """
 
 from __future__ import annotations
@@ -28,13 +31,15 @@ class SplitOptions:
     method: Literal["group", "stratified_group"] = "stratified_group"
     #: seed of the shuffling
     seed: int = 0
+    #: group by blocks of this many pixels within each AOI instead of by AOI; None = by AOI
+    block_size: int | None = None
 
 
 def make_folds(chips: pd.DataFrame, aois: Mapping[str, str], options: SplitOptions) -> pd.DataFrame:
     """Assign every chip to a fold, all chips of one AOI to the same fold.
 
     Args:
-        chips: chip tables concatenated (columns ``scene_id, chip, target_fraction``).
+        chips: chip tables concatenated (columns ``scene_id, chip, row, col, target_fraction``).
         aois: scene id -> AOI.
         options: k, method and seed.
 
@@ -45,12 +50,18 @@ def make_folds(chips: pd.DataFrame, aois: Mapping[str, str], options: SplitOptio
         raise ValueError("no training chips: check chips.max_nodata_fraction and the labels")
     table = chips[["scene_id", "chip"]].copy()
     table["aoi"] = table["scene_id"].map(aois)
+    table["group"] = table["aoi"]
+    if options.block_size:
+        block = (chips["row"] // options.block_size).astype(str) + "_" + (chips["col"] // options.block_size).astype(str)
+        table["group"] = table["aoi"] + ":" + block.to_numpy()
     table["has_target"] = chips["target_fraction"].to_numpy() > 0
-    n_groups = table["aoi"].nunique()
+    n_groups = table["group"].nunique()
     if n_groups < options.folds:
+        unit = f"blocks of {options.block_size} pixels" if options.block_size else "AOI(s)"
         raise ValueError(
             f"splits.folds is {options.folds} but the training chips come from only {n_groups} "
-            f"AOI(s) ({', '.join(sorted(table['aoi'].unique()))}); lower splits.folds or add AOIs"
+            f"{unit} ({', '.join(sorted(table['group'].unique())[:10])}); lower splits.folds, "
+            "add AOIs or set splits.block_size"
         )
     if options.method == "stratified_group":
         splitter: GroupKFold | StratifiedGroupKFold = StratifiedGroupKFold(
@@ -59,7 +70,7 @@ def make_folds(chips: pd.DataFrame, aois: Mapping[str, str], options: SplitOptio
     else:
         splitter = GroupKFold(n_splits=options.folds, shuffle=True, random_state=options.seed)
     fold = np.full(len(table), -1, dtype=np.int64)
-    for k, (_, test) in enumerate(splitter.split(table, table["has_target"], groups=table["aoi"])):
+    for k, (_, test) in enumerate(splitter.split(table, table["has_target"], groups=table["group"])):
         fold[test] = k
     table["fold"] = fold
     return table.reset_index(drop=True)

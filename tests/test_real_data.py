@@ -1,0 +1,72 @@
+"""The real rasters of ../shared/data: sparse labels, odd nodata, and the ukis example config."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import rasterio
+
+from snakemap.acquire import acquire_scene
+from snakemap.bands import BandOptions
+from snakemap.clean import CleanOptions, clean_scene
+from snakemap.labels import LabelOptions
+from tests.conftest import REPO
+from tests.test_workflow import snakemake
+
+NC_CLASSES = ["developed", "agriculture", "herbaceous", "shrubland", "forest", "water", "sediment"]
+
+
+def test_nc_landsat_sparse_labels_and_nodata(tmp_path: Path, shared_data: Path) -> None:
+    seg = shared_data / "segmentation"
+    image, label = seg / "nc_landsat7_2000_image.tif", seg / "nc_landsat96_labelled_pixels_label.tif"
+    assert acquire_scene("nc", str(image), tmp_path / "acq", label_uri=label.as_uri())
+    labels = LabelOptions(classes=NC_CLASSES, remap={i + 1: c for i, c in enumerate(NC_CLASSES)})
+    status = clean_scene("nc", tmp_path / "acq", tmp_path / "clean", BandOptions(indices=["ndvi"]),
+                         CleanOptions(), labels)  # fmt: skip
+    assert status.status == "ok"
+    with rasterio.open(image) as src:
+        raw = src.read()
+        valid = (raw != -99999).all(axis=0)
+    with rasterio.open(label) as src:
+        sparse = src.read(1)
+    assert status.valid_fraction == pytest.approx(valid.mean(), abs=1e-6)
+    assert 0.8 < status.valid_fraction < 0.9  # about 15% of the frame is nodata
+    with rasterio.open(tmp_path / "clean" / "label.tif") as src:
+        cleaned = src.read(1)
+        assert src.crs.to_epsg() == 32119  # the image's grid, though the label file says 3358
+    # Unlabelled pixels (0) are ignored; every labelled pixel on valid data keeps its class.
+    keep = (sparse > 0) & valid
+    np.testing.assert_array_equal(cleaned[keep], sparse[keep] - 1)
+    assert (cleaned[~keep] == 255).all()
+    assert sum(status.extra["class_pixels"].values()) == keep.sum()
+
+
+def test_ukis_example_config(tmp_path: Path, shared_data: Path) -> None:
+    # The example's manifest points at ../shared/data from the working directory.
+    work = tmp_path / "work"
+    shutil.copytree(REPO / "config", work / "config")
+    (tmp_path / "shared").symlink_to(shared_data.parent)
+    snakemake(work, "--configfile", "config/examples/ukis.yaml", "--replace-workflow-config")
+    for scene in ("ukis_s2", "ukis_l7"):
+        status = json.loads((work / "results" / "clean" / scene / "status.json").read_text())
+        assert status["status"] == "ok" and status["shape"] == [512, 512]
+        assert status["bands"] == ["blue", "green", "red", "nir", "swir16", "swir22", "ndwi", "mndwi"]
+        record = json.loads((work / "resources" / "scenes" / scene / "acquire.json").read_text())
+        assert record["files"]["image"]["attempts"] == 1  # checksums verified at the first try
+    s2 = json.loads((work / "results" / "clean" / "ukis_s2" / "status.json").read_text())
+    assert s2["extra"]["class_pixels"] == {
+        "clear_land": 183124, "water": 840, "cloud_shadow": 28583, "cloud": 49597,
+    }  # fmt: skip
+    stats = json.loads((work / "results" / "stats" / "bands.json").read_text())
+    assert stats["scenes"] == ["ukis_s2"]
+    blue = stats["bands"][0]
+    assert blue["count"] == 512 * 512 and 0 <= blue["min"] < blue["p1"] < blue["mean"] < blue["p99"] < 1.5
+    folds = pd.read_parquet(work / "results" / "splits" / "folds.parquet")
+    assert len(folds) == 64 and sorted(folds["fold"].unique()) == [0, 1, 2, 3]
+    assert (folds.groupby("group")["fold"].nunique() == 1).all() and folds["group"].nunique() == 16
+    assert not (work / "results" / "chips" / "ukis_l7.index.parquet").exists()  # calval: no chips
