@@ -192,3 +192,46 @@ def test_lint_is_clean(tmp_path: Path) -> None:
     proc = snakemake(tmp_path, "--lint", check=False)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "Congratulations, your workflow is in a good condition!" in proc.stdout + proc.stderr
+
+
+def test_model_grid_trains_and_reruns_only_what_changed(tmp_path: Path) -> None:
+    models = {
+        "base": {"encoder_name": "mobilenet_v2", "epochs": 1, "batch_size": 8, "scheduler": "none"},
+        "grid": {"arch": ["Unet", "FPN"]},
+        "list": [{"name": "fpn-slow", "arch": "FPN", "lr": 0.0001}],
+    }
+    config = dict(CONFIG, models=models, demo={"size": 96})
+    work = workspace(tmp_path, config, [demo_row(n) for n in ("a1", "a2", "b1", "c1")])
+    snakemake(work)
+    keys = ["arch-Unet", "arch-FPN", "fpn-slow"]
+    table = pd.read_csv(work / "results" / "models" / "models.tsv", sep="\t")
+    assert table["key"].tolist() == keys and table["lr"].tolist() == [0.001, 0.001, 0.0001]
+    for key in keys:
+        folder = work / "results" / "models" / key
+        assert {"best.ckpt", "last.ckpt", "metrics.csv", "config.yaml"} <= {p.name for p in folder.iterdir()}
+        metrics = pd.read_csv(folder / "metrics.csv")
+        assert metrics["epoch"].tolist() == [0] and {"val_iou", "val_iou_reef", "train_loss"} <= set(metrics)
+        resolved = yaml.safe_load((folder / "config.yaml").read_text())
+        assert resolved["bands"] == ["blue", "green", "red", "nir", "ndwi"]
+        assert torch_epoch(folder / "last.ckpt") == 0
+    assert planned_jobs(work) == {}
+
+    # A changed learning rate for one model: exactly that model retrains.
+    models["list"][0]["lr"] = 0.00005
+    (work / "config" / "config.yaml").write_text(yaml.safe_dump(dict(config, models=models)))
+    plan = planned_jobs(work)
+    assert plan["train"] == 1 and "acquire" not in plan and "chips" not in plan
+    # A new grid value adds its model and leaves the trained ones alone.
+    models["list"][0]["lr"] = 0.0001
+    models["grid"]["arch"].append("UnetPlusPlus")
+    (work / "config" / "config.yaml").write_text(yaml.safe_dump(dict(config, models=models)))
+    assert planned_jobs(work)["train"] == 1
+    # One model rebuilt alone, by its checkpoint.
+    proc = snakemake(work, "--dry-run", "--force", "results/models/arch-FPN/best.ckpt")
+    assert re.search(r"^train\s+1$", proc.stdout, re.M) and "UnetPlusPlus" not in proc.stdout
+
+
+def torch_epoch(path: Path) -> int:
+    import torch  # noqa: PLC0415 - only this test needs it
+
+    return int(torch.load(path, weights_only=True)["epoch"])

@@ -85,6 +85,30 @@ def _folds(args: argparse.Namespace, cfg: dict) -> int:
     return 0
 
 
+def _train(args: argparse.Namespace, cfg: dict) -> int:
+    import json  # noqa: PLC0415
+
+    from snakemap.train import JobData, train_job  # noqa: PLC0415
+
+    job = json.loads(args.job)
+    labels = build("labels", cfg["labels"])
+    data = JobData(args.train_indexes, args.calval_indexes or [], args.folds, args.stats)
+    train_job(args.out, job["params"], job["fold"], labels.classes, labels.ignore_index, data, args.gpus)
+    return 0
+
+
+def _models_table(args: argparse.Namespace, cfg: dict) -> int:
+    import pandas as pd  # noqa: PLC0415
+
+    from snakemap.grid import expand, jobs_table  # noqa: PLC0415
+    from snakemap.io import atomic_path  # noqa: PLC0415
+
+    jobs = expand(cfg["models"], build("splits", cfg.get("splits")).folds)
+    with atomic_path(args.out, suffix=".tsv") as tmp:
+        pd.DataFrame(jobs_table(jobs)).to_csv(tmp, sep="\t", index=False)
+    return 0
+
+
 def _check_manifest(args: argparse.Namespace, cfg: dict) -> int:
     manifest = read_manifest(args.manifest)
     counts = manifest["role"].value_counts().to_dict()
@@ -142,6 +166,20 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--manifest", type=Path, required=True)
     p.add_argument("--out", type=Path, required=True)
     p.set_defaults(func=_folds)
+
+    p = sub.add_parser("train", parents=[common], help="train one model (one fold)")
+    p.add_argument("--job", required=True, help='JSON: {"params": {...}, "fold": k or null}')
+    p.add_argument("--train-indexes", nargs="+", type=Path, required=True, help="chip tables of train scenes")
+    p.add_argument("--calval-indexes", nargs="*", type=Path, help="chip tables of calval scenes")
+    p.add_argument("--folds", type=Path, required=True)
+    p.add_argument("--stats", type=Path, required=True)
+    p.add_argument("--out", type=Path, required=True, help="the job's folder")
+    p.add_argument("--gpus", type=int, help="GPUs given to the job (default: the model's gpus)")
+    p.set_defaults(func=_train)
+
+    p = sub.add_parser("models-table", parents=[common], help="list the models of the grid")
+    p.add_argument("--out", type=Path, required=True)
+    p.set_defaults(func=_models_table)
 
     p = sub.add_parser("check-manifest", parents=[common], help="check a scene manifest")
     p.add_argument("manifest", type=Path)

@@ -5,6 +5,8 @@ import urllib.parse
 
 from snakemake.utils import validate
 
+from snakemap.grid import ID_PATTERN
+from snakemap.grid import expand as expand_models
 from snakemap.manifest import SCENE_ID_PATTERN, read_manifest, scenes_with_role
 
 
@@ -16,6 +18,7 @@ validate(MANIFEST, "../schemas/manifest.schema.yaml")
 
 TRAIN = scenes_with_role(MANIFEST, "train")
 CALVAL = scenes_with_role(MANIFEST, "calval")
+MODEL_KEY_PATTERN = rf"{ID_PATTERN}(/fold[0-9]+)?"
 
 
 wildcard_constraints:
@@ -44,9 +47,47 @@ def local_inputs(wildcards):
 
 
 def all_outputs():
-    """What `snakemake` builds by default: cleaned scenes, statistics, chips and folds."""
+    """What `snakemake` builds by default: cleaned scenes, statistics, chips, folds, models."""
     return (
         expand("results/clean/{scene}", scene=TRAIN + CALVAL)
         + expand("results/chips/{scene}.index.parquet", scene=TRAIN)
         + ["results/stats/bands.json", "results/splits/folds.parquet"]
+        + model_outputs()
     )
+
+
+def model_outputs():
+    """Every job's best checkpoint and the table of models (nothing without `models:`)."""
+    if not JOBS:
+        return []
+    return expand("results/models/{model}/best.ckpt", model=JOBS) + ["results/models/models.tsv"]
+
+
+# Training jobs from the model grid: key "id" or "id/fold{k}" -> snakemap.grid.ModelJob
+JOBS = (
+    {j.key: j for j in expand_models(config["models"], config["splits"]["folds"])}
+    if "models" in config
+    else {}
+)
+
+
+wildcard_constraints:
+    model=MODEL_KEY_PATTERN,
+
+
+def job(wildcards):
+    """The training job being built."""
+    return JOBS[wildcards.model]
+
+
+def job_json(wildcards):
+    """A job's own parameters: changing them reruns that job alone."""
+    j = job(wildcards)
+    return json.dumps({"params": j.params, "fold": j.fold}, sort_keys=True)
+
+
+def calval_chips(wildcards):
+    """Chip tables of the calval scenes, for jobs that validate on them."""
+    if job(wildcards).params["validation"] != "calval":
+        return []
+    return expand("results/chips/{scene}.index.parquet", scene=CALVAL)

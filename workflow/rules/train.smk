@@ -1,0 +1,54 @@
+# One training job per model (and fold): segmentation-models-pytorch with Lightning, resumable.
+
+
+rule train:
+    input:
+        train=expand("results/chips/{scene}.index.parquet", scene=TRAIN),
+        calval=calval_chips,
+        folds="results/splits/folds.parquet",
+        stats="results/stats/bands.json",
+    output:
+        best="results/models/{model}/best.ckpt",
+        last="results/models/{model}/last.ckpt",
+        metrics="results/models/{model}/metrics.csv",
+        config="results/models/{model}/config.yaml",
+    params:
+        job=job_json,
+        labels=options("labels"),
+    threads: lambda w: job(w).params["cpus"]
+    resources:
+        gpu=lambda w: job(w).params["gpus"],
+        mem_mb=lambda w, attempt: job(w).params["mem_mb"] * attempt,
+        runtime=lambda w: job(w).params["runtime"],
+    conda:
+        "../envs/snakemap.yaml"
+    log:
+        "logs/train/{model}.log",
+    benchmark:
+        "benchmarks/train/{model}.tsv"
+    shell:
+        "snakemap train --job {params.job:q} --options {params.labels:q}"
+        " --train-indexes {input.train:q} --calval-indexes {input.calval:q}"
+        " --folds {input.folds:q} --stats {input.stats:q}"
+        " --out results/models/{wildcards.model} --gpus {resources.gpu} 2> {log:q}"
+
+
+rule train_all:
+    input:
+        model_outputs(),
+    default_target: False
+    localrule: True
+
+
+rule models_table:
+    output:
+        "results/models/models.tsv",
+    params:
+        models=options("models", "splits"),
+    localrule: True
+    conda:
+        "../envs/snakemap.yaml"
+    log:
+        "logs/models/models_table.log",
+    shell:
+        "snakemap models-table --options {params.models:q} --out {output:q} 2> {log:q}"
