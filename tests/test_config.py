@@ -8,6 +8,7 @@ import pytest
 import yaml
 
 from snakemap.config import SECTIONS, ConfigError, build
+from snakemap.grid import ModelOptions
 from tests.conftest import REPO
 
 SCHEMA = yaml.safe_load((REPO / "workflow" / "schemas" / "config.schema.yaml").read_text())
@@ -25,6 +26,15 @@ def test_schema_defaults_equal_option_defaults(section: str) -> None:
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
         assert props[f.name]["default"] == default, f"{section}.{f.name}"
     assert set(props) <= {f.name for f in dataclasses.fields(SECTIONS[section])}
+
+
+def test_model_schema_defaults_equal_model_options() -> None:
+    props = SCHEMA["properties"]["models"]["properties"]["base"]["properties"]
+    fields = {f.name: f for f in dataclasses.fields(ModelOptions)}
+    assert set(props) == set(fields)
+    for name, f in fields.items():
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
+        assert props[name]["default"] == default, name
 
 
 def test_unknown_key_is_named() -> None:

@@ -368,3 +368,15 @@ def _publish(out: Path, work: Path) -> None:
         merge_metrics(work / "logs").to_csv(tmp, index=False)
     # Finished: a later run (new inputs, forced) starts afresh instead of resuming this one.
     shutil.rmtree(checkpoints)
+
+
+def load_task(checkpoint: str | os.PathLike[str], map_location: str | torch.device = "cpu") -> SegmentationTask:
+    """A trained model from its checkpoint (``weights_only``), ready for inference.
+
+    The pretrained-weights file used at training time is not needed (nor read) again.
+    """
+    task = SegmentationTask.load_from_checkpoint(
+        checkpoint, map_location=map_location, weights_only=True, encoder_weights=None
+    )
+    task.eval()
+    return task

@@ -1,6 +1,8 @@
 # Config and manifest checks, tables and input functions shared by the rules.
 
 import json
+import os
+import sys
 import urllib.parse
 
 from snakemake.utils import validate
@@ -9,6 +11,10 @@ from snakemap.grid import ID_PATTERN
 from snakemap.grid import expand as expand_models
 from snakemap.manifest import SCENE_ID_PATTERN, read_manifest, scenes_with_role
 
+
+# Jobs call `snakemap`: use the one installed beside this snakemake, activated or not (an
+# activated conda environment under --sdm conda still comes first).
+os.environ["PATH"] = os.pathsep.join([os.path.dirname(sys.executable), os.environ.get("PATH", "")])
 
 validate(config, "../schemas/config.schema.yaml")
 

@@ -1,0 +1,339 @@
+"""Predict a scene of any size with overlapping windows, seam-free and in bounded memory.
+
+Windows of ``window`` pixels start every ``stride`` pixels, beginning ``pad`` pixels before the
+scene's edge (the outside reads as nodata). Each window's output is weighted and summed into a
+strip accumulator, and every row that no later window touches is normalised and written:
+
+- centre crop (default, Raster Vision's ``crop_sz``): ``pad = overlap``, ``stride = window -
+  2 * overlap``, weight 1 in the window's centre and 0 in its ``overlap``-wide border, so every
+  pixel comes from exactly one window's low-error centre;
+- blending (``blend: true``): ``stride = window - overlap``, weights ramp linearly over the
+  ``overlap`` at each side, so neighbouring windows fade into each other.
+
+Memory is bounded by one strip of ``window`` rows of the scene, whatever its size. Outputs, on
+exactly the input's grid and CRS: a class map (uint8, nodata 255) and class probabilities
+(uint8 scaled by 250 with nodata 255, or float32 with NaN), both Cloud-Optimized GeoTIFFs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Protocol
+
+import numpy as np
+import rasterio
+import rasterio.shutil
+import torch
+from rasterio.windows import Window
+
+from snakemap.data import Normalizer
+from snakemap.io import COG_OPTIONS, atomic_path
+
+log = logging.getLogger(__name__)
+
+NODATA_CLASS = 255
+PROB_SCALE = 250  # uint8 probabilities: value / 250; 255 is nodata
+
+
+@dataclass
+class PredictOptions:
+    """Windows, batches and outputs of the predictor; mirrors the ``predict`` config section."""
+
+    #: window side in pixels (the model's input)
+    window: int = 256
+    #: context pixels: cropped from each side (centre crop) or blended between neighbours
+    overlap: int = 32
+    #: blend overlapping windows instead of keeping each window's centre
+    blend: bool = False
+    #: windows per model call
+    batch_size: int = 8
+    #: average over flips (test-time augmentation)
+    tta: bool = False
+    #: how probabilities are stored
+    prob_dtype: Literal["uint8", "float32"] = "uint8"
+
+    def geometry(self) -> tuple[int, int]:
+        """``(pad, stride)`` of the windows."""
+        if self.blend:
+            stride, pad = self.window - self.overlap, self.overlap // 2
+        else:
+            stride, pad = self.window - 2 * self.overlap, self.overlap
+        if stride <= 0:
+            raise ValueError(f"predict.overlap {self.overlap} leaves no stride in a window of {self.window}")
+        return pad, stride
+
+    def weights(self) -> np.ndarray:
+        """``(window, window)`` float32 weight of each window pixel."""
+        w, o = self.window, self.overlap
+        if self.blend:
+            ramp = np.minimum(np.arange(w) + 0.5, np.arange(w)[::-1] + 0.5) / max(o, 1)
+            line = np.clip(ramp, 1e-3, 1.0)
+        else:
+            line = np.zeros(w, dtype=np.float32)
+            line[o : w - o] = 1.0
+        return np.outer(line, line).astype(np.float32)
+
+
+class SceneReader(Protocol):
+    """A scene to predict, read in strips of rows: ``(bands, rows, width)`` float32, NaN invalid."""
+
+    height: int
+    width: int
+    names: list[str]
+    profile: dict[str, Any]
+
+    def read_rows(self, start: int, stop: int) -> np.ndarray: ...
+
+
+class CleanImageReader:
+    """A cleaned scene (``results/clean/{scene}/image.tif``): float32, NaN nodata, named bands."""
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.dataset = rasterio.open(path)
+        self.height, self.width = self.dataset.height, self.dataset.width
+        self.names = [d or f"b{i}" for i, d in enumerate(self.dataset.descriptions, start=1)]
+        self.profile = {"crs": self.dataset.crs, "transform": self.dataset.transform}
+
+    def read_rows(self, start: int, stop: int) -> np.ndarray:
+        data = self.dataset.read(window=Window(0, start, self.width, stop - start), out_dtype="float32")
+        if self.dataset.nodata is not None and not np.isnan(self.dataset.nodata):
+            data[data == self.dataset.nodata] = np.nan
+        return data
+
+    def close(self) -> None:
+        self.dataset.close()
+
+
+@dataclass
+class Member:
+    """One model of a prediction: its input bands, normalisation, weight and activation.
+
+    ``model`` maps a normalised ``(batch, len(bands), h, w)`` tensor to ``(batch, classes, h, w)``
+    scores; ``activation`` turns them into probabilities (``softmax``) or takes them as they are.
+    """
+
+    model: Callable[[torch.Tensor], torch.Tensor]
+    bands: list[str]
+    normalizer: Normalizer
+    weight: float = 1.0
+    activation: Literal["softmax", "none"] = "softmax"
+
+    @classmethod
+    def from_task(cls, task: Any, weight: float = 1.0) -> Member:
+        """A member from a trained :class:`snakemap.train.SegmentationTask`."""
+        hp = task.hparams
+        norm = Normalizer(np.asarray(hp.mean, dtype=np.float32), np.asarray(hp.std, dtype=np.float32))
+        return cls(task, list(hp.band_names), norm, weight)
+
+
+@dataclass
+class Predictor:
+    """Class probabilities of image windows from one model or a weighted ensemble.
+
+    Args:
+        members: the models; probabilities are their weighted mean.
+        classes: class names, one per output channel.
+        device: where the models run; bf16 autocast is used on CUDA.
+        tta: average over the identity, a horizontal and a vertical flip.
+        threshold: with ``target`` set, a pixel is ``target`` when its probability reaches this,
+            otherwise the most probable of the other classes (None: plain argmax).
+        target: the class index the threshold applies to.
+    """
+
+    members: list[Member]
+    classes: list[str]
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    tta: bool = False
+    threshold: float | None = None
+    target: int | None = None
+    #: seconds spent in the models alone (for the efficiency benchmark)
+    model_seconds: float = 0.0
+
+    def probabilities(self, windows: np.ndarray, names: list[str]) -> np.ndarray:
+        """``(n, bands, h, w)`` float32 windows (NaN invalid) -> ``(n, classes, h, w)`` probabilities."""
+        total = None
+        weight_sum = sum(m.weight for m in self.members)
+        for member in self.members:
+            idx = [names.index(b) for b in member.bands]
+            x = torch.from_numpy(member.normalizer(windows[:, idx])).to(self.device, non_blocking=True)
+            probs = self._run(member, x)
+            total = probs * (member.weight / weight_sum) if total is None else total + probs * (member.weight / weight_sum)
+        assert total is not None
+        return total.float().cpu().numpy()
+
+    def _run(self, member: Member, x: torch.Tensor) -> torch.Tensor:
+        start = time.perf_counter()
+        views = [(x, None)] + ([(x.flip(-1), -1), (x.flip(-2), -2)] if self.tta else [])
+        out = None
+        autocast = torch.autocast("cuda", dtype=torch.bfloat16) if x.is_cuda else contextlib.nullcontext()
+        with torch.inference_mode(), autocast:
+            for view, dim in views:
+                if x.is_cuda:
+                    view = view.contiguous(memory_format=torch.channels_last)
+                scores = member.model(view).float()
+                probs = scores.softmax(1) if member.activation == "softmax" else scores
+                probs = probs if dim is None else probs.flip(dim)
+                out = probs if out is None else out + probs
+        assert out is not None
+        out = out / len(views)
+        if x.is_cuda:
+            torch.cuda.synchronize()
+        self.model_seconds += time.perf_counter() - start
+        return out
+
+    def classify(self, probs: np.ndarray) -> np.ndarray:
+        """``(classes, ...)`` probabilities -> class indices, by argmax or the target threshold."""
+        if self.threshold is None or self.target is None:
+            return probs.argmax(0).astype(np.uint8)
+        others = probs.copy()
+        others[self.target] = -1
+        return np.where(probs[self.target] >= self.threshold, self.target, others.argmax(0)).astype(np.uint8)
+
+
+def window_origins(length: int, pad: int, stride: int) -> list[int]:
+    """Origins ``-pad + k * stride`` of the windows needed to cover ``[0, length)``."""
+    origins = [-pad]
+    while origins[-1] + pad + stride < length:
+        origins.append(origins[-1] + stride)
+    return origins
+
+
+def iter_strips(reader: SceneReader, opts: PredictOptions) -> Iterator[tuple[int, np.ndarray]]:
+    """Per row of windows: its origin row and the strip ``(bands, window, pad + width + window)``."""
+    pad, stride = opts.geometry()
+    w = opts.window
+    for y in window_origins(reader.height, pad, stride):
+        strip = np.full((len(reader.names), w, pad + reader.width + w), np.nan, dtype=np.float32)
+        top, bottom = max(y, 0), min(y + w, reader.height)
+        if bottom > top:
+            strip[:, top - y : bottom - y, pad : pad + reader.width] = reader.read_rows(top, bottom)
+        yield y, strip
+
+
+def predict_scene(
+    reader: SceneReader,
+    predictor: Predictor,
+    opts: PredictOptions,
+    class_path: str | os.PathLike[str],
+    prob_path: str | os.PathLike[str] | None = None,
+) -> dict[str, Any]:
+    """Predict a whole scene and write its class map (and probabilities) atomically.
+
+    Returns:
+        Figures of the run: windows, batches, valid pixels, seconds in the models and in total.
+    """
+    start = time.perf_counter()
+    pad, stride = opts.geometry()
+    w, height, width = opts.window, reader.height, reader.width
+    k = len(predictor.classes)
+    weights = opts.weights()
+    xs = window_origins(width, pad, stride)
+    acc = np.zeros((k, w, width), dtype=np.float32)
+    wsum = np.zeros((w, width), dtype=np.float32)
+    valid = np.zeros((w, width), dtype=bool)
+    figures = {"windows": 0, "batches": 0, "valid_pixels": 0}
+    with _Outputs(reader, k, opts, class_path, prob_path) as outputs:
+        flushed = 0
+        for y, strip in iter_strips(reader, opts):
+            windows = np.stack([strip[:, :, pad + x : pad + x + w] for x in xs])
+            for b in range(0, len(windows), opts.batch_size):
+                probs = predictor.probabilities(windows[b : b + opts.batch_size], reader.names)
+                figures["batches"] += 1
+                for i, p in enumerate(probs):
+                    x = xs[b + i]
+                    lo, hi = max(x, 0), min(x + w, width)
+                    acc[:, :, lo:hi] += p[:, :, lo - x : hi - x] * weights[:, lo - x : hi - x]
+                    wsum[:, lo:hi] += weights[:, lo - x : hi - x]
+            figures["windows"] += len(windows)
+            valid |= np.isfinite(strip[:, :, pad : pad + width]).all(axis=0)
+            # Rows above the next window row are final: write them, then shift the buffers.
+            done = min(y + stride, height)
+            n = done - flushed
+            if n > 0:
+                top = flushed - y
+                rows = acc[:, top : top + n] / np.maximum(wsum[top : top + n], 1e-12)
+                ok = valid[top : top + n]
+                figures["valid_pixels"] += int(ok.sum())
+                outputs.write(flushed, rows, predictor.classify(rows), ok)
+                flushed = done
+            acc = np.concatenate([acc[:, stride:], np.zeros((k, stride, width), np.float32)], axis=1)
+            wsum = np.concatenate([wsum[stride:], np.zeros((stride, width), np.float32)])
+            valid = np.concatenate([valid[stride:], np.zeros((stride, width), bool)])
+    figures["model_seconds"] = predictor.model_seconds
+    figures["seconds"] = time.perf_counter() - start
+    return figures
+
+
+class _Outputs:
+    """Tiled GeoTIFFs written strip by strip, then copied to COGs and renamed into place."""
+
+    def __init__(self, reader: SceneReader, classes: int, opts: PredictOptions, class_path: Any, prob_path: Any):
+        self.reader, self.classes, self.opts = reader, classes, opts
+        self.paths = [Path(class_path)] + ([Path(prob_path)] if prob_path else [])
+        # Staged beside the outputs (same filesystem), removed whatever happens.
+        self.tmps = [p.with_name(f".{p.name}.{os.getpid()}.stage.tif") for p in self.paths]
+        self.stack = contextlib.ExitStack()
+
+    def __enter__(self) -> _Outputs:
+        base = {"driver": "GTiff", "height": self.reader.height, "width": self.reader.width, "tiled": True,
+                "blockxsize": 256, "blockysize": 256, "compress": "deflate", "BIGTIFF": "IF_SAFER",
+                **self.reader.profile}  # fmt: skip
+        for p in self.paths:
+            p.parent.mkdir(parents=True, exist_ok=True)
+        self.class_ds = self.stack.enter_context(
+            rasterio.open(self.tmps[0], "w", count=1, dtype="uint8", nodata=NODATA_CLASS, **base)
+        )
+        self.prob_ds = None
+        if len(self.paths) > 1:
+            u8 = self.opts.prob_dtype == "uint8"
+            self.prob_ds = self.stack.enter_context(rasterio.open(
+                self.tmps[1], "w", count=self.classes, dtype="uint8" if u8 else "float32",
+                nodata=NODATA_CLASS if u8 else float("nan"), **base))  # fmt: skip
+            if u8:
+                self.prob_ds.scales = [1 / PROB_SCALE] * self.classes
+        return self
+
+    def write(self, row: int, probs: np.ndarray, classes: np.ndarray, valid: np.ndarray) -> None:
+        """Write rows ``row..row+n`` of ``(classes, n, width)`` probabilities and ``(n, width)`` classes."""
+        n = classes.shape[0]
+        window = Window(0, row, self.reader.width, n)
+        self.class_ds.write(np.where(valid, classes, NODATA_CLASS)[None], window=window)
+        if self.prob_ds is not None:
+            if self.opts.prob_dtype == "uint8":
+                data = np.where(valid, np.rint(np.clip(probs, 0, 1) * PROB_SCALE), NODATA_CLASS).astype(np.uint8)
+            else:
+                data = np.where(valid, probs, np.nan).astype(np.float32)
+            self.prob_ds.write(data, window=window)
+
+    def __exit__(self, *exc: object) -> None:
+        try:
+            self.stack.close()
+            if exc[0] is None:
+                for tmp, path in zip(self.tmps, self.paths, strict=True):
+                    _to_cog(tmp, path)
+        finally:
+            for tmp in self.tmps:
+                tmp.unlink(missing_ok=True)
+
+
+def _to_cog(staged: Path, path: Path) -> None:
+    """Copy a tiled GeoTIFF to a Cloud-Optimized one at ``path``, atomically (GDAL streams it)."""
+    with atomic_path(path, suffix=".tif") as tmp:
+        rasterio.shutil.copy(staged, tmp, **COG_OPTIONS)
+
+
+def read_probabilities(path: str | os.PathLike[str]) -> np.ndarray:
+    """``(classes, rows, cols)`` float32 probabilities from a probability GeoTIFF, NaN nodata."""
+    with rasterio.open(path) as src:
+        data = src.read()
+        if src.dtypes[0] == "uint8":
+            out = data.astype(np.float32) / PROB_SCALE
+            out[data == NODATA_CLASS] = np.nan
+            return out
+        return data.astype(np.float32)
