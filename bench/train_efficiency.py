@@ -26,7 +26,8 @@ import pandas as pd
 import torch
 
 from snakemap.chips import INDEX_COLUMNS
-from snakemap.data import ChipDataModule, ChipDataset, Normalizer
+from snakemap.data import ChipDataModule, ChipDataset
+from snakemap.stats import Normalizer
 from snakemap.train import SegmentationTask
 
 CLASSES = ["land", "water", "reef", "cloud"]

@@ -19,9 +19,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from snakemap.data import Normalizer
+from snakemap.stats import Normalizer
 from snakemap.metrics import confusion_matrix, scores
-from snakemap.train import load_task
+from snakemap.models import load_trained
 
 
 def binary_iou(pred: np.ndarray, truth: np.ndarray, valid: np.ndarray) -> float:
@@ -36,14 +36,13 @@ def main() -> None:
     args = ap.parse_args()
     chips = np.load(args.results / "chips" / "ukis_l7.image.npy")
     labels = np.load(args.results / "chips" / "ukis_l7.label.npy")
-    task = load_task(args.results / "models" / args.model / "best.ckpt")
-    hp = task.hparams
+    hp = load_trained(args.results / "models" / args.model / "best.ckpt")
     names = ["blue", "green", "red", "nir", "swir16", "swir22", "ndwi", "mndwi"]
     x = Normalizer(np.asarray(hp.mean, np.float32), np.asarray(hp.std, np.float32))(
         chips[:, [names.index(b) for b in hp.band_names]]
     )
     with torch.no_grad():
-        pred = torch.cat([task(torch.from_numpy(x[i : i + 32])).argmax(1) for i in range(0, len(x), 32)]).numpy()
+        pred = torch.cat([hp.network(torch.from_numpy(x[i : i + 32])).argmax(1) for i in range(0, len(x), 32)]).numpy()
     classes = list(hp.classes)
     valid = labels != 255
     model = scores(confusion_matrix(labels, pred.astype(np.uint8), len(classes), 255), classes)["per_class"]

@@ -109,6 +109,86 @@ def _models_table(args: argparse.Namespace, cfg: dict) -> int:
     return 0
 
 
+def _predict(args: argparse.Namespace, cfg: dict) -> int:
+    import torch  # noqa: PLC0415
+
+    from snakemap.models import load_trained  # noqa: PLC0415
+    from snakemap.predict import CleanImageReader, Member, Predictor, predict_scene  # noqa: PLC0415
+
+    use_gpu = bool(args.gpus) and torch.cuda.is_available()
+    device = torch.device("cuda" if use_gpu else "cpu")
+    weights = args.weight or [1.0] * len(args.checkpoint)
+    if len(weights) != len(args.checkpoint):
+        raise ConfigError(f"{len(args.checkpoint)} checkpoints but {len(weights)} weights")
+    models = [load_trained(c, device) for c in args.checkpoint]
+    classes = models[0].classes
+    for c, m in zip(args.checkpoint, models, strict=True):
+        if m.classes != classes:
+            raise ConfigError(f"{c} predicts classes {m.classes}, the first member {classes}")
+    target = classes.index(args.target) if args.target else None
+    predictor = Predictor([Member.from_trained(m, w) for m, w in zip(models, weights, strict=True)],
+                          classes, device, build("predict", cfg.get("predict")).tta, args.threshold, target)  # fmt: skip
+    reader = CleanImageReader(args.image)
+    try:
+        figures = predict_scene(reader, predictor, build("predict", cfg.get("predict")), args.classes_out, args.probs_out)
+    finally:
+        reader.close()
+    logging.info("predicted %s: %s", args.image, figures)
+    return 0
+
+
+def _baseline(args: argparse.Namespace, cfg: dict) -> int:
+    import json  # noqa: PLC0415
+
+    from snakemap.calval import BaselineSpec, baseline_map  # noqa: PLC0415
+
+    labels = build("labels", cfg["labels"])
+    baseline_map(BaselineSpec.from_config(json.loads(args.spec)), args.site, args.image, labels.classes, args.out)
+    return 0
+
+
+def _calval_metrics(args: argparse.Namespace, cfg: dict) -> int:
+    from snakemap.calval import SiteFiles, score_predictor, write_scores  # noqa: PLC0415
+
+    labels = build("labels", cfg["labels"])
+    probs = args.probs or [None] * len(args.sites)
+    files = [SiteFiles(s, lab, cls, p) for s, lab, cls, p in zip(args.sites, args.labels, args.maps, probs, strict=True)]
+    target = labels.target_indices[0] if len(labels.target_indices) == 1 else None
+    result = score_predictor(args.predictor, files, labels.classes, labels.ignore_index, target, args.tune)
+    write_scores(result, args.out_json, args.out_csv)
+    return 0
+
+
+def _calval_summary(args: argparse.Namespace, cfg: dict) -> int:
+    from snakemap.calval import write_summary  # noqa: PLC0415
+
+    print(write_summary(args.metrics, args.out).to_string(index=False))
+    return 0
+
+
+def _report_plots(args: argparse.Namespace, cfg: dict) -> int:
+    from snakemap import report  # noqa: PLC0415
+
+    report.iou_bars(args.metrics, args.bars)
+    report.pr_curves(args.metrics, args.pr)
+    report.confusion_matrices(args.metrics, args.confusion)
+    report.training_curves(args.training or [], args.training_out)
+    return 0
+
+
+def _preview(args: argparse.Namespace, cfg: dict) -> int:
+    from snakemap import report  # noqa: PLC0415
+
+    labels = build("labels", cfg["labels"])
+    best = report.best_predictor(args.summary)
+    name = best["predictor"]
+    prediction = args.calval / name / f"{args.site}.tif"
+    title = f"{args.site}: {name} (macro IoU {best['macro_iou']:.3f} over all sites)"
+    report.preview(args.clean / "image.tif", args.clean / "label.tif", prediction, labels.classes, title, args.out,
+                   labels.ignore_index)  # fmt: skip
+    return 0
+
+
 def _check_manifest(args: argparse.Namespace, cfg: dict) -> int:
     manifest = read_manifest(args.manifest)
     counts = manifest["role"].value_counts().to_dict()
@@ -180,6 +260,57 @@ def parser() -> argparse.ArgumentParser:
     p = sub.add_parser("models-table", parents=[common], help="list the models of the grid")
     p.add_argument("--out", type=Path, required=True)
     p.set_defaults(func=_models_table)
+
+    p = sub.add_parser("predict", parents=[common], help="predict a cleaned scene with models/an ensemble")
+    p.add_argument("--checkpoint", action="append", required=True, type=Path, help="repeat for an ensemble")
+    p.add_argument("--weight", action="append", type=float, help="one per checkpoint (default 1)")
+    p.add_argument("--image", type=Path, required=True, help="the scene's cleaned image.tif")
+    p.add_argument("--classes-out", type=Path, required=True)
+    p.add_argument("--probs-out", type=Path)
+    p.add_argument("--threshold", type=float, help="probability from which a pixel is --target")
+    p.add_argument("--target", help="the class --threshold applies to")
+    p.add_argument("--gpus", type=int, default=0)
+    p.set_defaults(func=_predict)
+
+    p = sub.add_parser("baseline", parents=[common], help="a baseline's class map of one site")
+    p.add_argument("site")
+    p.add_argument("--spec", required=True, help="the baseline's config as JSON")
+    p.add_argument("--image", type=Path, required=True, help="the site's cleaned image.tif")
+    p.add_argument("--out", type=Path, required=True)
+    p.set_defaults(func=_baseline)
+
+    p = sub.add_parser("calval-metrics", parents=[common], help="score one predictor over its sites")
+    p.add_argument("--predictor", required=True)
+    p.add_argument("--sites", nargs="+", required=True)
+    p.add_argument("--labels", nargs="+", type=Path, required=True, help="clean label.tif per site")
+    p.add_argument("--maps", nargs="+", type=Path, required=True, help="class map per site")
+    p.add_argument("--probs", nargs="*", type=Path, help="probabilities per site")
+    p.add_argument("--tune", action="store_true", help="score at the F1-optimal threshold")
+    p.add_argument("--out-json", type=Path, required=True)
+    p.add_argument("--out-csv", type=Path, required=True)
+    p.set_defaults(func=_calval_metrics)
+
+    p = sub.add_parser("calval-summary", parents=[common], help="one row per predictor")
+    p.add_argument("metrics", nargs="+", type=Path)
+    p.add_argument("--out", type=Path, required=True)
+    p.set_defaults(func=_calval_summary)
+
+    p = sub.add_parser("report-plots", parents=[common], help="calval and training figures")
+    p.add_argument("--metrics", nargs="+", type=Path, required=True, help="calval metrics.json files")
+    p.add_argument("--training", nargs="*", type=Path, help="training metrics.csv files")
+    p.add_argument("--bars", type=Path, required=True)
+    p.add_argument("--pr", type=Path, required=True)
+    p.add_argument("--confusion", type=Path, required=True)
+    p.add_argument("--training-out", type=Path, required=True)
+    p.set_defaults(func=_report_plots)
+
+    p = sub.add_parser("preview", parents=[common], help="image | reference | prediction | errors of a site")
+    p.add_argument("site")
+    p.add_argument("--clean", type=Path, required=True, help="the site's clean folder")
+    p.add_argument("--summary", type=Path, required=True, help="calval summary.csv (picks the best predictor)")
+    p.add_argument("--calval", type=Path, default=Path("results/calval"))
+    p.add_argument("--out", type=Path, required=True)
+    p.set_defaults(func=_preview)
 
     p = sub.add_parser("check-manifest", parents=[common], help="check a scene manifest")
     p.add_argument("manifest", type=Path)

@@ -21,6 +21,7 @@ from snakemap.chips import ChipOptions
 from snakemap.clean import CleanOptions
 from snakemap.demo import DemoOptions
 from snakemap.labels import LabelOptions
+from snakemap.predict import PredictOptions
 from snakemap.splits import SplitOptions
 
 
@@ -33,6 +34,7 @@ SECTIONS: dict[str, type] = {
     "chips": ChipOptions,
     "splits": SplitOptions,
     "demo": DemoOptions,
+    "predict": PredictOptions,
 }
 
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +18,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, RandomSampler, WeightedRandomSampler
 
 from snakemap.chips import ChipPaths
+from snakemap.stats import Normalizer
 
 Batch = tuple[torch.Tensor, torch.Tensor]
 
@@ -28,19 +28,6 @@ def chip_paths(index: str | os.PathLike[str]) -> ChipPaths:
     index = Path(index)
     stem = index.name.removesuffix(".index.parquet")
     return ChipPaths(index.with_name(f"{stem}.image.npy"), index.with_name(f"{stem}.label.npy"), index)
-
-
-@dataclass
-class Normalizer:
-    """Per-channel ``(x - mean) / std`` and NaN -> 0, for ``(..., channels, H, W)`` arrays."""
-
-    mean: np.ndarray
-    std: np.ndarray
-
-    def __call__(self, x: np.ndarray) -> np.ndarray:
-        shape = (-1, 1, 1)
-        out = (x - self.mean.reshape(shape)) / self.std.reshape(shape)
-        return np.nan_to_num(out, nan=0.0).astype(np.float32, copy=False)
 
 
 class ChipDataset(Dataset[Batch]):

@@ -7,6 +7,7 @@ the encoder, or of a whole smp model whose ``encoder.*`` keys are used), or null
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 
 import segmentation_models_pytorch as smp
@@ -92,3 +93,31 @@ def _adapt_first_conv(weight: torch.Tensor, channels: int) -> torch.Tensor:
     """``(out, c, k, k)`` kernels to ``(out, channels, k, k)``, cycling and rescaling inputs."""
     reps = [weight[:, i % weight.shape[1]] for i in range(channels)]
     return torch.stack(reps, dim=1) * weight.shape[1] / channels
+
+
+@dataclass
+class TrainedModel:
+    """A trained network with what prediction needs to know about its inputs and outputs."""
+
+    #: maps normalised ``(batch, len(band_names), H, W)`` to logits ``(batch, len(classes), H, W)``
+    network: nn.Module
+    classes: list[str]
+    band_names: list[str]
+    mean: list[float]
+    std: list[float]
+
+
+def load_trained(checkpoint: str | Path, map_location: str | torch.device = "cpu") -> TrainedModel:
+    """Load a training checkpoint for inference, without Lightning (a quicker start).
+
+    The checkpoint is read with ``weights_only=True``; its hyperparameters give the architecture,
+    classes, input bands and their statistics. The pretrained-weights file used in training is not
+    read again.
+    """
+    ckpt = torch.load(checkpoint, map_location=map_location, weights_only=True)
+    hp = ckpt["hyper_parameters"]
+    network = build_model(hp["arch"], hp["encoder_name"], len(hp["band_names"]), len(hp["classes"]))
+    state = {k.removeprefix("model."): v for k, v in ckpt["state_dict"].items() if k.startswith("model.")}
+    network.load_state_dict(state)
+    network.to(map_location).eval()
+    return TrainedModel(network, list(hp["classes"]), list(hp["band_names"]), list(hp["mean"]), list(hp["std"]))

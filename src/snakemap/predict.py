@@ -32,8 +32,9 @@ import rasterio.shutil
 import torch
 from rasterio.windows import Window
 
-from snakemap.data import Normalizer
+from snakemap.stats import Normalizer
 from snakemap.io import COG_OPTIONS, atomic_path
+from snakemap.models import TrainedModel
 
 log = logging.getLogger(__name__)
 
@@ -125,11 +126,10 @@ class Member:
     activation: Literal["softmax", "none"] = "softmax"
 
     @classmethod
-    def from_task(cls, task: Any, weight: float = 1.0) -> Member:
-        """A member from a trained :class:`snakemap.train.SegmentationTask`."""
-        hp = task.hparams
-        norm = Normalizer(np.asarray(hp.mean, dtype=np.float32), np.asarray(hp.std, dtype=np.float32))
-        return cls(task, list(hp.band_names), norm, weight)
+    def from_trained(cls, trained: TrainedModel, weight: float = 1.0) -> Member:
+        """A member from a checkpoint loaded with :func:`snakemap.models.load_trained`."""
+        norm = Normalizer(np.asarray(trained.mean, dtype=np.float32), np.asarray(trained.std, dtype=np.float32))
+        return cls(trained.network, trained.band_names, norm, weight)
 
 
 @dataclass
@@ -234,6 +234,7 @@ def predict_scene(
     k = len(predictor.classes)
     weights = opts.weights()
     xs = window_origins(width, pad, stride)
+    last_y = window_origins(height, pad, stride)[-1]
     acc = np.zeros((k, w, width), dtype=np.float32)
     wsum = np.zeros((w, width), dtype=np.float32)
     valid = np.zeros((w, width), dtype=bool)
@@ -253,7 +254,7 @@ def predict_scene(
             figures["windows"] += len(windows)
             valid |= np.isfinite(strip[:, :, pad : pad + width]).all(axis=0)
             # Rows above the next window row are final: write them, then shift the buffers.
-            done = min(y + stride, height)
+            done = height if y == last_y else min(y + stride, height)
             n = done - flushed
             if n > 0:
                 top = flushed - y

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +38,19 @@ def iter_strips(path: str | os.PathLike[str], rows: int = STRIP_ROWS) -> Iterato
         for row in range(0, src.height, rows):
             window = Window(0, row, src.width, min(rows, src.height - row))
             yield src.read(window=window).astype(np.float64)
+
+
+@dataclass
+class Normalizer:
+    """Per-channel ``(x - mean) / std`` and NaN -> 0, for ``(..., channels, H, W)`` arrays."""
+
+    mean: np.ndarray
+    std: np.ndarray
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        shape = (-1, 1, 1)
+        out = (x - self.mean.reshape(shape)) / self.std.reshape(shape)
+        return np.nan_to_num(out, nan=0.0).astype(np.float32, copy=False)
 
 
 class BandMoments:

@@ -39,7 +39,9 @@ from torch import nn
 from torchmetrics.classification import MulticlassConfusionMatrix
 
 from snakemap.grid import ModelOptions
-from snakemap.data import ChipDataModule, ChipDataset, Normalizer, augment
+from snakemap.data import ChipDataModule, ChipDataset
+from snakemap.data import augment
+from snakemap.stats import Normalizer
 from snakemap.io import atomic_path, read_json, write_json
 from snakemap.metrics import scores
 from snakemap.models import build_model
@@ -369,14 +371,3 @@ def _publish(out: Path, work: Path) -> None:
     # Finished: a later run (new inputs, forced) starts afresh instead of resuming this one.
     shutil.rmtree(checkpoints)
 
-
-def load_task(checkpoint: str | os.PathLike[str], map_location: str | torch.device = "cpu") -> SegmentationTask:
-    """A trained model from its checkpoint (``weights_only``), ready for inference.
-
-    The pretrained-weights file used at training time is not needed (nor read) again.
-    """
-    task = SegmentationTask.load_from_checkpoint(
-        checkpoint, map_location=map_location, weights_only=True, encoder_weights=None
-    )
-    task.eval()
-    return task

@@ -1,7 +1,8 @@
 # Mask nodata, select bands, add indices, remap labels, reproject: status.json for every scene.
 
 
-rule clean:
+# A checkpoint: calval uses only the sites whose status is ok.
+checkpoint clean:
     input:
         "resources/scenes/{scene}",
     output:

@@ -10,6 +10,7 @@ from snakemake.utils import validate
 from snakemap.grid import ID_PATTERN
 from snakemap.grid import expand as expand_models
 from snakemap.manifest import SCENE_ID_PATTERN, read_manifest, scenes_with_role
+from snakemap.status import SceneStatus
 
 
 # Jobs call `snakemap`: use the one installed beside this snakemake, activated or not (an
@@ -52,14 +53,26 @@ def local_inputs(wildcards):
     ]
 
 
-def all_outputs():
+def all_outputs(wildcards=None):
     """What `snakemake` builds by default: cleaned scenes, statistics, chips, folds, models."""
     return (
         expand("results/clean/{scene}", scene=TRAIN + CALVAL)
         + expand("results/chips/{scene}.index.parquet", scene=TRAIN)
         + ["results/stats/bands.json", "results/splits/folds.parquet"]
         + model_outputs()
+        + report_outputs()
     )
+
+
+def report_outputs(wildcards=None):
+    """The calval summary and the report's figures (nothing without calval sites)."""
+    if not calval_predictors():
+        return []
+    return [
+        "results/calval/summary.csv",
+        "results/reports/summary.csv",
+        "results/reports/iou_by_class.png",
+    ] + expand("results/reports/previews/{site}.png", site=ok_sites())
 
 
 def model_outputs():
@@ -97,3 +110,83 @@ def calval_chips(wildcards):
     if job(wildcards).params["validation"] != "calval":
         return []
     return expand("results/chips/{scene}.index.parquet", scene=CALVAL)
+
+
+# Calval: models' checkpoints, ensembles and baselines, each scored at the calval sites.
+CV = config["calval"]
+ENSEMBLES = CV["ensembles"]
+BASELINES = CV["baselines"]
+PREDICTOR_PATTERN = (
+    rf"(models/{MODEL_KEY_PATTERN}/(best|last)|ensembles/{ID_PATTERN}|baselines/{ID_PATTERN})"
+)
+
+
+wildcard_constraints:
+    site=SCENE_ID_PATTERN,
+    ckpt="best|last",
+    ensemble=ID_PATTERN,
+    baseline=ID_PATTERN,
+    predictor=PREDICTOR_PATTERN,
+
+
+def calval_predictors():
+    """Every predictor to score: checkpoints of each model, ensembles, baselines."""
+    if not CALVAL:
+        return []
+    found = [f"models/{key}/{ck}" for key in JOBS for ck in CV["checkpoints"]]
+    return found + [f"ensembles/{n}" for n in ENSEMBLES] + [f"baselines/{n}" for n in BASELINES]
+
+
+def ok_sites(wildcards=None):
+    """Calval sites whose cleaning ended ok (known once `clean` has run for them)."""
+    return [
+        s
+        for s in CALVAL
+        if SceneStatus.read(
+            os.path.join(checkpoints.clean.get(scene=s).output[0], "status.json")
+        ).status
+        == "ok"
+    ]
+
+
+def ensemble_checkpoints(wildcards):
+    """The members' checkpoints of an ensemble, in the config's order."""
+    ens = ENSEMBLES[wildcards.ensemble]
+    return [f"results/models/{m}/{ens['checkpoint']}.ckpt" for m in ens["members"]]
+
+
+def ensemble_args(wildcards):
+    """--weight per member, and a fixed threshold on the single target class if any."""
+    ens = ENSEMBLES[wildcards.ensemble]
+    args = [f"--weight {w}" for w in ens["members"].values()]
+    if isinstance(ens["threshold"], (int, float)):
+        args.append(f"--threshold {ens['threshold']} --target {single_target()}")
+    return " ".join(args)
+
+
+def single_target():
+    """The one target class that thresholds and PR curves refer to."""
+    labels = config["labels"]
+    target = labels.get("target") or labels["classes"][1:]
+    if len(target) != 1:
+        raise ValueError(f"a threshold needs exactly one labels.target class, got {target}")
+    return target[0]
+
+
+def metrics_inputs(wildcards):
+    """Class maps (and probabilities) of a predictor at the ok sites, and the sites' labels."""
+    sites = ok_sites()
+    base = f"results/calval/{wildcards.predictor}"
+    found = {
+        "maps": expand(base + "/{site}.tif", site=sites),
+        "clean": expand("results/clean/{site}", site=sites),
+    }
+    if not wildcards.predictor.startswith("baselines/"):
+        found["probs"] = expand(base + "/probs/{site}.tif", site=sites)
+    return found
+
+
+def baseline_maps(wildcards):
+    """A product baseline's raster of this site (nothing for an index rule)."""
+    maps = BASELINES[wildcards.baseline].get("maps") or {}
+    return [maps[wildcards.site]] if wildcards.site in maps else []

@@ -1,0 +1,230 @@
+"""Calval: score class maps against the labels of calibration/validation sites.
+
+A *predictor* is a trained model's checkpoint (``models/{key}/{best|last}``), an ensemble
+(``ensembles/{name}``) or a baseline map (``baselines/{name}``); all are scored the same way.
+Outputs under ``results/calval/{predictor}/``:
+
+- ``{site}.tif``: the class map (uint8, 255 nodata); ``probs/{site}.tif`` for models and ensembles.
+- ``metrics.json``: confusion matrices and scores (:func:`snakemap.metrics.scores`) per site and
+  overall; for a single target class, the precision-recall curve and the F1-optimal threshold.
+- ``sites.csv``: one row per site (and ``overall``) and class: precision, recall, f1, iou, support.
+
+``results/calval/summary.csv`` has one row per predictor.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import rasterio
+from rasterio.enums import Resampling
+from rasterio.warp import reproject
+
+from snakemap.io import atomic_path, read_json, write_cog, write_json
+from snakemap.metrics import confusion_matrix, scores
+from snakemap.predict import NODATA_CLASS, PROB_SCALE
+
+
+@dataclass
+class BaselineSpec:
+    """A baseline map: an index threshold on the cleaned image, or an existing product per site.
+
+    Index rule: pixels whose band ``index`` is above ``above`` (or below ``below``) are ``class``,
+    the other valid pixels ``else``. Product: ``maps`` gives a raster per site whose values
+    ``remap`` turns into class names (unlisted values are nodata).
+    """
+
+    index: str | None = None
+    above: float | None = None
+    below: float | None = None
+    #: the class the rule marks
+    class_: str | None = None
+    #: the class of the other valid pixels
+    else_: str | None = None
+    maps: dict[str, str] = field(default_factory=dict)
+    remap: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def from_config(cls, spec: Mapping[str, Any]) -> BaselineSpec:
+        values = dict(spec)
+        values["class_"] = values.pop("class", None)
+        values["else_"] = values.pop("else", None)
+        return cls(**values)
+
+
+def baseline_map(
+    spec: BaselineSpec, site: str, image: str | os.PathLike[str], classes: list[str], out: str | os.PathLike[str]
+) -> None:
+    """Write a baseline's class map of one site on the site's cleaned grid."""
+    with rasterio.open(image) as src:
+        profile = {"crs": src.crs, "transform": src.transform, "nodata": NODATA_CLASS}
+        names = list(src.descriptions)
+        data = src.read(out_dtype="float32")
+    valid = np.isfinite(data).all(axis=0)
+    result = np.full(valid.shape, NODATA_CLASS, dtype=np.uint8)
+    if spec.index is not None:
+        if spec.index not in names:
+            raise ValueError(f"baseline index {spec.index!r} is not a band of {image} ({names})")
+        band = data[names.index(spec.index)]
+        hit = band > spec.above if spec.above is not None else band < spec.below  # type: ignore[operator]
+        result[valid] = np.where(hit, classes.index(spec.class_), classes.index(spec.else_))[valid]  # type: ignore[arg-type]
+    else:
+        if site not in spec.maps:
+            raise ValueError(f"baseline has no map for site {site!r} (maps: {', '.join(spec.maps)})")
+        with rasterio.open(spec.maps[site]) as src:
+            raw = src.read(1)
+            lut = np.full(int(raw.max()) + 1, NODATA_CLASS, dtype=np.uint8)
+            for value, name in spec.remap.items():
+                if int(value) < len(lut):
+                    lut[int(value)] = classes.index(name)
+            mapped = lut[np.clip(raw, 0, None)]
+            reproject(mapped, result, src_transform=src.transform, src_crs=src.crs, src_nodata=NODATA_CLASS,
+                      dst_transform=profile["transform"], dst_crs=profile["crs"], dst_nodata=NODATA_CLASS,
+                      resampling=Resampling.nearest)  # fmt: skip
+        result[~valid] = NODATA_CLASS
+    write_cog(out, result[None], profile, descriptions=["class"])
+
+
+def read_band(path: str | os.PathLike[str], band: int = 1) -> np.ndarray:
+    with rasterio.open(path) as src:
+        return src.read(band)
+
+
+def pr_curve(positive: np.ndarray, negative: np.ndarray) -> dict[str, list[float]]:
+    """Precision and recall at each threshold ``t / 250`` from histograms of uint8 probabilities.
+
+    Args:
+        positive, negative: ``(251,)`` counts of target and other pixels per probability value.
+    """
+    tp = np.cumsum(positive[::-1])[::-1].astype(np.float64)  # pixels with p >= t
+    fp = np.cumsum(negative[::-1])[::-1].astype(np.float64)
+    total = positive.sum()
+    precision = np.divide(tp, tp + fp, out=np.ones_like(tp), where=(tp + fp) > 0)
+    recall = tp / total if total else np.zeros_like(tp)
+    f1 = np.divide(2 * precision * recall, precision + recall, out=np.zeros_like(tp), where=(precision + recall) > 0)
+    return {
+        "threshold": (np.arange(len(tp)) / PROB_SCALE).tolist(),
+        "precision": precision.tolist(),
+        "recall": recall.tolist(),
+        "f1": f1.tolist(),
+    }
+
+
+@dataclass
+class SiteFiles:
+    """One site's files for scoring a predictor."""
+
+    site: str
+    label: Path
+    classes: Path
+    probs: Path | None = None
+
+
+def score_predictor(
+    predictor: str,
+    sites: Sequence[SiteFiles],
+    classes: list[str],
+    ignore_index: int,
+    target: int | None,
+    tune: bool = False,
+) -> dict[str, Any]:
+    """Score a predictor over its sites (see the module docstring for the result).
+
+    Args:
+        target: the single target class, for the PR curve; None for none.
+        tune: choose the F1-optimal threshold on the target's probability and score the class maps
+            made with it (ensembles with ``threshold: tune``).
+    """
+    pos = np.zeros(PROB_SCALE + 1, dtype=np.int64)
+    neg = np.zeros(PROB_SCALE + 1, dtype=np.int64)
+    loaded = []
+    for s in sites:
+        label = read_band(s.label)
+        pred = read_band(s.classes)
+        keep = (label != ignore_index) & (pred != NODATA_CLASS)
+        probs = None
+        if target is not None and s.probs is not None:
+            p = read_band(s.probs, target + 1)
+            ok = keep & (p != NODATA_CLASS)
+            pos += np.bincount(p[ok & (label == target)], minlength=PROB_SCALE + 1)[: PROB_SCALE + 1]
+            neg += np.bincount(p[ok & (label != target)], minlength=PROB_SCALE + 1)[: PROB_SCALE + 1]
+            probs = s.probs
+        loaded.append((s, label, pred, keep, probs))
+    result: dict[str, Any] = {"predictor": predictor, "classes": classes, "sites": {}}
+    curve = None
+    if target is not None and pos.sum() + neg.sum() > 0:
+        curve = pr_curve(pos, neg)
+        best = int(np.argmax(curve["f1"]))
+        result.update(pr=curve, best_threshold=curve["threshold"][best], best_f1=curve["f1"][best])
+    threshold = result.get("best_threshold") if tune and curve else None
+    result["threshold_used"] = threshold
+    total = np.zeros((len(classes), len(classes)), dtype=np.int64)
+    for s, label, pred, keep, probs in loaded:
+        if threshold is not None and probs is not None:
+            pred = _apply_threshold(probs, target, threshold, pred)  # type: ignore[arg-type]
+        cm = confusion_matrix(label[keep], pred[keep], len(classes))
+        total += cm
+        result["sites"][s.site] = {"confusion": cm.tolist(), **scores(cm, classes)}
+    result["overall"] = {"confusion": total.tolist(), **scores(total, classes)}
+    return result
+
+
+def _apply_threshold(probs_path: Path, target: int, threshold: float, pred: np.ndarray) -> np.ndarray:
+    with rasterio.open(probs_path) as src:
+        p = src.read()
+    others = p.astype(np.int16)
+    others[target] = -1
+    cut = int(round(threshold * PROB_SCALE))
+    out = np.where(p[target] >= cut, target, others.argmax(0)).astype(np.uint8)
+    out[pred == NODATA_CLASS] = NODATA_CLASS
+    return out
+
+
+def sites_table(result: Mapping[str, Any]) -> pd.DataFrame:
+    """One row per site (and ``overall``) and class."""
+    rows = []
+    for site, res in [*result["sites"].items(), ("overall", result["overall"])]:
+        for name, c in res["per_class"].items():
+            rows.append({"predictor": result["predictor"], "site": site, "class": name, **c})
+    return pd.DataFrame(rows)
+
+
+def write_scores(result: Mapping[str, Any], json_path: str | os.PathLike[str], csv_path: str | os.PathLike[str]) -> None:
+    """Write ``metrics.json`` and ``sites.csv`` atomically."""
+    write_json(json_path, result)
+    with atomic_path(csv_path, suffix=".csv") as tmp:
+        sites_table(result).to_csv(tmp, index=False)
+
+
+def summary(metrics_files: Sequence[str | os.PathLike[str]]) -> pd.DataFrame:
+    """One row per predictor: its kind, overall accuracy, macro F1 and IoU, per-class IoU."""
+    rows = []
+    for path in metrics_files:
+        m = read_json(path)
+        overall = m["overall"]
+        row: dict[str, Any] = {
+            "predictor": m["predictor"],
+            "kind": m["predictor"].split("/")[0].rstrip("s"),
+            "overall_accuracy": overall["overall_accuracy"],
+            "macro_f1": overall["macro"]["f1"],
+            "macro_iou": overall["macro"]["iou"],
+            "pixels": overall["pixels"],
+        }
+        row.update({f"iou_{c}": v["iou"] for c, v in overall["per_class"].items()})
+        row.update({"best_threshold": m.get("best_threshold"), "best_f1": m.get("best_f1"),
+                    "threshold_used": m.get("threshold_used")})  # fmt: skip
+        rows.append(row)
+    return pd.DataFrame(rows).sort_values("macro_iou", ascending=False, na_position="last")
+
+
+def write_summary(metrics_files: Sequence[str | os.PathLike[str]], out: str | os.PathLike[str]) -> pd.DataFrame:
+    table = summary(metrics_files)
+    with atomic_path(out, suffix=".csv") as tmp:
+        table.to_csv(tmp, index=False)
+    return table

@@ -1,0 +1,171 @@
+"""Report figures: calval scores of models, ensembles and baselines, training curves, map previews.
+
+Every function writes one PNG (atomically) with seaborn/matplotlib on the Agg backend.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import rasterio  # noqa: E402
+import seaborn as sns  # noqa: E402
+from matplotlib.colors import ListedColormap  # noqa: E402
+
+from snakemap.io import atomic_path, read_json  # noqa: E402
+from snakemap.predict import NODATA_CLASS  # noqa: E402
+
+
+def _save(fig: plt.Figure, out: str | os.PathLike[str]) -> None:
+    with atomic_path(out, suffix=".png") as tmp:
+        fig.savefig(tmp, dpi=110, bbox_inches="tight", format="png")
+    plt.close(fig)
+
+
+def iou_bars(metrics_files: Sequence[str | os.PathLike[str]], out: str | os.PathLike[str]) -> None:
+    """Per-class IoU (and macro IoU) of every predictor, baselines beside models."""
+    rows = []
+    for path in metrics_files:
+        m = read_json(path)
+        overall = m["overall"]
+        rows += [{"predictor": m["predictor"], "class": c, "IoU": v["iou"]} for c, v in overall["per_class"].items()]
+        rows.append({"predictor": m["predictor"], "class": "macro", "IoU": overall["macro"]["iou"]})
+    table = pd.DataFrame(rows)
+    fig, ax = plt.subplots(figsize=(max(6, 1.2 * table["class"].nunique() * max(1, table["predictor"].nunique() / 3)), 4))
+    sns.barplot(table, x="class", y="IoU", hue="predictor", ax=ax)
+    ax.set_ylim(0, 1)
+    ax.set_title("IoU at the calval sites")
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1, 1))
+    _save(fig, out)
+
+
+def pr_curves(metrics_files: Sequence[str | os.PathLike[str]], out: str | os.PathLike[str]) -> None:
+    """Precision-recall curves of the target class, the F1-optimal point marked."""
+    fig, ax = plt.subplots(figsize=(5.5, 4.5))
+    drawn = 0
+    for path in metrics_files:
+        m = read_json(path)
+        if "pr" not in m:
+            continue
+        pr = m["pr"]
+        line = ax.plot(pr["recall"], pr["precision"], label=m["predictor"])[0]
+        best = int(np.argmax(pr["f1"]))
+        ax.plot(pr["recall"][best], pr["precision"][best], "o", color=line.get_color())
+        drawn += 1
+    if not drawn:
+        ax.text(0.5, 0.5, "no single target class: no PR curve", ha="center", va="center")
+    ax.set_xlabel("recall")
+    ax.set_ylabel("precision")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1.02)
+    ax.set_title("Target class: precision-recall (dots: best F1)")
+    if drawn:
+        ax.legend(fontsize=7, loc="lower left")
+    _save(fig, out)
+
+
+def confusion_matrices(metrics_files: Sequence[str | os.PathLike[str]], out: str | os.PathLike[str]) -> None:
+    """Row-normalised confusion matrices (reference rows, predicted columns), one per predictor."""
+    metrics = [read_json(p) for p in metrics_files]
+    cols = min(3, len(metrics))
+    rows = int(np.ceil(len(metrics) / cols))
+    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.8 * rows), squeeze=False)
+    for ax, m in zip(axes.flat, metrics, strict=False):
+        cm = np.asarray(m["overall"]["confusion"], dtype=np.float64)
+        norm = cm / np.maximum(cm.sum(axis=1, keepdims=True), 1)
+        sns.heatmap(norm, annot=True, fmt=".2f", vmin=0, vmax=1, cmap="Blues", cbar=False, ax=ax,
+                    xticklabels=m["classes"], yticklabels=m["classes"], annot_kws={"size": 7})  # fmt: skip
+        ax.set_title(m["predictor"], fontsize=8)
+        ax.set_xlabel("predicted")
+        ax.set_ylabel("reference")
+    for ax in list(axes.flat)[len(metrics) :]:
+        ax.axis("off")
+    _save(fig, out)
+
+
+def training_curves(metrics_csvs: Sequence[str | os.PathLike[str]], out: str | os.PathLike[str]) -> None:
+    """Training loss and validation IoU per epoch of every training job."""
+    frames = []
+    for path in metrics_csvs:
+        table = pd.read_csv(path)
+        table["model"] = str(Path(path).parent.relative_to(Path(path).parents[1]))
+        frames.append(table)
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
+    if frames:
+        data = pd.concat(frames, ignore_index=True)
+        for ax, col in zip(axes, ("train_loss", "val_iou"), strict=True):
+            if col in data:
+                sns.lineplot(data, x="epoch", y=col, hue="model", marker="o", ax=ax)
+            ax.set_title(col)
+    _save(fig, out)
+
+
+def _stretch(rgb: np.ndarray) -> np.ndarray:
+    """``(3, H, W)`` -> ``(H, W, 3)`` in 0..1 by the 2-98 percentiles, black where invalid."""
+    out = np.zeros((*rgb.shape[1:], 3), dtype=np.float32)
+    for i, band in enumerate(rgb):
+        ok = np.isfinite(band)
+        if ok.any():
+            lo, hi = np.percentile(band[ok], [2, 98])
+            out[..., i] = np.clip((np.nan_to_num(band) - lo) / max(hi - lo, 1e-9), 0, 1)
+    return out
+
+
+def preview(
+    image: str | os.PathLike[str],
+    label: str | os.PathLike[str],
+    prediction: str | os.PathLike[str],
+    classes: list[str],
+    title: str,
+    out: str | os.PathLike[str],
+    ignore_index: int = 255,
+) -> None:
+    """Image | reference | prediction | errors of one site."""
+    with rasterio.open(image) as src:
+        names = list(src.descriptions)
+        bands = [names.index(b) + 1 for b in ("red", "green", "blue") if b in names] or [1, 2, 3][: src.count]
+        rgb = src.read(bands, out_dtype="float32")
+    if rgb.shape[0] < 3:
+        rgb = np.repeat(rgb[:1], 3, axis=0)
+    with rasterio.open(label) as src:
+        ref = src.read(1)
+    with rasterio.open(prediction) as src:
+        pred = src.read(1)
+    palette = sns.color_palette("tab10", len(classes))
+    cmap = ListedColormap(palette)
+    fig, axes = plt.subplots(1, 4, figsize=(16, 4.4))
+    axes[0].imshow(_stretch(rgb))
+    axes[0].set_title("image")
+    for ax, data, name in ((axes[1], ref, "reference"), (axes[2], pred, "prediction")):
+        shown = np.ma.masked_where((data == ignore_index) | (data == NODATA_CLASS), data)
+        ax.imshow(shown, cmap=cmap, vmin=-0.5, vmax=len(classes) - 0.5, interpolation="nearest")
+        ax.set_title(name)
+    scored = (ref != ignore_index) & (pred != NODATA_CLASS)
+    errors = np.full(ref.shape, np.nan)
+    errors[scored] = (ref[scored] != pred[scored]).astype(float)
+    axes[3].imshow(np.ma.masked_invalid(errors), cmap=ListedColormap(["#d9d9d9", "#d62728"]), vmin=0, vmax=1,
+                   interpolation="nearest")  # fmt: skip
+    wrong = float(np.nanmean(errors)) if scored.any() else float("nan")
+    axes[3].set_title(f"errors (red: {wrong:.1%} of scored pixels)")
+    for ax in axes:
+        ax.set_xticks([])
+        ax.set_yticks([])
+    handles = [plt.Rectangle((0, 0), 1, 1, color=palette[i]) for i in range(len(classes))]
+    fig.legend(handles, classes, loc="lower center", ncol=len(classes), fontsize=8)
+    fig.suptitle(title)
+    _save(fig, out)
+
+
+def best_predictor(summary_csv: str | os.PathLike[str], kinds: tuple[str, ...] = ("model", "ensemble")) -> dict[str, Any]:
+    """The summary row of the predictor with the highest macro IoU among ``kinds``."""
+    table = pd.read_csv(summary_csv)
+    table = table[table["kind"].isin(kinds)] if table["kind"].isin(kinds).any() else table
+    return table.sort_values("macro_iou", ascending=False).iloc[0].to_dict()

@@ -1,0 +1,108 @@
+"""The predictor: an identity model gives back its input exactly, with no seams, on the input grid."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rasterio
+import torch
+from rasterio.transform import from_origin
+
+from snakemap.stats import Normalizer
+from snakemap.predict import (
+    CleanImageReader,
+    Member,
+    PredictOptions,
+    Predictor,
+    predict_scene,
+    read_probabilities,
+    window_origins,
+)
+from tests.conftest import write_tif
+
+
+def identity_predictor(bands: int, tta: bool = False) -> Predictor:
+    norm = Normalizer(np.zeros(bands, np.float32), np.ones(bands, np.float32))
+    member = Member(lambda x: x, [f"b{i}" for i in range(1, bands + 1)], norm, activation="none")
+    return Predictor([member], [f"c{i}" for i in range(bands)], tta=tta)
+
+
+def scene(path: Path, rows: int, cols: int, bands: int = 3) -> np.ndarray:
+    data = np.random.default_rng(rows * cols).random((bands, rows, cols)).astype(np.float32)
+    data[:, : rows // 5, : cols // 4] = np.nan  # a nodata corner
+    write_tif(path, data, crs="EPSG:32633", transform=from_origin(400000, 5000000, 20, 20), nodata=float("nan"))
+    return data
+
+
+@pytest.mark.parametrize(
+    ("rows", "cols", "window", "overlap", "blend"),
+    [
+        (150, 230, 64, 8, False),  # windows and overlap that do not divide the scene
+        (150, 230, 64, 16, True),
+        (40, 25, 64, 8, False),  # a scene smaller than one window
+        (97, 33, 32, 5, True),
+        (300, 100, 48, 0, False),  # no overlap
+        (70, 90, 32, 4, False),  # the last window row reaches past the scene
+    ],
+)
+def test_identity_model_is_exact_without_seams(tmp_path: Path, rows, cols, window, overlap, blend) -> None:
+    data = scene(tmp_path / "in.tif", rows, cols)
+    opts = PredictOptions(window=window, overlap=overlap, blend=blend, batch_size=3, prob_dtype="float32")
+    reader = CleanImageReader(tmp_path / "in.tif")
+    figures = predict_scene(reader, identity_predictor(3), opts, tmp_path / "cls.tif", tmp_path / "prob.tif")
+    reader.close()
+    probs = read_probabilities(tmp_path / "prob.tif")
+    valid = np.isfinite(data).all(axis=0)
+    assert figures["valid_pixels"] == valid.sum()
+    assert np.isnan(probs[:, ~valid]).all()
+    if blend:
+        np.testing.assert_allclose(probs[:, valid], data[:, valid], rtol=1e-6)
+    else:
+        np.testing.assert_array_equal(probs[:, valid], data[:, valid])
+    with rasterio.open(tmp_path / "cls.tif") as cls, rasterio.open(tmp_path / "in.tif") as src:
+        classes = cls.read(1)
+        assert (cls.crs, cls.transform, cls.shape) == (src.crs, src.transform, src.shape)
+        assert cls.nodata == 255 and cls.tags(ns="IMAGE_STRUCTURE")["LAYOUT"] == "COG"
+    np.testing.assert_array_equal(classes[valid], data[:, valid].argmax(0))
+    assert (classes[~valid] == 255).all()
+    assert not list(tmp_path.glob(".*"))  # no staged or temporary files left
+
+
+def test_uint8_probabilities_and_flip_tta(tmp_path: Path) -> None:
+    data = scene(tmp_path / "in.tif", 70, 90)
+    reader = CleanImageReader(tmp_path / "in.tif")
+    opts = PredictOptions(window=32, overlap=4)
+    predict_scene(reader, identity_predictor(3, tta=True), opts, tmp_path / "cls.tif", tmp_path / "prob.tif")
+    probs = read_probabilities(tmp_path / "prob.tif")
+    valid = np.isfinite(data).all(axis=0)
+    np.testing.assert_allclose(probs[:, valid], data[:, valid], atol=0.5 / 250 + 1e-6)
+    with rasterio.open(tmp_path / "prob.tif") as src:
+        assert src.dtypes[0] == "uint8" and src.nodata == 255 and src.scales[0] == pytest.approx(1 / 250)
+
+
+def test_threshold_on_a_target_class() -> None:
+    p = Predictor([], ["a", "b", "c"], threshold=0.3, target=2)
+    probs = np.array([[0.5, 0.2], [0.25, 0.5], [0.25, 0.3]], dtype=np.float32)[:, :, None]
+    assert p.classify(probs)[:, 0].tolist() == [0, 2]
+
+
+def test_window_origins_cover_everything() -> None:
+    assert window_origins(100, 8, 48) == [-8, 40, 88]
+    assert window_origins(10, 8, 48) == [-8]
+
+
+def test_crashed_run_leaves_old_outputs(tmp_path: Path) -> None:
+    scene(tmp_path / "in.tif", 40, 40)
+    (tmp_path / "cls.tif").write_bytes(b"earlier")
+
+    def broken(x: torch.Tensor) -> torch.Tensor:
+        raise RuntimeError("out of memory")
+
+    member = Member(broken, ["b1"], Normalizer(np.zeros(1, np.float32), np.ones(1, np.float32)))
+    with pytest.raises(RuntimeError):
+        predict_scene(CleanImageReader(tmp_path / "in.tif"), Predictor([member], ["x"]), PredictOptions(window=32, overlap=4),
+                      tmp_path / "cls.tif")  # fmt: skip
+    assert (tmp_path / "cls.tif").read_bytes() == b"earlier"
+    assert not list(tmp_path.glob(".*"))

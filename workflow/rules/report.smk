@@ -1,0 +1,85 @@
+# Figures for `snakemake --report report.html`: calval scores, training curves, map previews.
+
+
+rule report_plots:
+    input:
+        metrics=expand("results/calval/{predictor}/metrics.json", predictor=calval_predictors()),
+        training=expand("results/models/{model}/metrics.csv", model=JOBS),
+    output:
+        bars=report(
+            "results/reports/iou_by_class.png",
+            caption="../report/iou_by_class.rst",
+            category="Calval",
+            labels={"figure": "IoU by class"},
+        ),
+        pr=report(
+            "results/reports/pr_curves.png",
+            caption="../report/pr_curves.rst",
+            category="Calval",
+            labels={"figure": "precision-recall"},
+        ),
+        confusion=report(
+            "results/reports/confusion.png",
+            caption="../report/confusion.rst",
+            category="Calval",
+            labels={"figure": "confusion matrices"},
+        ),
+        training=report(
+            "results/reports/training_curves.png",
+            caption="../report/training_curves.rst",
+            category="Training",
+            labels={"figure": "training curves"},
+        ),
+    conda:
+        "../envs/snakemap.yaml"
+    log:
+        "logs/report/plots.log",
+    shell:
+        "snakemap report-plots --metrics {input.metrics:q} --training {input.training:q}"
+        " --bars {output.bars:q} --pr {output.pr:q} --confusion {output.confusion:q}"
+        " --training-out {output.training:q} 2> {log:q}"
+
+
+rule report_preview:
+    input:
+        clean="results/clean/{site}",
+        summary="results/calval/summary.csv",
+    output:
+        report(
+            "results/reports/previews/{site}.png",
+            caption="../report/preview.rst",
+            category="Maps",
+            labels={"site": "{site}"},
+        ),
+    params:
+        labels=options("labels"),
+    conda:
+        "../envs/snakemap.yaml"
+    log:
+        "logs/report/preview/{site}.log",
+    shell:
+        "snakemap preview {wildcards.site:q} --clean {input.clean:q} --summary {input.summary:q}"
+        " --out {output:q} --options {params.labels:q} 2> {log:q}"
+
+
+rule report_summary:
+    input:
+        "results/calval/summary.csv",
+    output:
+        report(
+            "results/reports/summary.csv",
+            caption="../report/summary.rst",
+            category="Calval",
+            labels={"figure": "summary table"},
+        ),
+    localrule: True
+    log:
+        "logs/report/summary.log",
+    shell:
+        "cp {input:q} {output:q} 2> {log:q}"
+
+
+rule calval_report:
+    input:
+        report_outputs,
+    localrule: True
