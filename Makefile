@@ -6,7 +6,7 @@ BIN := $(CURDIR)/$(VENV)/bin
 # Rules call the `snakemap` command: the virtualenv comes first on PATH.
 export PATH := $(BIN):$(PATH)
 
-.PHONY: setup gdal demo test lint clean-results
+.PHONY: setup gdal browser demo test bench lint clean-results
 
 setup: $(VENV)/.installed gdal
 
@@ -28,11 +28,28 @@ gdal:
 		     "(Debian/Ubuntu) or 'conda install -c conda-forge gdal'"; \
 	fi
 
+# The report test opens the HTML report in Debian's Chromium (skipped, with the reason, without it).
+browser:
+	@if command -v chromium >/dev/null 2>&1; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+		echo "installing chromium"; apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium >/dev/null; \
+	else \
+		echo "chromium is missing: the report's browser test will be skipped ('sudo apt-get install chromium')"; \
+	fi
+
 demo: setup
 	$(BIN)/snakemake --cores all
 
-test: setup
+test: setup browser
 	$(BIN)/python -m pytest
+
+# Benchmarks print their figures; the TorchGeo comparison needs the bench extra.
+bench: setup
+	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
+	$(BIN)/python bench/analyze_memory.py
+	$(BIN)/python bench/train_efficiency.py
+	$(BIN)/python bench/predict_efficiency.py
 
 lint: setup
 	$(BIN)/snakemake --lint

@@ -18,10 +18,12 @@ exactly the input's grid and CRS: a class map (uint8, nodata 255) and class prob
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import os
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Protocol
@@ -58,6 +60,22 @@ class PredictOptions:
     tta: bool = False
     #: how probabilities are stored
     prob_dtype: Literal["uint8", "float32"] = "uint8"
+
+    def fitted(self, height: int, width: int, multiple: int = 32) -> PredictOptions:
+        """The same options with the window shrunk, as far as it helps, to tile this scene evenly.
+
+        The number of windows per axis stays what ``window`` needs; each is made just large enough
+        (a multiple of ``multiple``, as encoder-decoder networks need) so that less padding
+        beyond the scene's edge is computed. A small scene gets one small window.
+        """
+        pad, stride = self.geometry()
+        context = self.window - stride
+        core = 0
+        for length in (height, width):
+            n = max(1, -(-length // stride))  # windows this axis needs
+            core = max(core, -(-length // n))
+        window = min(self.window, -(-(core + context) // multiple) * multiple)
+        return dataclasses.replace(self, window=max(window, context + 1))
 
     def geometry(self) -> tuple[int, int]:
         """``(pad, stride)`` of the windows."""
@@ -125,6 +143,16 @@ class Member:
     weight: float = 1.0
     activation: Literal["softmax", "none"] = "softmax"
 
+    def prepare(self, windows: np.ndarray, names: list[str], device: torch.device) -> torch.Tensor:
+        """The member's bands of ``(n, bands, h, w)`` windows, normalised, NaN -> 0, on ``device``.
+
+        Done with torch (multi-threaded, or on the GPU) rather than numpy: it is on the hot path.
+        """
+        x = torch.from_numpy(windows[:, [names.index(b) for b in self.bands]]).to(device, non_blocking=True)
+        mean = torch.as_tensor(self.normalizer.mean, device=device).view(1, -1, 1, 1)
+        std = torch.as_tensor(self.normalizer.std, device=device).view(1, -1, 1, 1)
+        return x.sub_(mean).div_(std).nan_to_num_(0.0)
+
     @classmethod
     def from_trained(cls, trained: TrainedModel, weight: float = 1.0) -> Member:
         """A member from a checkpoint loaded with :func:`snakemap.models.load_trained`."""
@@ -160,9 +188,7 @@ class Predictor:
         total = None
         weight_sum = sum(m.weight for m in self.members)
         for member in self.members:
-            idx = [names.index(b) for b in member.bands]
-            x = torch.from_numpy(member.normalizer(windows[:, idx])).to(self.device, non_blocking=True)
-            probs = self._run(member, x)
+            probs = self._run(member, member.prepare(windows, names, self.device))
             total = probs * (member.weight / weight_sum) if total is None else total + probs * (member.weight / weight_sum)
         assert total is not None
         return total.float().cpu().numpy()
@@ -216,6 +242,15 @@ def iter_strips(reader: SceneReader, opts: PredictOptions) -> Iterator[tuple[int
         yield y, strip
 
 
+def _prefetched(items: Iterator[Any]) -> Iterator[Any]:
+    """The items of ``items``, each next one produced in a thread while the caller works."""
+    with ThreadPoolExecutor(1) as pool:
+        nxt = pool.submit(next, items, None)
+        while (item := nxt.result()) is not None:
+            nxt = pool.submit(next, items, None)
+            yield item
+
+
 def predict_scene(
     reader: SceneReader,
     predictor: Predictor,
@@ -229,6 +264,7 @@ def predict_scene(
         Figures of the run: windows, batches, valid pixels, seconds in the models and in total.
     """
     start = time.perf_counter()
+    opts = opts.fitted(reader.height, reader.width)
     pad, stride = opts.geometry()
     w, height, width = opts.window, reader.height, reader.width
     k = len(predictor.classes)
@@ -239,9 +275,12 @@ def predict_scene(
     wsum = np.zeros((w, width), dtype=np.float32)
     valid = np.zeros((w, width), dtype=bool)
     figures = {"windows": 0, "batches": 0, "valid_pixels": 0}
-    with _Outputs(reader, k, opts, class_path, prob_path) as outputs:
+    # One thread reads the next strip and one writes finished rows while the model runs: GDAL's
+    # decompression and compression release the GIL.
+    with _Outputs(reader, k, opts, class_path, prob_path) as outputs, ThreadPoolExecutor(1) as writer:
         flushed = 0
-        for y, strip in iter_strips(reader, opts):
+        pending: list[Future[None]] = []
+        for y, strip in _prefetched(iter_strips(reader, opts)):
             windows = np.stack([strip[:, :, pad + x : pad + x + w] for x in xs])
             for b in range(0, len(windows), opts.batch_size):
                 probs = predictor.probabilities(windows[b : b + opts.batch_size], reader.names)
@@ -261,11 +300,13 @@ def predict_scene(
                 rows = acc[:, top : top + n] / np.maximum(wsum[top : top + n], 1e-12)
                 ok = valid[top : top + n]
                 figures["valid_pixels"] += int(ok.sum())
-                outputs.write(flushed, rows, predictor.classify(rows), ok)
+                pending.append(writer.submit(outputs.write, flushed, rows, predictor, ok.copy()))
                 flushed = done
             acc = np.concatenate([acc[:, stride:], np.zeros((k, stride, width), np.float32)], axis=1)
             wsum = np.concatenate([wsum[stride:], np.zeros((stride, width), np.float32)])
             valid = np.concatenate([valid[stride:], np.zeros((stride, width), bool)])
+        for job in pending:
+            job.result()  # raises what the writer raised
     figures["model_seconds"] = predictor.model_seconds
     figures["seconds"] = time.perf_counter() - start
     return figures
@@ -283,7 +324,7 @@ class _Outputs:
 
     def __enter__(self) -> _Outputs:
         base = {"driver": "GTiff", "height": self.reader.height, "width": self.reader.width, "tiled": True,
-                "blockxsize": 256, "blockysize": 256, "compress": "deflate", "BIGTIFF": "IF_SAFER",
+                "blockxsize": 256, "blockysize": 256, "BIGTIFF": "IF_SAFER",
                 **self.reader.profile}  # fmt: skip
         for p in self.paths:
             p.parent.mkdir(parents=True, exist_ok=True)
@@ -300,8 +341,9 @@ class _Outputs:
                 self.prob_ds.scales = [1 / PROB_SCALE] * self.classes
         return self
 
-    def write(self, row: int, probs: np.ndarray, classes: np.ndarray, valid: np.ndarray) -> None:
-        """Write rows ``row..row+n`` of ``(classes, n, width)`` probabilities and ``(n, width)`` classes."""
+    def write(self, row: int, probs: np.ndarray, predictor: Predictor, valid: np.ndarray) -> None:
+        """Classify and write rows ``row..row+n`` of ``(classes, n, width)`` probabilities."""
+        classes = predictor.classify(probs)
         n = classes.shape[0]
         window = Window(0, row, self.reader.width, n)
         self.class_ds.write(np.where(valid, classes, NODATA_CLASS)[None], window=window)
@@ -316,17 +358,19 @@ class _Outputs:
         try:
             self.stack.close()
             if exc[0] is None:
-                for tmp, path in zip(self.tmps, self.paths, strict=True):
-                    _to_cog(tmp, path)
+                # Staged uncompressed; compressed once, quickly, into the COG. Class overviews
+                # keep classes (nearest), probability overviews average.
+                for tmp, path, resampling in zip(self.tmps, self.paths, ("nearest", "average"), strict=False):
+                    _to_cog(tmp, path, resampling=resampling, level=1)
         finally:
             for tmp in self.tmps:
                 tmp.unlink(missing_ok=True)
 
 
-def _to_cog(staged: Path, path: Path) -> None:
+def _to_cog(staged: Path, path: Path, **options: Any) -> None:
     """Copy a tiled GeoTIFF to a Cloud-Optimized one at ``path``, atomically (GDAL streams it)."""
     with atomic_path(path, suffix=".tif") as tmp:
-        rasterio.shutil.copy(staged, tmp, **COG_OPTIONS)
+        rasterio.shutil.copy(staged, tmp, **{**COG_OPTIONS, **options})
 
 
 def read_probabilities(path: str | os.PathLike[str]) -> np.ndarray:

@@ -1,0 +1,182 @@
+"""Scene prediction: snakemap's predictor against the bare model and against TorchGeo, in one run.
+
+For a synthetic 2048 x 2048 6-band scene and a real scene from ../shared/data (the North Carolina
+Landsat 7 scene, 15% nodata), with the same randomly initialised Unet/resnet18 (6 bands in, 4
+classes out), the same normalisation and the same overlap (context cropped at each side):
+
+  efficiency  the bare model's time on exactly the windows and batches snakemap's predictor used,
+              over the predictor's wall time (read, normalise, windows, model, stitch, write COGs);
+  speed       scene pixels/s of snakemap (windows of --window) over TorchGeo's GridGeoSampler +
+              DataLoader with centre-crop stitching (patches of --tg-window), the way its users
+              write it (TorchGeo has no stitcher of its own), output written as a GeoTIFF;
+  coverage    the share of valid input pixels that got a prediction, for both.
+
+    .venv/bin/pip install -e '.[bench]'      # TorchGeo
+    .venv/bin/python bench/predict_efficiency.py [--overlap 64] [--window 1024] [--tg-window 256]
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import rasterio
+import torch
+from rasterio.transform import from_origin
+
+from snakemap.bands import BandOptions
+from snakemap.clean import CleanOptions, clean_scene
+from snakemap.models import build_model
+from snakemap.predict import CleanImageReader, Member, PredictOptions, Predictor, predict_scene
+from snakemap.stats import Normalizer
+
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+CLASSES = ["a", "b", "c", "d"]
+
+
+def synthetic_scene(path: Path, size: int) -> None:
+    rng = np.random.default_rng(0)
+    data = rng.normal(0.1, 0.03, (6, size, size)).astype(np.float32)
+    with rasterio.open(path, "w", driver="GTiff", count=6, width=size, height=size, dtype="float32",
+                       crs="EPSG:32755", transform=from_origin(300000, 8000000, 10, 10), nodata=float("nan"),
+                       tiled=True, compress="deflate") as dst:  # fmt: skip
+        dst.write(data)
+        for i in range(6):
+            dst.set_band_description(i + 1, f"b{i + 1}")
+
+
+def real_scene(folder: Path) -> Path:
+    """The NC Landsat 7 scene, cleaned by snakemap (NaN nodata, named bands)."""
+    src = SHARED / "segmentation" / "nc_landsat7_2000_image.tif"
+    (folder / "acq").mkdir()
+    (folder / "acq" / "image.tif").write_bytes(src.read_bytes())
+    (folder / "acq" / "acquire.json").write_text('{"status": "ok", "reason": ""}')
+    clean_scene("nc", folder / "acq", folder / "clean", BandOptions(names=[f"b{i}" for i in range(1, 7)]),
+                CleanOptions(), None)  # fmt: skip
+    return folder / "clean" / "image.tif"
+
+
+def normalizer(path: Path) -> Normalizer:
+    with rasterio.open(path) as src:
+        data = src.read(out_dtype="float32")
+    return Normalizer(np.nanmean(data, axis=(1, 2)), np.nanstd(data, axis=(1, 2)) + 1e-6)
+
+
+def run_snakemap(path: Path, model: torch.nn.Module, norm: Normalizer, args: argparse.Namespace, out: Path):
+    shapes: list[tuple[int, ...]] = []
+
+    def recording(x: torch.Tensor) -> torch.Tensor:
+        shapes.append(tuple(x.shape))
+        return model(x)
+
+    member = Member(recording, [f"b{i}" for i in range(1, 7)], norm)
+    predictor = Predictor([member], CLASSES)
+    opts = PredictOptions(window=args.window, overlap=args.overlap, batch_size=args.batch_size)
+    reader = CleanImageReader(path)
+    start = time.perf_counter()
+    figures = predict_scene(reader, predictor, opts, out / "classes.tif", out / "probs.tif")
+    wall = time.perf_counter() - start
+    reader.close()
+    return wall, shapes, figures
+
+
+def bare_time(model: torch.nn.Module, shapes: list[tuple[int, ...]]) -> float:
+    batches = [torch.randn(*s) for s in shapes]
+    start = time.perf_counter()
+    with torch.inference_mode():
+        for x in batches:
+            model(x).softmax(1)
+    return time.perf_counter() - start
+
+
+def run_torchgeo(path: Path, model: torch.nn.Module, norm: Normalizer, args: argparse.Namespace, out: Path) -> float:
+    from torch.utils.data import DataLoader  # noqa: PLC0415
+    from torchgeo.datasets import RasterDataset, stack_samples  # noqa: PLC0415
+    from torchgeo.samplers import GridGeoSampler  # noqa: PLC0415
+
+    class Scene(RasterDataset):
+        filename_glob = path.name
+        is_image = True
+
+    start = time.perf_counter()
+    dataset = Scene(paths=str(path.parent))
+    size, o = args.tg_window, args.overlap
+    sampler = GridGeoSampler(dataset, size=size, stride=size - 2 * o)
+    loader = DataLoader(dataset, sampler=sampler, batch_size=args.tg_batch_size, collate_fn=stack_samples)
+    with rasterio.open(path) as src:
+        profile, transform, shape = src.profile, src.transform, src.shape
+    result = np.full(shape, 255, dtype=np.uint8)
+    with torch.inference_mode():
+        for batch in loader:
+            x = torch.from_numpy(norm(batch["image"].numpy()))
+            pred = model(x).softmax(1).argmax(1).numpy().astype(np.uint8)
+            for p, (xs, ys, _) in zip(pred, batch["bounds"], strict=True):
+                col = int(round((xs.start - transform.c) / transform.a))
+                row = int(round((transform.f - ys.stop) / -transform.e))
+                # Keep each patch's centre, as TorchGeo users stitch (clipped to the scene: the
+                # sampler anchors patches at the bottom-left, so the top row may stick out).
+                top, left = max(row + o, 0), max(col + o, 0)
+                bottom, right = min(row + size - o, shape[0]), min(col + size - o, shape[1])
+                if bottom > top and right > left:
+                    result[top:bottom, left:right] = p[top - row : bottom - row, left - col : right - col]
+    profile.update(count=1, dtype="uint8", nodata=255, compress="deflate", tiled=True)
+    with rasterio.open(out / "torchgeo.tif", "w", **profile) as dst:
+        dst.write(result[None])
+    return time.perf_counter() - start
+
+
+def coverage(classes: Path, image: Path) -> float:
+    with rasterio.open(image) as src:
+        valid = np.isfinite(src.read(out_dtype="float32")).all(axis=0)
+    with rasterio.open(classes) as src:
+        predicted = src.read(1) != 255
+    return float((predicted & valid).sum() / valid.sum())
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--size", type=int, default=2048)
+    ap.add_argument("--window", type=int, default=1024)
+    ap.add_argument("--overlap", type=int, default=64)
+    ap.add_argument("--batch-size", type=int, default=1)
+    ap.add_argument("--tg-window", type=int, default=256)
+    ap.add_argument("--tg-batch-size", type=int, default=8)
+    args = ap.parse_args()
+    torch.manual_seed(0)
+    model = build_model("Unet", "resnet18", 6, len(CLASSES)).eval()
+    print(f"torch threads: {torch.get_num_threads()}, model: Unet/resnet18, overlap {args.overlap} px per side; "
+          f"snakemap windows {args.window} (batch {args.batch_size}), TorchGeo patches {args.tg_window} "
+          f"(batch {args.tg_batch_size})")  # fmt: skip
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        scenes = {f"synthetic {args.size}x{args.size}x6": tmp / "synthetic.tif"}
+        synthetic_scene(scenes[next(iter(scenes))], args.size)
+        if SHARED.is_dir():
+            (tmp / "nc").mkdir()
+            scenes["real: NC Landsat 7 443x489x6"] = real_scene(tmp / "nc")
+        else:
+            print(f"(no real scene: {SHARED} is absent)")
+        for name, path in scenes.items():
+            out = tmp / f"out-{path.stem}-{len(name)}"
+            out.mkdir()
+            norm = normalizer(path)
+            with rasterio.open(path) as src:
+                pixels = src.width * src.height
+            wall, shapes, figures = run_snakemap(path, model, norm, args, out)
+            bare = bare_time(model, shapes)
+            tg_wall = run_torchgeo(path, model, norm, args, out)
+            print(f"\n{name}")
+            print(f"  snakemap: {figures['windows']} windows in {len(shapes)} batches, {wall:.2f} s, "
+                  f"{pixels / wall / 1e6:.3f} Mpx/s, coverage {coverage(out / 'classes.tif', path):.4f}")  # fmt: skip
+            print(f"  bare model on the same batches: {bare:.2f} s -> efficiency {bare / wall:.3f} (goal >= 0.95); "
+                  f"inside the predictor the model took {figures['model_seconds']:.2f} s")
+            print(f"  TorchGeo GridGeoSampler + centre crops: {tg_wall:.2f} s, {pixels / tg_wall / 1e6:.3f} Mpx/s, "
+                  f"coverage {coverage(out / 'torchgeo.tif', path):.4f}")  # fmt: skip
+            print(f"  speed snakemap / TorchGeo: {tg_wall / wall:.2f}x (goal >= 1.5)")
+
+
+if __name__ == "__main__":
+    main()
