@@ -24,6 +24,7 @@ from rasterio.enums import Resampling
 from rasterio.errors import RasterioError
 from rasterio.transform import array_bounds
 from rasterio.warp import calculate_default_transform, reproject
+from rasterio.windows import Window
 
 from snakemap.acquire import RECORD
 from snakemap.bands import BandOptions, add_indices, select_indices, source_names
@@ -118,7 +119,7 @@ def clean_scene(
         log.warning("scene %s is corrupt: %s", scene_id, status.reason)
         status.write(status_path(out))
         return status
-    status = _judge(scene_id, cleaned, clean, labels)
+    status = judge(scene_id, cleaned, clean, labels)
     if status.status == "ok":
         profile = {"crs": cleaned.crs, "transform": cleaned.transform, "nodata": float("nan")}
         write_cog(out / "image.tif", cleaned.image, profile, descriptions=cleaned.names)
@@ -133,7 +134,7 @@ def _reason(exc: BaseException) -> str:
     return str(exc) if isinstance(exc, SceneError) else f"unreadable: {type(exc).__name__}: {exc}"
 
 
-def _judge(
+def judge(
     scene_id: str, cleaned: Cleaned, clean: CleanOptions, labels: LabelOptions | None
 ) -> SceneStatus:
     valid = np.isfinite(cleaned.image).all(axis=0)
@@ -171,17 +172,42 @@ def read_clean(
     bands: BandOptions,
     clean: CleanOptions,
     labels: LabelOptions | None,
+    window: Window | None = None,
 ) -> Cleaned:
     """Read, mask, select, add indices, remap labels and optionally reproject one scene.
+
+    Args:
+        window: read only this window of the image (pixels outside the file are nodata); the
+            result's transform is the window's.
 
     Raises:
         SceneError, RasterioError, OSError: for a scene that is corrupt.
     """
     with rasterio.open(image_path) as src:
         names = source_names(src.descriptions, bands)
-        data = src.read(out_dtype="float32")
         nodata = clean.nodata if clean.nodata is not None else src.nodata
-        crs, transform = src.crs, src.transform
+        fill = nodata if nodata is not None else np.nan
+        data = src.read(out_dtype="float32", window=window, boundless=window is not None, fill_value=fill)
+        crs = src.crs
+        transform = src.window_transform(window) if window is not None else src.transform
+    image, out_names = clean_array(data, names, nodata, bands, clean)
+    label = None
+    if label_path is not None and labels is not None:
+        label = _read_label(label_path, labels, crs, transform, image.shape[1:])
+        label[~np.isfinite(image).all(axis=0)] = labels.ignore_index
+    if clean.crs or clean.resolution:
+        image, label, crs, transform = _reproject(image, label, crs, transform, clean, labels)
+    return Cleaned(image, out_names, label, crs, transform)
+
+
+def clean_array(
+    data: np.ndarray, names: list[str], nodata: float | None, bands: BandOptions, clean: CleanOptions
+) -> tuple[np.ndarray, list[str]]:
+    """Mask, select and add indices to ``(source bands, rows, cols)`` float32 (changed in place).
+
+    Returns:
+        ``(selected bands + indices, rows, cols)`` float32 with NaN where invalid, and band names.
+    """
     qa = clean.qa if isinstance(clean.qa, QAOptions) else None
     qa_pos = select_indices(names, BandOptions(select=[qa.band]))[0] if qa else None
     invalid = _invalid_mask(data, nodata, clean.zero_is_nodata, qa, qa_pos)
@@ -193,14 +219,7 @@ def read_clean(
         raise ValueError(f"bands.select includes the QA band {qa.band!r}")  # type: ignore[union-attr]
     index_arrays, index_names = add_indices(data, names, bands.index_specs())
     image = np.stack([data[i] for i in keep] + index_arrays)
-    out_names = [names[i] for i in keep] + index_names
-    label = None
-    if label_path is not None and labels is not None:
-        label = _read_label(label_path, labels, crs, transform, image.shape[1:])
-        label[~np.isfinite(image).all(axis=0)] = labels.ignore_index
-    if clean.crs or clean.resolution:
-        image, label, crs, transform = _reproject(image, label, crs, transform, clean, labels)
-    return Cleaned(image, out_names, label, crs, transform)
+    return image, [names[i] for i in keep] + index_names
 
 
 def _invalid_mask(

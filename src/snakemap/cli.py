@@ -109,14 +109,14 @@ def _models_table(args: argparse.Namespace, cfg: dict) -> int:
     return 0
 
 
-def _predict(args: argparse.Namespace, cfg: dict) -> int:
+def _make_predictor(args: argparse.Namespace, cfg: dict) -> object:
+    """The Predictor of --checkpoint/--weight/--threshold/--target/--gpus."""
     import torch  # noqa: PLC0415
 
     from snakemap.models import load_trained  # noqa: PLC0415
-    from snakemap.predict import CleanImageReader, Member, Predictor, predict_scene  # noqa: PLC0415
+    from snakemap.predict import Member, Predictor  # noqa: PLC0415
 
-    use_gpu = bool(args.gpus) and torch.cuda.is_available()
-    device = torch.device("cuda" if use_gpu else "cpu")
+    device = torch.device("cuda" if args.gpus and torch.cuda.is_available() else "cpu")
     weights = args.weight or [1.0] * len(args.checkpoint)
     if len(weights) != len(args.checkpoint):
         raise ConfigError(f"{len(args.checkpoint)} checkpoints but {len(weights)} weights")
@@ -126,14 +126,73 @@ def _predict(args: argparse.Namespace, cfg: dict) -> int:
         if m.classes != classes:
             raise ConfigError(f"{c} predicts classes {m.classes}, the first member {classes}")
     target = classes.index(args.target) if args.target else None
-    predictor = Predictor([Member.from_trained(m, w) for m, w in zip(models, weights, strict=True)],
-                          classes, device, build("predict", cfg.get("predict")).tta, args.threshold, target)  # fmt: skip
+    threshold = args.threshold
+    if getattr(args, "threshold_from", None):
+        from snakemap.io import read_json  # noqa: PLC0415
+
+        threshold = read_json(args.threshold_from)["best_threshold"]
+        logging.info("threshold %.3f tuned at the calval sites (%s)", threshold, args.threshold_from)
+    return Predictor([Member.from_trained(m, w) for m, w in zip(models, weights, strict=True)],
+                     classes, device, build("predict", cfg.get("predict")).tta, threshold, target)  # fmt: skip
+
+
+def _predict(args: argparse.Namespace, cfg: dict) -> int:
+    from snakemap.predict import CleanImageReader, predict_scene  # noqa: PLC0415
+
+    predictor = _make_predictor(args, cfg)
     reader = CleanImageReader(args.image)
     try:
-        figures = predict_scene(reader, predictor, build("predict", cfg.get("predict")), args.classes_out, args.probs_out)
+        figures = predict_scene(reader, predictor, build("predict", cfg.get("predict")), args.classes_out,  # type: ignore[arg-type]
+                                args.probs_out)  # fmt: skip
     finally:
         reader.close()
     logging.info("predicted %s: %s", args.image, figures)
+    return 0
+
+
+def _apply_shard(args: argparse.Namespace, cfg: dict) -> int:
+    from snakemap.apply import SceneInput, ShardRunner, shard_members  # noqa: PLC0415
+
+    apply = build("apply", cfg.get("apply"))
+    apply.retry_corrupt = args.retry_corrupt.lower() == "true"
+    manifest = read_manifest(args.manifest)
+    rows = manifest[manifest["role"] == "apply"]
+    members = set(shard_members(rows["scene_id"].tolist(), args.shard, apply.shard_size))
+    scenes = [SceneInput(r.scene_id, r.uri, r.sha256) for r in rows.itertuples() if r.scene_id in members]
+    runner = ShardRunner(args.root, _make_predictor(args, cfg), build("bands", cfg.get("bands")),  # type: ignore[arg-type]
+                         build("clean", cfg.get("clean")), build("predict", cfg.get("predict")), apply,
+                         build("acquire", cfg.get("acquire")), args.vrt)  # fmt: skip
+    result = runner.run_shard(args.shard, scenes)
+    logging.info("%s: %d scenes processed, %d already done", args.shard, result["processed"], result["skipped"])
+    return 0
+
+
+def _mosaic(args: argparse.Namespace, cfg: dict) -> int:
+    from snakemap.apply import ok_scene_maps  # noqa: PLC0415
+    from snakemap.mosaic import build_mosaic  # noqa: PLC0415
+
+    maps = ok_scene_maps(args.shards)
+    build_mosaic(maps, args.vrt, args.overview, build("apply", cfg.get("apply")).overview_factor)
+    logging.info("mosaic of %d scenes: %s", len(maps), args.vrt)
+    return 0
+
+
+def _progress(args: argparse.Namespace, cfg: dict) -> int:
+    import json  # noqa: PLC0415
+
+    from snakemap.io import write_json  # noqa: PLC0415
+    from snakemap.progress import format_progress, progress  # noqa: PLC0415
+
+    apply = build("apply", cfg.get("apply"))
+    manifest = read_manifest(cfg["manifest"]) if args.manifest is None else read_manifest(args.manifest)
+    scene_ids = manifest.loc[manifest["role"] == "apply", "scene_id"].tolist()
+    results = {p: progress(args.results / "maps" / p, scene_ids, apply.shard_size) for p in (args.predictor or apply.predictors)}
+    if args.out:
+        write_json(args.out, next(iter(results.values())) if len(results) == 1 else results)
+    if args.json:
+        print(json.dumps(results, indent=2))
+    else:
+        print("\n".join(format_progress(p, r) for p, r in results.items()))
     return 0
 
 
@@ -271,6 +330,34 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--target", help="the class --threshold applies to")
     p.add_argument("--gpus", type=int, default=0)
     p.set_defaults(func=_predict)
+
+    p = sub.add_parser("apply-shard", parents=[common], help="apply a predictor to one shard of scenes")
+    p.add_argument("shard")
+    p.add_argument("--manifest", type=Path, required=True)
+    p.add_argument("--root", type=Path, required=True, help="results/maps/{predictor}")
+    p.add_argument("--checkpoint", action="append", required=True, type=Path, help="repeat for an ensemble")
+    p.add_argument("--weight", action="append", type=float, help="one per checkpoint (default 1)")
+    p.add_argument("--threshold", type=float)
+    p.add_argument("--target")
+    p.add_argument("--threshold-from", type=Path, help="calval metrics.json whose best_threshold to use")
+    p.add_argument("--retry-corrupt", choices=["True", "False", "true", "false"], default="false")
+    p.add_argument("--vrt", type=Path, help="VRT of all inputs, for apply.buffer")
+    p.add_argument("--gpus", type=int, default=0)
+    p.set_defaults(func=_apply_shard)
+
+    p = sub.add_parser("mosaic", parents=[common], help="VRT and overview of the ok scenes")
+    p.add_argument("shards", nargs="+", type=Path, help="shard manifests")
+    p.add_argument("--vrt", type=Path, required=True)
+    p.add_argument("--overview", type=Path, required=True)
+    p.set_defaults(func=_mosaic)
+
+    p = sub.add_parser("progress", parents=[common], help="scenes done, empty, corrupt, pending; ETA")
+    p.add_argument("--manifest", type=Path, help="default: the config's")
+    p.add_argument("--results", type=Path, default=Path("results"))
+    p.add_argument("--predictor", action="append", help="default: the config's apply.predictors")
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--out", type=Path, help="also write the figures as JSON here")
+    p.set_defaults(func=_progress)
 
     p = sub.add_parser("baseline", parents=[common], help="a baseline's class map of one site")
     p.add_argument("site")

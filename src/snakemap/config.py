@@ -16,6 +16,7 @@ from typing import Any
 import yaml
 
 from snakemap.acquire import AcquireOptions
+from snakemap.apply import ApplyOptions
 from snakemap.bands import BandOptions
 from snakemap.chips import ChipOptions
 from snakemap.clean import CleanOptions
@@ -35,6 +36,7 @@ SECTIONS: dict[str, type] = {
     "splits": SplitOptions,
     "demo": DemoOptions,
     "predict": PredictOptions,
+    "apply": ApplyOptions,
 }
 
 

@@ -88,6 +88,7 @@ def write_cog(
     profile: dict[str, Any],
     descriptions: list[str] | None = None,
     tags: dict[str, str] | None = None,
+    scales: list[float] | None = None,
 ) -> None:
     """Write a ``(bands, rows, cols)`` array as a tiled, compressed Cloud-Optimized GeoTIFF.
 
@@ -97,6 +98,7 @@ def write_cog(
         profile: rasterio profile giving at least ``crs``, ``transform`` and ``nodata``.
         descriptions: optional band names, one per band.
         tags: optional dataset-level metadata tags.
+        scales: optional per-band scale factors (value * scale is the quantity).
     """
     if data.ndim != 3:
         raise ValueError(f"write_cog needs (bands, rows, cols), got shape {data.shape}")
@@ -119,5 +121,7 @@ def write_cog(
                 dst.set_band_description(i, name)
             if tags:
                 dst.update_tags(**tags)
+            if scales:
+                dst.scales = scales
         with mem.open() as src, atomic_path(path, suffix=".tif") as tmp:
             rasterio.shutil.copy(src, tmp, **COG_OPTIONS)

@@ -129,6 +129,18 @@ class CleanImageReader:
         self.dataset.close()
 
 
+class ArrayReader:
+    """A cleaned scene already in memory: ``(bands, rows, cols)`` float32, NaN invalid."""
+
+    def __init__(self, image: np.ndarray, names: list[str], crs: Any, transform: Any) -> None:
+        self.image, self.names = image, names
+        self.height, self.width = image.shape[1:]
+        self.profile = {"crs": crs, "transform": transform}
+
+    def read_rows(self, start: int, stop: int) -> np.ndarray:
+        return self.image[:, start:stop]
+
+
 @dataclass
 class Member:
     """One model of a prediction: its input bands, normalisation, weight and activation.

@@ -1,5 +1,6 @@
 # Config and manifest checks, tables and input functions shared by the rules.
 
+import hashlib
 import json
 import os
 import sys
@@ -7,6 +8,7 @@ import urllib.parse
 
 from snakemake.utils import validate
 
+from snakemap.apply import SHARD_PATTERN, shard_ids, shard_members
 from snakemap.grid import ID_PATTERN
 from snakemap.grid import expand as expand_models
 from snakemap.manifest import SCENE_ID_PATTERN, read_manifest, scenes_with_role
@@ -21,7 +23,9 @@ validate(config, "../schemas/config.schema.yaml")
 
 # The package checks the manifest first: its messages name the line of each bad row.
 MANIFEST = read_manifest(config["manifest"])
-validate(MANIFEST, "../schemas/manifest.schema.yaml")
+# Row-by-row JSON-schema validation costs seconds at 100,000 rows: the package's check above
+# covers every apply row already; the schema checks the (few) training and calval rows again.
+validate(MANIFEST[MANIFEST["role"] != "apply"], "../schemas/manifest.schema.yaml")
 
 TRAIN = scenes_with_role(MANIFEST, "train")
 CALVAL = scenes_with_role(MANIFEST, "calval")
@@ -61,6 +65,7 @@ def all_outputs(wildcards=None):
         + ["results/stats/bands.json", "results/splits/folds.parquet"]
         + model_outputs()
         + report_outputs()
+        + apply_outputs()
     )
 
 
@@ -190,3 +195,53 @@ def baseline_maps(wildcards):
     """A product baseline's raster of this site (nothing for an index rule)."""
     maps = BASELINES[wildcards.baseline].get("maps") or {}
     return [maps[wildcards.site]] if wildcards.site in maps else []
+
+
+# Application: apply scenes in shards; one job per shard and predictor.
+APPLY = config["apply"]
+APPLY_SCENES = scenes_with_role(MANIFEST, "apply")
+SHARDS = shard_ids(len(APPLY_SCENES), APPLY["shard_size"])
+RETRY_CORRUPT = config["retry_corrupt"]
+
+
+wildcard_constraints:
+    shard=SHARD_PATTERN,
+    applied=r"(models/" + MODEL_KEY_PATTERN + r"/(best|last)|ensembles/" + ID_PATTERN + ")",
+
+
+def shard_fingerprint(wildcards):
+    """Changes when the shard's scenes (ids, URIs, checksums) change: then it reruns."""
+    rows = MANIFEST.loc[shard_members(APPLY_SCENES, wildcards.shard, APPLY["shard_size"])]
+    return hashlib.sha256(rows[["scene_id", "uri", "sha256"]].to_csv(index=False).encode()).hexdigest()[:16]
+
+
+def predictor_inputs(wildcards):
+    """Checkpoints of an applied model or ensemble (and calval scores for a tuned threshold)."""
+    kind, name = wildcards.applied.split("/", 1)
+    if kind == "models":
+        key, ckpt = name.rsplit("/", 1)
+        return {"ckpts": [f"results/models/{key}/{ckpt}.ckpt"]}
+    found = {"ckpts": ensemble_checkpoints(type("W", (), {"ensemble": name})())}
+    if ENSEMBLES[name]["threshold"] == "tune":
+        found["tuned"] = f"results/calval/ensembles/{name}/metrics.json"
+    return found
+
+
+def predictor_args(wildcards, input):
+    """--checkpoint (and --weight, --threshold) arguments of an applied model or ensemble."""
+    args = [f"--checkpoint {c}" for c in input.ckpts]
+    kind, name = wildcards.applied.split("/", 1)
+    if kind == "ensembles":
+        args.append(ensemble_args(type("W", (), {"ensemble": name})()))
+        if "tuned" in input.keys():
+            args.append(f"--threshold-from {input.tuned} --target {single_target()}")
+    return " ".join(args)
+
+
+def apply_outputs(wildcards=None):
+    """Per applied predictor: its mosaic and progress (nothing without apply scenes)."""
+    if not APPLY_SCENES:
+        return []
+    return expand(
+        "results/maps/{applied}/{f}", applied=APPLY["predictors"], f=["mosaic.vrt", "progress.json"]
+    )

@@ -1,0 +1,282 @@
+"""Global application: predict many scenes in shards, each scene once, restartable at any moment.
+
+Layout under ``results/maps/{predictor}/``:
+
+- ``scenes/{scene}.tif``: the class map (Cloud-Optimized, uint8, 255 nodata) on the scene's grid;
+  ``scenes/probs/{scene}.tif`` with ``outputs: both``.
+- ``scenes/{scene}.json``: the scene's sentinel, written last: ``status`` ok | empty | corrupt, the
+  reason, the valid fraction and timings. A scene with a sentinel is done; empty and corrupt ones
+  are final unless ``retry_corrupt`` is set.
+- ``shards/{shard}.json``: a shard's manifest, written when all its scenes are done: one entry per
+  scene with its status, reason and finish time. ``shards/{shard}.lock`` is held (``flock``, so
+  the kernel frees it when a job dies) while a job works on the shard.
+
+A shard job killed at any point loses at most the scene in flight: every file is written under a
+temporary name and renamed, and a rerun skips the scenes that have a sentinel.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import logging
+import os
+import time
+import urllib.parse
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import rasterio
+from rasterio.errors import RasterioError
+from rasterio.windows import Window, from_bounds
+
+from snakemap.acquire import AcquireError, AcquireOptions, fetch
+from snakemap.bands import BandOptions
+from snakemap.clean import CleanOptions, Cleaned, judge, read_clean
+from snakemap.io import read_json, write_cog, write_json
+from snakemap.predict import ArrayReader, PredictOptions, Predictor, predict_scene
+from snakemap.status import SceneError, SceneStatus
+
+log = logging.getLogger(__name__)
+
+SHARD_PATTERN = r"shard-[0-9]{5}"
+
+
+@dataclass
+class MaskOptions:
+    """Where there is something to map: pixels whose ``band`` lies within ``[min, max]``."""
+
+    band: str
+    min: float = float("-inf")
+    max: float = float("inf")
+
+
+@dataclass
+class ApplyOptions:
+    """How scenes are applied; mirrors the ``apply`` config section."""
+
+    #: predictors to apply: ``models/{id}/{best|last}`` or ``ensembles/{name}``
+    predictors: list[str] = field(default_factory=list)
+    #: scenes per shard (one job each)
+    shard_size: int = 500
+    #: ``classes`` (class maps) or ``both`` (class maps and probabilities)
+    outputs: str = "classes"
+    #: a scene with no pixel inside this mask is empty (no model runs); None = no mask
+    mask: MaskOptions | dict[str, Any] | None = None
+    #: pixels of context read from neighbouring scenes (through a VRT of all inputs), then cropped
+    buffer: int = 0
+    #: try corrupt scenes again on a rerun
+    retry_corrupt: bool = False
+    #: GPUs, memory (MB) and wall time (minutes) per shard job
+    gpus: int = 0
+    mem_mb: int = 8000
+    runtime: int = 240
+    #: downsampling factor of the mosaic's overview COG
+    overview_factor: int = 8
+
+    def __post_init__(self) -> None:
+        if isinstance(self.mask, dict):
+            self.mask = MaskOptions(**self.mask)
+
+
+def shard_ids(n_scenes: int, size: int) -> list[str]:
+    """The ids of the shards of ``n_scenes`` scenes in manifest order."""
+    return [f"shard-{k:05d}" for k in range((n_scenes + size - 1) // size)]
+
+
+def shard_members(scene_ids: Sequence[str], shard: str, size: int) -> list[str]:
+    """The scenes of one shard: a fixed slice of the apply scenes in manifest order."""
+    k = int(shard.split("-")[1])
+    return list(scene_ids[k * size : (k + 1) * size])
+
+
+@contextlib.contextmanager
+def shard_lock(path: Path) -> Iterator[None]:
+    """Hold an exclusive ``flock`` on ``path``; fail at once if another live process holds it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError as exc:
+            raise RuntimeError(f"{path} is held by another running job: the shard is being applied already") from exc
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+@dataclass
+class SceneInput:
+    """One apply scene from the manifest."""
+
+    scene_id: str
+    uri: str
+    sha256: str = ""
+
+
+def _local(uri: str) -> Path | None:
+    parsed = urllib.parse.urlparse(uri)
+    if parsed.scheme == "file":
+        return Path(urllib.parse.unquote(parsed.path))
+    return Path(uri) if parsed.scheme == "" else None
+
+
+class ShardRunner:
+    """Applies one predictor to scenes, writing each scene's outputs and sentinel atomically."""
+
+    def __init__(
+        self,
+        root: str | os.PathLike[str],
+        predictor: Predictor,
+        bands: BandOptions,
+        clean: CleanOptions,
+        predict: PredictOptions,
+        apply: ApplyOptions,
+        acquire: AcquireOptions | None = None,
+        mosaic_vrt: str | os.PathLike[str] | None = None,
+    ) -> None:
+        self.root = Path(root)
+        self.predictor, self.bands, self.clean, self.predict = predictor, bands, clean, predict
+        self.apply, self.acquire = apply, acquire or AcquireOptions()
+        self.vrt = Path(mosaic_vrt) if mosaic_vrt else None
+        self.scenes = self.root / "scenes"
+
+    def sentinel(self, scene_id: str) -> Path:
+        return self.scenes / f"{scene_id}.json"
+
+    def is_done(self, scene_id: str) -> bool:
+        """A scene with a sentinel is done, unless it is corrupt and corrupt scenes are retried."""
+        path = self.sentinel(scene_id)
+        if not path.exists():
+            return False
+        return not (self.apply.retry_corrupt and read_json(path).get("status") == "corrupt")
+
+    def run_shard(self, shard: str, scenes: Sequence[SceneInput]) -> dict[str, Any]:
+        """Apply every scene of a shard that is not done; write and return the shard's manifest."""
+        with shard_lock(self.root / "shards" / f"{shard}.lock"):
+            done = skipped = 0
+            for scene in scenes:
+                if self.is_done(scene.scene_id):
+                    skipped += 1
+                    continue
+                status = self.run_scene(scene)
+                log.info("%s: %s %s", scene.scene_id, status.status, status.reason)
+                done += 1
+            entries = []
+            for scene in scenes:
+                record = read_json(self.sentinel(scene.scene_id))
+                entries.append({k: record.get(k) for k in ("scene_id", "status", "reason", "finished")})
+            manifest = {"shard": shard, "scenes": entries, "processed": done, "skipped": skipped}
+            write_json(self.root / "shards" / f"{shard}.json", manifest)
+            return manifest
+
+    def run_scene(self, scene: SceneInput) -> SceneStatus:
+        """Read, clean and predict one scene; end it in exactly one state with its sentinel."""
+        start = time.time()
+        scratch = self.root / ".scratch" / f"{scene.scene_id}.tif"
+        timings: dict[str, float] = {}
+        try:
+            path = self._acquire(scene, scratch, timings)
+            t0 = time.perf_counter()
+            cleaned, crop = self._read(path)
+            timings["read_clean_s"] = time.perf_counter() - t0
+            status = judge(scene.scene_id, _cropped(cleaned, crop), self.clean, None)
+            if status.status == "ok":
+                status = self._predict(scene.scene_id, cleaned, crop, status, timings)
+        except (SceneError, AcquireError, RasterioError, OSError, ValueError) as exc:
+            status = SceneStatus(scene.scene_id, "corrupt", reason=_reason(exc))
+        finally:
+            scratch.unlink(missing_ok=True)
+        status.extra.update(timings)
+        record = {**status.__dict__, "started": start, "finished": time.time()}
+        write_json(self.sentinel(scene.scene_id), record)
+        return status
+
+    def _acquire(self, scene: SceneInput, scratch: Path, timings: dict[str, float]) -> Path:
+        local = _local(scene.uri)
+        if local is not None and not scene.sha256:
+            if not local.is_file():
+                raise AcquireError(f"{scene.uri}: no such file")
+            return local
+        t0 = time.perf_counter()
+        fetch(scene.uri, scratch, scene.sha256, self.acquire)
+        timings["acquire_s"] = time.perf_counter() - t0
+        return scratch
+
+    def _read(self, path: Path) -> tuple[Cleaned, Window | None]:
+        """The cleaned scene, with a buffer of neighbouring pixels when configured."""
+        if not self.apply.buffer or self.vrt is None:
+            return read_clean(path, None, self.bands, self.clean, None), None
+        with rasterio.open(path) as src:
+            res = src.res
+            b = self.apply.buffer
+            left, bottom, right, top = src.bounds
+            height, width = src.height, src.width
+        with rasterio.open(self.vrt) as vrt:
+            window = from_bounds(left - b * res[0], bottom - b * res[1], right + b * res[0], top + b * res[1],
+                                 vrt.transform).round_offsets().round_lengths()  # fmt: skip
+        cleaned = read_clean(self.vrt, None, self.bands, self.clean, None, window=window)
+        return cleaned, Window(b, b, width, height)
+
+    def _predict(
+        self, scene_id: str, cleaned: Cleaned, crop: Window | None, status: SceneStatus, timings: dict[str, float]
+    ) -> SceneStatus:
+        mask = self.apply.mask
+        if isinstance(mask, MaskOptions):
+            view = _cropped(cleaned, crop)
+            if mask.band not in view.names:
+                raise ValueError(f"apply.mask.band {mask.band!r} is not among the bands {view.names}")
+            band = view.image[view.names.index(mask.band)]
+            if not ((band >= mask.min) & (band <= mask.max)).any():
+                status.status, status.reason = "empty", f"no pixel with {mask.band} in [{mask.min}, {mask.max}]"
+                return status
+        out = self.scenes / f"{scene_id}.tif"
+        probs = self.scenes / "probs" / f"{scene_id}.tif" if self.apply.outputs == "both" else None
+        t0 = time.perf_counter()
+        reader = ArrayReader(cleaned.image, cleaned.names, cleaned.crs, cleaned.transform)
+        if crop is None:
+            figures = predict_scene(reader, self.predictor, self.predict, out, probs)
+        else:
+            figures = self._predict_buffered(reader, crop, out, probs)
+        timings["predict_s"] = time.perf_counter() - t0
+        timings["model_s"] = figures.get("model_seconds", 0.0)
+        return status
+
+    def _predict_buffered(self, reader: ArrayReader, crop: Window, out: Path, probs: Path | None) -> dict[str, Any]:
+        """Predict the buffered area, then keep the scene's own window."""
+        staged = [p.with_name(f".{p.name}.{os.getpid()}.buffered.tif") for p in (out, probs) if p is not None]
+        try:
+            figures = predict_scene(reader, self.predictor, self.predict, staged[0], staged[1] if probs else None)
+            for src_path, dest in zip(staged, [out, probs], strict=False):
+                with rasterio.open(src_path) as src:
+                    data = src.read(window=crop)
+                    profile = {"crs": src.crs, "transform": src.window_transform(crop), "nodata": src.nodata}
+                    scales = list(src.scales)
+                write_cog(dest, data, profile, scales=scales)  # type: ignore[arg-type]
+            return figures
+        finally:
+            for p in staged:
+                p.unlink(missing_ok=True)
+
+
+def _cropped(cleaned: Cleaned, crop: Window | None) -> Cleaned:
+    if crop is None:
+        return cleaned
+    r, c, h, w = int(crop.row_off), int(crop.col_off), int(crop.height), int(crop.width)
+    return Cleaned(cleaned.image[:, r : r + h, c : c + w], cleaned.names, None, cleaned.crs, cleaned.transform)
+
+
+def _reason(exc: BaseException) -> str:
+    return str(exc) if isinstance(exc, (SceneError, AcquireError)) else f"unreadable: {type(exc).__name__}: {exc}"
+
+
+def ok_scene_maps(shard_manifests: Sequence[str | os.PathLike[str]]) -> list[Path]:
+    """The class maps of the ok scenes listed in shard manifests (in ``{root}/scenes/``)."""
+    maps = []
+    for path in map(Path, shard_manifests):
+        scenes = path.parent.parent / "scenes"
+        maps += [scenes / f"{e['scene_id']}.tif" for e in read_json(path)["scenes"] if e["status"] == "ok"]
+    return maps
+

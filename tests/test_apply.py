@@ -1,0 +1,204 @@
+"""Global application: shards that survive SIGKILL, per-scene states, mosaics, progress."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rasterio
+import torch
+from rasterio.transform import from_origin
+
+from snakemap.apply import ApplyOptions, SceneInput, ShardRunner, shard_ids, shard_members
+from snakemap.bands import BandOptions
+from snakemap.clean import CleanOptions
+from snakemap.models import build_model
+from snakemap.mosaic import build_mosaic
+from snakemap.predict import Member, PredictOptions, Predictor
+from snakemap.progress import progress
+from snakemap.stats import Normalizer
+from tests.conftest import write_tif
+
+BANDS = ["blue", "green", "red", "nir"]
+
+
+def checkpoint(path: Path, bands: list[str], classes: tuple[str, ...] = ("land", "water")) -> Path:
+    """A checkpoint as training writes it (hyperparameters + state dict), with random weights."""
+    torch.manual_seed(0)
+    net = build_model("FPN", "mobilenet_v2", len(bands), len(classes))
+    hp = {"arch": "FPN", "encoder_name": "mobilenet_v2", "classes": list(classes), "band_names": bands,
+          "mean": [100.0] * len(bands), "std": [50.0] * len(bands)}  # fmt: skip
+    torch.save({"hyper_parameters": hp, "state_dict": {f"model.{k}": v for k, v in net.state_dict().items()}}, path)
+    return path
+
+
+def tile(path: Path, data: np.ndarray, west: float, north: float, nodata: float | None = 0) -> Path:
+    return write_tif(path, data, crs="EPSG:32755", transform=from_origin(west, north, 10, 10), nodata=nodata,
+                     descriptions=BANDS[: data.shape[0]])  # fmt: skip
+
+
+def scene_data(seed: int, size: int = 96) -> np.ndarray:
+    return np.random.default_rng(seed).integers(1, 300, (4, size, size)).astype(np.uint16)
+
+
+def manifest(path: Path, scenes: dict[str, str]) -> Path:
+    rows = "".join(f"{s},{u},apply\n" for s, u in scenes.items())
+    path.write_text("scene_id,uri,role\n" + rows)
+    return path
+
+
+def shard_cmd(tmp: Path, man: Path, ckpt: Path, shard: str, shard_size: int) -> list[str]:
+    options = {"bands": {"names": BANDS}, "predict": {"window": 64, "overlap": 8},
+               "apply": {"shard_size": shard_size}}  # fmt: skip
+    return [str(Path(sys.executable).parent / "snakemap"), "apply-shard", shard, "--manifest", str(man),
+            "--root", str(tmp / "maps"), "--checkpoint", str(ckpt), "--options", json.dumps(options)]  # fmt: skip
+
+
+def test_shard_ids_and_members() -> None:
+    assert shard_ids(5, 2) == ["shard-00000", "shard-00001", "shard-00002"]
+    assert shard_members(list("abcde"), "shard-00002", 2) == ["e"]
+
+
+def test_killed_shard_reruns_only_missing_scenes(tmp_path: Path) -> None:
+    scenes = {f"q{i:02d}": str(tile(tmp_path / "in" / f"q{i:02d}.tif", scene_data(i, 160), 0, 0)) for i in range(40)}
+    man = manifest(tmp_path / "m.csv", scenes)
+    cmd = shard_cmd(tmp_path, man, checkpoint(tmp_path / "m.ckpt", BANDS), "shard-00000", 40)
+    sentinels = tmp_path / "maps" / "scenes"
+    with (tmp_path / "first.log").open("w") as log:
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and proc.poll() is None and len(list(sentinels.glob("*.json"))) < 6:
+        time.sleep(0.05)
+    assert proc.poll() is None, (tmp_path / "first.log").read_text()
+    # Progress while the shard is in flight counts what the sentinels say.
+    live = progress(tmp_path / "maps", list(scenes), 40)
+    assert live["ok"] >= 6 and live["pending"] == 40 - live["ok"] and live["shards_done"] == 0
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    done_before = len(list(sentinels.glob("*.json")))
+    assert 6 <= done_before < 40
+    assert not (tmp_path / "maps" / "shards" / "shard-00000.json").exists()
+    rerun = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert rerun.returncode == 0, rerun.stderr[-2000:]
+    shard = json.loads((tmp_path / "maps" / "shards" / "shard-00000.json").read_text())
+    assert (shard["processed"], shard["skipped"]) == (40 - done_before, done_before)
+    assert [e["status"] for e in shard["scenes"]] == ["ok"] * 40
+    leftovers = [p for p in (tmp_path / "maps").rglob(".*") if p.is_file()]
+    assert leftovers == []  # the scene in flight left no temporary file behind... or it was replaced
+    final = progress(tmp_path / "maps", list(scenes), 40)
+    assert (final["ok"], final["pending"], final["done_pct"], final["shards_done"]) == (40, 0, 100.0, 1)
+
+
+def test_bad_scenes_end_in_their_state(tmp_path: Path) -> None:
+    inputs = tmp_path / "in"
+    good = tile(inputs / "good.tif", scene_data(1), 0, 0)
+    empty = tile(inputs / "empty.tif", np.zeros((4, 96, 96), np.uint16), 0, 0)
+    (inputs / "garbage.tif").write_bytes(b"II*\x00" + b"\x01" * 4000)
+    three = tile(inputs / "three.tif", scene_data(2)[:3], 0, 0)
+    dry = tile(inputs / "dry.tif", scene_data(3), 0, 0)
+    scenes = [SceneInput("good", str(good)), SceneInput("empty", str(empty)),
+              SceneInput("garbage", str(inputs / "garbage.tif")), SceneInput("missing", str(inputs / "nope.tif")),
+              SceneInput("three", str(three)), SceneInput("dry", str(dry))]  # fmt: skip
+    norm = Normalizer(np.full(4, 100.0, np.float32), np.full(4, 50.0, np.float32))
+    member = Member(lambda x: torch.zeros(x.shape[0], 2, *x.shape[2:]), BANDS, norm)
+    runner = ShardRunner(tmp_path / "maps", Predictor([member], ["land", "water"]), BandOptions(names=BANDS),
+                         CleanOptions(), PredictOptions(window=64, overlap=8),
+                         ApplyOptions(mask={"band": "nir", "min": 0, "max": 250}))  # fmt: skip
+    # dry: every nir value is >= 1 and < 300 - make it all > 250 so the mask finds nothing.
+    with rasterio.open(dry, "r+") as dst:
+        data = dst.read()
+        data[3] = 280
+        dst.write(data)
+    shard = runner.run_shard("shard-00000", scenes)
+    states = {e["scene_id"]: (e["status"], e["reason"]) for e in shard["scenes"]}
+    assert states["good"] == ("ok", "")
+    assert states["empty"] == ("empty", "no valid pixels")
+    assert states["garbage"][0] == "corrupt" and states["garbage"][1].startswith("unreadable")
+    assert states["missing"][0] == "corrupt" and "no such file" in states["missing"][1]
+    assert states["three"][0] == "corrupt" and states["three"][1].startswith("wrong band count")
+    assert states["dry"] == ("empty", "no pixel with nir in [0, 250]")
+    maps = sorted(p.name for p in (tmp_path / "maps" / "scenes").glob("*.tif"))
+    assert maps == ["good.tif"]
+    # Final states are not retried... unless asked.
+    again = runner.run_shard("shard-00000", scenes)
+    assert (again["processed"], again["skipped"]) == (0, 6)
+    runner.apply.retry_corrupt = True
+    again = runner.run_shard("shard-00000", scenes)
+    assert (again["processed"], again["skipped"]) == (3, 3)
+
+
+def smoothing_predictor() -> Predictor:
+    """A model with a 5 x 5 receptive field: 2-class 'probabilities' from local means of band 1."""
+    conv = torch.nn.Conv2d(1, 1, 5, padding=2, bias=False)
+    conv.weight.data.fill_(1 / 25)
+
+    def model(x: torch.Tensor) -> torch.Tensor:
+        m = torch.sigmoid(conv(x[:, :1]))
+        return torch.cat([1 - m, m], dim=1)
+
+    norm = Normalizer(np.full(4, 150.0, np.float32), np.full(4, 80.0, np.float32))
+    return Predictor([Member(model, BANDS, norm, activation="none")], ["land", "water"])
+
+
+def test_buffered_neighbours_make_a_seamless_mosaic(tmp_path: Path) -> None:
+    whole = scene_data(7, 192)
+    left = tile(tmp_path / "in" / "left.tif", whole[:, :, :96], 0, 1920)
+    right = tile(tmp_path / "in" / "right.tif", whole[:, :, 96:], 960, 1920)
+    full = tile(tmp_path / "whole.tif", whole, 0, 1920)
+    subprocess.run(["gdalbuildvrt", "-q", str(tmp_path / "inputs.vrt"), str(left), str(right)], check=True)
+    opts = PredictOptions(window=64, overlap=8, prob_dtype="float32")
+    results = {}
+    for name, buffer in (("buffered", 16), ("plain", 0)):
+        runner = ShardRunner(tmp_path / name, smoothing_predictor(), BandOptions(names=BANDS), CleanOptions(), opts,
+                             ApplyOptions(buffer=buffer, outputs="both"), mosaic_vrt=tmp_path / "inputs.vrt")  # fmt: skip
+        runner.run_shard("shard-00000", [SceneInput("left", str(left)), SceneInput("right", str(right))])
+        build_mosaic(sorted((tmp_path / name / "scenes").glob("*.tif")), tmp_path / name / "mosaic.vrt",
+                     tmp_path / name / "overview.tif", factor=4)  # fmt: skip
+        with rasterio.open(tmp_path / name / "mosaic.vrt") as src:
+            assert sorted(Path(f).name for f in src.files[1:]) == ["left.tif", "right.tif"]
+            results[name] = src.read(1)
+            assert src.shape == (192, 192) and src.transform == from_origin(0, 1920, 10, 10)
+        with rasterio.open(tmp_path / name / "scenes" / "probs" / "left.tif") as src:
+            assert src.shape == (192, 96) and src.transform == from_origin(0, 1920, 10, 10)
+        with rasterio.open(tmp_path / name / "overview.tif") as src:
+            assert src.shape == (48, 48)
+    reference = ShardRunner(tmp_path / "ref", smoothing_predictor(), BandOptions(names=BANDS), CleanOptions(), opts,
+                            ApplyOptions())  # fmt: skip
+    reference.run_shard("shard-00000", [SceneInput("whole", str(full))])
+    with rasterio.open(tmp_path / "ref" / "scenes" / "whole.tif") as src:
+        expected = src.read(1)
+    # With context from the neighbour, the border columns are predicted as in one big scene.
+    np.testing.assert_array_equal(results["buffered"], expected)
+    border = slice(94, 98)
+    assert (results["plain"][:, border] != expected[:, border]).any()
+
+
+def test_real_unlabelled_scenes_keep_their_grid(tmp_path: Path, shared_data: Path) -> None:
+    rgb, l7 = shared_data / "scenes" / "RGB.byte.tif", shared_data / "scenes" / "L7_ETMs.tif"
+    cases = [("rgb", rgb, ["red", "green", "blue"]), ("l7", l7, ["blue", "green", "red", "nir", "swir16", "swir22"])]
+    for name, path, bands in cases:
+        ckpt = checkpoint(tmp_path / f"{name}.ckpt", bands)
+        man = manifest(tmp_path / f"{name}.csv", {name: str(path)})
+        options = {"bands": {"names": bands}, "clean": {"nodata": 0} if name == "rgb" else {},
+                   "predict": {"window": 256, "overlap": 32}, "apply": {"shard_size": 1}}  # fmt: skip
+        cmd = [str(Path(sys.executable).parent / "snakemap"), "apply-shard", "shard-00000", "--manifest", str(man),
+               "--root", str(tmp_path / name), "--checkpoint", str(ckpt), "--options", json.dumps(options)]  # fmt: skip
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        status = json.loads((tmp_path / name / "scenes" / f"{name}.json").read_text())
+        assert status["status"] == "ok", status
+        with rasterio.open(tmp_path / name / "scenes" / f"{name}.tif") as out, rasterio.open(path) as src:
+            assert (out.crs, out.transform, out.shape) == (src.crs, src.transform, src.shape)
+            classes = out.read(1)
+            raw = src.read()
+        # A pixel is valid where every band is (GDAL's per-band nodata, here 0 for RGB.byte).
+        nodata = (raw == 0).any(axis=0) if name == "rgb" else np.zeros(classes.shape, bool)
+        assert nodata.sum() > 0 or name == "l7"
+        assert (classes[nodata] == 255).all() and (classes[~nodata] < 2).all()
