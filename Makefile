@@ -6,7 +6,7 @@ BIN := $(CURDIR)/$(VENV)/bin
 # Rules call the `snakemap` command: the virtualenv comes first on PATH.
 export PATH := $(BIN):$(PATH)
 
-.PHONY: setup gdal browser demo test bench lint clean-results
+.PHONY: setup gdal browser slurm demo test bench lint clean-results
 
 setup: $(VENV)/.installed gdal
 
@@ -38,10 +38,20 @@ browser:
 		echo "chromium is missing: the report's browser test will be skipped ('sudo apt-get install chromium')"; \
 	fi
 
+# The SLURM test starts a one-node SLURM on 127.0.0.1 from Debian's slurm-wlm and munge.
+slurm:
+	@if command -v slurmctld >/dev/null 2>&1; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+		echo "installing slurm-wlm and munge"; apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends slurm-wlm munge >/dev/null; \
+	else \
+		echo "slurm-wlm is missing: the SLURM test will be skipped ('sudo apt-get install slurm-wlm munge')"; \
+	fi
+
 demo: setup
 	$(BIN)/snakemake --cores all
 
-test: setup browser
+test: setup browser slurm
 	$(BIN)/python -m pytest
 
 # Benchmarks print their figures; the TorchGeo comparison needs the bench extra.

@@ -11,6 +11,8 @@ rule apply_shard:
         predictor=predictor_args,
         manifest=config["manifest"],
         options=options("bands", "clean", "predict", "apply", "acquire"),
+        # `snakemake --config retry_corrupt=true` reruns the shards; each retries its corrupt scenes
+        retry=config["retry_corrupt"],
     resources:
         gpu=APPLY["gpus"],
         mem_mb=lambda w, attempt: APPLY["mem_mb"] * attempt,
@@ -23,7 +25,7 @@ rule apply_shard:
         "benchmarks/maps/{applied}/{shard}.tsv"
     shell:
         "snakemap apply-shard {wildcards.shard} --manifest {params.manifest:q} --root results/maps/{wildcards.applied}"
-        " {params.predictor} --retry-corrupt={RETRY_CORRUPT} --gpus {resources.gpu}"
+        " {params.predictor} --retry-corrupt={params.retry} --gpus {resources.gpu}"
         " --options {params.options:q} 2> {log:q}"
 
 

@@ -80,12 +80,7 @@ rule calval_metrics:
         sites=lambda w, input: " ".join(os.path.basename(d) for d in input.get("clean", [])),
         labels=lambda w, input: " ".join(f"{d}/label.tif" for d in input.get("clean", [])),
         probs=lambda w, input: " ".join(["--probs", *input.get("probs", [])]) if "probs" in input.keys() else "",
-        tune=lambda w: (
-            "--tune"
-            if w.predictor.startswith("ensembles/")
-            and ENSEMBLES[w.predictor.split("/", 1)[1]]["threshold"] == "tune"
-            else ""
-        ),
+        tune=tune_flag,
         labels_options=options("labels"),
     conda:
         "../envs/snakemap.yaml"

@@ -9,6 +9,7 @@ import urllib.parse
 from snakemake.utils import validate
 
 from snakemap.apply import SHARD_PATTERN, shard_ids, shard_members
+from snakemap.calval import split_predictor
 from snakemap.grid import ID_PATTERN
 from snakemap.grid import expand as expand_models
 from snakemap.manifest import SCENE_ID_PATTERN, read_manifest, scenes_with_role
@@ -156,13 +157,21 @@ def ok_sites(wildcards=None):
 
 def ensemble_checkpoints(wildcards):
     """The members' checkpoints of an ensemble, in the config's order."""
-    ens = ENSEMBLES[wildcards.ensemble]
+    return members_checkpoints(wildcards.ensemble)
+
+
+def members_checkpoints(name):
+    ens = ENSEMBLES[name]
     return [f"results/models/{m}/{ens['checkpoint']}.ckpt" for m in ens["members"]]
 
 
 def ensemble_args(wildcards):
     """--weight per member, and a fixed threshold on the single target class if any."""
-    ens = ENSEMBLES[wildcards.ensemble]
+    return members_args(wildcards.ensemble)
+
+
+def members_args(name):
+    ens = ENSEMBLES[name]
     args = [f"--weight {w}" for w in ens["members"].values()]
     if isinstance(ens["threshold"], (int, float)):
         args.append(f"--threshold {ens['threshold']} --target {single_target()}")
@@ -181,14 +190,19 @@ def single_target():
 def metrics_inputs(wildcards):
     """Class maps (and probabilities) of a predictor at the ok sites, and the sites' labels."""
     sites = ok_sites()
-    base = f"results/calval/{wildcards.predictor}"
     found = {
-        "maps": expand(base + "/{site}.tif", site=sites),
+        "maps": expand(f"results/calval/{wildcards.predictor}/{{site}}.tif", site=sites),
         "clean": expand("results/clean/{site}", site=sites),
     }
-    if not wildcards.predictor.startswith("baselines/"):
-        found["probs"] = expand(base + "/probs/{site}.tif", site=sites)
+    if split_predictor(wildcards.predictor)[0] != "baselines":
+        found["probs"] = expand(f"results/calval/{wildcards.predictor}/probs/{{site}}.tif", site=sites)
     return found
+
+
+def tune_flag(wildcards):
+    """--tune for an ensemble whose threshold is tuned at the calval sites."""
+    kind, name = split_predictor(wildcards.predictor)
+    return "--tune" if kind == "ensembles" and ENSEMBLES[name]["threshold"] == "tune" else ""
 
 
 def baseline_maps(wildcards):
@@ -201,12 +215,12 @@ def baseline_maps(wildcards):
 APPLY = config["apply"]
 APPLY_SCENES = scenes_with_role(MANIFEST, "apply")
 SHARDS = shard_ids(len(APPLY_SCENES), APPLY["shard_size"])
-RETRY_CORRUPT = config["retry_corrupt"]
+APPLIED_PATTERN = rf"(models/{MODEL_KEY_PATTERN}/(best|last)|ensembles/{ID_PATTERN})"
 
 
 wildcard_constraints:
     shard=SHARD_PATTERN,
-    applied=r"(models/" + MODEL_KEY_PATTERN + r"/(best|last)|ensembles/" + ID_PATTERN + ")",
+    applied=APPLIED_PATTERN,
 
 
 def shard_fingerprint(wildcards):
@@ -215,13 +229,20 @@ def shard_fingerprint(wildcards):
     return hashlib.sha256(rows[["scene_id", "uri", "sha256"]].to_csv(index=False).encode()).hexdigest()[:16]
 
 
+def demo_scenes(wildcards):
+    """The embedded demo's apply scenes of a shard: files a rule writes. Real scenes are not
+    inputs of the DAG (a shard reads them itself), which keeps planning fast at 100,000 scenes."""
+    members = MANIFEST.loc[shard_members(APPLY_SCENES, wildcards.shard, APPLY["shard_size"]), "uri"]
+    return [u for u in members if "demo" in config and u.startswith("resources/demo/")]
+
+
 def predictor_inputs(wildcards):
     """Checkpoints of an applied model or ensemble (and calval scores for a tuned threshold)."""
-    kind, name = wildcards.applied.split("/", 1)
+    kind, name = split_predictor(wildcards.applied)
+    found = {"demo": demo_scenes(wildcards)}
     if kind == "models":
-        key, ckpt = name.rsplit("/", 1)
-        return {"ckpts": [f"results/models/{key}/{ckpt}.ckpt"]}
-    found = {"ckpts": ensemble_checkpoints(type("W", (), {"ensemble": name})())}
+        return {**found, "ckpts": [f"results/models/{name}.ckpt"]}
+    found["ckpts"] = members_checkpoints(name)
     if ENSEMBLES[name]["threshold"] == "tune":
         found["tuned"] = f"results/calval/ensembles/{name}/metrics.json"
     return found
@@ -230,9 +251,9 @@ def predictor_inputs(wildcards):
 def predictor_args(wildcards, input):
     """--checkpoint (and --weight, --threshold) arguments of an applied model or ensemble."""
     args = [f"--checkpoint {c}" for c in input.ckpts]
-    kind, name = wildcards.applied.split("/", 1)
+    kind, name = split_predictor(wildcards.applied)
     if kind == "ensembles":
-        args.append(ensemble_args(type("W", (), {"ensemble": name})()))
+        args.append(members_args(name))
         if "tuned" in input.keys():
             args.append(f"--threshold-from {input.tuned} --target {single_target()}")
     return " ".join(args)

@@ -73,6 +73,8 @@ rule report_summary:
             labels={"figure": "summary table"},
         ),
     localrule: True
+    conda:
+        "../envs/snakemap.yaml"
     log:
         "logs/report/summary.log",
     shell:

@@ -1,0 +1,159 @@
+"""The workflow through a real one-node SLURM on 127.0.0.1: sbatch jobs, GPU requests, a job killed
+by scancel and resumed, results equal to a local run's, and the single-allocation mode."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from tests.conftest import REPO
+from tests.test_workflow import CONFIG, demo_row, workspace
+
+SCRIPTS = Path(__file__).parent / "slurm"
+BIN = Path(sys.executable).parent
+EPOCHS = 8
+
+
+@pytest.fixture(scope="module")
+def slurm() -> None:
+    if shutil.which("slurmctld") is None or shutil.which("sbatch") is None:
+        pytest.skip("slurm-wlm is not installed (make test installs slurm-wlm and munge when run as root)")
+    if os.geteuid() != 0:
+        pytest.skip("starting a local SLURM needs root")
+    subprocess.run(["bash", str(SCRIPTS / "start-slurm.sh")], check=True, timeout=120, capture_output=True)
+    yield
+    subprocess.run(["bash", str(SCRIPTS / "stop-slurm.sh")], timeout=60)
+
+
+def config() -> dict:
+    return dict(
+        CONFIG,
+        demo={"size": 96},
+        models={"base": {"encoder_name": "mobilenet_v2", "arch": "FPN", "epochs": EPOCHS, "batch_size": 8,
+                         "scheduler": "none", "gpus": 1, "cpus": 1, "mem_mb": 3000, "runtime": 20}},  # fmt: skip
+        predict={"window": 64, "overlap": 8},
+        calval={"checkpoints": ["best"]},
+        apply={"predictors": ["models/base/best"], "shard_size": 1, "mem_mb": 2000},
+        resources={"clean_mem_mb": 1000, "chips_mem_mb": 1000, "analyze_mem_mb": 1000},
+    )
+
+
+def rows() -> list[dict]:
+    found = [demo_row(n) for n in ("a1", "a2", "b1", "c1")]
+    found.append(dict(demo_row("a1"), scene_id="s1", uri="resources/demo/images/s1.tif",
+                      label_uri="resources/demo/labels/s1.tif", role="calval", aoi="S"))  # fmt: skip
+    found += [dict(demo_row("a1"), scene_id=q, uri=f"resources/demo/images/{q}.tif", label_uri="", role="apply",
+                   aoi="") for q in ("q1", "q2")]  # fmt: skip
+    return found
+
+
+def squeue() -> list[dict[str, str]]:
+    """All jobs SLURM still knows (finished ones for MinJobAge): id, state, rule, GRES."""
+    out = subprocess.run(["squeue", "-h", "-t", "all", "-o", "%i|%T|%k|%b"], capture_output=True, text=True,
+                         check=True, timeout=30).stdout  # fmt: skip
+    return [dict(zip(("id", "state", "rule", "gres"), line.split("|"), strict=True)) for line in out.splitlines()]
+
+
+def last_epoch(path: Path) -> int:
+    try:
+        return int(torch.load(path, weights_only=True)["epoch"])
+    except Exception:  # noqa: BLE001 - not written yet, or being renamed into place
+        return -1
+
+
+def test_demo_through_slurm(tmp_path: Path, slurm: None) -> None:
+    started = time.monotonic()
+    work = workspace(tmp_path / "slurm", config(), rows())
+    before = {j["id"] for j in squeue()}
+    cmd = [str(BIN / "snakemake"), "--snakefile", str(REPO / "workflow" / "Snakefile"), "--profile",
+           str(REPO / "profiles" / "slurm"), "--jobs", "8", "--latency-wait", "5",
+           "--slurm-init-seconds-before-status-checks", "5"]  # fmt: skip
+    with (tmp_path / "snakemake.log").open("w") as log:
+        proc = subprocess.Popen(cmd, cwd=work, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    # Cancel the training job once it has checkpointed an epoch: it must be retried and resume.
+    last = work / "results" / "models" / "base" / "train" / "checkpoints" / "last.ckpt"
+    cancelled = None
+    deadline = time.monotonic() + 900
+    while time.monotonic() < deadline and proc.poll() is None and cancelled is None:
+        time.sleep(1)
+        if last_epoch(last) >= 1:
+            running = [j for j in squeue() if j["rule"] == "rule_train" and j["state"] == "RUNNING"]
+            if running:
+                cancelled = running[0]["id"]
+                subprocess.run(["scancel", cancelled], check=True, timeout=30)
+    try:
+        proc.wait(timeout=max(60, deadline - time.monotonic()))
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, 9)
+    output = (tmp_path / "snakemake.log").read_text()
+    assert proc.returncode == 0, output[-5000:]
+    assert cancelled is not None, "the training job finished before it could be cancelled"
+    wall = time.monotonic() - started
+
+    jobs = [j for j in squeue() if j["id"] not in before]
+    by_rule: dict[str, list[dict[str, str]]] = {}
+    for j in jobs:
+        by_rule.setdefault(j["rule"], []).append(j)
+    # Every job went through sbatch (ids in the plugin's log folder); local rules did not.
+    logs = list((work / ".snakemake" / "slurm_logs").glob("rule_*/**/*.log"))
+    assert {re.sub(r"\D", "", p.stem) for p in logs} >= {j["id"] for j in jobs if j["state"] == "COMPLETED"}
+    assert {"rule_clean", "rule_chips", "rule_train", "rule_apply_shard", "rule_calval_model"} <= set(by_rule)
+    assert "rule_models_table" not in by_rule and "rule_calval_summary" not in by_rule  # localrules
+    # GPU rules asked SLURM for a GPU, CPU rules did not.
+    assert all("gpu" in j["gres"] for j in by_rule["rule_train"])
+    assert all("gpu" not in j["gres"] for j in by_rule["rule_clean"] + by_rule["rule_chips"])
+    # The cancelled job was submitted again and resumed from its last checkpoint.
+    states = {j["id"]: j["state"] for j in by_rule["rule_train"]}
+    assert states[cancelled] == "CANCELLED" and list(states.values()).count("COMPLETED") == 1
+    train_logs = "".join(p.read_text() for p in (work / ".snakemake" / "slurm_logs").glob("rule_train/**/*.log"))
+    assert re.search(r"resuming from .*last\.ckpt \(epoch [1-9]", train_logs + (work / "logs" / "train" / "base.log").read_text())
+    metrics = pd.read_csv(work / "results" / "models" / "base" / "metrics.csv")
+    assert metrics["epoch"].tolist() == list(range(EPOCHS))
+    print(f"\nSLURM demo run: {wall:.0f} s, {len(jobs)} sbatch jobs, cancelled job {cancelled}")
+
+    # The same workflow on one machine gives the same data products and the same set of results.
+    local = workspace(tmp_path / "local", config(), rows())
+    proc = subprocess.run([str(BIN / "snakemake"), "--snakefile", str(REPO / "workflow" / "Snakefile"), "--cores", "2"],
+                          cwd=local, capture_output=True, text=True, timeout=900)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    files = {p.relative_to(work / "results") for p in (work / "results").rglob("*") if p.is_file() and "/train/" not in str(p)}
+    local_files = {p.relative_to(local / "results") for p in (local / "results").rglob("*")
+                   if p.is_file() and "/train/" not in str(p)}  # fmt: skip
+    assert files == local_files
+    for name in ("a1", "b1", "c1", "s1"):
+        assert json.loads((work / f"results/clean/{name}/status.json").read_text()) == json.loads(
+            (local / f"results/clean/{name}/status.json").read_text()
+        )
+    for name in ("a1", "c1"):
+        np.testing.assert_array_equal(np.load(work / f"results/chips/{name}.image.npy"),
+                                      np.load(local / f"results/chips/{name}.image.npy"))  # fmt: skip
+    assert json.loads((work / "results/stats/bands.json").read_text()) == json.loads(
+        (local / "results/stats/bands.json").read_text()
+    )
+    pd.testing.assert_frame_equal(pd.read_parquet(work / "results/splits/folds.parquet"),
+                                  pd.read_parquet(local / "results/splits/folds.parquet"))  # fmt: skip
+
+
+def test_single_allocation(tmp_path: Path, slurm: None) -> None:
+    """The whole (data) workflow inside one sbatch allocation, with the local executor."""
+    work = workspace(tmp_path, dict(config(), models={}, calval={}, apply={}), rows()[:4])
+    snakemake = f"{BIN / 'snakemake'} --snakefile {REPO / 'workflow' / 'Snakefile'} --cores 2 --resources gpu=1"
+    script = f"cd {work} && echo job=$SLURM_JOB_ID > alloc.txt && {snakemake} results/splits/folds.parquet"
+    proc = subprocess.run(["sbatch", "--wait", "--gres=gpu:1", "-c", "2", "--mem=4000", "-o", str(work / "job.log"),
+                           "--wrap", script], capture_output=True, text=True, timeout=600)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr + (work / "job.log").read_text()[-3000:]
+    assert re.fullmatch(r"job=\d+\n", (work / "alloc.txt").read_text())
+    assert (work / "results" / "splits" / "folds.parquet").exists()
+    assert "--executor" not in (work / "job.log").read_text()  # local executor inside the allocation
