@@ -62,7 +62,10 @@ def squeue() -> list[dict[str, str]]:
     """All jobs SLURM still knows (finished ones for MinJobAge): id, state, rule, GRES."""
     out = subprocess.run(["squeue", "-h", "-t", "all", "-o", "%i|%T|%k|%b"], capture_output=True, text=True,
                          check=True, timeout=30).stdout  # fmt: skip
-    return [dict(zip(("id", "state", "rule", "gres"), line.split("|"), strict=True)) for line in out.splitlines()]
+    jobs = [dict(zip(("id", "state", "rule", "gres"), line.split("|"), strict=True)) for line in out.splitlines()]
+    for job in jobs:  # the plugin's comment is rule_<name>[_wildcards_<values>]
+        job["rule"] = job["rule"].split("_wildcards_")[0]
+    return jobs
 
 
 def last_epoch(path: Path) -> int:

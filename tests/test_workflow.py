@@ -235,3 +235,38 @@ def torch_epoch(path: Path) -> int:
     import torch  # noqa: PLC0415 - only this test needs it
 
     return int(torch.load(path, weights_only=True)["epoch"])
+
+
+def test_two_processes_on_halves_of_the_shards_equal_one(tmp_path: Path) -> None:
+    quads = [f"q{i}" for i in range(4)]
+    config = dict(CONFIG, demo={"size": 96},
+                  models={"base": {"arch": "FPN", "encoder_name": "mobilenet_v2", "epochs": 1, "batch_size": 8}},
+                  apply={"predictors": ["models/base/best"], "shard_size": 1})  # fmt: skip
+    rows = [demo_row(n) for n in ("a1", "a2", "b1", "c1")]
+    rows += [dict(demo_row("a1"), scene_id=q, uri=f"resources/demo/images/{q}.tif", label_uri="", role="apply",
+                  aoi="") for q in quads]  # fmt: skip
+    work = workspace(tmp_path, config, rows)
+    snakemake(work, "results/models/base/best.ckpt")
+    mosaic = "results/maps/models/base/best/mosaic.vrt"
+    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
+    base = [str(Path(sys.executable).parent / "snakemake"), "--snakefile", str(REPO / "workflow" / "Snakefile"),
+            "--cores", "1", mosaic]  # fmt: skip
+    # Snakemake's last batch (N/N) waits for all others: batches 1/3 and 2/3 run at the same time
+    # on disjoint shards, then a plain run does the rest and the mosaic.
+    halves = [subprocess.Popen([*base, "--batch", f"mosaic={k}/3"], cwd=work, env=env, stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT, text=True) for k in (1, 2)]  # fmt: skip
+    outputs = [p.communicate(timeout=600)[0] for p in halves]
+    assert [p.returncode for p in halves] == [0, 0], "\n".join(o[-3000:] for o in outputs)
+    maps = work / "results" / "maps" / "models" / "base" / "best"
+    ran = [set(re.findall(r"shard-\d{5}", o.split("Job stats")[-1] if "Job stats" in o else o)) for o in outputs]
+    assert ran[0] and ran[1] and not ran[0] & ran[1], ran
+    assert {p.stem for p in (maps / "shards").glob("*.json")} == ran[0] | ran[1]
+    assert not (maps / "mosaic.vrt").exists()
+    snakemake(work, mosaic)
+    together = {q: rasterio.open(maps / "scenes" / f"{q}.tif").read() for q in quads}
+    shutil.rmtree(work / "results" / "maps")
+    snakemake(work, mosaic)
+    for q in quads:
+        np.testing.assert_array_equal(rasterio.open(maps / "scenes" / f"{q}.tif").read(), together[q])
+    with rasterio.open(maps / "mosaic.vrt") as src:
+        assert len(src.files) == 1 + len(quads)
