@@ -127,7 +127,7 @@ def _make_predictor(args: argparse.Namespace, cfg: dict) -> object:
             raise ConfigError(f"{c} predicts classes {m.classes}, the first member {classes}")
     target = classes.index(args.target) if args.target else None
     threshold = args.threshold
-    if getattr(args, "threshold_from", None):
+    if args.threshold_from:
         from snakemap.io import read_json  # noqa: PLC0415
 
         threshold = read_json(args.threshold_from)["best_threshold"]
@@ -263,6 +263,14 @@ def parser() -> argparse.ArgumentParser:
     common.add_argument("--config", type=Path, help="the workflow's config YAML")
     common.add_argument("--options", help="config sections as JSON, overriding --config")
     common.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    # What makes a predictor: one checkpoint, or several (an ensemble) with weights.
+    models = argparse.ArgumentParser(add_help=False)
+    models.add_argument("--checkpoint", action="append", required=True, type=Path, help="repeat for an ensemble")
+    models.add_argument("--weight", action="append", type=float, help="one per checkpoint (default 1)")
+    models.add_argument("--threshold", type=float, help="probability from which a pixel is --target")
+    models.add_argument("--target", help="the class --threshold applies to")
+    models.add_argument("--threshold-from", type=Path, help="calval metrics.json whose best_threshold to use")
+    models.add_argument("--gpus", type=int, default=0)
     sub = top.add_subparsers(dest="step", required=True)
 
     p = sub.add_parser("demo-scene", parents=[common], help="write one synthetic demo scene")
@@ -320,29 +328,18 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, required=True)
     p.set_defaults(func=_models_table)
 
-    p = sub.add_parser("predict", parents=[common], help="predict a cleaned scene with models/an ensemble")
-    p.add_argument("--checkpoint", action="append", required=True, type=Path, help="repeat for an ensemble")
-    p.add_argument("--weight", action="append", type=float, help="one per checkpoint (default 1)")
+    p = sub.add_parser("predict", parents=[common, models], help="predict a cleaned scene with models/an ensemble")
     p.add_argument("--image", type=Path, required=True, help="the scene's cleaned image.tif")
     p.add_argument("--classes-out", type=Path, required=True)
     p.add_argument("--probs-out", type=Path)
-    p.add_argument("--threshold", type=float, help="probability from which a pixel is --target")
-    p.add_argument("--target", help="the class --threshold applies to")
-    p.add_argument("--gpus", type=int, default=0)
     p.set_defaults(func=_predict)
 
-    p = sub.add_parser("apply-shard", parents=[common], help="apply a predictor to one shard of scenes")
+    p = sub.add_parser("apply-shard", parents=[common, models], help="apply a predictor to one shard of scenes")
     p.add_argument("shard")
     p.add_argument("--manifest", type=Path, required=True)
     p.add_argument("--root", type=Path, required=True, help="results/maps/{predictor}")
-    p.add_argument("--checkpoint", action="append", required=True, type=Path, help="repeat for an ensemble")
-    p.add_argument("--weight", action="append", type=float, help="one per checkpoint (default 1)")
-    p.add_argument("--threshold", type=float)
-    p.add_argument("--target")
-    p.add_argument("--threshold-from", type=Path, help="calval metrics.json whose best_threshold to use")
     p.add_argument("--retry-corrupt", choices=["True", "False", "true", "false"], default="false")
     p.add_argument("--vrt", type=Path, help="VRT of all inputs, for apply.buffer")
-    p.add_argument("--gpus", type=int, default=0)
     p.set_defaults(func=_apply_shard)
 
     p = sub.add_parser("mosaic", parents=[common], help="VRT and overview of the ok scenes")
