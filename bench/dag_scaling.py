@@ -81,7 +81,7 @@ def setup(root: Path, n: int, shard_size: int) -> tuple[Path, Path]:
 
 
 def progress_timing(ours: Path, n: int, shard_size: int) -> tuple[float, float, str]:
-    from snakemap.apply import shard_ids, shard_members  # noqa: PLC0415
+    from snakemap.shards import shard_ids, shard_members  # noqa: PLC0415
     from snakemap.progress import progress  # noqa: PLC0415
 
     ids = [f"quad_{i:06d}" for i in range(n)]

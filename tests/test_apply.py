@@ -16,7 +16,8 @@ import rasterio
 import torch
 from rasterio.transform import from_origin
 
-from snakemap.apply import ApplyOptions, SceneInput, ShardRunner, shard_ids, shard_members
+from snakemap.apply import ApplyOptions, SceneInput, ShardRunner
+from snakemap.shards import shard_ids, shard_members
 from snakemap.bands import BandOptions
 from snakemap.clean import CleanOptions
 from snakemap.models import build_model
@@ -129,7 +130,7 @@ def test_bad_scenes_end_in_their_state(tmp_path: Path) -> None:
     # Final states are not retried... unless asked.
     again = runner.run_shard("shard-00000", scenes)
     assert (again["processed"], again["skipped"]) == (0, 6)
-    runner.apply.retry_corrupt = True
+    runner.apply.retry_corrupt = True  # as `snakemake --config retry_corrupt=true` asks
     again = runner.run_shard("shard-00000", scenes)
     assert (again["processed"], again["skipped"]) == (3, 3)
 

@@ -7,7 +7,7 @@ import dataclasses
 import pytest
 import yaml
 
-from snakemap.config import SECTIONS, ConfigError, build
+from snakemap.config import SECTIONS, ConfigError, build, options_class
 from snakemap.grid import ModelOptions
 from tests.conftest import REPO
 
@@ -17,7 +17,7 @@ SCHEMA = yaml.safe_load((REPO / "workflow" / "schemas" / "config.schema.yaml").r
 @pytest.mark.parametrize("section", sorted(SECTIONS))
 def test_schema_defaults_equal_option_defaults(section: str) -> None:
     props = SCHEMA["properties"][section]["properties"]
-    for f in dataclasses.fields(SECTIONS[section]):
+    for f in dataclasses.fields(options_class(section)):
         if not f.init:
             continue
         assert f.name in props, f"{section}.{f.name} is missing from the schema"
@@ -25,7 +25,7 @@ def test_schema_defaults_equal_option_defaults(section: str) -> None:
             continue
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
         assert props[f.name]["default"] == default, f"{section}.{f.name}"
-    assert set(props) <= {f.name for f in dataclasses.fields(SECTIONS[section])}
+    assert set(props) <= {f.name for f in dataclasses.fields(options_class(section))}
 
 
 def test_model_schema_defaults_equal_model_options() -> None:

@@ -41,9 +41,6 @@ from snakemap.status import SceneError, SceneStatus
 
 log = logging.getLogger(__name__)
 
-SHARD_PATTERN = r"shard-[0-9]{5}"
-
-
 @dataclass
 class MaskOptions:
     """Where there is something to map: pixels whose ``band`` lies within ``[min, max]``."""
@@ -67,8 +64,8 @@ class ApplyOptions:
     mask: MaskOptions | dict[str, Any] | None = None
     #: pixels of context read from neighbouring scenes (through a VRT of all inputs), then cropped
     buffer: int = 0
-    #: try corrupt scenes again on a rerun
-    retry_corrupt: bool = False
+    #: try corrupt scenes again on a rerun (the config's top-level ``retry_corrupt``)
+    retry_corrupt: bool = field(default=False, init=False)
     #: GPUs, memory (MB) and wall time (minutes) per shard job
     gpus: int = 0
     mem_mb: int = 8000
@@ -79,17 +76,6 @@ class ApplyOptions:
     def __post_init__(self) -> None:
         if isinstance(self.mask, dict):
             self.mask = MaskOptions(**self.mask)
-
-
-def shard_ids(n_scenes: int, size: int) -> list[str]:
-    """The ids of the shards of ``n_scenes`` scenes in manifest order."""
-    return [f"shard-{k:05d}" for k in range((n_scenes + size - 1) // size)]
-
-
-def shard_members(scene_ids: Sequence[str], shard: str, size: int) -> list[str]:
-    """The scenes of one shard: a fixed slice of the apply scenes in manifest order."""
-    k = int(shard.split("-")[1])
-    return list(scene_ids[k * size : (k + 1) * size])
 
 
 @contextlib.contextmanager

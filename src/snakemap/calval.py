@@ -31,12 +31,6 @@ from snakemap.metrics import confusion_matrix, scores
 from snakemap.predict import NODATA_CLASS, PROB_SCALE
 
 
-def split_predictor(predictor: str) -> tuple[str, str]:
-    """``models/arch-Unet/best`` -> ``("models", "arch-Unet/best")``; the same for ensembles and baselines."""
-    kind, _, name = predictor.partition("/")
-    return kind, name
-
-
 @dataclass
 class BaselineSpec:
     """A baseline map: an index threshold on the cleaned image, or an existing product per site.

@@ -151,7 +151,8 @@ def _predict(args: argparse.Namespace, cfg: dict) -> int:
 
 
 def _apply_shard(args: argparse.Namespace, cfg: dict) -> int:
-    from snakemap.apply import SceneInput, ShardRunner, shard_members  # noqa: PLC0415
+    from snakemap.apply import SceneInput, ShardRunner  # noqa: PLC0415
+    from snakemap.shards import shard_members  # noqa: PLC0415
 
     apply = build("apply", cfg.get("apply"))
     apply.retry_corrupt = args.retry_corrupt.lower() == "true"

@@ -8,6 +8,7 @@ reads the same YAML file. Defaults here equal the schema's (a test holds them to
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import json
 import os
 from pathlib import Path
@@ -15,29 +16,25 @@ from typing import Any
 
 import yaml
 
-from snakemap.acquire import AcquireOptions
-from snakemap.apply import ApplyOptions
-from snakemap.bands import BandOptions
-from snakemap.chips import ChipOptions
-from snakemap.clean import CleanOptions
-from snakemap.demo import DemoOptions
-from snakemap.labels import LabelOptions
-from snakemap.predict import PredictOptions
-from snakemap.splits import SplitOptions
-
-
-#: config section -> the options class built from it
-SECTIONS: dict[str, type] = {
-    "acquire": AcquireOptions,
-    "bands": BandOptions,
-    "clean": CleanOptions,
-    "labels": LabelOptions,
-    "chips": ChipOptions,
-    "splits": SplitOptions,
-    "demo": DemoOptions,
-    "predict": PredictOptions,
-    "apply": ApplyOptions,
+#: config section -> ``module:class`` of its options; imported on use, so that light steps
+#: (acquire, clean, chips) do not pay for importing torch.
+SECTIONS: dict[str, str] = {
+    "acquire": "snakemap.acquire:AcquireOptions",
+    "bands": "snakemap.bands:BandOptions",
+    "clean": "snakemap.clean:CleanOptions",
+    "labels": "snakemap.labels:LabelOptions",
+    "chips": "snakemap.chips:ChipOptions",
+    "splits": "snakemap.splits:SplitOptions",
+    "demo": "snakemap.demo:DemoOptions",
+    "predict": "snakemap.predict:PredictOptions",
+    "apply": "snakemap.apply:ApplyOptions",
 }
+
+
+def options_class(section: str) -> type:
+    """The options class of a config section."""
+    module, name = SECTIONS[section].split(":")
+    return getattr(importlib.import_module(module), name)
 
 
 class ConfigError(ValueError):
@@ -46,7 +43,7 @@ class ConfigError(ValueError):
 
 def build(section: str, values: dict[str, Any] | None) -> Any:
     """Build the options object of ``section`` from its dict, naming any unknown key."""
-    cls = SECTIONS[section]
+    cls = options_class(section)
     values = dict(values or {})
     known = {f.name for f in dataclasses.fields(cls) if f.init}
     unknown = sorted(set(values) - known)

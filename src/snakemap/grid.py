@@ -205,3 +205,9 @@ def jobs_table(jobs: list[ModelJob]) -> list[dict[str, Any]]:
                 row[name] = value
         rows.append(row)
     return rows
+
+
+def split_predictor(predictor: str) -> tuple[str, str]:
+    """``models/arch-Unet/best`` -> ``("models", "arch-Unet/best")``; the same for ensembles and baselines."""
+    kind, _, name = predictor.partition("/")
+    return kind, name

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from snakemap.apply import shard_ids, shard_members
+from snakemap.shards import shard_ids, shard_members
 from snakemap.io import read_json
 
 RECENT_S = 600.0  # throughput is measured over the scenes finished in the last ten minutes

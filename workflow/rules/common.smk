@@ -8,11 +8,10 @@ import urllib.parse
 
 from snakemake.utils import validate
 
-from snakemap.apply import SHARD_PATTERN, shard_ids, shard_members
-from snakemap.calval import split_predictor
-from snakemap.grid import ID_PATTERN
+from snakemap.grid import ID_PATTERN, split_predictor
 from snakemap.grid import expand as expand_models
 from snakemap.manifest import SCENE_ID_PATTERN, read_manifest, scenes_with_role
+from snakemap.shards import SHARD_PATTERN, shard_ids, shard_members
 from snakemap.status import SceneStatus
 
 

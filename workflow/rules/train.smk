@@ -18,6 +18,7 @@ rule train:
     threads: lambda w: job(w).params["cpus"]
     resources:
         gpu=lambda w: job(w).params["gpus"],
+        cpus_per_gpu=lambda w: job(w).params["cpus"] if job(w).params["gpus"] else 0,
         mem_mb=lambda w, attempt: job(w).params["mem_mb"] * attempt,
         runtime=lambda w: job(w).params["runtime"],
     conda:
