@@ -60,11 +60,15 @@ def rows() -> list[dict]:
 
 def squeue() -> list[dict[str, str]]:
     """All jobs SLURM still knows (finished ones for MinJobAge): id, state, rule, GRES."""
-    out = subprocess.run(["squeue", "-h", "-t", "all", "-o", "%i|%T|%k|%b"], capture_output=True, text=True,
-                         check=True, timeout=30).stdout  # fmt: skip
-    jobs = [dict(zip(("id", "state", "rule", "gres"), line.split("|"), strict=True)) for line in out.splitlines()]
-    for job in jobs:  # the plugin's comment is rule_<name>[_wildcards_<values>]
-        job["rule"] = job["rule"].split("_wildcards_")[0]
+    fields = "JobID:|,State:|,Comment:|,tres-per-job:|,tres-per-node:|"
+    out = subprocess.run(["squeue", "-h", "-t", "all", "-O", fields], capture_output=True, text=True, check=True,
+                         timeout=30).stdout  # fmt: skip
+    jobs = []
+    for line in out.splitlines():
+        job_id, state, comment, per_job, per_node = (f.strip() for f in line.split("|")[:5])
+        # The plugin's comment is rule_<name>[_wildcards_<values>]; --gpus=N shows as tres-per-job.
+        jobs.append({"id": job_id, "state": state, "rule": comment.split("_wildcards_")[0],
+                     "gres": f"{per_job} {per_node}"})  # fmt: skip
     return jobs
 
 
@@ -80,7 +84,7 @@ def test_demo_through_slurm(tmp_path: Path, slurm: None) -> None:
     work = workspace(tmp_path / "slurm", config(), rows())
     before = {j["id"] for j in squeue()}
     cmd = [str(BIN / "snakemake"), "--snakefile", str(REPO / "workflow" / "Snakefile"), "--profile",
-           str(REPO / "profiles" / "slurm"), "--jobs", "8", "--latency-wait", "5",
+           str(REPO / "profiles" / "slurm"), "--jobs", "4", "--latency-wait", "5",
            "--slurm-init-seconds-before-status-checks", "5"]  # fmt: skip
     with (tmp_path / "snakemake.log").open("w") as log:
         proc = subprocess.Popen(cmd, cwd=work, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
@@ -152,8 +156,9 @@ def test_demo_through_slurm(tmp_path: Path, slurm: None) -> None:
 def test_single_allocation(tmp_path: Path, slurm: None) -> None:
     """The whole (data) workflow inside one sbatch allocation, with the local executor."""
     work = workspace(tmp_path, dict(config(), models={}, calval={}, apply={}), rows()[:4])
-    snakemake = f"{BIN / 'snakemake'} --snakefile {REPO / 'workflow' / 'Snakefile'} --cores 2 --resources gpu=1"
-    script = f"cd {work} && echo job=$SLURM_JOB_ID > alloc.txt && {snakemake} results/splits/folds.parquet"
+    snakemake = (f"{BIN / 'snakemake'} results/splits/folds.parquet --snakefile {REPO / 'workflow' / 'Snakefile'}"
+                 " --cores 2 --resources gpu=1")  # fmt: skip
+    script = f"cd {work} && echo job=$SLURM_JOB_ID > alloc.txt && {snakemake}"
     proc = subprocess.run(["sbatch", "--wait", "--gres=gpu:1", "-c", "2", "--mem=4000", "-o", str(work / "job.log"),
                            "--wrap", script], capture_output=True, text=True, timeout=600)  # fmt: skip
     assert proc.returncode == 0, proc.stderr + (work / "job.log").read_text()[-3000:]

@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
 # A one-node SLURM on 127.0.0.1 for the tests (Debian 12's slurm-wlm 22.05 and munge), with a fake
 # "gpu" GRES so that GPU jobs are scheduled. Run as root; idempotent. Stop with stop-slurm.sh.
-# Knobs: FAKE_GPUS (default 2), SLURM_FAKE_CPUS (CPUs advertised; default 8 so jobs overlap).
+# Knobs: FAKE_GPUS (default 2), SLURM_FAKE_CPUS (CPUs advertised; default 4: jobs overlap their waits).
 set -euo pipefail
 NODE=$(hostname -s)
 read -r HWCPUS MEM < <(slurmd -C | head -1 | sed -E 's/.*CPUs=([0-9]+).*RealMemory=([0-9]+).*/\1 \2/')
 MEM=$(( MEM - 512 ))
-CPUS=${SLURM_FAKE_CPUS:-8}
+CPUS=${SLURM_FAKE_CPUS:-4}
 FAKE_GPUS=${FAKE_GPUS:-2}
 
 mkdir -p /etc/slurm /var/spool/slurmctld /var/spool/slurmd /var/log/slurm /run/munge /run/fakegpu
