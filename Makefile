@@ -51,8 +51,12 @@ slurm:
 demo: setup
 	$(BIN)/snakemake --cores all
 
+# As root with slurm-wlm installed, a local SLURM runs during the tests (see tests/test_slurm.py).
 test: setup browser slurm
-	$(BIN)/python -m pytest
+	@if [ "$$(id -u)" = 0 ] && command -v slurmctld >/dev/null 2>&1; then bash tests/slurm/start-slurm.sh >/dev/null; fi
+	$(BIN)/python -m pytest; status=$$?; \
+	if [ "$$(id -u)" = 0 ] && command -v slurmctld >/dev/null 2>&1; then bash tests/slurm/stop-slurm.sh; fi; \
+	exit $$status
 
 # Benchmarks print their figures; the TorchGeo comparison needs the bench extra.
 bench: setup

@@ -118,8 +118,8 @@ def main() -> None:
         with tempfile.TemporaryDirectory() as tmp:
             ours, minimal = setup(Path(tmp), n, args.shard_size)
             targets = [f"results/maps/models/base/best/{f}" for f in ("mosaic.vrt", "progress.json")]
-            t1, m1 = measure(ours, [snakemake, "-n", "--snakefile", str(REPO / "workflow" / "Snakefile"), "--cores", "1",
-                                    "--quiet", *targets])  # fmt: skip
+            t1, m1 = measure(ours, [snakemake, *targets, "-n", "--snakefile", str(REPO / "workflow" / "Snakefile"),
+                                    "--cores", "1", "--quiet"])  # fmt: skip
             t2, m2 = measure(minimal, [snakemake, "-n", "--cores", "1", "--quiet", "--config",
                                        "manifest=manifest.csv"])  # fmt: skip
             print(f"{n:>8} | {t1:8.1f} s {m1:8.0f} MiB | {t2:8.1f} s {m2:8.0f} MiB | {t1 / t2:10.3f} | {m1 / m2:12.3f}")

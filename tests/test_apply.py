@@ -16,7 +16,8 @@ import rasterio
 import torch
 from rasterio.transform import from_origin
 
-from snakemap.apply import ApplyOptions, SceneInput, ShardRunner
+from snakemap.apply import SceneInput, ShardRunner
+from snakemap.shards import ApplyOptions
 from snakemap.shards import shard_ids, shard_members
 from snakemap.bands import BandOptions
 from snakemap.clean import CleanOptions

@@ -37,46 +37,10 @@ from snakemap.bands import BandOptions
 from snakemap.clean import CleanOptions, Cleaned, judge, read_clean
 from snakemap.io import read_json, write_cog, write_json
 from snakemap.predict import ArrayReader, PredictOptions, Predictor, predict_scene
+from snakemap.shards import ApplyOptions, MaskOptions
 from snakemap.status import SceneError, SceneStatus
 
 log = logging.getLogger(__name__)
-
-@dataclass
-class MaskOptions:
-    """Where there is something to map: pixels whose ``band`` lies within ``[min, max]``."""
-
-    band: str
-    min: float = float("-inf")
-    max: float = float("inf")
-
-
-@dataclass
-class ApplyOptions:
-    """How scenes are applied; mirrors the ``apply`` config section."""
-
-    #: predictors to apply: ``models/{id}/{best|last}`` or ``ensembles/{name}``
-    predictors: list[str] = field(default_factory=list)
-    #: scenes per shard (one job each)
-    shard_size: int = 500
-    #: ``classes`` (class maps) or ``both`` (class maps and probabilities)
-    outputs: str = "classes"
-    #: a scene with no pixel inside this mask is empty (no model runs); None = no mask
-    mask: MaskOptions | dict[str, Any] | None = None
-    #: pixels of context read from neighbouring scenes (through a VRT of all inputs), then cropped
-    buffer: int = 0
-    #: try corrupt scenes again on a rerun (the config's top-level ``retry_corrupt``)
-    retry_corrupt: bool = field(default=False, init=False)
-    #: GPUs, memory (MB) and wall time (minutes) per shard job
-    gpus: int = 0
-    mem_mb: int = 8000
-    runtime: int = 240
-    #: downsampling factor of the mosaic's overview COG
-    overview_factor: int = 8
-
-    def __post_init__(self) -> None:
-        if isinstance(self.mask, dict):
-            self.mask = MaskOptions(**self.mask)
-
 
 @contextlib.contextmanager
 def shard_lock(path: Path) -> Iterator[None]:

@@ -27,7 +27,7 @@ SECTIONS: dict[str, str] = {
     "splits": "snakemap.splits:SplitOptions",
     "demo": "snakemap.demo:DemoOptions",
     "predict": "snakemap.predict:PredictOptions",
-    "apply": "snakemap.apply:ApplyOptions",
+    "apply": "snakemap.shards:ApplyOptions",
 }
 
 
