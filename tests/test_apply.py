@@ -11,7 +11,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-import pytest
 import rasterio
 import torch
 from rasterio.transform import from_origin
