@@ -92,7 +92,7 @@ def test_killed_shard_reruns_only_missing_scenes(tmp_path: Path) -> None:
     assert (shard["processed"], shard["skipped"]) == (40 - done_before, done_before)
     assert [e["status"] for e in shard["scenes"]] == ["ok"] * 40
     leftovers = [p for p in (tmp_path / "maps").rglob(".*") if p.is_file()]
-    assert leftovers == []  # the scene in flight left no temporary file behind... or it was replaced
+    assert leftovers == []  # what the killed job had half-written was cleared by the rerun
     final = progress(tmp_path / "maps", list(scenes), 40)
     assert (final["ok"], final["pending"], final["done_pct"], final["shards_done"]) == (40, 0, 100.0, 1)
 
@@ -131,8 +131,11 @@ def test_bad_scenes_end_in_their_state(tmp_path: Path) -> None:
     again = runner.run_shard("shard-00000", scenes)
     assert (again["processed"], again["skipped"]) == (0, 6)
     runner.apply.retry_corrupt = True  # as `snakemake --config retry_corrupt=true` asks
+    half_written = tmp_path / "maps" / "scenes" / ".garbage.tif.999.stage.tif"  # as a killed job leaves
+    half_written.write_bytes(b"partial")
     again = runner.run_shard("shard-00000", scenes)
     assert (again["processed"], again["skipped"]) == (3, 3)
+    assert not half_written.exists()
 
 
 def smoothing_predictor() -> Predictor:

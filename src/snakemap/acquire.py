@@ -102,8 +102,8 @@ def _copy_to(uri: str, tmp: Path, timeout_s: float) -> tuple[int, str]:
     with tmp.open("wb") as out:
         if scheme in ("http", "https"):
             return _copy_http(uri, out, timeout_s)
-        if scheme in ("", "file") or (len(scheme) == 1 and os.name == "nt"):
-            path = _local_path(uri)
+        path = local_path(uri)
+        if path is not None:
             if not path.is_file():
                 raise AcquireError(f"{uri}: no such file {path}")
             with path.open("rb") as src:
@@ -124,10 +124,14 @@ def _copy_to(uri: str, tmp: Path, timeout_s: float) -> tuple[int, str]:
             raise _Transient(f"{type(exc).__name__}: {exc}") from exc
 
 
-def _local_path(uri: str) -> Path:
-    if uri.startswith("file://"):
+def local_path(uri: str) -> Path | None:
+    """The file a local path or ``file://`` URI names; None for any other scheme."""
+    scheme = urllib.parse.urlparse(uri).scheme.lower()
+    if scheme == "file":
         return Path(urllib.request.url2pathname(urllib.parse.urlparse(uri).path))
-    return Path(uri)
+    if scheme == "" or (len(scheme) == 1 and os.name == "nt"):  # C:\... on Windows
+        return Path(uri)
+    return None
 
 
 def _copy_http(uri: str, out: IO[bytes], timeout_s: float) -> tuple[int, str]:

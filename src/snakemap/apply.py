@@ -22,7 +22,6 @@ import fcntl
 import logging
 import os
 import time
-import urllib.parse
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,7 +31,7 @@ import rasterio
 from rasterio.errors import RasterioError
 from rasterio.windows import Window, from_bounds
 
-from snakemap.acquire import AcquireError, AcquireOptions, fetch
+from snakemap.acquire import AcquireError, AcquireOptions, fetch, local_path
 from snakemap.bands import BandOptions
 from snakemap.clean import CleanOptions, Cleaned, judge, read_clean
 from snakemap.io import read_json, write_cog, write_json
@@ -64,13 +63,6 @@ class SceneInput:
     scene_id: str
     uri: str
     sha256: str = ""
-
-
-def _local(uri: str) -> Path | None:
-    parsed = urllib.parse.urlparse(uri)
-    if parsed.scheme == "file":
-        return Path(urllib.parse.unquote(parsed.path))
-    return Path(uri) if parsed.scheme == "" else None
 
 
 class ShardRunner:
@@ -111,6 +103,7 @@ class ShardRunner:
                 if self.is_done(scene.scene_id):
                     skipped += 1
                     continue
+                self._remove_leftovers(scene.scene_id)
                 status = self.run_scene(scene)
                 log.info("%s: %s %s", scene.scene_id, status.status, status.reason)
                 done += 1
@@ -121,6 +114,13 @@ class ShardRunner:
             manifest = {"shard": shard, "scenes": entries, "processed": done, "skipped": skipped}
             write_json(self.root / "shards" / f"{shard}.json", manifest)
             return manifest
+
+    def _remove_leftovers(self, scene_id: str) -> None:
+        """Temporary files of this scene left by a killed job (we hold the shard's lock)."""
+        for folder in (self.scenes, self.scenes / "probs", self.root / ".scratch"):
+            for leftover in folder.glob(f".{scene_id}.*"):
+                leftover.unlink(missing_ok=True)
+        (self.root / ".scratch" / f"{scene_id}.tif").unlink(missing_ok=True)
 
     def run_scene(self, scene: SceneInput) -> SceneStatus:
         """Read, clean and predict one scene; end it in exactly one state with its sentinel."""
@@ -145,7 +145,7 @@ class ShardRunner:
         return status
 
     def _acquire(self, scene: SceneInput, scratch: Path, timings: dict[str, float]) -> Path:
-        local = _local(scene.uri)
+        local = local_path(scene.uri)
         if local is not None and not scene.sha256:
             if not local.is_file():
                 raise AcquireError(f"{scene.uri}: no such file")

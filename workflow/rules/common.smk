@@ -4,10 +4,10 @@ import hashlib
 import json
 import os
 import sys
-import urllib.parse
 
 from snakemake.utils import validate
 
+from snakemap.acquire import local_path
 from snakemap.grid import ID_PATTERN, split_predictor
 from snakemap.grid import expand as expand_models
 from snakemap.manifest import SCENE_ID_PATTERN, read_manifest, scenes_with_role
@@ -50,11 +50,7 @@ def local_inputs(wildcards):
     """Local files a scene is copied from, so that changing one reruns its chain."""
     row = scene(wildcards)
     uris = [row["uri"]] + ([row["label_uri"]] if row["label_uri"] else [])
-    return [
-        urllib.parse.urlparse(u).path if u.startswith("file://") else u
-        for u in uris
-        if urllib.parse.urlparse(u).scheme in ("", "file")
-    ]
+    return [str(p) for p in map(local_path, uris) if p is not None]
 
 
 def all_outputs(wildcards=None):
