@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import IO
 
 from snakemap.io import atomic_path, write_json
+from snakemap.status import SceneError
 
 log = logging.getLogger(__name__)
 
@@ -32,8 +33,8 @@ CHUNK = 1 << 20
 RECORD = "acquire.json"
 
 
-class AcquireError(Exception):
-    """A file that could not be acquired, after all retries."""
+class AcquireError(SceneError):
+    """A file that could not be acquired, after all retries: its scene is corrupt."""
 
 
 class _Transient(Exception):

@@ -37,7 +37,7 @@ from snakemap.clean import CleanOptions, Cleaned, judge, read_clean
 from snakemap.io import read_json, write_cog, write_json
 from snakemap.predict import ArrayReader, PredictOptions, Predictor, predict_scene
 from snakemap.shards import ApplyOptions, MaskOptions
-from snakemap.status import SceneError, SceneStatus
+from snakemap.status import SceneError, SceneStatus, corrupt_reason
 
 log = logging.getLogger(__name__)
 
@@ -135,8 +135,8 @@ class ShardRunner:
             status = judge(scene.scene_id, _cropped(cleaned, crop), self.clean, None)
             if status.status == "ok":
                 status = self._predict(scene.scene_id, cleaned, crop, status, timings)
-        except (SceneError, AcquireError, RasterioError, OSError, ValueError) as exc:
-            status = SceneStatus(scene.scene_id, "corrupt", reason=_reason(exc))
+        except (SceneError, RasterioError, OSError, ValueError) as exc:
+            status = SceneStatus(scene.scene_id, "corrupt", reason=corrupt_reason(exc))
         finally:
             scratch.unlink(missing_ok=True)
         status.extra.update(timings)
@@ -218,10 +218,6 @@ def _cropped(cleaned: Cleaned, crop: Window | None) -> Cleaned:
     return Cleaned(cleaned.image[:, r : r + h, c : c + w], cleaned.names, None, cleaned.crs, cleaned.transform)
 
 
-def _reason(exc: BaseException) -> str:
-    return str(exc) if isinstance(exc, (SceneError, AcquireError)) else f"unreadable: {type(exc).__name__}: {exc}"
-
-
 def ok_scene_maps(shard_manifests: Sequence[str | os.PathLike[str]]) -> list[Path]:
     """The class maps of the ok scenes listed in shard manifests (in ``{root}/scenes/``)."""
     maps = []
@@ -229,4 +225,3 @@ def ok_scene_maps(shard_manifests: Sequence[str | os.PathLike[str]]) -> list[Pat
         scenes = path.parent.parent / "scenes"
         maps += [scenes / f"{e['scene_id']}.tif" for e in read_json(path)["scenes"] if e["status"] == "ok"]
     return maps
-

@@ -30,7 +30,7 @@ from snakemap.acquire import RECORD
 from snakemap.bands import BandOptions, add_indices, select_indices, source_names
 from snakemap.io import read_json, write_cog
 from snakemap.labels import LabelOptions, remap_labels
-from snakemap.status import SceneError, SceneStatus, status_path
+from snakemap.status import SceneError, SceneStatus, corrupt_reason, status_path
 
 log = logging.getLogger(__name__)
 
@@ -115,7 +115,7 @@ def clean_scene(
             labels,
         )
     except (SceneError, RasterioError, OSError, ValueError) as exc:
-        status = SceneStatus(scene_id, "corrupt", reason=_reason(exc))
+        status = SceneStatus(scene_id, "corrupt", reason=corrupt_reason(exc))
         log.warning("scene %s is corrupt: %s", scene_id, status.reason)
         status.write(status_path(out))
         return status
@@ -128,10 +128,6 @@ def clean_scene(
             write_cog(out / "label.tif", cleaned.label[None], label_profile, descriptions=["label"])
     status.write(status_path(out))
     return status
-
-
-def _reason(exc: BaseException) -> str:
-    return str(exc) if isinstance(exc, SceneError) else f"unreadable: {type(exc).__name__}: {exc}"
 
 
 def judge(

@@ -25,6 +25,11 @@ class SceneError(Exception):
     """A scene that cannot be used: the message is the reason recorded in its sentinel."""
 
 
+def corrupt_reason(exc: BaseException) -> str:
+    """The reason a corrupt scene's sentinel gives: a SceneError's own words, else 'unreadable: ...'."""
+    return str(exc) if isinstance(exc, SceneError) else f"unreadable: {type(exc).__name__}: {exc}"
+
+
 @dataclass
 class SceneStatus:
     """The outcome of processing one scene."""
