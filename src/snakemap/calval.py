@@ -28,7 +28,7 @@ from rasterio.warp import reproject
 
 from snakemap.io import atomic_path, read_json, write_cog, write_json
 from snakemap.metrics import confusion_matrix, scores
-from snakemap.predict import NODATA_CLASS, PROB_SCALE
+from snakemap.predict import NODATA_CLASS, PROB_SCALE, classify
 
 
 @dataclass
@@ -178,10 +178,8 @@ def score_predictor(
 def _apply_threshold(probs_path: Path, target: int, threshold: float, pred: np.ndarray) -> np.ndarray:
     with rasterio.open(probs_path) as src:
         p = src.read()
-    others = p.astype(np.int16)
-    others[target] = -1
-    cut = int(round(threshold * PROB_SCALE))
-    out = np.where(p[target] >= cut, target, others.argmax(0)).astype(np.uint8)
+    # The stored probabilities are uint8 (value / PROB_SCALE): compare in their own units.
+    out = classify(p, int(round(threshold * PROB_SCALE)), target)
     out[pred == NODATA_CLASS] = NODATA_CLASS
     return out
 

@@ -227,11 +227,21 @@ class Predictor:
 
     def classify(self, probs: np.ndarray) -> np.ndarray:
         """``(classes, ...)`` probabilities -> class indices, by argmax or the target threshold."""
-        if self.threshold is None or self.target is None:
-            return probs.argmax(0).astype(np.uint8)
-        others = probs.copy()
-        others[self.target] = -1
-        return np.where(probs[self.target] >= self.threshold, self.target, others.argmax(0)).astype(np.uint8)
+        return classify(probs, self.threshold, self.target)
+
+
+def classify(probs: np.ndarray, threshold: float | None = None, target: int | None = None) -> np.ndarray:
+    """``(classes, ...)`` probabilities -> uint8 class indices.
+
+    With ``threshold`` and ``target``, a pixel is ``target`` where its probability reaches the
+    threshold (in the units of ``probs``: 0..1, or 0..250 for stored uint8), otherwise the most
+    probable of the other classes; without them, the plain argmax.
+    """
+    if threshold is None or target is None:
+        return probs.argmax(0).astype(np.uint8)
+    others = probs.astype(np.float32)  # a copy, where -1 is below any probability
+    others[target] = -1
+    return np.where(probs[target] >= threshold, target, others.argmax(0)).astype(np.uint8)
 
 
 def window_origins(length: int, pad: int, stride: int) -> list[int]:
