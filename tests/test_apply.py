@@ -20,10 +20,12 @@ from snakemap.shards import ApplyOptions
 from snakemap.shards import shard_ids, shard_members
 from snakemap.bands import BandOptions
 from snakemap.clean import CleanOptions
+from snakemap.cli import main
 from snakemap.models import build_model
 from snakemap.mosaic import build_mosaic
 from snakemap.predict import Member, PredictOptions, Predictor
 from snakemap.progress import progress
+from snakemap.sensors import SensorOptions
 from snakemap.stats import Normalizer
 from tests.conftest import write_tif
 
@@ -206,3 +208,31 @@ def test_real_unlabelled_scenes_keep_their_grid(tmp_path: Path, shared_data: Pat
         nodata = (raw == 0).any(axis=0) if name == "rgb" else np.zeros(classes.shape, bool)
         assert nodata.sum() > 0 or name == "l7"
         assert (classes[nodata] == 255).all() and (classes[~nodata] < 2).all()
+
+
+def test_a_scene_of_a_sensor_is_cleaned_like_in_the_clean_step(tmp_path: Path, capsys) -> None:
+    dn = scene_data(5)  # stored as DN = reflectance * 10000
+    stored = tile(tmp_path / "in" / "dn.tif", dn, 0, 0)
+    reflectance = tile(tmp_path / "in" / "refl.tif", dn.astype(np.float32) / 10000, 0, 0)
+    norm = Normalizer(np.full(4, 0.015, np.float32), np.full(4, 0.008, np.float32))
+    member = Member(lambda x: torch.cat([x[:, :1], -x[:, :1]], 1), BANDS, norm)  # land where blue is above its mean
+    predictor = Predictor([member], ["land", "water"])
+    runner = ShardRunner(tmp_path / "maps", predictor, BandOptions(names=BANDS), CleanOptions(),
+                         PredictOptions(window=64, overlap=8), ApplyOptions())  # fmt: skip
+    sensor = SensorOptions(BANDS, scale=0.0001)
+    scenes = [SceneInput("dn", str(stored), sensor=sensor), SceneInput("refl", str(reflectance))]
+    runner.run_shard("shard-00000", scenes)
+    maps = tmp_path / "maps" / "scenes"
+    with rasterio.open(maps / "dn.tif") as a, rasterio.open(maps / "refl.tif") as b:
+        classes = a.read(1)
+        np.testing.assert_array_equal(classes, b.read(1))
+    assert set(np.unique(classes)) == {0, 1}  # the model saw reflectance on both sides of its mean
+    # By hand, a scene naming a sensor the config lacks stops the shard before any work.
+    man = tmp_path / "m.csv"
+    man.write_text(f"scene_id,uri,role,sensor\ndn,{stored},apply,s2l1c\n")
+    options = {"bands": {"names": BANDS}, "sensors": {"l8": {"bands": BANDS}}, "apply": {"shard_size": 1}}
+    argv = ["apply-shard", "shard-00000", "--manifest", str(man), "--root", str(tmp_path / "cli"),
+            "--checkpoint", str(tmp_path / "none.ckpt"), "--options", json.dumps(options)]  # fmt: skip
+    assert main(argv) == 2
+    assert "sensors: no entry 's2l1c' (known: l8)" in capsys.readouterr().err
+    assert not (tmp_path / "cli").exists()

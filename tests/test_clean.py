@@ -11,6 +11,7 @@ import rasterio
 
 from snakemap.bands import BandOptions
 from snakemap.clean import CleanOptions, clean_scene
+from snakemap.cli import main
 from snakemap.labels import LabelOptions
 from tests.conftest import write_tif
 
@@ -190,3 +191,79 @@ def test_rerun_replaces_stale_outputs(tmp_path: Path) -> None:
     write_tif(folder / "image.tif", np.zeros((4, 40, 50), dtype=np.uint16), nodata=0)
     status, out = run(tmp_path, folder)
     assert status.status == "empty" and not (out / "image.tif").exists()
+
+
+# Several sensors and label codes in one run: scenes of the same surface clean alike.
+S2_L1C = ["coastal", "blue", "green", "red", "rededge1", "rededge2", "rededge3", "nir", "nir08", "watervapor",
+          "cirrus", "swir16", "swir22"]  # fmt: skip
+LANDSAT = ["blue", "green", "red", "nir", "swir16", "swir22"]
+MIXED = {
+    "bands": {"select": LANDSAT, "indices": ["ndwi", "mndwi", "nbr"]},
+    "labels": {"classes": ["land", "water", "reef"], "remap": {0: "land", 1: "water", 2: "reef"}},
+    "label_schemes": {
+        "codes_a": {10: "land", 20: "water", 30: "reef"},
+        "codes_b": {1: "land", 2: "water", 3: "reef", 9: "ignore"},
+    },
+}
+
+
+def clean_cli(tmp_path: Path, name: str, folder: Path, config: dict, *flags: str) -> Path:
+    """Clean one scene through the ``snakemap clean`` command, as the workflow's rule calls it."""
+    out = tmp_path / "clean" / name
+    argv = ["clean", name, "--acquired", str(folder), "--out", str(out), *flags]
+    assert main([*argv, "--options", json.dumps(config)]) == 0
+    return out
+
+
+# L1C before and since processing baseline 04.00 (DN = reflectance * 10000 + 1000 since)
+@pytest.mark.parametrize(("offset", "dn_offset"), [(0.0, 0), (-0.1, 1000)])
+def test_sensors_clean_to_the_same_bands_and_values(tmp_path: Path, offset: float, dn_offset: int) -> None:
+    rng = np.random.default_rng(3)
+    surface = np.round(rng.uniform(0.02, 0.6, (6, 40, 50)), 4)  # (bands, rows, cols) reflectance
+    s2 = rng.integers(1, 10000, (13, 40, 50)).astype(np.uint16)  # bands Landsat lacks: anything
+    for i, band in enumerate(LANDSAT):
+        s2[S2_L1C.index(band)] = np.round(surface[i] * 10000).astype(np.uint16) + dn_offset
+    s2[:, 0, 0] = 0  # the sensor's nodata value
+    landsat = surface.astype(np.float32)
+    landsat[:, 0, 0] = np.nan
+    config = dict(MIXED, sensors={
+        "s2l1c": {"bands": S2_L1C, "scale": 0.0001, "offset": offset, "nodata": 0},
+        "landsat_toa": {"bands": LANDSAT},
+    })  # fmt: skip
+    out_s2 = clean_cli(tmp_path, "s2", acquired(tmp_path / "s2", s2), config, "--sensor", "s2l1c")
+    out_l = clean_cli(tmp_path, "l", acquired(tmp_path / "l", landsat), config, "--sensor", "landsat_toa")
+    a, _, desc_a = read(out_s2 / "image.tif")
+    b, _, desc_b = read(out_l / "image.tif")
+    assert desc_a == desc_b == (*LANDSAT, "ndwi", "mndwi", "nbr")
+    assert np.isnan(a[:, 0, 0]).all() and np.isnan(b[:, 0, 0]).all()
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5, equal_nan=True)
+    np.testing.assert_allclose(a[:6, 1:], surface[:, 1:], atol=1e-6)  # reflectance, not DN
+
+
+def test_sensor_band_count_is_checked_per_scene(tmp_path: Path) -> None:
+    config = dict(MIXED, sensors={"landsat_toa": {"bands": LANDSAT}})
+    out = clean_cli(tmp_path, "s", acquired(tmp_path, scene(bands=4)), config, "--sensor", "landsat_toa")
+    status = json.loads((out / "status.json").read_text())
+    assert status["status"] == "corrupt"
+    assert status["reason"].startswith("wrong band count: the config names 6 bands (blue, green")
+
+
+def test_label_schemes_map_other_codes_to_the_same_classes(tmp_path: Path) -> None:
+    rng = np.random.default_rng(4)
+    classes = rng.integers(0, 3, (40, 50))
+    codes_a = np.array([10, 20, 30], np.uint8)[classes]
+    codes_b = np.array([1, 2, 3], np.uint8)[classes]
+    codes_a[:5] = 99  # not in its scheme: ignored, like a value missing from labels.remap
+    codes_b[:5] = 9  # "ignore" in its scheme
+    image = rng.uniform(0.02, 0.6, (6, 40, 50)).astype(np.float32)
+    config = dict(MIXED, bands={"names": LANDSAT})
+    folder_a, folder_b = acquired(tmp_path / "a", image, codes_a), acquired(tmp_path / "b", image, codes_b)
+    out_a = clean_cli(tmp_path, "a", folder_a, config, "--label-scheme", "codes_a")
+    out_b = clean_cli(tmp_path, "b", folder_b, config, "--label-scheme", "codes_b")
+    lab_a, lab_b = read(out_a / "label.tif")[0][0], read(out_b / "label.tif")[0][0]
+    np.testing.assert_array_equal(lab_a, lab_b)
+    assert (lab_a[:5] == 255).all()
+    np.testing.assert_array_equal(lab_a[5:], classes[5:])
+    # Without a scheme the same codes go through labels.remap, which knows none of them.
+    out_c = clean_cli(tmp_path, "c", acquired(tmp_path / "c", image, codes_a), config)
+    assert json.loads((out_c / "status.json").read_text())["reason"] == "no labelled pixels on valid data"

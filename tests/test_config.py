@@ -9,6 +9,7 @@ import yaml
 
 from snakemap.config import SECTIONS, ConfigError, build, options_class
 from snakemap.grid import ModelOptions
+from snakemap.sensors import SceneTables, SensorOptions
 from tests.conftest import REPO
 
 SCHEMA = yaml.safe_load((REPO / "workflow" / "schemas" / "config.schema.yaml").read_text())
@@ -52,3 +53,65 @@ def test_demo_config_builds() -> None:
     for section in SECTIONS:
         if section in config:
             build(section, config[section])
+
+
+LANDSAT = ["blue", "green", "red", "nir", "swir16", "swir22"]
+TABLES = {
+    "bands": {"select": ["green", "nir"], "indices": ["ndwi"]},
+    "labels": {"classes": ["land", "water"], "remap": {"0": "land", "1": "water"}},
+}
+
+
+def test_sensor_schema_defaults_equal_sensor_options() -> None:
+    props = SCHEMA["properties"]["sensors"]["additionalProperties"]["properties"]
+    fields = {f.name: f for f in dataclasses.fields(SensorOptions)}
+    assert set(props) == set(fields)
+    for name, f in fields.items():
+        if f.default is not dataclasses.MISSING:
+            assert props[name]["default"] == f.default, name
+
+
+def test_scene_tables_build() -> None:
+    cfg = dict(TABLES, sensors={"s2": {"bands": ["coastal", *LANDSAT], "scale": 0.0001, "nodata": 0}},
+               label_schemes={"b": {"3": "water", "7": "ignore"}})  # fmt: skip
+    tables = SceneTables.from_config(cfg)
+    assert tables.sensor("s2") == SensorOptions(["coastal", *LANDSAT], 0.0001, 0.0, 0.0)
+    assert tables.sensor("") is None
+    assert tables.scene_labels("b").table == {3: 1, 7: 255}  # type: ignore[union-attr]
+    assert tables.scene_labels("") is tables.labels and tables.labels.table == {0: 0, 1: 1}  # type: ignore[union-attr]
+    with pytest.raises(ConfigError, match=r"sensors: no entry 'l8' \(known: s2\)"):
+        tables.sensor("l8")
+
+
+@pytest.mark.parametrize(
+    ("tables", "message"),
+    [
+        ({"sensors": {"s2": {"bands": "blue"}}}, "sensors.s2.bands: expected a non-empty list of band names"),
+        ({"sensors": {"s2": {"bands": []}}}, "sensors.s2.bands: expected a non-empty list of band names"),
+        ({"sensors": {"s2": {"bands": ["green", "nir", "green"]}}},
+         "sensors.s2.bands: band name(s) green given more than once"),
+        ({"sensors": {"s2": {"bands": LANDSAT, "gain": 2}}}, "sensors.s2: unknown key(s) gain"),
+        ({"sensors": {"s2": {"bands": LANDSAT, "scale": 0}}}, "sensors.s2.scale: must not be 0"),
+        ({"sensors": {"s2": {"bands": LANDSAT, "offset": "x"}}}, "sensors.s2.offset: expected a finite number"),
+        ({"sensors": {"s2": {"bands": ["green", "red"]}}},
+         "sensors.s2.bands: sensor s2 has no band 'nir', which bands.select keeps (its bands: green, red)"),
+        ({"bands": {"select": ["green"], "indices": ["ndwi"]}, "sensors": {"s2": {"bands": ["green"]}}},
+         "sensors.s2.bands: sensor s2 has no band 'nir', which index ndwi needs"),
+        ({"bands": {"select": [5]}, "sensors": {"s2": {"bands": ["green", "nir"]}}},
+         "sensors.s2.bands: sensor s2 has 2 bands, bands.select keeps band 5"),
+        ({"bands": {}, "sensors": {"a": {"bands": LANDSAT}, "b": {"bands": ["coastal", *LANDSAT]}}},
+         "bands.select is null and keeps every band, but sensors.a.bands, sensors.b.bands list different bands"),
+        ({"label_schemes": {"b": {"3": "coral"}}},
+         "label_schemes.b: value 3 maps to 'coral', which is not in labels.classes (land, water) nor 'ignore'"),
+        ({"label_schemes": {"b": {"x": "land"}}}, "label_schemes.b: source value 'x' is not an integer"),
+    ],
+)  # fmt: skip
+def test_bad_scene_tables_are_named(tables: dict, message: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        SceneTables.from_config({**TABLES, **tables})
+    assert message in str(err.value)
+
+
+def test_example_configs_build_their_tables() -> None:
+    for path in (REPO / "config").rglob("*.yaml"):
+        SceneTables.from_config(yaml.safe_load(path.read_text()))

@@ -77,3 +77,26 @@ def test_parquet_manifest(tmp_path: Path) -> None:
 def test_missing_file(tmp_path: Path) -> None:
     with pytest.raises(ManifestError, match="does not exist"):
         read_manifest(tmp_path / "nope.csv")
+
+
+def test_sensor_and_label_scheme_must_name_config_entries(tmp_path: Path) -> None:
+    path = tmp_path / "m.csv"
+    path.write_text(
+        "scene_id,uri,label_uri,role,sensor,label_scheme\n"
+        "s2,s2.tif,s2_lab.tif,train,s2l1c,codes_a\n"
+        "l7,l7.tif,,apply,landsat7,\n"
+        "x,x.tif,x_lab.tif,calval,,codes_z\n"
+    )
+    m = read_manifest(path)  # not checked without the tables
+    assert m.loc["s2", "sensor"] == "s2l1c" and m.loc["x", "sensor"] == ""
+    with pytest.raises(ManifestError) as err:
+        read_manifest(path, sensors={"s2l1c": {}}, label_schemes=["codes_a"])
+    assert str(err.value).splitlines() == [
+        f"{path} line 3: scene 'l7': sensor 'landsat7' is not in the config's sensors (s2l1c)",
+        f"{path} line 4: scene 'x': label_scheme 'codes_z' is not in the config's label_schemes (codes_a)",
+    ]
+    with pytest.raises(ManifestError, match="line 2: scene 's2': sensor 's2l1c' is not in the config's sensors "
+                                            r"\(none defined\)"):  # fmt: skip
+        read_manifest(path, sensors={}, label_schemes=["codes_a", "codes_z"])
+    ok = read_manifest(path, sensors=["s2l1c", "landsat7"], label_schemes=["codes_a", "codes_z"])
+    assert ok["label_scheme"].tolist() == ["codes_a", "", "codes_z"]

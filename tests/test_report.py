@@ -1,5 +1,6 @@
 """Calval and the HTML report end to end: a real snakemake run on the demo data, then the report
-opened in headless Chromium, every figure shown and decoded (no broken images)."""
+opened in headless Chromium, every figure shown and decoded (no broken images). Before that, the
+preview's image stretch on real rasters and the table of the best predictor per class."""
 
 from __future__ import annotations
 
@@ -7,14 +8,123 @@ import json
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 import rasterio
 
+from snakemap.demo import DemoOptions, write_demo_scene
+from snakemap.report import display_bands, image_panel, preview, stretch
+from snakemap.winners import winners, write_winners
 from tests.test_workflow import CONFIG, demo_row, snakemake, workspace
 
 CHROMIUM = shutil.which("chromium")
 SITES = ["s1", "s2"]
+
+
+@pytest.fixture
+def demo_site(tmp_path: Path) -> tuple[Path, Path]:
+    """The demo's calval site ``site_f1`` (clouds over 9% of it, a swath edge): image and label GeoTIFFs."""
+    image, label = tmp_path / "site_f1.tif", tmp_path / "site_f1.label.tif"
+    write_demo_scene("site_f1", image, label, DemoOptions())
+    return image, label
+
+
+def test_stretch_maps_each_bands_percentiles_to_0_and_1(demo_site: tuple[Path, Path]) -> None:
+    with rasterio.open(demo_site[0]) as src:
+        bands = src.read([3, 2, 1], out_dtype="float32", masked=True).filled(np.nan)  # nodata 0 -> NaN
+    assert np.isnan(bands).any()
+    for gamma in (1.0, 2.2):
+        out = stretch(bands, gamma=gamma)
+        assert out.shape == (*bands.shape[1:], 3) and out.dtype == np.float32
+        for i, band in enumerate(bands):
+            ok = np.isfinite(band)
+            assert np.array_equal(np.isnan(out[..., i]), ~ok)
+            lo, hi = np.percentile(band[ok], [2, 98])
+            assert (out[..., i][ok & (band <= lo)] == 0).all() and (out[..., i][ok & (band >= hi)] == 1).all()
+            inside = ok & (band > lo) & (band < hi)
+            assert ((out[..., i][inside] > 0) & (out[..., i][inside] < 1)).all()
+            expected = ((band[inside] - lo) / (hi - lo)) ** (1 / gamma)
+            np.testing.assert_allclose(out[..., i][inside], expected, rtol=1e-5)
+
+
+def test_display_bands_by_name_else_the_first() -> None:
+    assert display_bands(["blue", "green", "red", "nir"], 4) == [3, 2, 1]
+    assert display_bands(["Red", "Green", "Blue"], 3) == [1, 2, 3]
+    assert display_bands(["red", "nir", "swir"], 3) == [1, 2, 3]  # not all three named: the first three
+    assert display_bands([None, None], 2) == [1]  # one or two bands: the first, in grey
+
+
+def test_demo_preview_is_not_nearly_black(demo_site: tuple[Path, Path], tmp_path: Path) -> None:
+    image, label = demo_site
+    panel = image_panel(image)
+    valid = panel[..., 3] == 1
+    assert panel.shape == (256, 256, 4) and 0.5 < valid.mean() < 1  # the swath edge is transparent
+    with rasterio.open(image) as src:
+        rgb = src.read([3, 2, 1], out_dtype="float32", masked=True).filled(np.nan)
+    assert np.array_equal(valid, np.isfinite(rgb).all(axis=0))
+    minmax = [(b - np.nanmin(b)) / (np.nanmax(b) - np.nanmin(b)) for b in rgb]
+    dark = float(np.mean([m[valid].mean() for m in minmax]))  # clouds make it about 0.18
+    assert panel[valid][:, :3].mean() > max(0.3, 1.6 * dark)
+    out = tmp_path / "preview.png"
+    preview(image, label, label, ["land", "deep", "shallow", "reef", "cloud"], "site_f1", out)
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_real_unnamed_bands_show_the_first_three(shared_data: Path) -> None:
+    panel = image_panel(shared_data / "scenes" / "RGB.byte.tif")  # three unnamed bands, nodata 0
+    with rasterio.open(shared_data / "scenes" / "RGB.byte.tif") as src:
+        valid = (src.read() != 0).all(axis=0)
+    assert np.array_equal(panel[..., 3] == 1, valid)
+    assert 0.2 < panel[valid][:, :3].mean() < 0.8
+
+
+def _summary(**extra: list[object]) -> pd.DataFrame:
+    """A hand-made calval summary: models a and b tie on land, a wins reef, the ensemble (picked on
+    calval) wins water, b wins cloud that no baseline predicts."""
+    return pd.DataFrame(
+        {
+            "predictor": ["models/a/best", "models/b/best", "ensembles/e", "baselines/ndwi", "baselines/veg"],
+            "kind": ["model", "model", "ensemble", "baseline", "baseline"],
+            "macro_iou": [0.65, 0.6, 0.62, 0.4, 0.3],
+            "iou_land": [0.8, 0.8, 0.7, 0.6, 0.75],
+            "iou_water": [0.7, 0.6, 0.9, 0.85, 0.0],
+            "iou_reef": [0.6, 0.3, 0.5, 0.0, 0.1],
+            "iou_cloud": [0.5, 0.7, 0.4, 0.0, np.nan],
+            **extra,
+        }
+    )
+
+
+def test_winners_per_class_against_the_best_baseline(tmp_path: Path) -> None:
+    selection = ["held-out fold", "held-out fold", "calval", None, None]
+    table = winners(_summary(selection=selection)).set_index("class")
+    assert list(table.index) == ["land", "water", "reef", "cloud", "macro"]
+    assert table.loc["land", "winner"] == "tie: models/a/best, models/b/best"
+    assert table.loc["land", "best_baseline"] == "baselines/veg"
+    assert table.loc["land", "margin_points"] == pytest.approx(5.0)
+    assert table.loc["water", "winner"] == "ensembles/e (selected on calval)"
+    assert table.loc["water", "selection"] == "calval"
+    assert table.loc["water", "best_baseline"] == "baselines/ndwi"
+    assert table.loc["water", "margin_points"] == pytest.approx(5.0)
+    assert table.loc["reef", ["winner", "winner_iou", "best_baseline"]].tolist() == [
+        "models/a/best", 0.6, "baselines/veg"
+    ]
+    assert table.loc["reef", "margin_points"] == pytest.approx(50.0)
+    # No baseline predicts cloud: each scores 0 there, so the margin is the winner's whole IoU.
+    cloud = table.loc["cloud", ["winner", "best_baseline", "baseline_iou"]].tolist()
+    assert cloud == ["models/b/best", "no baseline", 0.0]
+    assert table.loc["cloud", "margin_points"] == pytest.approx(70.0)
+    assert table.loc["macro", ["winner", "best_baseline"]].tolist() == ["models/a/best", "baselines/ndwi"]
+    assert table.loc["macro", "margin_points"] == pytest.approx(25.0)
+    # Without baselines there is nothing to beat; without a selection column there is none in the table.
+    summary = _summary()
+    table = winners(summary[summary["kind"] != "baseline"])
+    assert "selection" not in table and (table["best_baseline"] == "no baseline").all()
+    assert table["baseline_iou"].isna().all() and table["margin_points"].isna().all()
+    _summary().to_csv(tmp_path / "summary.csv", index=False)
+    written = write_winners(tmp_path / "summary.csv", tmp_path / "best_by_class.csv")
+    pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "best_by_class.csv"), written)
 
 
 @pytest.fixture(scope="module")
@@ -71,6 +181,17 @@ def test_every_predictor_is_scored(calval_run: Path) -> None:
     assert both["threshold_used"] == both["best_threshold"]  # tuned on the calval sites
     fixed = json.loads((calval_run / "results" / "calval" / "ensembles" / "fixed" / "metrics.json").read_text())
     assert fixed["threshold_used"] is None  # a fixed threshold is applied in the maps themselves
+
+
+def test_best_by_class_table_is_in_the_report(calval_run: Path) -> None:
+    table = pd.read_csv(calval_run / "results" / "reports" / "best_by_class.csv")
+    assert table["class"].tolist() == ["cloud", "land", "reef", "water", "macro"]
+    contenders = [p for p in PREDICTORS if not p.startswith("baselines/")]
+    assert all(any(c in w for c in contenders) for w in table["winner"])
+    assert set(table["best_baseline"]) <= {"baselines/ndwi", "no baseline"}
+    margin = 100 * (table["winner_iou"] - table["baseline_iou"])  # from the rounded IoUs
+    assert ((table["margin_points"] - margin).abs() < 0.2).all()
+    assert "best predictor per class" in (calval_run / "report.html").read_text()
 
 
 @pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed (make test installs it as root)")

@@ -177,6 +177,8 @@ def test_bad_config_key_stops_before_any_job(tmp_path: Path) -> None:
         ([demo_row("a1"), demo_row("a1")], "manifest.csv line 3: duplicate scene_id 'a1' (first at line 2)"),
         ([demo_row("a1"), dict(demo_row("a1"), scene_id="../evil")],
          "manifest.csv line 3: scene_id '../evil' is not a safe file name"),
+        ([demo_row("a1"), dict(demo_row("a2"), sensor="s2l1c")],
+         "manifest.csv line 3: scene 'a2': sensor 's2l1c' is not in the config's sensors (none defined)"),
     ],
 )  # fmt: skip
 def test_bad_manifest_stops_before_any_job(tmp_path: Path, rows: list[dict], message: str) -> None:
@@ -184,6 +186,26 @@ def test_bad_manifest_stops_before_any_job(tmp_path: Path, rows: list[dict], mes
     proc = snakemake(work, check=False)
     assert proc.returncode != 0
     assert message in proc.stderr
+    assert not (work / "results").exists() and not (work / "resources").exists()
+
+
+def test_clean_jobs_get_their_own_sensor_and_label_scheme(tmp_path: Path) -> None:
+    six = CONFIG["bands"]["names"]
+    config = dict(CONFIG, sensors={"demo6": {"bands": six}, "other": {"bands": list(reversed(six))}},
+                  label_schemes={"shifted": {10: "land", 11: "water", 13: "reef"}})  # fmt: skip
+    rows = [dict(demo_row("a1"), sensor="demo6", label_scheme="shifted"), demo_row("a2")]
+    work = workspace(tmp_path, config, rows)
+    proc = snakemake(work, "--dry-run", "--printshellcmds", "results/clean/a1", "results/clean/a2")
+    commands = {line.split()[4]: line for line in (proc.stdout + proc.stderr).splitlines()
+                if line.startswith("Shell command: snakemap clean ")}  # fmt: skip
+    a1, a2 = commands["a1"], commands["a2"]
+    assert "--sensor demo6 --label-scheme shifted --options" in a1 and "--sensor" not in a2
+    options = json.loads(a1.split("--options ")[1].split(" 2> ")[0].strip("'"))
+    assert options["sensors"] == {"demo6": {"bands": six, "scale": 1.0, "offset": 0.0, "nodata": None}}
+    assert list(options["label_schemes"]) == ["shifted"]  # this scene's entries only
+    bad = dict(config, sensors={"demo6": {"bands": six[:3]}})
+    proc = snakemake(workspace(tmp_path, bad, rows), check=False)
+    assert "sensors.demo6.bands: sensor demo6 has no band 'nir', which bands.select keeps" in proc.stderr
     assert not (work / "results").exists() and not (work / "resources").exists()
 
 

@@ -36,6 +36,7 @@ from snakemap.bands import BandOptions
 from snakemap.clean import CleanOptions, Cleaned, judge, read_clean
 from snakemap.io import read_json, write_cog, write_json
 from snakemap.predict import ArrayReader, PredictOptions, Predictor, predict_scene
+from snakemap.sensors import SensorOptions
 from snakemap.shards import ApplyOptions, MaskOptions
 from snakemap.status import SceneError, SceneStatus, corrupt_reason
 
@@ -63,10 +64,17 @@ class SceneInput:
     scene_id: str
     uri: str
     sha256: str = ""
+    #: the scene's sensor (its manifest row's entry of the ``sensors`` table); None: ``bands.names``
+    sensor: SensorOptions | None = None
 
 
 class ShardRunner:
-    """Applies one predictor to scenes, writing each scene's outputs and sentinel atomically."""
+    """Applies one predictor to scenes, writing each scene's outputs and sentinel atomically.
+
+    Each scene is cleaned like in the clean step, with its own sensor. With ``apply.buffer``, the
+    neighbours in ``mosaic_vrt`` are read with the scene's sensor too (a VRT holds scenes of one
+    band layout).
+    """
 
     def __init__(
         self,
@@ -130,7 +138,7 @@ class ShardRunner:
         try:
             path = self._acquire(scene, scratch, timings)
             t0 = time.perf_counter()
-            cleaned, crop = self._read(path)
+            cleaned, crop = self._read(path, scene.sensor)
             timings["read_clean_s"] = time.perf_counter() - t0
             status = judge(scene.scene_id, _cropped(cleaned, crop), self.clean, None)
             if status.status == "ok":
@@ -155,10 +163,10 @@ class ShardRunner:
         timings["acquire_s"] = time.perf_counter() - t0
         return scratch
 
-    def _read(self, path: Path) -> tuple[Cleaned, Window | None]:
+    def _read(self, path: Path, sensor: SensorOptions | None) -> tuple[Cleaned, Window | None]:
         """The cleaned scene, with a buffer of neighbouring pixels when configured."""
         if not self.apply.buffer or self.vrt is None:
-            return read_clean(path, None, self.bands, self.clean, None), None
+            return read_clean(path, None, self.bands, self.clean, None, sensor=sensor), None
         with rasterio.open(path) as src:
             res = src.res
             b = self.apply.buffer
@@ -167,7 +175,7 @@ class ShardRunner:
         with rasterio.open(self.vrt) as vrt:
             window = from_bounds(left - b * res[0], bottom - b * res[1], right + b * res[0], top + b * res[1],
                                  vrt.transform).round_offsets().round_lengths()  # fmt: skip
-        cleaned = read_clean(self.vrt, None, self.bands, self.clean, None, window=window)
+        cleaned = read_clean(self.vrt, None, self.bands, self.clean, None, window=window, sensor=sensor)
         return cleaned, Window(b, b, width, height)
 
     def _predict(

@@ -28,7 +28,7 @@ from rasterio.warp import reproject
 
 from snakemap.io import atomic_path, read_json, write_cog, write_json
 from snakemap.metrics import confusion_matrix, scores
-from snakemap.predict import NODATA_CLASS, PROB_SCALE, classify
+from snakemap.predict import NODATA_CLASS, PROB_SCALE
 
 
 @dataclass
@@ -132,14 +132,21 @@ def score_predictor(
     classes: list[str],
     ignore_index: int,
     target: int | None,
-    tune: bool = False,
+    threshold: Mapping[str, Any] | None = None,
+    selection: str = "",
 ) -> dict[str, Any]:
-    """Score a predictor over its sites (see the module docstring for the result).
+    """Score a predictor's class maps over its sites (see the module docstring for the result).
+
+    The maps are scored as they are: a tuned threshold was applied when they were predicted,
+    chosen out of fold (:mod:`snakemap.tuning`), never here. The PR curve's F1-optimal point at
+    these sites (``best_threshold``) is reported as a diagnostic only.
 
     Args:
         target: the single target class, for the PR curve; None for none.
-        tune: choose the F1-optimal threshold on the target's probability and score the class maps
-            made with it (ensembles with ``threshold: tune``).
+        threshold: the tuning result whose threshold made the maps (recorded as
+            ``threshold_used`` and ``threshold_tuned_on``), or None.
+        selection: how the predictor's checkpoint was chosen (``held-out fold`` or ``calval``),
+            recorded so that a report can mark figures that are not independent.
     """
     pos = np.zeros(PROB_SCALE + 1, dtype=np.int64)
     neg = np.zeros(PROB_SCALE + 1, dtype=np.int64)
@@ -148,40 +155,26 @@ def score_predictor(
         label = read_band(s.label)
         pred = read_band(s.classes)
         keep = (label != ignore_index) & (pred != NODATA_CLASS)
-        probs = None
         if target is not None and s.probs is not None:
             p = read_band(s.probs, target + 1)
             ok = keep & (p != NODATA_CLASS)
             pos += np.bincount(p[ok & (label == target)], minlength=PROB_SCALE + 1)[: PROB_SCALE + 1]
             neg += np.bincount(p[ok & (label != target)], minlength=PROB_SCALE + 1)[: PROB_SCALE + 1]
-            probs = s.probs
-        loaded.append((s, label, pred, keep, probs))
-    result: dict[str, Any] = {"predictor": predictor, "classes": classes, "sites": {}}
-    curve = None
+        loaded.append((s, label, pred, keep))
+    result: dict[str, Any] = {"predictor": predictor, "classes": classes, "selection": selection, "sites": {}}
     if target is not None and pos.sum() + neg.sum() > 0:
         curve = pr_curve(pos, neg)
         best = int(np.argmax(curve["f1"]))
         result.update(pr=curve, best_threshold=curve["threshold"][best], best_f1=curve["f1"][best])
-    threshold = result.get("best_threshold") if tune and curve else None
-    result["threshold_used"] = threshold
+    result["threshold_used"] = None if threshold is None else threshold["threshold"]
+    result["threshold_tuned_on"] = None if threshold is None else threshold["tuned_on"]
     total = np.zeros((len(classes), len(classes)), dtype=np.int64)
-    for s, label, pred, keep, probs in loaded:
-        if threshold is not None and probs is not None:
-            pred = _apply_threshold(probs, target, threshold, pred)  # type: ignore[arg-type]
+    for s, label, pred, keep in loaded:
         cm = confusion_matrix(label[keep], pred[keep], len(classes))
         total += cm
         result["sites"][s.site] = {"confusion": cm.tolist(), **scores(cm, classes)}
     result["overall"] = {"confusion": total.tolist(), **scores(total, classes)}
     return result
-
-
-def _apply_threshold(probs_path: Path, target: int, threshold: float, pred: np.ndarray) -> np.ndarray:
-    with rasterio.open(probs_path) as src:
-        p = src.read()
-    # The stored probabilities are uint8 (value / PROB_SCALE): compare in their own units.
-    out = classify(p, int(round(threshold * PROB_SCALE)), target)
-    out[pred == NODATA_CLASS] = NODATA_CLASS
-    return out
 
 
 def sites_table(result: Mapping[str, Any]) -> pd.DataFrame:
@@ -216,7 +209,7 @@ def summary(metrics_files: Sequence[str | os.PathLike[str]]) -> pd.DataFrame:
         }
         row.update({f"iou_{c}": v["iou"] for c, v in overall["per_class"].items()})
         row.update({"best_threshold": m.get("best_threshold"), "best_f1": m.get("best_f1"),
-                    "threshold_used": m.get("threshold_used")})  # fmt: skip
+                    "threshold_used": m.get("threshold_used"), "selection": m.get("selection", "")})  # fmt: skip
         rows.append(row)
     return pd.DataFrame(rows).sort_values("macro_iou", ascending=False, na_position="last")
 

@@ -6,7 +6,9 @@ as arrays that the training data loader memory-maps:
 - ``{scene}.image.npy``: float32 ``(chips, bands, size, size)``, NaN where invalid.
 - ``{scene}.label.npy``: uint8 ``(chips, size, size)`` class indices, ``ignore_index`` elsewhere.
 - ``{scene}.index.parquet``: one row per chip: ``scene_id, chip, row, col, nodata_fraction,
-  labelled_fraction, target_fraction``; ``row, col`` is the chip's top-left pixel in the scene.
+  labelled_fraction, target_fraction, band_mean, band_std``; ``row, col`` is the chip's top-left
+  pixel in the scene; ``band_mean`` and ``band_std`` are the whole scene's per-band statistics
+  (lists, the same on every row of a scene) for ``normalize: scene``.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import pandas as pd
 import rasterio
 
 from snakemap.io import atomic_path
+from snakemap.stats import scene_normalizer
 from snakemap.status import SceneStatus, status_path
 
 INDEX_COLUMNS = [
@@ -31,6 +34,8 @@ INDEX_COLUMNS = [
     "nodata_fraction",
     "labelled_fraction",
     "target_fraction",
+    "band_mean",
+    "band_std",
 ]
 
 
@@ -109,7 +114,7 @@ def select_chips(
             lab = float(labelled[win].mean())
             if nodata > options.max_nodata_fraction or lab == 0:
                 continue
-            rows.append((scene_id, 0, r, c, nodata, lab, float(is_target[win].mean())))
+            rows.append((scene_id, 0, r, c, nodata, lab, float(is_target[win].mean()), None, None))
     table = pd.DataFrame(rows, columns=INDEX_COLUMNS)
     rng = np.random.default_rng([options.seed, zlib.crc32(scene_id.encode())])
     background = table.index[table["target_fraction"] == 0]
@@ -120,6 +125,9 @@ def select_chips(
         table = table.loc[np.sort(rng.choice(table.index, size=options.max_per_scene, replace=False))]
     table = table.sort_values(["row", "col"]).reset_index(drop=True)
     table["chip"] = np.arange(len(table))
+    norm = scene_normalizer([image])
+    table["band_mean"] = [norm.mean.tolist()] * len(table)
+    table["band_std"] = [norm.std.tolist()] * len(table)
     return table
 
 

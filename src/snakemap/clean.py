@@ -4,7 +4,8 @@ Output layout of one scene, ``results/clean/{scene}/``:
 
 - ``status.json``: always (see :mod:`snakemap.status`).
 - ``image.tif``: only when ok. float32 Cloud-Optimized GeoTIFF of shape
-  ``(selected bands + indices, rows, cols)``, band descriptions set, NaN where invalid.
+  ``(selected bands + indices, rows, cols)``, band descriptions set, NaN where invalid; with a
+  sensor (:mod:`snakemap.sensors`), in reflectance (stored value * scale + offset).
 - ``label.tif``: only when ok and the scene has a label. uint8 class indices on the image's
   grid, ``ignore_index`` (also the nodata value) for unlabelled, ignored and invalid pixels.
 """
@@ -30,6 +31,7 @@ from snakemap.acquire import RECORD
 from snakemap.bands import BandOptions, add_indices, select_indices, source_names
 from snakemap.io import read_json, write_cog
 from snakemap.labels import LabelOptions, remap_labels
+from snakemap.sensors import SensorOptions
 from snakemap.status import SceneError, SceneStatus, corrupt_reason, status_path
 
 log = logging.getLogger(__name__)
@@ -92,8 +94,13 @@ def clean_scene(
     bands: BandOptions,
     clean: CleanOptions,
     labels: LabelOptions | None,
+    sensor: SensorOptions | None = None,
 ) -> SceneStatus:
     """Clean one acquired scene into ``out_dir`` and return its status.
+
+    Args:
+        labels: the classes and the remap table of the scene (its label scheme's, if any).
+        sensor: the scene's sensor; None reads it with ``bands.names`` and no scaling.
 
     Never raises for a bad scene: an unreadable, truncated or mis-shaped scene, or one whose
     acquisition failed, ends as ``corrupt``; one without enough valid pixels as ``empty``.
@@ -113,6 +120,7 @@ def clean_scene(
             bands,
             clean,
             labels,
+            sensor=sensor,
         )
     except (SceneError, RasterioError, OSError, ValueError) as exc:
         status = SceneStatus(scene_id, "corrupt", reason=corrupt_reason(exc))
@@ -169,24 +177,28 @@ def read_clean(
     clean: CleanOptions,
     labels: LabelOptions | None,
     window: Window | None = None,
+    sensor: SensorOptions | None = None,
 ) -> Cleaned:
     """Read, mask, select, add indices, remap labels and optionally reproject one scene.
 
     Args:
         window: read only this window of the image (pixels outside the file are nodata); the
             result's transform is the window's.
+        sensor: the scene's sensor: its band names, nodata (before ``clean.nodata`` and the
+            file's own) and scale and offset to reflectance. None: ``bands.names``, no scaling.
 
     Raises:
         SceneError, RasterioError, OSError: for a scene that is corrupt.
     """
     with rasterio.open(image_path) as src:
-        names = source_names(src.descriptions, bands)
-        nodata = clean.nodata if clean.nodata is not None else src.nodata
+        names = source_names(src.descriptions, bands if sensor is None else BandOptions(names=sensor.bands))
+        given = (sensor.nodata if sensor else None, clean.nodata, src.nodata)
+        nodata = next((v for v in given if v is not None), None)
         fill = nodata if nodata is not None else np.nan
         data = src.read(out_dtype="float32", window=window, boundless=window is not None, fill_value=fill)
         crs = src.crs
         transform = src.window_transform(window) if window is not None else src.transform
-    image, out_names = clean_array(data, names, nodata, bands, clean)
+    image, out_names = clean_array(data, names, nodata, bands, clean, sensor)
     label = None
     if label_path is not None and labels is not None:
         label = _read_label(label_path, labels, crs, transform, image.shape[1:])
@@ -197,9 +209,17 @@ def read_clean(
 
 
 def clean_array(
-    data: np.ndarray, names: list[str], nodata: float | None, bands: BandOptions, clean: CleanOptions
+    data: np.ndarray,
+    names: list[str],
+    nodata: float | None,
+    bands: BandOptions,
+    clean: CleanOptions,
+    sensor: SensorOptions | None = None,
 ) -> tuple[np.ndarray, list[str]]:
-    """Mask, select and add indices to ``(source bands, rows, cols)`` float32 (changed in place).
+    """Mask, scale, select and add indices to ``(source bands, rows, cols)`` float32 (changed in place).
+
+    Nodata, zero and QA masks apply to the stored values; then every source band but the QA
+    band becomes ``value * sensor.scale + sensor.offset``, and indices are computed from that.
 
     Returns:
         ``(selected bands + indices, rows, cols)`` float32 with NaN where invalid, and band names.
@@ -208,6 +228,11 @@ def clean_array(
     qa_pos = select_indices(names, BandOptions(select=[qa.band]))[0] if qa else None
     invalid = _invalid_mask(data, nodata, clean.zero_is_nodata, qa, qa_pos)
     data[:, invalid] = np.nan
+    if sensor is not None and not sensor.is_reflectance:
+        for i in range(len(names)):
+            if i != qa_pos:  # band by band, in place: no copy of the scene
+                data[i] *= sensor.scale
+                data[i] += sensor.offset
     keep = select_indices(names, bands)
     if bands.select is None:
         keep = [i for i in keep if i != qa_pos]

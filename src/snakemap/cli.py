@@ -41,14 +41,17 @@ def _acquire(args: argparse.Namespace, cfg: dict) -> int:
 
 def _clean(args: argparse.Namespace, cfg: dict) -> int:
     from snakemap.clean import clean_scene  # noqa: PLC0415
+    from snakemap.sensors import SceneTables  # noqa: PLC0415
 
+    tables = SceneTables.from_config(cfg)
     status = clean_scene(
         args.scene,
         args.acquired,
         args.out,
         build("bands", cfg.get("bands")),
         build("clean", cfg.get("clean")),
-        build("labels", cfg["labels"]) if cfg.get("labels") else None,
+        tables.scene_labels(args.label_scheme),
+        tables.sensor(args.sensor),
     )
     logging.info("scene %s: %s %s", args.scene, status.status, status.reason)
     return 0
@@ -109,6 +112,14 @@ def _models_table(args: argparse.Namespace, cfg: dict) -> int:
     return 0
 
 
+def _weights(args: argparse.Namespace) -> list[float]:
+    """One --weight per --checkpoint (all 1 when none is given)."""
+    weights = args.weight or [1.0] * len(args.checkpoint)
+    if len(weights) != len(args.checkpoint):
+        raise ConfigError(f"{len(args.checkpoint)} checkpoints but {len(weights)} weights")
+    return list(weights)
+
+
 def _make_predictor(args: argparse.Namespace, cfg: dict) -> object:
     """The Predictor of --checkpoint/--weight/--threshold/--target/--gpus."""
     import torch  # noqa: PLC0415
@@ -117,9 +128,7 @@ def _make_predictor(args: argparse.Namespace, cfg: dict) -> object:
     from snakemap.predict import Member, Predictor  # noqa: PLC0415
 
     device = torch.device("cuda" if args.gpus and torch.cuda.is_available() else "cpu")
-    weights = args.weight or [1.0] * len(args.checkpoint)
-    if len(weights) != len(args.checkpoint):
-        raise ConfigError(f"{len(args.checkpoint)} checkpoints but {len(weights)} weights")
+    weights = _weights(args)
     models = [load_trained(c, device) for c in args.checkpoint]
     classes = models[0].classes
     for c, m in zip(args.checkpoint, models, strict=True):
@@ -130,8 +139,9 @@ def _make_predictor(args: argparse.Namespace, cfg: dict) -> object:
     if args.threshold_from:
         from snakemap.io import read_json  # noqa: PLC0415
 
-        threshold = read_json(args.threshold_from)["best_threshold"]
-        logging.info("threshold %.3f tuned at the calval sites (%s)", threshold, args.threshold_from)
+        tuned = read_json(args.threshold_from)
+        threshold = tuned["threshold"]
+        logging.info("threshold %.3f tuned on %s (%s)", threshold, tuned["tuned_on"], args.threshold_from)
     return Predictor([Member.from_trained(m, w) for m, w in zip(models, weights, strict=True)],
                      classes, device, build("predict", cfg.get("predict")).tta, threshold, target)  # fmt: skip
 
@@ -152,17 +162,22 @@ def _predict(args: argparse.Namespace, cfg: dict) -> int:
 
 def _apply_shard(args: argparse.Namespace, cfg: dict) -> int:
     from snakemap.apply import SceneInput, ShardRunner  # noqa: PLC0415
+    from snakemap.sensors import SceneTables, build_sensors  # noqa: PLC0415
     from snakemap.shards import shard_members  # noqa: PLC0415
 
     apply = build("apply", cfg.get("apply"))
     apply.retry_corrupt = args.retry_corrupt.lower() == "true"
+    bands = build("bands", cfg.get("bands"))
+    # The workflow passes the sensors of the shard's scenes only: each is looked up here, before any work.
+    tables = SceneTables(sensors=build_sensors(cfg.get("sensors"), bands))
     manifest = read_manifest(args.manifest)
     rows = manifest[manifest["role"] == "apply"]
     members = set(shard_members(rows["scene_id"].tolist(), args.shard, apply.shard_size))
-    scenes = [SceneInput(r.scene_id, r.uri, r.sha256) for r in rows.itertuples() if r.scene_id in members]
-    runner = ShardRunner(args.root, _make_predictor(args, cfg), build("bands", cfg.get("bands")),  # type: ignore[arg-type]
-                         build("clean", cfg.get("clean")), build("predict", cfg.get("predict")), apply,
-                         build("acquire", cfg.get("acquire")), args.vrt)  # fmt: skip
+    scenes = [SceneInput(r.scene_id, r.uri, r.sha256, tables.sensor(r.sensor)) for r in rows.itertuples()
+              if r.scene_id in members]  # fmt: skip
+    runner = ShardRunner(args.root, _make_predictor(args, cfg), bands, build("clean", cfg.get("clean")),  # type: ignore[arg-type]
+                         build("predict", cfg.get("predict")), apply, build("acquire", cfg.get("acquire")),
+                         args.vrt)  # fmt: skip
     result = runner.run_shard(args.shard, scenes)
     logging.info("%s: %d scenes processed, %d already done", args.shard, result["processed"], result["skipped"])
     return 0
@@ -209,13 +224,29 @@ def _baseline(args: argparse.Namespace, cfg: dict) -> int:
 
 def _calval_metrics(args: argparse.Namespace, cfg: dict) -> int:
     from snakemap.calval import SiteFiles, score_predictor, write_scores  # noqa: PLC0415
+    from snakemap.io import read_json  # noqa: PLC0415
 
     labels = build("labels", cfg["labels"])
     probs = args.probs or [None] * len(args.sites)
     files = [SiteFiles(s, lab, cls, p) for s, lab, cls, p in zip(args.sites, args.labels, args.maps, probs, strict=True)]
     target = labels.target_indices[0] if len(labels.target_indices) == 1 else None
-    result = score_predictor(args.predictor, files, labels.classes, labels.ignore_index, target, args.tune)
+    tuned = read_json(args.threshold_from) if args.threshold_from else None
+    result = score_predictor(args.predictor, files, labels.classes, labels.ignore_index, target, tuned, args.selection)
     write_scores(result, args.out_json, args.out_csv)
+    return 0
+
+
+def _tune_threshold(args: argparse.Namespace, cfg: dict) -> int:
+    from snakemap.io import write_json  # noqa: PLC0415
+    from snakemap.tuning import TuningMember, tune_threshold  # noqa: PLC0415
+
+    if not args.target:
+        raise ConfigError("tune-threshold needs --target, the class whose threshold is tuned")
+    weights = _weights(args)
+    members = [TuningMember.from_checkpoint(c, w) for c, w in zip(args.checkpoint, weights, strict=True)]
+    result = tune_threshold(members, args.indexes, args.folds, args.stats, args.target)
+    write_json(args.out, result)
+    logging.info("threshold %.3f (F1 %.3f) over %d out-of-fold chips", result["threshold"], result["f1"], result["chips"])
     return 0
 
 
@@ -249,8 +280,21 @@ def _preview(args: argparse.Namespace, cfg: dict) -> int:
     return 0
 
 
+def _report_winners(args: argparse.Namespace, cfg: dict) -> int:
+    from snakemap.winners import write_winners  # noqa: PLC0415
+
+    print(write_winners(args.summary, args.out).to_string(index=False))
+    return 0
+
+
 def _check_manifest(args: argparse.Namespace, cfg: dict) -> int:
-    manifest = read_manifest(args.manifest)
+    names: dict[str, dict] = {}
+    if cfg:  # with --config: the sensors and label schemes too, and that the rows name entries of them
+        from snakemap.sensors import SceneTables  # noqa: PLC0415
+
+        tables = SceneTables.from_config(cfg)
+        names = {"sensors": tables.sensors, "label_schemes": tables.label_schemes}
+    manifest = read_manifest(args.manifest, **names)
     counts = manifest["role"].value_counts().to_dict()
     print(f"{args.manifest}: {len(manifest)} scenes " + ", ".join(f"{k}={v}" for k, v in sorted(counts.items())))
     return 0
@@ -270,7 +314,7 @@ def parser() -> argparse.ArgumentParser:
     models.add_argument("--weight", action="append", type=float, help="one per checkpoint (default 1)")
     models.add_argument("--threshold", type=float, help="probability from which a pixel is --target")
     models.add_argument("--target", help="the class --threshold applies to")
-    models.add_argument("--threshold-from", type=Path, help="calval metrics.json whose best_threshold to use")
+    models.add_argument("--threshold-from", type=Path, help="threshold.json (tune-threshold) whose threshold to use")
     models.add_argument("--gpus", type=int, default=0)
     sub = top.add_subparsers(dest="step", required=True)
 
@@ -294,6 +338,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("scene")
     p.add_argument("--acquired", type=Path, required=True, help="the scene's acquire folder")
     p.add_argument("--out", type=Path, required=True, help="the scene's clean folder")
+    p.add_argument("--sensor", default="", help="the scene's entry of sensors (default: bands.names)")
+    p.add_argument("--label-scheme", default="", help="the scene's entry of label_schemes (default: labels.remap)")
     p.set_defaults(func=_clean)
 
     p = sub.add_parser("analyze", parents=[common], help="per-band statistics of clean scenes")
@@ -370,10 +416,18 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--labels", nargs="+", type=Path, required=True, help="clean label.tif per site")
     p.add_argument("--maps", nargs="+", type=Path, required=True, help="class map per site")
     p.add_argument("--probs", nargs="*", type=Path, help="probabilities per site")
-    p.add_argument("--tune", action="store_true", help="score at the F1-optimal threshold")
+    p.add_argument("--threshold-from", type=Path, help="the threshold.json whose threshold made the maps")
+    p.add_argument("--selection", default="", help="how the checkpoint was chosen: held-out fold | calval")
     p.add_argument("--out-json", type=Path, required=True)
     p.add_argument("--out-csv", type=Path, required=True)
     p.set_defaults(func=_calval_metrics)
+
+    p = sub.add_parser("tune-threshold", parents=[common, models], help="an ensemble's threshold, tuned out of fold")
+    p.add_argument("--indexes", nargs="+", type=Path, required=True, help="chip tables of the training scenes")
+    p.add_argument("--folds", type=Path, required=True)
+    p.add_argument("--stats", type=Path, required=True)
+    p.add_argument("--out", type=Path, required=True, help="threshold.json")
+    p.set_defaults(func=_tune_threshold)
 
     p = sub.add_parser("calval-summary", parents=[common], help="one row per predictor")
     p.add_argument("metrics", nargs="+", type=Path)
@@ -396,6 +450,11 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--calval", type=Path, default=Path("results/calval"))
     p.add_argument("--out", type=Path, required=True)
     p.set_defaults(func=_preview)
+
+    p = sub.add_parser("report-winners", parents=[common], help="best predictor per class vs baselines")
+    p.add_argument("summary", type=Path, help="calval summary.csv")
+    p.add_argument("--out", type=Path, required=True)
+    p.set_defaults(func=_report_winners)
 
     p = sub.add_parser("check-manifest", parents=[common], help="check a scene manifest")
     p.add_argument("manifest", type=Path)

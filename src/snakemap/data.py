@@ -14,7 +14,9 @@ from typing import Any
 
 import lightning as L
 import numpy as np
+import pandas as pd
 import torch
+import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset, RandomSampler, WeightedRandomSampler
 
 from snakemap.chips import ChipPaths
@@ -36,7 +38,9 @@ class ChipDataset(Dataset[Batch]):
     Args:
         chips: ``(index parquet, chip numbers)`` per scene.
         channels: positions of the model's input bands among the chips' bands.
-        normalizer: the band statistics of those channels.
+        normalizer: the band statistics of those channels (``normalize: dataset``).
+        normalize: ``dataset`` uses ``normalizer`` for every chip; ``scene`` standardises each
+            chip by its own scene's statistics (the index's ``band_mean`` and ``band_std``).
     """
 
     def __init__(
@@ -44,10 +48,13 @@ class ChipDataset(Dataset[Batch]):
         chips: Sequence[tuple[Path, np.ndarray]],
         channels: list[int],
         normalizer: Normalizer,
+        normalize: str = "dataset",
     ) -> None:
         self.files = [chip_paths(index) for index, _ in chips]
         self.channels = channels
-        self.normalizer = normalizer
+        self.normalizers = [normalizer] * len(self.files)
+        if normalize == "scene":
+            self.normalizers = [scene_statistics(index, channels) for index, _ in chips]
         # One row per sample: which file, which chip in it.
         self.file_of = np.concatenate([np.full(len(n), i) for i, (_, n) in enumerate(chips)] or [np.zeros(0)])
         self.chip_of = np.concatenate([np.asarray(n) for _, n in chips] or [np.zeros(0)]).astype(np.int64)
@@ -81,7 +88,20 @@ class ChipDataset(Dataset[Batch]):
             image, label = self._arrays(int(f))
             images[where[order]] = image[chips[order]][:, self.channels]
             labels[where[order]] = label[chips[order]]
-        return torch.from_numpy(self.normalizer(images)), torch.from_numpy(labels)
+        for f in np.unique(self.file_of[idx]):
+            where = self.file_of[idx] == f
+            images[where] = self.normalizers[int(f)](images[where])
+        return torch.from_numpy(images), torch.from_numpy(labels)
+
+
+def scene_statistics(index: str | os.PathLike[str], channels: Sequence[int]) -> Normalizer:
+    """The scene's own band statistics stored in its chip table, for ``channels``."""
+    table = pd.read_parquet(index, columns=["band_mean", "band_std"])
+    if not len(table) or table["band_mean"].iloc[0] is None:
+        raise ValueError(f"{index} has no scene statistics: cut its chips again (normalize: scene)")
+    mean = np.asarray(table["band_mean"].iloc[0], dtype=np.float32)[list(channels)]
+    std = np.asarray(table["band_std"].iloc[0], dtype=np.float32)[list(channels)]
+    return Normalizer(mean, std)
 
 
 def _pass_through(batch: Batch) -> Batch:
@@ -100,6 +120,7 @@ class ChipDataModule(L.LightningDataModule):
         train_has_target: per training sample, whether its chip has target pixels.
         num_workers: DataLoader worker processes.
         seed: seed of the samplers.
+        samples_per_epoch: samples drawn (with replacement) per epoch; None: one pass.
     """
 
     def __init__(
@@ -111,8 +132,10 @@ class ChipDataModule(L.LightningDataModule):
         train_has_target: np.ndarray,
         num_workers: int = 0,
         seed: int = 0,
+        samples_per_epoch: int | None = None,
     ) -> None:
         super().__init__()
+        self.samples_per_epoch = samples_per_epoch
         self.train, self.val = train, val
         self.batch_size = batch_size
         self.target_share = target_share
@@ -135,33 +158,57 @@ class ChipDataModule(L.LightningDataModule):
     def train_dataloader(self) -> DataLoader[Batch]:
         generator = torch.Generator().manual_seed(self.seed)
         flags = self.train_has_target
+        n = self.samples_per_epoch or len(flags)
         if self.target_share is not None and 0 < flags.sum() < len(flags):
             # Each group gets its share of the total weight, spread over its chips.
             weights = np.where(flags, self.target_share / flags.sum(), (1 - self.target_share) / (~flags).sum())
             sampler: Any = WeightedRandomSampler(
-                torch.as_tensor(weights, dtype=torch.double), len(flags), replacement=True, generator=generator
+                torch.as_tensor(weights, dtype=torch.double), n, replacement=True, generator=generator
             )
+        elif self.samples_per_epoch:
+            sampler = RandomSampler(self.train, replacement=True, num_samples=n, generator=generator)
         else:
             sampler = RandomSampler(self.train, generator=generator)
         # A last batch of one sample breaks batch normalisation: drop the remainder.
-        return self._loader(self.train, sampler, drop_last=len(self.train) > self.batch_size)
+        return self._loader(self.train, sampler, drop_last=n > self.batch_size)
 
     def val_dataloader(self) -> DataLoader[Batch]:
         return self._loader(self.val, None)
 
 
-def augment(images: torch.Tensor, labels: torch.Tensor, flips: bool, rot90: bool, jitter: float,
-            generator: torch.Generator | None = None) -> Batch:  # fmt: skip
-    """Random flips, 90-degree rotations and brightness/contrast jitter, per sample.
+def augment(
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    flips: bool = True,
+    rot90: bool = True,
+    jitter: float = 0.0,
+    gain: float = 0.0,
+    offset: float = 0.0,
+    rescale: Sequence[float] | None = None,
+    ignore_index: int = 255,
+    generator: torch.Generator | None = None,
+) -> Batch:
+    """Random geometric and radiometric augmentation of a normalised batch, per sample.
 
     Args:
-        images: ``(batch, channels, H, W)`` with ``H == W`` when ``rot90``.
+        images: ``(batch, channels, H, W)`` normalised (0 = the mean, or no data), with ``H == W``
+            when ``rot90``.
         labels: ``(batch, H, W)``.
-        jitter: contrast factor in ``1 +- jitter`` and brightness offset in ``+- jitter`` (in
-            normalised units); 0 turns it off.
+        jitter: contrast factor in ``1 +- jitter`` and brightness offset in ``+- jitter``, all bands
+            alike (in normalised units); 0 turns it off.
+        gain, offset: per band and sample, ``x * g + o`` with ``g`` in ``1 +- gain`` and ``o`` in
+            ``+- offset`` (normalised units): another sensor's calibration. In raw units a gain
+            ``g`` is ``g * x + (g - 1) * mean / std`` here, an affine map of the same family.
+        rescale: ``[min, max]``: the batch is zoomed by one factor drawn log-uniformly from the
+            range (another resolution), bilinear for images and nearest for labels, then cropped
+            back to ``H x W`` or padded with 0 and ``ignore_index``.
     """
     n = images.shape[0]
     device = images.device
+
+    def uniform(*shape: int) -> torch.Tensor:
+        return (torch.rand(*shape, generator=generator) * 2 - 1).to(device)
+
     if flips:
         flip = torch.rand(n, generator=generator).to(device) < 0.5
         images = torch.where(flip[:, None, None, None], images.flip(-1), images)
@@ -171,7 +218,36 @@ def augment(images: torch.Tensor, labels: torch.Tensor, flips: bool, rot90: bool
         images = torch.stack([torch.rot90(images[i], int(k[i]), dims=(-2, -1)) for i in range(n)])
         labels = torch.stack([torch.rot90(labels[i], int(k[i]), dims=(-2, -1)) for i in range(n)])
     if jitter > 0:
-        contrast = 1 + (torch.rand(n, 1, 1, 1, generator=generator) * 2 - 1).to(device) * jitter
-        bright = (torch.rand(n, 1, 1, 1, generator=generator) * 2 - 1).to(device) * jitter
-        images = images * contrast + bright
+        images = images * (1 + uniform(n, 1, 1, 1) * jitter) + uniform(n, 1, 1, 1) * jitter
+    if gain > 0 or offset > 0:
+        c = images.shape[1]
+        images = images * (1 + uniform(n, c, 1, 1) * gain) + uniform(n, c, 1, 1) * offset
+    if rescale is not None:
+        lo, hi = float(rescale[0]), float(rescale[1])
+        u = float(torch.rand(1, generator=generator))
+        images, labels = zoom(images, labels, float(np.exp(np.log(lo) + u * (np.log(hi) - np.log(lo)))), ignore_index)
     return images, labels
+
+
+def zoom(images: torch.Tensor, labels: torch.Tensor, factor: float, ignore_index: int = 255) -> Batch:
+    """Zoom ``(batch, C, H, W)`` images and ``(batch, H, W)`` labels by ``factor``, keeping ``H x W``.
+
+    ``factor > 1`` enlarges (objects span more pixels, as from a finer-resolution sensor) and
+    keeps the centre; ``factor < 1`` shrinks (a coarser sensor) and pads the border with 0 and
+    ``ignore_index``.
+    """
+    h, w = images.shape[-2:]
+    size = (max(1, round(h * factor)), max(1, round(w * factor)))
+    if size == (h, w):
+        return images, labels
+    big = F.interpolate(images, size=size, mode="bilinear", align_corners=False)
+    lab = F.interpolate(labels[:, None].float(), size=size, mode="nearest")[:, 0].to(labels.dtype)
+    if size[0] >= h:
+        top, left = (size[0] - h) // 2, (size[1] - w) // 2
+        return big[..., top : top + h, left : left + w], lab[..., top : top + h, left : left + w]
+    out = images.new_zeros(images.shape)
+    out_lab = labels.new_full(labels.shape, ignore_index)
+    top, left = (h - size[0]) // 2, (w - size[1]) // 2
+    out[..., top : top + size[0], left : left + size[1]] = big
+    out_lab[..., top : top + size[0], left : left + size[1]] = lab
+    return out, out_lab

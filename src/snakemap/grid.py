@@ -55,7 +55,16 @@ class ModelOptions:
     scheduler: Literal["none", "cosine", "step", "plateau"] = "cosine"
     batch_size: int = 16
     epochs: int = 10
-    #: random flips, 90-degree rotations, brightness/contrast jitter (0 = off)
+    #: training samples drawn per epoch (with replacement); None: one pass over the training chips.
+    #: Small datasets need it: a few dozen chips give a few optimiser steps per epoch.
+    samples_per_epoch: int | None = None
+    #: input normalisation: ``dataset`` (the training scenes' band statistics) or ``scene`` (each
+    #: scene standardised by its own band statistics, in training and prediction alike, which
+    #: removes a sensor's per-band gain and offset)
+    normalize: Literal["dataset", "scene"] = "dataset"
+    #: random flips, 90-degree rotations, brightness/contrast jitter (0 = off), per-band ``gain``
+    #: and ``offset`` jitter (another sensor's calibration) and ``rescale: [min, max]`` zoom
+    #: factors (another resolution); see :func:`snakemap.data.augment`
     augment: dict[str, Any] = field(default_factory=lambda: {"flips": True, "rot90": True, "jitter": 0.0})
     #: expected share of training samples whose chip has target (weighted sampling); None = uniform
     balance: float | None = None

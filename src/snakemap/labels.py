@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -32,26 +34,49 @@ class LabelOptions:
     unmapped: Literal["ignore", "corrupt"] = "ignore"
     #: derived: source value -> class index
     table: dict[int, int] = field(init=False, repr=False)
+    #: derived: the config key ``remap`` came from (``labels.remap`` or ``label_schemes.<name>``)
+    remap_key: str = field(init=False, default="labels.remap")
 
     def __post_init__(self) -> None:
         if not 0 <= self.ignore_index <= 255 or self.ignore_index < len(self.classes):
             raise ValueError(
                 f"labels.ignore_index {self.ignore_index} must be in {len(self.classes)}..255"
             )
-        self.table = {}
-        for key, name in self.remap.items():
-            if name == IGNORE:
-                self.table[int(key)] = self.ignore_index
-            elif name in self.classes:
-                self.table[int(key)] = self.classes.index(name)
-            else:
-                raise ValueError(
-                    f"labels.remap: value {key} maps to {name!r}, which is not in labels.classes "
-                    f"({', '.join(self.classes)}) nor 'ignore'"
-                )
+        self.table = self._table(self.remap, self.remap_key)
         for name in self.target or []:
             if name not in self.classes:
                 raise ValueError(f"labels.target: {name!r} is not in labels.classes")
+
+    def _table(self, remap: Mapping[int | str, str], key: str) -> dict[int, int]:
+        """Source value -> class index of a remap table; errors name ``key``."""
+        table: dict[int, int] = {}
+        for value, name in remap.items():
+            try:
+                source = int(value)
+            except (TypeError, ValueError):
+                raise ValueError(f"{key}: source value {value!r} is not an integer") from None
+            if name == IGNORE:
+                table[source] = self.ignore_index
+            elif name in self.classes:
+                table[source] = self.classes.index(name)
+            else:
+                raise ValueError(
+                    f"{key}: value {value} maps to {name!r}, which is not in labels.classes "
+                    f"({', '.join(self.classes)}) nor 'ignore'"
+                )
+        return table
+
+    def with_scheme(self, name: str, remap: Mapping[int | str, str]) -> LabelOptions:
+        """These classes with the remap table of label scheme ``name`` instead of ``labels.remap``.
+
+        Raises:
+            ValueError: naming ``label_schemes.<name>`` for a value mapped to an unknown class.
+        """
+        scheme = copy.copy(self)
+        scheme.remap_key = f"label_schemes.{name}"
+        scheme.remap = dict(remap)
+        scheme.table = self._table(remap, scheme.remap_key)
+        return scheme
 
     @property
     def target_indices(self) -> list[int]:
@@ -77,7 +102,7 @@ def remap_labels(label: np.ndarray, options: LabelOptions, nodata: float | None 
     values, inverse = np.unique(label, return_inverse=True)
     missing = [int(v) for v in values if int(v) not in options.table and v != nodata]
     if missing and options.unmapped == "corrupt":
-        raise SceneError(f"label values {missing} are not in labels.remap")
+        raise SceneError(f"label values {missing} are not in {options.remap_key}")
     lut = np.array(
         [
             options.ignore_index if v == nodata else options.table.get(int(v), options.ignore_index)

@@ -11,6 +11,10 @@ label_uri   optional  the label raster; required for train and calval rows
 label_sha256 optional expected checksum of the label file
 aoi         optional  area of interest, the group for cross-validation folds;
                       defaults to the scene id
+sensor      optional  an entry of the config's ``sensors`` table (band names,
+                      scale and offset, nodata); empty: ``bands.names``
+label_scheme optional an entry of the config's ``label_schemes`` table (a remap
+                      table); empty: ``labels.remap``
 =========== ========= ===========================================================
 """
 
@@ -18,13 +22,14 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Collection
 from pathlib import Path
 
 import pandas as pd
 
 ROLES = ("train", "calval", "apply")
 REQUIRED = ("scene_id", "uri", "role")
-OPTIONAL = ("sha256", "label_uri", "label_sha256", "aoi")
+OPTIONAL = ("sha256", "label_uri", "label_sha256", "aoi", "sensor", "label_scheme")
 #: A scene id becomes a file name: no separators, no leading dot or dash, no whitespace.
 SCENE_ID_PATTERN = r"[A-Za-z0-9][A-Za-z0-9._-]{0,199}"
 _SCENE_ID_RE = re.compile(rf"^{SCENE_ID_PATTERN}$")
@@ -35,8 +40,17 @@ class ManifestError(ValueError):
     """The manifest has rows that cannot be used; the message lists each one."""
 
 
-def read_manifest(path: str | os.PathLike[str]) -> pd.DataFrame:
+def read_manifest(
+    path: str | os.PathLike[str],
+    sensors: Collection[str] | None = None,
+    label_schemes: Collection[str] | None = None,
+) -> pd.DataFrame:
     """Read and check a manifest, returning it indexed by ``scene_id``.
+
+    Args:
+        sensors: the names of the config's ``sensors`` table; a row naming another sensor is an
+            error. None: the ``sensor`` column is not checked.
+        label_schemes: the same for the ``label_schemes`` table and the ``label_scheme`` column.
 
     Raises:
         ManifestError: naming the file and each bad row (by its line in a CSV, or its
@@ -53,13 +67,21 @@ def read_manifest(path: str | os.PathLike[str]) -> pd.DataFrame:
         df = pd.read_csv(path, dtype=str, keep_default_na=False, skipinitialspace=False)
         where = "line {}"
         first = 2  # the header is line 1
-    return check_manifest(df, name=str(path), where=where, first=first)
+    return check_manifest(
+        df, name=str(path), where=where, first=first, sensors=sensors, label_schemes=label_schemes
+    )
 
 
 def check_manifest(
-    df: pd.DataFrame, name: str = "manifest", where: str = "row {}", first: int = 1
+    df: pd.DataFrame,
+    name: str = "manifest",
+    where: str = "row {}",
+    first: int = 1,
+    sensors: Collection[str] | None = None,
+    label_schemes: Collection[str] | None = None,
 ) -> pd.DataFrame:
     """Check a manifest table; see :func:`read_manifest`."""
+    known = {"sensor": ("sensors", sensors), "label_scheme": ("label_schemes", label_schemes)}
     missing = [c for c in REQUIRED if c not in df.columns]
     if missing:
         raise ManifestError(f"{name}: missing column(s) {', '.join(missing)}")
@@ -78,7 +100,7 @@ def check_manifest(
     seen: dict[str, int] = {}
     for pos, row in enumerate(df.itertuples(index=False)):
         loc = where.format(pos + first)
-        errors += [f"{name} {loc}: {e}" for e in _row_errors(row)]
+        errors += [f"{name} {loc}: {e}" for e in _row_errors(row) + _name_errors(row, known)]
         if row.scene_id in seen:
             errors.append(
                 f"{name} {loc}: duplicate scene_id {row.scene_id!r} "
@@ -111,6 +133,20 @@ def _row_errors(row: object) -> list[str]:
         value = getattr(row, col)
         if value and not _SHA256_RE.match(value):
             errors.append(f"scene {scene_id!r}: {col} {value!r} is not 64 hex digits")
+    return errors
+
+
+def _name_errors(row: object, known: dict[str, tuple[str, Collection[str] | None]]) -> list[str]:
+    """A ``sensor`` or ``label_scheme`` that names no entry of its config table."""
+    scene_id: str = row.scene_id  # type: ignore[attr-defined]
+    errors = []
+    for col, (table, names) in known.items():
+        value = getattr(row, col)
+        if names is not None and value and value not in names:
+            errors.append(
+                f"scene {scene_id!r}: {col} {value!r} is not in the config's {table} "
+                f"({', '.join(names) or 'none defined'})"
+            )
     return errors
 
 

@@ -105,6 +105,8 @@ class TrainedModel:
     band_names: list[str]
     mean: list[float]
     std: list[float]
+    #: ``dataset``: normalise with ``mean`` and ``std``; ``scene``: with each scene's own statistics
+    normalize: str = "dataset"
 
 
 def load_trained(checkpoint: str | Path, map_location: str | torch.device = "cpu") -> TrainedModel:
@@ -120,4 +122,5 @@ def load_trained(checkpoint: str | Path, map_location: str | torch.device = "cpu
     state = {k.removeprefix("model."): v for k, v in ckpt["state_dict"].items() if k.startswith("model.")}
     network.load_state_dict(state)
     network.to(map_location).eval()
-    return TrainedModel(network, list(hp["classes"]), list(hp["band_names"]), list(hp["mean"]), list(hp["std"]))
+    return TrainedModel(network, list(hp["classes"]), list(hp["band_names"]), list(hp["mean"]), list(hp["std"]),
+                        hp.get("normalize", "dataset"))  # fmt: skip

@@ -34,7 +34,7 @@ import rasterio.shutil
 import torch
 from rasterio.windows import Window
 
-from snakemap.stats import Normalizer
+from snakemap.stats import STRIP_ROWS, Normalizer, scene_normalizer
 from snakemap.io import COG_OPTIONS, atomic_path
 from snakemap.models import TrainedModel
 
@@ -147,6 +147,8 @@ class Member:
 
     ``model`` maps a normalised ``(batch, len(bands), h, w)`` tensor to ``(batch, classes, h, w)``
     scores; ``activation`` turns them into probabilities (``softmax``) or takes them as they are.
+    With ``normalize: scene`` the ``normalizer`` is replaced by each scene's own statistics
+    (:meth:`Predictor.fit_scene`) before the scene is predicted.
     """
 
     model: Callable[[torch.Tensor], torch.Tensor]
@@ -154,6 +156,7 @@ class Member:
     normalizer: Normalizer
     weight: float = 1.0
     activation: Literal["softmax", "none"] = "softmax"
+    normalize: Literal["dataset", "scene"] = "dataset"
 
     def prepare(self, windows: np.ndarray, names: list[str], device: torch.device) -> torch.Tensor:
         """The member's bands of ``(n, bands, h, w)`` windows, normalised, NaN -> 0, on ``device``.
@@ -169,7 +172,7 @@ class Member:
     def from_trained(cls, trained: TrainedModel, weight: float = 1.0) -> Member:
         """A member from a checkpoint loaded with :func:`snakemap.models.load_trained`."""
         norm = Normalizer(np.asarray(trained.mean, dtype=np.float32), np.asarray(trained.std, dtype=np.float32))
-        return cls(trained.network, trained.band_names, norm, weight)
+        return cls(trained.network, trained.band_names, norm, weight, normalize=trained.normalize)  # type: ignore[arg-type]
 
 
 @dataclass
@@ -194,6 +197,17 @@ class Predictor:
     target: int | None = None
     #: seconds spent in the models alone (for the efficiency benchmark)
     model_seconds: float = 0.0
+
+    def fit_scene(self, reader: SceneReader) -> None:
+        """Give ``normalize: scene`` members this scene's own band statistics (one pass over it)."""
+        scene_members = [m for m in self.members if m.normalize == "scene"]
+        if not scene_members:
+            return
+        strips = (reader.read_rows(r, min(r + STRIP_ROWS, reader.height)) for r in range(0, reader.height, STRIP_ROWS))
+        norm = scene_normalizer(strips)
+        for m in scene_members:
+            keep = [reader.names.index(b) for b in m.bands]
+            m.normalizer = Normalizer(norm.mean[keep], norm.std[keep])
 
     def probabilities(self, windows: np.ndarray, names: list[str]) -> np.ndarray:
         """``(n, bands, h, w)`` float32 windows (NaN invalid) -> ``(n, classes, h, w)`` probabilities."""
@@ -286,6 +300,7 @@ def predict_scene(
         Figures of the run: windows, batches, valid pixels, seconds in the models and in total.
     """
     start = time.perf_counter()
+    predictor.fit_scene(reader)
     opts = opts.fitted(reader.height, reader.width)
     pad, stride = opts.geometry()
     w, height, width = opts.window, reader.height, reader.width

@@ -108,15 +108,60 @@ def training_curves(metrics_csvs: Sequence[str | os.PathLike[str]], out: str | o
     _save(fig, out)
 
 
-def _stretch(rgb: np.ndarray) -> np.ndarray:
-    """``(3, H, W)`` -> ``(H, W, 3)`` in 0..1 by the 2-98 percentiles, black where invalid."""
-    out = np.zeros((*rgb.shape[1:], 3), dtype=np.float32)
-    for i, band in enumerate(rgb):
+#: Display gamma of the image panel: reflectance is linear in light, screens expect gamma-encoded values.
+DISPLAY_GAMMA = 2.2
+#: Colour of nodata pixels in the image panel (clouds are white, so nodata is not).
+NODATA_GREY = "0.6"
+
+
+def stretch(
+    bands: np.ndarray, percentiles: tuple[float, float] = (2.0, 98.0), gamma: float = DISPLAY_GAMMA
+) -> np.ndarray:
+    """Stretch each band on its own for display: its percentiles over its finite pixels to 0 and 1.
+
+    Values are clipped to 0..1, then raised to ``1 / gamma`` (the two ends stay at 0 and 1; ``gamma=1``
+    is a plain linear stretch). The gamma keeps dark surfaces readable in scenes where bright clouds
+    take more than 2% of the pixels and so set the 98th percentile.
+
+    Args:
+        bands: ``(C, H, W)`` values, NaN (or inf) where a pixel is invalid.
+        percentiles: the low and high percentiles mapped to 0 and 1.
+        gamma: display gamma.
+
+    Returns:
+        ``(H, W, C)`` float32 in 0..1, NaN where the input is not finite. A constant band maps to 0.
+    """
+    out = np.full((*bands.shape[1:], bands.shape[0]), np.nan, dtype=np.float32)
+    for i, band in enumerate(np.asarray(bands, dtype=np.float64)):
         ok = np.isfinite(band)
         if ok.any():
-            lo, hi = np.percentile(band[ok], [2, 98])
-            out[..., i] = np.clip((np.nan_to_num(band) - lo) / max(hi - lo, 1e-9), 0, 1)
+            lo, hi = np.percentile(band[ok], percentiles)
+            out[ok, i] = np.clip((band[ok] - lo) / max(hi - lo, 1e-12), 0, 1) ** (1 / gamma)
     return out
+
+
+def display_bands(names: Sequence[str | None], count: int) -> list[int]:
+    """1-based indexes of the bands shown: red, green, blue by name, else the first three, else the first."""
+    lowered = [(n or "").lower() for n in names]
+    if all(c in lowered for c in ("red", "green", "blue")):
+        return [lowered.index(c) + 1 for c in ("red", "green", "blue")]
+    return [1, 2, 3] if count >= 3 else [1]
+
+
+def image_panel(image: str | os.PathLike[str]) -> np.ndarray:
+    """The image panel of a preview: ``(H, W, 4)`` RGBA in 0..1, stretched, transparent where invalid.
+
+    Invalid pixels are the raster's nodata and non-finite values, in any of the shown bands; a one- or
+    two-band raster is shown as its first band in grey.
+    """
+    with rasterio.open(image) as src:
+        bands = display_bands(src.descriptions, src.count)
+        data = src.read(bands, out_dtype="float32", masked=True).filled(np.nan)
+    rgb = stretch(data)
+    if rgb.shape[-1] == 1:
+        rgb = np.repeat(rgb, 3, axis=-1)
+    valid = np.isfinite(rgb).all(axis=-1)
+    return np.dstack([np.nan_to_num(rgb), valid]).astype(np.float32)
 
 
 def preview(
@@ -129,12 +174,6 @@ def preview(
     ignore_index: int = 255,
 ) -> None:
     """Image | reference | prediction | errors of one site."""
-    with rasterio.open(image) as src:
-        names = list(src.descriptions)
-        bands = [names.index(b) + 1 for b in ("red", "green", "blue") if b in names] or [1, 2, 3][: src.count]
-        rgb = src.read(bands, out_dtype="float32")
-    if rgb.shape[0] < 3:
-        rgb = np.repeat(rgb[:1], 3, axis=0)
     with rasterio.open(label) as src:
         ref = src.read(1)
     with rasterio.open(prediction) as src:
@@ -142,8 +181,9 @@ def preview(
     palette = sns.color_palette("tab10", len(classes))
     cmap = ListedColormap(palette)
     fig, axes = plt.subplots(1, 4, figsize=(16, 4.4))
-    axes[0].imshow(_stretch(rgb))
-    axes[0].set_title("image")
+    axes[0].set_facecolor(NODATA_GREY)
+    axes[0].imshow(image_panel(image), interpolation="nearest")
+    axes[0].set_title("image (2-98% stretch; grey: no data)")
     for ax, data, name in ((axes[1], ref, "reference"), (axes[2], pred, "prediction")):
         shown = np.ma.masked_where((data == ignore_index) | (data == NODATA_CLASS), data)
         ax.imshow(shown, cmap=cmap, vmin=-0.5, vmax=len(classes) - 0.5, interpolation="nearest")

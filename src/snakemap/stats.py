@@ -16,7 +16,7 @@ min and max, from which the percentiles are read (exact to one bin width, ``(max
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -51,6 +51,28 @@ class Normalizer:
         shape = (-1, 1, 1)
         out = (x - self.mean.reshape(shape)) / self.std.reshape(shape)
         return np.nan_to_num(out, nan=0.0).astype(np.float32, copy=False)
+
+
+def scene_normalizer(strips: Iterable[np.ndarray], channels: Sequence[int] | None = None) -> Normalizer:
+    """Per-band mean and std of one scene's valid pixels, from its ``(bands, rows, cols)`` strips.
+
+    Used by ``normalize: scene``: each scene is standardised by its own statistics. A band with no
+    valid pixel, or a constant one, gets mean 0 / std 1 rather than a division by zero.
+
+    Args:
+        strips: the scene's strips, NaN where invalid.
+        channels: keep only these bands (positions), in this order; None keeps all.
+    """
+    moments: BandMoments | None = None
+    for strip in strips:
+        moments = moments or BandMoments(strip.shape[0])
+        moments.update(strip.astype(np.float64, copy=False))
+    if moments is None:
+        raise ValueError("a scene with no rows has no statistics")
+    mean, std = moments.mean.copy(), moments.std
+    std[(moments.count == 0) | ~(std > 0)] = 1.0
+    keep = list(range(len(mean))) if channels is None else list(channels)
+    return Normalizer(mean[keep].astype(np.float32), std[keep].astype(np.float32))
 
 
 class BandMoments:

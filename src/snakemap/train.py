@@ -65,7 +65,8 @@ class SegmentationTask(L.LightningModule):
     """Semantic segmentation of ``(batch, channels, H, W)`` images into ``len(classes)`` classes.
 
     The hyperparameters saved in every checkpoint make it self-contained for prediction: the
-    architecture, the classes, the input band names and their normalisation statistics.
+    architecture, the classes, the input band names and their normalisation (``normalize``:
+    ``dataset`` with ``mean`` and ``std``, or ``scene``: each scene by its own statistics).
     """
 
     def __init__(
@@ -86,6 +87,7 @@ class SegmentationTask(L.LightningModule):
         scheduler: str = "cosine",
         epochs: int = 10,
         augment: dict[str, Any] | None = None,
+        normalize: str = "dataset",
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -122,8 +124,11 @@ class SegmentationTask(L.LightningModule):
         images, labels = batch
         if self.trainer.training:
             opts = self.hparams.augment or {}
-            images, labels = augment(images, labels, opts.get("flips", True), opts.get("rot90", True),
-                                     float(opts.get("jitter", 0.0)))  # fmt: skip
+            images, labels = augment(
+                images, labels, opts.get("flips", True), opts.get("rot90", True), float(opts.get("jitter", 0.0)),
+                float(opts.get("gain", 0.0)), float(opts.get("offset", 0.0)), opts.get("rescale"),
+                self.hparams.ignore_index,
+            )  # fmt: skip
         if images.is_cuda:
             images = images.contiguous(memory_format=torch.channels_last)
         return images, labels
@@ -198,16 +203,27 @@ def _select(indexes: Sequence[Path], keep: pd.DataFrame | None) -> tuple[list[tu
     return chosen, (np.concatenate(flags) if flags else np.zeros(0, dtype=bool))
 
 
+def held_out_fold(params: dict[str, Any], fold: int | None) -> int | None:
+    """The fold of the training scenes that a job does not train on, or None (it trains on all).
+
+    ``fold`` when the job has one; otherwise fold 0 for ``validation: fold`` and None for
+    ``validation: calval`` (which validates on the calval sites instead).
+    """
+    if fold is not None:
+        return fold
+    return None if params.get("validation", "fold") == "calval" else 0
+
+
 def split_chips(data: JobData, opts: ModelOptions, fold: int | None) -> tuple[Any, Any, np.ndarray]:
     """The training and validation chips of one job, and the training chips' target flags."""
     folds = pd.read_parquet(data.folds)
+    held = held_out_fold(dataclasses.asdict(opts), fold)
     if opts.validation == "calval":
-        train, flags = _select(data.train_indexes, folds if fold is None else folds[folds["fold"] != fold])
+        train, flags = _select(data.train_indexes, folds if held is None else folds[folds["fold"] != held])
         val, _ = _select(data.calval_indexes, None)
         if not val:
             raise ValueError("validation: calval, but the calval scenes have no chips")
     else:
-        held = 0 if fold is None else fold
         train, flags = _select(data.train_indexes, folds[folds["fold"] != held])
         val, _ = _select(data.train_indexes, folds[folds["fold"] == held])
     if not train or not val:
@@ -333,12 +349,15 @@ def train_job(
     L.seed_everything(opts.seed, workers=True)
     train, val, flags = split_chips(data, opts, fold)
     norm = Normalizer(np.asarray(mean, dtype=np.float32), np.asarray(std, dtype=np.float32))
-    module = ChipDataModule(ChipDataset(train, channels, norm), ChipDataset(val, channels, norm), opts.batch_size,
-                            opts.balance, flags, num_workers=max(0, opts.cpus - 1) if opts.gpus else 0,
-                            seed=opts.seed)  # fmt: skip
+    module = ChipDataModule(
+        ChipDataset(train, channels, norm, opts.normalize), ChipDataset(val, channels, norm, opts.normalize),
+        opts.batch_size, opts.balance, flags, num_workers=max(0, opts.cpus - 1) if opts.gpus else 0,
+        seed=opts.seed, samples_per_epoch=opts.samples_per_epoch,
+    )  # fmt: skip
     task = SegmentationTask(
         opts.arch, opts.encoder_name, classes, bands, mean, std, ignore_index, opts.encoder_weights, opts.loss,
         opts.class_weights, opts.optimizer, opts.lr, opts.weight_decay, opts.scheduler, opts.epochs, opts.augment,
+        opts.normalize,
     )  # fmt: skip
     mode = "min" if opts.monitor.endswith("loss") else "max"
     checkpoints = work / "checkpoints"

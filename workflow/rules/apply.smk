@@ -10,7 +10,7 @@ rule apply_shard:
         scenes=shard_fingerprint,
         predictor=predictor_args,
         manifest=config["manifest"],
-        options=options("bands", "clean", "predict", "apply", "acquire"),
+        options=shard_options,
         # `snakemake --config retry_corrupt=true` reruns the shards; each retries its corrupt scenes
         retry=config["retry_corrupt"],
     resources:

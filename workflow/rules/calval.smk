@@ -25,16 +25,42 @@ rule calval_model:
         " --options {params.options:q} --gpus {resources.gpu} 2> {log:q}"
 
 
+rule tune_threshold:
+    input:
+        ckpts=ensemble_checkpoints,
+        indexes=expand("results/chips/{scene}.index.parquet", scene=TRAIN),
+        folds="results/splits/folds.parquet",
+        stats="results/stats/bands.json",
+    output:
+        "results/ensembles/{ensemble}/threshold.json",
+    params:
+        checkpoints=lambda w, input: " ".join(f"--checkpoint {c}" for c in input.ckpts),
+        args=ensemble_args,
+        target=lambda w: single_target(),
+    conda:
+        "../envs/snakemap.yaml"
+    log:
+        "logs/ensembles/{ensemble}/threshold.log",
+    benchmark:
+        "benchmarks/ensembles/{ensemble}/threshold.tsv"
+    shell:
+        "snakemap tune-threshold {params.checkpoints} {params.args} --target {params.target:q}"
+        " --indexes {input.indexes:q} --folds {input.folds:q} --stats {input.stats:q}"
+        " --out {output:q} 2> {log:q}"
+
+
 rule calval_ensemble:
     input:
         ckpts=ensemble_checkpoints,
         clean="results/clean/{site}",
+        tuned=ensemble_threshold,
     output:
         classes="results/calval/ensembles/{ensemble}/{site}.tif",
         probs="results/calval/ensembles/{ensemble}/probs/{site}.tif",
     params:
         checkpoints=lambda w, input: " ".join(f"--checkpoint {c}" for c in input.ckpts),
         args=ensemble_args,
+        tuned=threshold_args,
         options=options("predict"),
     resources:
         gpu=CV["gpus"],
@@ -46,7 +72,7 @@ rule calval_ensemble:
     benchmark:
         "benchmarks/calval/ensembles/{ensemble}/{site}.tsv"
     shell:
-        "snakemap predict {params.checkpoints} {params.args} --image {input.clean:q}/image.tif"
+        "snakemap predict {params.checkpoints} {params.args} {params.tuned} --image {input.clean:q}/image.tif"
         " --classes-out {output.classes:q} --probs-out {output.probs:q}"
         " --options {params.options:q} --gpus {resources.gpu} 2> {log:q}"
 
@@ -72,6 +98,7 @@ rule calval_baseline:
 rule calval_metrics:
     input:
         unpack(metrics_inputs),
+        tuned=predictor_threshold,
     output:
         json="results/calval/{predictor}/metrics.json",
         csv="results/calval/{predictor}/sites.csv",
@@ -80,7 +107,8 @@ rule calval_metrics:
         sites=lambda w, input: " ".join(os.path.basename(d) for d in input.get("clean", [])),
         labels=lambda w, input: " ".join(f"{d}/label.tif" for d in input.get("clean", [])),
         probs=lambda w, input: " ".join(["--probs", *input.get("probs", [])]) if "probs" in input.keys() else "",
-        tune=tune_flag,
+        tuned=lambda w, input: f"--threshold-from {input.tuned[0]}" if input.tuned else "",
+        selection=selection,
         labels_options=options("labels"),
     conda:
         "../envs/snakemap.yaml"
@@ -88,7 +116,8 @@ rule calval_metrics:
         "logs/calval/{predictor}/metrics.log",
     shell:
         "snakemap calval-metrics --predictor {wildcards.predictor:q} --sites {params.sites}"
-        " --labels {params.labels} --maps {input.maps:q} {params.probs} {params.tune}"
+        " --labels {params.labels} --maps {input.maps:q} {params.probs} {params.tuned}"
+        " --selection {params.selection:q}"
         " --out-json {output.json:q} --out-csv {output.csv:q} --options {params.labels_options:q} 2> {log:q}"
 
 

@@ -1,4 +1,5 @@
-# Mask nodata, select bands, add indices, remap labels, reproject: status.json for every scene.
+# Mask nodata, scale to reflectance (the scene's sensor), select bands, add indices, remap labels
+# (the scene's label scheme), reproject: status.json for every scene.
 
 
 # A checkpoint: calval uses only the sites whose status is ok.
@@ -8,7 +9,8 @@ checkpoint clean:
     output:
         directory("results/clean/{scene}"),
     params:
-        options=options("bands", "clean", "labels"),
+        options=clean_options,
+        scene=clean_args,
     resources:
         mem_mb=lambda w, attempt: config["resources"]["clean_mem_mb"] * attempt,
     conda:
@@ -19,4 +21,4 @@ checkpoint clean:
         "benchmarks/clean/{scene}.tsv"
     shell:
         "snakemap clean {wildcards.scene:q} --acquired {input:q} --out {output:q}"
-        " --options {params.options:q} 2> {log:q}"
+        " {params.scene} --options {params.options:q} 2> {log:q}"

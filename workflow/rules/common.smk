@@ -3,6 +3,7 @@
 import hashlib
 import json
 import os
+import shlex
 import sys
 
 from snakemake.utils import validate
@@ -11,6 +12,7 @@ from snakemap.acquire import local_path
 from snakemap.grid import ID_PATTERN, split_predictor
 from snakemap.grid import expand as expand_models
 from snakemap.manifest import SCENE_ID_PATTERN, read_manifest, scenes_with_role
+from snakemap.sensors import SceneTables
 from snakemap.shards import SHARD_PATTERN, shard_ids, shard_members
 from snakemap.status import SceneStatus
 
@@ -21,8 +23,10 @@ os.environ["PATH"] = os.pathsep.join([os.path.dirname(sys.executable), os.enviro
 
 validate(config, "../schemas/config.schema.yaml")
 
-# The package checks the manifest first: its messages name the line of each bad row.
-MANIFEST = read_manifest(config["manifest"])
+# The sensors and label schemes, checked against bands and labels; then the manifest, whose
+# messages name the line of each bad row (and of each sensor or label scheme not in the tables).
+TABLES = SceneTables.from_config(config)
+MANIFEST = read_manifest(config["manifest"], sensors=TABLES.sensors, label_schemes=TABLES.label_schemes)
 # Row-by-row JSON-schema validation costs seconds at 100,000 rows: the package's check above
 # covers every apply row already; the schema checks the (few) training and calval rows again.
 validate(MANIFEST[MANIFEST["role"] != "apply"], "../schemas/manifest.schema.yaml")
@@ -44,6 +48,31 @@ def options(*sections):
 def scene(wildcards):
     """The manifest row of the scene being built."""
     return MANIFEST.loc[wildcards.scene]
+
+
+def row_tables(rows, columns=("sensor", "label_scheme")):
+    """The entries of `sensors` (and `label_schemes`) that manifest rows name, and only those."""
+    found = {}
+    for column in columns:
+        table = {"sensor": "sensors", "label_scheme": "label_schemes"}[column]
+        names = sorted(set(rows[column]) - {""})
+        if names:
+            found[table] = {n: config[table][n] for n in names}
+    return found
+
+
+def clean_options(wildcards):
+    """bands, clean and labels plus the scene's own sensor and label scheme, as JSON: changing
+    another sensor's entry reruns none of this scene's jobs."""
+    found = {s: config[s] for s in ("bands", "clean", "labels") if s in config}
+    return json.dumps({**found, **row_tables(MANIFEST.loc[[wildcards.scene]])}, sort_keys=True)
+
+
+def clean_args(wildcards):
+    """--sensor and --label-scheme of the scene being built (nothing for a row without them)."""
+    row = scene(wildcards)
+    flags = {"sensor": "--sensor", "label_scheme": "--label-scheme"}
+    return " ".join(f"{flag} {shlex.quote(row[col])}" for col, flag in flags.items() if row[col])
 
 
 def local_inputs(wildcards):
@@ -72,6 +101,7 @@ def report_outputs(wildcards=None):
     return [
         "results/calval/summary.csv",
         "results/reports/summary.csv",
+        "results/reports/best_by_class.csv",
         "results/reports/iou_by_class.png",
     ] + expand("results/reports/previews/{site}.png", site=ok_sites())
 
@@ -194,10 +224,36 @@ def metrics_inputs(wildcards):
     return found
 
 
-def tune_flag(wildcards):
-    """--tune for an ensemble whose threshold is tuned at the calval sites."""
+def tuned_threshold(kind, name):
+    """An ensemble's out-of-fold threshold.json, when its threshold is `tune`."""
+    if kind == "ensembles" and ENSEMBLES[name]["threshold"] == "tune":
+        return [f"results/ensembles/{name}/threshold.json"]
+    return []
+
+
+def ensemble_threshold(wildcards):
+    return tuned_threshold("ensembles", wildcards.ensemble)
+
+
+def predictor_threshold(wildcards):
+    return tuned_threshold(*split_predictor(wildcards.predictor))
+
+
+def threshold_args(wildcards, input):
+    """--threshold-from (and --target) for a tuned ensemble's prediction or scores."""
+    if not input.get("tuned"):
+        return ""
+    return f"--threshold-from {input.tuned[0]} --target {single_target()}"
+
+
+def selection(wildcards):
+    """How a predictor's checkpoints were chosen: on held-out folds, or (opt-in) on calval."""
     kind, name = split_predictor(wildcards.predictor)
-    return "--tune" if kind == "ensembles" and ENSEMBLES[name]["threshold"] == "tune" else ""
+    if kind == "baselines":
+        return "fixed rule"
+    keys = [os.path.dirname(name)] if kind == "models" else list(ENSEMBLES[name]["members"])
+    on_calval = any(JOBS[k].params["validation"] == "calval" for k in keys)
+    return "calval" if on_calval else "held-out fold"
 
 
 def baseline_maps(wildcards):
@@ -224,6 +280,13 @@ def shard_fingerprint(wildcards):
     return hashlib.sha256(rows[["scene_id", "uri", "sha256"]].to_csv(index=False).encode()).hexdigest()[:16]
 
 
+def shard_options(wildcards):
+    """bands, clean, predict, apply and acquire plus the sensors of the shard's scenes, as JSON."""
+    rows = MANIFEST.loc[shard_members(APPLY_SCENES, wildcards.shard, APPLY["shard_size"])]
+    found = {s: config[s] for s in ("bands", "clean", "predict", "apply", "acquire") if s in config}
+    return json.dumps({**found, **row_tables(rows, ["sensor"])}, sort_keys=True)
+
+
 def demo_scenes(wildcards):
     """The embedded demo's apply scenes of a shard: files a rule writes. Real scenes are not
     inputs of the DAG (a shard reads them itself), which keeps planning fast at 100,000 scenes."""
@@ -238,8 +301,7 @@ def predictor_inputs(wildcards):
     if kind == "models":
         return {**found, "ckpts": [f"results/models/{name}.ckpt"]}
     found["ckpts"] = members_checkpoints(name)
-    if ENSEMBLES[name]["threshold"] == "tune":
-        found["tuned"] = f"results/calval/ensembles/{name}/metrics.json"
+    found["tuned"] = tuned_threshold(kind, name)
     return found
 
 
@@ -250,7 +312,7 @@ def predictor_args(wildcards, input):
     if kind == "ensembles":
         args.append(members_args(name))
         if "tuned" in input.keys():
-            args.append(f"--threshold-from {input.tuned} --target {single_target()}")
+            args.append(threshold_args(wildcards, input))
     return " ".join(args)
 
 

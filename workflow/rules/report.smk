@@ -1,4 +1,5 @@
-# Figures for `snakemake --report report.html`: calval scores, training curves, map previews.
+# Figures and tables for `snakemake --report report.html`: calval scores, the best predictor per class,
+# training curves, map previews.
 
 
 rule report_plots:
@@ -79,6 +80,25 @@ rule report_summary:
         "logs/report/summary.log",
     shell:
         "cp {input:q} {output:q} 2> {log:q}"
+
+
+rule report_winners:
+    input:
+        "results/calval/summary.csv",
+    output:
+        report(
+            "results/reports/best_by_class.csv",
+            caption="../report/best_by_class.rst",
+            category="Calval",
+            labels={"figure": "best predictor per class"},
+        ),
+    localrule: True
+    conda:
+        "../envs/snakemap.yaml"
+    log:
+        "logs/report/best_by_class.log",
+    shell:
+        "snakemap report-winners {input:q} --out {output:q} > {log:q} 2>&1"
 
 
 rule calval_report:

@@ -1,0 +1,163 @@
+"""Options that carry models across sensors: per-scene normalisation, radiometric and scale
+augmentation, samples per epoch; and thresholds tuned out of fold, never on calval."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import rasterio
+import torch
+import yaml
+
+from snakemap.acquire import acquire_scene
+from snakemap.bands import BandOptions
+from snakemap.chips import ChipOptions, ChipPaths, write_chips
+from snakemap.clean import CleanOptions, clean_scene
+from snakemap.data import ChipDataModule, ChipDataset, augment, zoom
+from snakemap.demo import DemoOptions, write_demo_scene
+from snakemap.labels import LabelOptions
+from snakemap.models import build_model
+from snakemap.predict import ArrayReader, Member, PredictOptions, Predictor, predict_scene, read_probabilities
+from snakemap.splits import SplitOptions, write_folds
+from snakemap.stats import Normalizer, scene_normalizer, write_band_statistics
+from snakemap.train import SegmentationTask
+from snakemap.tuning import TUNED_ON, TuningMember, tune_threshold
+
+LABELS = {"classes": ["land", "water", "reef", "cloud"],
+          "remap": {"0": "land", "1": "water", "2": "water", "3": "reef", "4": "cloud"}, "target": ["reef"]}  # fmt: skip
+BANDS = ["blue", "green", "red", "nir"]
+
+
+@pytest.fixture(scope="module")
+def chips(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
+    """Chips, folds and statistics of three small demo scenes (real GeoTIFFs through the package)."""
+    root = tmp_path_factory.mktemp("chips")
+    labels = LabelOptions(**LABELS)
+    indexes, dirs = [], []
+    for name in ("g1", "g2", "g3"):
+        write_demo_scene(name, root / "img" / f"{name}.tif", root / "lab" / f"{name}.tif", DemoOptions(size=96))
+        acquire_scene(name, str(root / "img" / f"{name}.tif"), root / "acq" / name,
+                      label_uri=str(root / "lab" / f"{name}.tif"))  # fmt: skip
+        clean_scene(name, root / "acq" / name, root / "clean" / name, BandOptions(select=[1, 2, 3, 4]),
+                    CleanOptions(), labels)  # fmt: skip
+        paths = ChipPaths(*(root / "chips" / f"{name}.{s}" for s in ("image.npy", "label.npy", "index.parquet")))
+        write_chips(root / "clean" / name, paths, ChipOptions(size=32, stride=32), labels.target_indices, 255)
+        indexes.append(paths.index)
+        dirs.append(root / "clean" / name)
+    write_band_statistics(dirs, root / "bands.json")
+    write_folds(indexes, {"g1": "A", "g2": "B", "g3": "C"}, root / "folds.parquet", SplitOptions(folds=3))
+    return {"indexes": indexes, "folds": root / "folds.parquet", "stats": root / "bands.json", "clean": dirs}
+
+
+def test_chips_carry_their_scene_statistics(chips: dict) -> None:
+    index = chips["indexes"][0]
+    table = pd.read_parquet(index)
+    with rasterio.open(chips["clean"][0] / "image.tif") as src:
+        image = src.read()
+    valid = np.isfinite(image).all(axis=0)
+    np.testing.assert_allclose(table["band_mean"].iloc[0], [b[valid].mean() for b in image], rtol=1e-5)
+    np.testing.assert_allclose(table["band_std"].iloc[-1], [b[valid].std() for b in image], rtol=1e-4)
+    # Per-scene normalisation: chips of one scene come out near zero mean, unit spread.
+    chosen = [(index, table["chip"].to_numpy())]
+    images, _ = ChipDataset(chosen, [0, 1, 2, 3], Normalizer(np.zeros(4), np.ones(4)), "scene").__getitems__(list(range(len(table))))
+    assert images.shape[1] == 4
+    assert abs(float(images.mean())) < 0.5 and 0.3 < float(images.std()) < 2.0
+    raw, _ = ChipDataset(chosen, [0, 1, 2, 3], Normalizer(np.zeros(4), np.ones(4)), "dataset").__getitems__(list(range(len(table))))
+    assert float(raw.mean()) > 100  # DN, untouched by an identity normaliser
+
+
+def test_scene_normalised_predictions_ignore_a_sensors_gain_and_offset(tmp_path: Path, chips: dict) -> None:
+    with rasterio.open(chips["clean"][1] / "image.tif") as src:
+        image, crs, transform = src.read(), src.crs, src.transform
+    torch.manual_seed(0)
+    network = build_model("Unet", "mobilenet_v2", 4, 4).eval()
+    gain = np.array([0.7, 1.1, 1.3, 0.9], dtype=np.float32)[:, None, None]
+    offset = np.array([120, -40, 300, 15], dtype=np.float32)[:, None, None]
+    other_sensor = image * gain + offset
+    runs = {}
+    for normalize in ("scene", "dataset"):
+        for name, data in (("this", image), ("other", other_sensor)):
+            norm = scene_normalizer([image])  # the training statistics, for "dataset"
+            member = Member(network, BANDS, norm, normalize=normalize)
+            out = tmp_path / f"{normalize}-{name}.tif"
+            predict_scene(ArrayReader(data.astype(np.float32), BANDS, crs, transform), Predictor([member], LABELS["classes"]),
+                          PredictOptions(window=64, overlap=8, prob_dtype="float32"), tmp_path / f"c-{normalize}-{name}.tif",
+                          out)  # fmt: skip
+            runs[normalize, name] = read_probabilities(out)
+    valid = np.isfinite(runs["scene", "this"])
+    np.testing.assert_allclose(runs["scene", "this"][valid], runs["scene", "other"][valid], atol=2e-4)
+    assert np.abs(runs["dataset", "this"][valid] - runs["dataset", "other"][valid]).max() > 0.01  # not invariant
+
+
+def test_augment_gain_offset_and_rescale() -> None:
+    g = torch.Generator().manual_seed(0)
+    images = torch.ones(8, 3, 32, 32)
+    labels = torch.ones(8, 32, 32, dtype=torch.int64)
+    same, same_labels = augment(images, labels, False, False, generator=g)
+    assert torch.equal(same, images) and torch.equal(same_labels, labels)
+    out, _ = augment(images, labels, False, False, gain=0.2, offset=0.5, generator=g)
+    per_band = out[:, :, 0, 0]
+    assert per_band.min() >= 1 - 0.2 - 0.5 - 1e-6 and per_band.max() <= 1 + 0.2 + 0.5 + 1e-6
+    # Each band of each sample gets its own gain and offset.
+    assert per_band.std(dim=1).min() > 0 and per_band.std(dim=0).min() > 0
+    assert torch.equal(out, out[:, :, :1, :1].expand_as(out))  # a constant within a band
+    small, small_labels = zoom(torch.ones(2, 3, 32, 32), torch.ones(2, 32, 32, dtype=torch.int64), 0.5, 255)
+    assert small.shape == (2, 3, 32, 32) and small_labels.shape == (2, 32, 32)
+    assert (small_labels == 255).float().mean() == pytest.approx(0.75) and (small[:, :, 0, 0] == 0).all()
+    stripes = torch.arange(32.0).repeat(1, 1, 32, 1)
+    big, big_labels = zoom(stripes, (stripes[:, 0] > 15).long(), 2.0, 255)
+    assert big.shape == stripes.shape and (big_labels != 255).all()
+    assert float(big[0, 0, 0, -1] - big[0, 0, 0, 0]) == pytest.approx(15.5, abs=0.5)  # the centre half, enlarged
+    zoomed, zoomed_labels = augment(images, labels, True, True, rescale=[0.5, 2.0], generator=g)
+    assert zoomed.shape == images.shape and zoomed_labels.shape == labels.shape
+
+
+def test_samples_per_epoch_sets_the_steps(chips: dict) -> None:
+    table = pd.read_parquet(chips["indexes"][0])
+    dataset = ChipDataset([(chips["indexes"][0], table["chip"].to_numpy())], [0, 1], Normalizer(np.zeros(2), np.ones(2)))
+    flags = table["target_fraction"].to_numpy() > 0
+    for share in (None, 0.5):
+        module = ChipDataModule(dataset, dataset, 4, share, flags, samples_per_epoch=40)
+        assert len(module.train_dataloader()) == 10
+    assert len(ChipDataModule(dataset, dataset, 4, None, flags).train_dataloader()) == len(table) // 4
+
+
+def fake_member(root: Path, name: str, params: dict, fold: int | None, bias: float) -> Path:
+    """A checkpoint as training writes it (hyper-parameters, state dict, config.yaml beside), whose
+    network says "reef" with a fixed confidence; no training needed to test the tuning's plumbing."""
+    stats = [0.0] * 4
+    task = SegmentationTask("Unet", "mobilenet_v2", LABELS["classes"], BANDS, stats, [1.0] * 4)
+    with torch.no_grad():
+        head = task.model.segmentation_head[0]
+        head.weight.zero_()
+        head.bias.copy_(torch.tensor([0.0, 0.0, bias, 0.0]))
+    out = root / name
+    out.mkdir(parents=True)
+    torch.save({"hyper_parameters": dict(task.hparams), "state_dict": task.state_dict(), "epoch": 0}, out / "best.ckpt")
+    (out / "config.yaml").write_text(yaml.safe_dump({"params": params, "fold": fold}))
+    return out / "best.ckpt"
+
+
+def test_thresholds_are_tuned_on_out_of_fold_chips_only(tmp_path: Path, chips: dict) -> None:
+    folds = pd.read_parquet(chips["folds"])
+    a = fake_member(tmp_path, "a", {"validation": "fold"}, None, 1.0)  # holds out fold 0
+    b = fake_member(tmp_path, "b", {"validation": "fold"}, 2, 1.0)
+    result = tune_threshold([TuningMember.from_checkpoint(a), TuningMember.from_checkpoint(b)],
+                            chips["indexes"], chips["folds"], chips["stats"], "reef")  # fmt: skip
+    assert result["tuned_on"] == TUNED_ON
+    assert result["chips"] == int(folds["fold"].isin([0, 2]).sum())
+    assert result["members"][str(a)]["chips"] == int((folds["fold"] == 0).sum())
+    assert result["members"][str(b)]["chips"] == int((folds["fold"] == 2).sum())
+    labels = np.concatenate([np.load(str(p).replace("index.parquet", "label.npy"))[
+        folds.loc[(folds["scene_id"] == pd.read_parquet(p)["scene_id"].iloc[0]) & folds["fold"].isin([0, 2]), "chip"]
+    ] for p in chips["indexes"]])  # fmt: skip
+    assert result["pixels"] == int((labels < 4).sum()) and result["target_pixels"] == int((labels == 2).sum())
+    # A constant probability: every pixel is reef at the F1-optimal threshold (all recall).
+    assert result["recall"] == pytest.approx(1.0)
+    assert 0 <= result["threshold"] <= np.exp(1) / (np.exp(1) + 3) + 0.01
+    on_calval = fake_member(tmp_path, "c", {"validation": "calval"}, None, 1.0)
+    with pytest.raises(ValueError, match="chips that some member did not train on"):
+        tune_threshold([TuningMember.from_checkpoint(on_calval)], chips["indexes"], chips["folds"], chips["stats"], "reef")
