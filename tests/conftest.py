@@ -124,3 +124,7 @@ def http_server() -> Iterator[HTTPFixture]:
     finally:
         server.shutdown()
         server.server_close()
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--update-golden", action="store_true", help="store the golden quality test's new figures")

@@ -178,7 +178,15 @@ def test_every_predictor_is_scored(calval_run: Path) -> None:
         if not predictor.startswith("baselines/"):
             assert "pr" in metrics and 0 <= metrics["best_threshold"] <= 1  # reef is the single target
     both = json.loads((calval_run / "results" / "calval" / "ensembles" / "both" / "metrics.json").read_text())
-    assert both["threshold_used"] == both["best_threshold"]  # tuned on the calval sites
+    # Tuned out of fold on the training scenes' held-out chips, never on the calval sites it is scored at.
+    tuned = json.loads((calval_run / "results" / "ensembles" / "both" / "threshold.json").read_text())
+    assert tuned["tuned_on"] == both["threshold_tuned_on"] == "out-of-fold validation chips"
+    assert both["threshold_used"] == tuned["threshold"] and tuned["chips"] > 0
+    folds = pd.read_parquet(calval_run / "results" / "splits" / "folds.parquet")
+    assert tuned["chips"] == int((folds["fold"] == 0).sum())  # both members hold out fold 0
+    assert set(summary.set_index("predictor")["selection"].items()) == {
+        *((p, "held-out fold") for p in PREDICTORS if not p.startswith("baselines/")), ("baselines/ndwi", "fixed rule"),
+    }  # fmt: skip
     fixed = json.loads((calval_run / "results" / "calval" / "ensembles" / "fixed" / "metrics.json").read_text())
     assert fixed["threshold_used"] is None  # a fixed threshold is applied in the maps themselves
 

@@ -26,9 +26,8 @@ import rasterio
 from rasterio.enums import Resampling
 from rasterio.warp import reproject
 
-from snakemap.io import atomic_path, read_json, write_cog, write_json
+from snakemap.io import NODATA_CLASS, PROB_SCALE, atomic_path, read_json, write_cog, write_json
 from snakemap.metrics import confusion_matrix, scores
-from snakemap.predict import NODATA_CLASS, PROB_SCALE
 
 
 @dataclass

@@ -20,6 +20,11 @@ import rasterio
 import rasterio.shutil
 from rasterio.io import MemoryFile
 
+#: The class maps' nodata value (uint8 class indices elsewhere); also the probabilities' nodata.
+NODATA_CLASS = 255
+#: uint8 probabilities are stored as ``round(p * PROB_SCALE)``: 0..250, 255 nodata.
+PROB_SCALE = 250
+
 #: Creation options of every Cloud-Optimized GeoTIFF snakemap writes.
 COG_OPTIONS: dict[str, Any] = {
     "driver": "COG",

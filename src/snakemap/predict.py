@@ -35,13 +35,11 @@ import torch
 from rasterio.windows import Window
 
 from snakemap.stats import STRIP_ROWS, Normalizer, scene_normalizer
-from snakemap.io import COG_OPTIONS, atomic_path
+from snakemap.io import COG_OPTIONS, NODATA_CLASS, PROB_SCALE, atomic_path
 from snakemap.models import TrainedModel
 
 log = logging.getLogger(__name__)
 
-NODATA_CLASS = 255
-PROB_SCALE = 250  # uint8 probabilities: value / 250; 255 is nodata
 
 
 @dataclass

@@ -20,8 +20,7 @@ import rasterio  # noqa: E402
 import seaborn as sns  # noqa: E402
 from matplotlib.colors import ListedColormap  # noqa: E402
 
-from snakemap.io import atomic_path, read_json  # noqa: E402
-from snakemap.predict import NODATA_CLASS  # noqa: E402
+from snakemap.io import NODATA_CLASS, atomic_path, read_json  # noqa: E402
 
 
 def _save(fig: plt.Figure, out: str | os.PathLike[str]) -> None:

@@ -28,9 +28,9 @@ import yaml
 
 from snakemap.calval import pr_curve
 from snakemap.data import chip_paths, scene_statistics
-from snakemap.io import read_json
+from snakemap.io import PROB_SCALE, read_json
 from snakemap.models import load_trained
-from snakemap.predict import PROB_SCALE, Member, Predictor
+from snakemap.predict import Member, Predictor
 from snakemap.train import held_out_fold
 
 TUNED_ON = "out-of-fold validation chips"

@@ -16,6 +16,8 @@ rule train:
         job=job_json,
         labels=options("labels"),
     threads: lambda w: job(w).params["cpus"]
+    # Training is the long pole: start every training job before predictions that could wait.
+    priority: 10
     resources:
         gpu=lambda w: job(w).params["gpus"],
         cpus_per_gpu=lambda w: job(w).params["cpus"] if job(w).params["gpus"] else 0,

@@ -1,0 +1,287 @@
+"""Map quality on real scenes from ../shared/data, with the workflow's own code and options.
+
+1. Cross-sensor: train on the UKIS Sentinel-2 scene (best.ckpt chosen on its own spatial-block
+   fold 0), score on the UKIS Landsat 7 scene, which no model or threshold ever sees before it is
+   scored. Per class IoU of single models (median of --seeds seeds) for each option on its own
+   and all together, of the 4-fold ensemble, and of the index rules per class (NDWI > 0 for water,
+   mean(B, G, R) brightness for cloud: at fixed thresholds, and at thresholds tuned on the
+   Sentinel-2 scene).
+2. Sparse land cover: the North Carolina Landsat 7 scene and its sparse 7-class polygons, in
+   spatial-block folds: macro F1 over every fold's held-out pixels of the workflow's model against
+   a scikit-learn random forest on the same labelled pixels. Pixels that any training chip of the
+   fold covers are not scored (chips may straddle a block's edge), for the model and the forest
+   alike; the model's last epoch is scored (no checkpoint is chosen on the test fold).
+
+    .venv/bin/python bench/quality.py [--seeds 3] [--parts cross,landcover] [--work DIR]
+
+Prints the tables; writes them as JSON to ``--out`` (default ``WORK/quality.json``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import rasterio
+from sklearn.ensemble import RandomForestClassifier
+from sklearn.metrics import f1_score
+
+from snakemap.acquire import acquire_scene
+from snakemap.bands import BandOptions
+from snakemap.chips import ChipOptions, ChipPaths, write_chips
+from snakemap.clean import CleanOptions, clean_scene
+from snakemap.labels import LabelOptions
+from snakemap.metrics import confusion_matrix, scores
+from snakemap.models import load_trained
+from snakemap.predict import CleanImageReader, Member, PredictOptions, Predictor, predict_scene
+from snakemap.splits import SplitOptions, write_folds
+from snakemap.stats import write_band_statistics
+from snakemap.train import JobData, train_job
+
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "segmentation"
+UKIS = LabelOptions(["clear_land", "water", "cloud_shadow", "cloud"],
+                    {3: "clear_land", 1: "water", 0: "cloud_shadow", 4: "cloud"}, target=["water"])  # fmt: skip
+NC_CLASSES = ["developed", "agriculture", "herbaceous", "shrubland", "forest", "water", "sediment"]
+NC = LabelOptions(NC_CLASSES, {i + 1: c for i, c in enumerate(NC_CLASSES)} | {0: "ignore"}, target=NC_CLASSES)
+BANDS = BandOptions(indices=["ndwi", "mndwi", "ndvi"])
+#: The options measured: each on its own over ``plain``, then all together.
+BASE: dict[str, Any] = {
+    "arch": "Unet", "encoder_name": "resnet18", "epochs": 8, "samples_per_epoch": 320, "batch_size": 8,
+    "lr": 0.001, "loss": {"ce": 1.0, "dice": 1.0}, "balance": 0.5, "monitor": "val_iou",
+    "augment": {"flips": True, "rot90": True, "jitter": 0.0},
+}  # fmt: skip
+RADIOMETRIC = {"gain": 0.2, "offset": 0.2}
+RESCALE = {"rescale": [0.5, 2.0]}
+VARIANTS: dict[str, dict[str, Any]] = {
+    "plain": {},
+    "normalize: scene": {"normalize": "scene"},
+    "gain/offset jitter": {"augment": RADIOMETRIC},
+    "rescale": {"augment": RESCALE},
+    "all three": {"normalize": "scene", "augment": {**RADIOMETRIC, **RESCALE}},
+}
+
+
+def params(variant: dict[str, Any], seed: int, **extra: Any) -> dict[str, Any]:
+    """BASE with a variant's options (``augment`` merged) and a seed."""
+    p = copy.deepcopy(BASE)
+    for key, value in variant.items():
+        p[key] = {**p[key], **value} if key == "augment" else value
+    return {**p, "seed": seed, **extra}
+
+
+def prepare(work: Path, name: str, image: Path, label: Path, labels: LabelOptions) -> Path:
+    """Acquire and clean one scene as the workflow does; return its clean folder."""
+    acquire_scene(name, str(image), work / "acquired" / name, label_uri=str(label))
+    status = clean_scene(name, work / "acquired" / name, work / "clean" / name, BANDS, CleanOptions(), labels)
+    if status.status != "ok":
+        raise SystemExit(f"{name}: {status.status} ({status.reason})")
+    return work / "clean" / name
+
+
+def cut(work: Path, name: str, labels: LabelOptions, chips: ChipOptions) -> Path:
+    paths = ChipPaths(*(work / "chips" / f"{name}.{s}" for s in ("image.npy", "label.npy", "index.parquet")))
+    write_chips(work / "clean" / name, paths, chips, labels.target_indices, labels.ignore_index)
+    return paths.index
+
+
+def predict(checkpoints: list[Path], clean: Path, out: Path) -> np.ndarray:
+    """The class map of a cleaned scene by one model or the mean of several."""
+    members = [Member.from_trained(load_trained(c)) for c in checkpoints]
+    predictor = Predictor(members, load_trained(checkpoints[0]).classes)
+    reader = CleanImageReader(clean / "image.tif")
+    try:
+        predict_scene(reader, predictor, PredictOptions(window=256, overlap=32), out)
+    finally:
+        reader.close()
+    with rasterio.open(out) as src:
+        return src.read(1)
+
+
+def read(path: Path, band: int | None = None) -> np.ndarray:
+    with rasterio.open(path) as src:
+        return src.read(band) if band else src.read()
+
+
+def iou_per_class(pred: np.ndarray, truth: np.ndarray, classes: list[str]) -> dict[str, float]:
+    keep = (truth < len(classes)) & (pred < len(classes))
+    cm = confusion_matrix(truth[keep], pred[keep], len(classes))
+    return {c: float(v["iou"]) for c, v in scores(cm, classes)["per_class"].items()}
+
+
+def binary_iou(hit: np.ndarray, truth: np.ndarray, valid: np.ndarray) -> float:
+    inter = (hit & truth & valid).sum()
+    union = ((hit | truth) & valid).sum()
+    return float(inter / union) if union else float("nan")
+
+
+def best_threshold(values: np.ndarray, truth: np.ndarray, valid: np.ndarray) -> float:
+    """The threshold on ``values`` with the highest IoU of ``values > t`` against ``truth``."""
+    grid = np.quantile(values[valid], np.linspace(0.01, 0.99, 197))
+    return float(max(grid, key=lambda t: binary_iou(values > t, truth, valid)))
+
+
+def index_rules(train: Path, test: Path) -> dict[str, dict[str, float]]:
+    """IoU on the test scene of NDWI (water) and brightness (cloud) rules, fixed and tuned on ``train``."""
+    out: dict[str, dict[str, float]] = {}
+    rules = {"water": ("ndwi", 0.0), "cloud": ("brightness", 0.3)}
+    data = {}
+    for name, clean in (("train", train), ("test", test)):
+        with rasterio.open(clean / "image.tif") as src:
+            image, names = src.read(), list(src.descriptions)
+        label = read(clean / "label.tif", 1)
+        bands = {"ndwi": image[names.index("ndwi")], "brightness": image[[names.index(b) for b in ("blue", "green", "red")]].mean(0)}
+        data[name] = (bands, label, np.isfinite(image).all(0) & (label < len(UKIS.classes)))
+    for cls, (band, fixed) in rules.items():
+        k = UKIS.classes.index(cls)
+        bands, label, valid = data["train"]
+        tuned = best_threshold(bands[band], label == k, valid)
+        bands, label, valid = data["test"]
+        out[cls] = {f"{band} > {fixed:g}": binary_iou(bands[band] > fixed, label == k, valid),
+                    f"{band} > {tuned:.3f} (tuned on S2)": binary_iou(bands[band] > tuned, label == k, valid)}  # fmt: skip
+    return out
+
+
+def cross_sensor(work: Path, seeds: int) -> dict[str, Any]:
+    s2 = prepare(work, "ukis_s2", SHARED / "ukis_sentinel2_image.tif", SHARED / "ukis_sentinel2_label.tif", UKIS)
+    l7 = prepare(work, "ukis_l7", SHARED / "ukis_landsat7_image.tif", SHARED / "ukis_landsat7_label.tif", UKIS)
+    index = cut(work, "ukis_s2", UKIS, ChipOptions(size=64, stride=32, max_nodata_fraction=0.1))
+    folds = work / "ukis_folds.parquet"
+    write_folds([index], {"ukis_s2": "s2"}, folds, SplitOptions(folds=4, method="group", block_size=128))
+    stats = work / "ukis_bands.json"
+    write_band_statistics([s2], stats)
+    data = JobData([index], [], folds, stats)
+    truth = read(l7 / "label.tif", 1)
+    rows: dict[str, Any] = {"models": {}, "ensemble": {}, "index_rules": index_rules(s2, l7)}
+    for name, variant in VARIANTS.items():
+        runs = []
+        for seed in range(seeds):
+            out = work / "models" / f"{slug(name)}-s{seed}"
+            ckpt = train_once(out, params(variant, seed, class_weights=[1.0, 5.0, 1.0, 1.0]), None, UKIS, data)
+            runs.append(iou_per_class(predict([ckpt], l7, out / "l7.tif"), truth, UKIS.classes))
+            log(f"cross-sensor {name} seed {seed}: " + fmt(runs[-1]))
+        rows["models"][name] = {c: float(np.median([r[c] for r in runs])) for c in UKIS.classes} | {"runs": runs}
+    best = "all three"
+    fold_ckpts = [train_once(work / "models" / f"{slug(best)}-fold{k}", params(VARIANTS[best], 0, class_weights=[1.0, 5.0, 1.0, 1.0]),
+                             k, UKIS, data) for k in range(4)]  # fmt: skip
+    rows["ensemble"] = {"variant": best, **iou_per_class(predict(fold_ckpts, l7, work / "ensemble_l7.tif"), truth, UKIS.classes)}
+    return rows
+
+
+def landcover(work: Path, block: int = 96, n_folds: int = 4) -> dict[str, Any]:
+    nc = prepare(work, "nc", SHARED / "nc_landsat7_2000_image.tif", SHARED / "nc_landsat96_labelled_pixels_label.tif", NC)
+    chips = ChipOptions(size=32, stride=16, max_nodata_fraction=0.5)
+    index = cut(work, "nc", NC, chips)
+    folds = work / "nc_folds.parquet"
+    write_folds([index], {"nc": "nc"}, folds, SplitOptions(folds=n_folds, method="group", block_size=block))
+    stats = work / "nc_bands.json"
+    write_band_statistics([nc], stats)
+    image = read(nc / "image.tif")
+    truth = read(nc / "label.tif", 1)
+    table = pd.read_parquet(index).merge(pd.read_parquet(folds)[["chip", "fold"]], on="chip")
+    rows, cols = np.mgrid[0 : truth.shape[0], 0 : truth.shape[1]]
+    # A pixel's fold is that of its block (the chips' top-left corners define the blocks' folds).
+    block_fold = {(r // block, c // block): f for r, c, f in zip(table["row"], table["col"], table["fold"], strict=True)}
+    pixel_fold = np.vectorize(lambda r, c: block_fold.get((r, c), -1))(rows // block, cols // block)
+    valid = np.isfinite(image).all(0) & (truth < len(NC_CLASSES))
+    features = image.reshape(image.shape[0], -1).T
+    pooled: dict[str, list[np.ndarray]] = {"truth": [], "model": [], "forest": []}
+    for k in range(n_folds):
+        covered = np.zeros(truth.shape, bool)
+        for r, c in table.loc[table["fold"] != k, ["row", "col"]].to_numpy():
+            covered[r : r + chips.size, c : c + chips.size] = True
+        test = valid & (pixel_fold == k) & ~covered
+        train = valid & (pixel_fold != k) & (pixel_fold >= 0)
+        if not test.any():
+            continue
+        out = work / "models" / f"nc-fold{k}"
+        # Fold k is the test: the model's last epoch is used, not a checkpoint chosen on fold k.
+        train_once(out, params(VARIANTS["all three"], 0), k, NC, JobData([index], [], folds, stats))
+        model_map = predict([out / "last.ckpt"], nc, out / "nc.tif")
+        forest = RandomForestClassifier(200, min_samples_leaf=2, n_jobs=-1, random_state=0)
+        forest.fit(features[train.ravel()], truth[train])
+        pooled["truth"].append(truth[test])
+        pooled["model"].append(model_map[test])
+        pooled["forest"].append(forest.predict(features[test.ravel()]))
+        log(f"landcover fold {k}: {int(test.sum())} test pixels, {int(train.sum())} forest training pixels")
+    y = np.concatenate(pooled["truth"])
+    labels = list(range(len(NC_CLASSES)))
+    return {
+        "test_pixels": int(len(y)),
+        "model_macro_f1": float(f1_score(y, np.concatenate(pooled["model"]), labels=labels, average="macro", zero_division=0)),
+        "forest_macro_f1": float(f1_score(y, np.concatenate(pooled["forest"]), labels=labels, average="macro", zero_division=0)),
+    }
+
+
+def train_once(out: Path, p: dict[str, Any], fold: int | None, labels: LabelOptions, data: JobData) -> Path:
+    """Train unless a finished best.ckpt is there (reruns of the benchmark reuse models)."""
+    if not (out / "best.ckpt").exists():
+        start = time.perf_counter()
+        train_job(out, p, fold, labels.classes, labels.ignore_index, data, 0)
+        log(f"trained {out.name} in {time.perf_counter() - start:.0f} s")
+    return out / "best.ckpt"
+
+
+def slug(name: str) -> str:
+    return "".join(ch if ch.isalnum() else "-" for ch in name).strip("-")
+
+
+def fmt(row: dict[str, float]) -> str:
+    return ", ".join(f"{c} {v:.3f}" for c, v in row.items() if isinstance(v, float))
+
+
+def log(message: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
+
+
+def report(result: dict[str, Any]) -> None:
+    if "cross" in result:
+        cross = result["cross"]
+        classes = UKIS.classes
+        print("\nCross-sensor: trained on UKIS Sentinel-2, scored on UKIS Landsat 7 (IoU)")
+        print(f"{'predictor':40s}" + "".join(f"{c:>14s}" for c in classes))
+        for name, row in cross["models"].items():
+            print(f"{'Unet, ' + name + ' (median)':40s}" + "".join(f"{row[c]:14.3f}" for c in classes))
+        ens = cross["ensemble"]
+        print(f"{'4-fold ensemble, ' + ens['variant']:40s}" + "".join(f"{ens[c]:14.3f}" for c in classes))
+        for cls, rules in cross["index_rules"].items():
+            for rule, value in rules.items():
+                cells = "".join(f"{value:14.3f}" if c == cls else f"{'':14s}" for c in classes)
+                print(f"{rule:40s}" + cells)
+        print("goals: cloud >= 0.80, cloud_shadow >= 0.65, clear_land >= 0.75, water above NDWI's")
+    if "landcover" in result:
+        lc = result["landcover"]
+        print(f"\nSparse land cover, North Carolina Landsat 7, spatial-block folds ({lc['test_pixels']} held-out pixels)")
+        print(f"  workflow model (all three options) macro F1 {lc['model_macro_f1']:.3f}")
+        print(f"  random forest (200 trees, same pixels)  macro F1 {lc['forest_macro_f1']:.3f}")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--work", type=Path, default=Path("/tmp/snakemap-quality"))
+    ap.add_argument("--seeds", type=int, default=3)
+    ap.add_argument("--parts", default="cross,landcover")
+    ap.add_argument("--out", type=Path)
+    args = ap.parse_args()
+    if not SHARED.is_dir():
+        raise SystemExit(f"the real scenes are not at {SHARED}: this benchmark needs ../shared/data")
+    logging.basicConfig(level=logging.WARNING)
+    args.work.mkdir(parents=True, exist_ok=True)
+    result: dict[str, Any] = {"base": BASE, "variants": VARIANTS}
+    parts = args.parts.split(",")
+    if "cross" in parts:
+        result["cross"] = cross_sensor(args.work, args.seeds)
+    if "landcover" in parts:
+        result["landcover"] = landcover(args.work)
+    (args.out or args.work / "quality.json").write_text(json.dumps(result, indent=1, default=str))
+    report(result)
+
+
+if __name__ == "__main__":
+    main()
