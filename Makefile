@@ -64,6 +64,7 @@ bench: setup
 	$(BIN)/python bench/analyze_memory.py
 	$(BIN)/python bench/train_efficiency.py
 	$(BIN)/python bench/predict_efficiency.py
+	$(BIN)/python bench/quality.py
 
 lint: setup
 	$(BIN)/snakemake --lint

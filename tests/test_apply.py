@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -11,22 +13,26 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pytest
 import rasterio
 import torch
+from affine import Affine
 from rasterio.transform import from_origin
 
 from snakemap.apply import SceneInput, ShardRunner
 from snakemap.shards import ApplyOptions
 from snakemap.shards import shard_ids, shard_members
 from snakemap.bands import BandOptions
-from snakemap.clean import CleanOptions
+from snakemap.clean import ALL_ZERO, CleanOptions
 from snakemap.cli import main
+from snakemap.config import ConfigError
 from snakemap.models import build_model
 from snakemap.mosaic import build_mosaic
 from snakemap.predict import Member, PredictOptions, Predictor
 from snakemap.progress import progress
 from snakemap.sensors import SensorOptions
 from snakemap.stats import Normalizer
+from snakemap.status import SceneStatus
 from tests.conftest import write_tif
 
 BANDS = ["blue", "green", "red", "nir"]
@@ -236,3 +242,119 @@ def test_a_scene_of_a_sensor_is_cleaned_like_in_the_clean_step(tmp_path: Path, c
     assert main(argv) == 2
     assert "sensors: no entry 's2l1c' (known: l8)" in capsys.readouterr().err
     assert not (tmp_path / "cli").exists()
+
+
+def null_predictor(bands: list[str] = BANDS) -> Predictor:
+    """A predictor of ``bands`` whose model says class 0 everywhere (no weights to load)."""
+    norm = Normalizer(np.full(len(bands), 100.0, np.float32), np.full(len(bands), 50.0, np.float32))
+    return Predictor([Member(lambda x: torch.zeros(x.shape[0], 2, *x.shape[2:]), bands, norm)], ["land", "water"])
+
+
+@pytest.mark.filterwarnings("ignore::rasterio.errors.NotGeoreferencedWarning")
+def test_scenes_without_georeferencing_or_data_end_in_their_state(tmp_path: Path) -> None:
+    inputs = tmp_path / "in"
+    scenes = [
+        SceneInput("no_crs", str(write_tif(inputs / "no_crs.tif", scene_data(1), crs=None))),  # type: ignore[arg-type]
+        SceneInput("identity", str(write_tif(inputs / "identity.tif", scene_data(2), transform=Affine.identity()))),
+        SceneInput("zeros", str(tile(inputs / "zeros.tif", np.zeros((4, 96, 96), np.uint16), 0, 0, nodata=None))),
+        SceneInput("good", str(tile(inputs / "good.tif", scene_data(3), 0, 0))),
+    ]
+    for zero_is_nodata in (False, True):
+        root = tmp_path / f"maps-{zero_is_nodata}"
+        runner = ShardRunner(root, null_predictor(), BandOptions(names=BANDS), CleanOptions(zero_is_nodata=zero_is_nodata),
+                             PredictOptions(window=64, overlap=8), ApplyOptions())  # fmt: skip
+        shard = runner.run_shard("shard-00000", scenes)
+        states = {e["scene_id"]: (e["status"], e["reason"]) for e in shard["scenes"]}
+        assert states == {"no_crs": ("corrupt", "no CRS / georeferencing"),
+                          "identity": ("corrupt", "no CRS / georeferencing"),
+                          "zeros": ("empty", ALL_ZERO), "good": ("ok", "")}  # fmt: skip
+        assert sorted(p.name for p in (root / "scenes").glob("*.tif")) == ["good.tif"]
+    # With context from the neighbours (apply.buffer), the scene's own georeferencing and pixels decide.
+    left = tile(inputs / "left.tif", scene_data(4), 0, 960, nodata=None)
+    right = tile(inputs / "right.tif", np.zeros((4, 96, 96), np.uint16), 960, 960, nodata=None)
+    subprocess.run(["gdalbuildvrt", "-q", str(tmp_path / "inputs.vrt"), str(left), str(right)], check=True)
+    runner = ShardRunner(tmp_path / "buffered", null_predictor(), BandOptions(names=BANDS), CleanOptions(),
+                         PredictOptions(window=64, overlap=8), ApplyOptions(buffer=16),
+                         mosaic_vrt=tmp_path / "inputs.vrt")  # fmt: skip
+    shard = runner.run_shard("shard-00000", [SceneInput("left", str(left)), SceneInput("right", str(right)), scenes[0]])
+    states = {e["scene_id"]: (e["status"], e["reason"]) for e in shard["scenes"]}
+    assert states == {"left": ("ok", ""), "right": ("empty", ALL_ZERO), "no_crs": ("corrupt", "no CRS / georeferencing")}
+
+
+def test_config_mistakes_stop_a_shard_before_any_scene(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    scenes = [SceneInput("a", str(tile(tmp_path / "in" / "a.tif", scene_data(1), 0, 0)))]
+    bands = BandOptions(names=BANDS, indices=["ndwi"])
+    cases = [
+        (null_predictor(), ApplyOptions(mask={"band": "ndmi", "max": 0.0}),
+         "apply.mask.band 'ndmi' is not among the cleaned bands ['blue', 'green', 'red', 'nir', 'ndwi']"),
+        (null_predictor([*BANDS, "swir16"]), ApplyOptions(),
+         "checkpoint (member 1) needs bands ['swir16'] that bands.select/bands.indices do not produce"),
+    ]  # fmt: skip
+    for predictor, apply, message in cases:
+        runner = ShardRunner(tmp_path / "maps", predictor, bands, CleanOptions(), PredictOptions(), apply)
+        with pytest.raises(ConfigError, match=re.escape(message)):
+            runner.run_shard("shard-00000", scenes)
+        assert not (tmp_path / "maps").exists()  # no scene touched, no final state written
+    # As the workflow's rule calls it: exit 2, naming the key or the checkpoint.
+    man = manifest(tmp_path / "m.csv", {"a": scenes[0].uri})
+    ckpt = checkpoint(tmp_path / "m.ckpt", [*BANDS, "ndvi"])
+    for options, message in (
+        ({"apply": {"mask": {"band": "ndmi"}}}, "apply.mask.band 'ndmi' is not among the cleaned bands"),
+        ({}, f"checkpoint {ckpt} needs bands ['ndvi'] that bands.select/bands.indices do not produce"),
+    ):
+        argv = ["apply-shard", "shard-00000", "--manifest", str(man), "--root", str(tmp_path / "cli"),
+                "--checkpoint", str(ckpt), "--options", json.dumps({"bands": {"names": BANDS}, **options})]  # fmt: skip
+        assert main(argv) == 2
+        assert f"snakemap apply-shard: {message}" in capsys.readouterr().err
+        assert not (tmp_path / "cli").exists()
+
+
+def test_sentinels_of_an_earlier_version_are_still_read(tmp_path: Path) -> None:
+    scenes_dir = tmp_path / "maps" / "scenes"
+    scenes_dir.mkdir(parents=True)
+    old = {"scene_id": "old", "status": "empty", "reason": "no valid pixels", "valid_fraction": 0.0, "band_count": 4,
+           "bands": BANDS, "crs": "EPSG:32755", "shape": [96, 96], "extra": {"read_clean_s": 0.01},
+           "started": 1.0, "finished": time.time()}  # {**status.__dict__, started, finished}: apply until now
+    (scenes_dir / "old.json").write_text(json.dumps(old))
+    (scenes_dir / "bad.json").write_text(json.dumps({**old, "scene_id": "bad", "status": "corrupt", "reason": "x"}))
+    status = SceneStatus.read(scenes_dir / "old.json")
+    assert (status.status, status.finished, status.extra) == ("empty", old["finished"], {"read_clean_s": 0.01})
+    new = tile(tmp_path / "in" / "new.tif", scene_data(1), 0, 0)
+    scenes = [SceneInput(s, str(new)) for s in ("old", "bad", "new")]
+    live = progress(tmp_path / "maps", ["old", "bad", "new"], 3)
+    assert (live["empty"], live["corrupt"], live["pending"], live["scenes_per_hour"]) == (1, 1, 1, 2 / 600 * 3600)
+    runner = ShardRunner(tmp_path / "maps", null_predictor(), BandOptions(names=BANDS), CleanOptions(),
+                         PredictOptions(window=64, overlap=8), ApplyOptions())  # fmt: skip
+    shard = runner.run_shard("shard-00000", scenes)
+    assert (shard["processed"], shard["skipped"]) == (1, 2)  # the earlier sentinels count as done
+    assert [e["status"] for e in shard["scenes"]] == ["empty", "corrupt", "ok"]
+    runner.apply.retry_corrupt = True
+    assert runner.run_shard("shard-00000", scenes)["processed"] == 1  # the old corrupt one is retried
+    # One format now: apply's sentinel is what SceneStatus.read (and the clean step) reads.
+    written = json.loads((scenes_dir / "new.json").read_text())
+    assert set(written) == {f.name for f in dataclasses.fields(SceneStatus)}
+    assert SceneStatus.read(scenes_dir / "new.json").started <= written["finished"]
+
+
+def progress_cli(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """``snakemap progress`` as a user types it, in ``cwd``."""
+    cmd = [str(Path(sys.executable).parent / "snakemap"), "progress", *args]
+    return subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=120)
+
+
+def test_progress_without_arguments_reads_the_project_config(tmp_path: Path) -> None:
+    project = tmp_path / "project"
+    (project / "config").mkdir(parents=True)
+    manifest(project / "config" / "scenes.csv", {"a": "a.tif", "b": "b.tif"})
+    config = {"manifest": "config/scenes.csv", "apply": {"predictors": ["models/m/best"], "shard_size": 1}}
+    (project / "config" / "config.yaml").write_text(json.dumps(config))  # JSON is YAML
+    SceneStatus("a", "ok", finished=time.time()).write(project / "results" / "maps" / "models" / "m" / "best" /
+                                                         "scenes" / "a.json")  # fmt: skip
+    proc = progress_cli(project)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith("models/m/best: 50.0% of 2 scenes (ok 1, empty 0, corrupt 0, pending 1); shards 0/2")
+    # Outside a project: exit 2 saying what to pass, no traceback.
+    proc = progress_cli(tmp_path)
+    assert proc.returncode == 2
+    assert proc.stderr.startswith("snakemap progress: no manifest: run inside a project (with config/config.yaml)")
+    assert "--config FILE" in proc.stderr and "Traceback" not in proc.stderr

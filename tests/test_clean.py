@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
 import pytest
 import rasterio
+from affine import Affine
 
 from snakemap.bands import BandOptions
-from snakemap.clean import CleanOptions, clean_scene
+from snakemap.clean import ALL_ZERO, CleanOptions, clean_scene
 from snakemap.cli import main
+from snakemap.config import ConfigError
 from snakemap.labels import LabelOptions
 from tests.conftest import write_tif
 
@@ -96,11 +99,12 @@ def test_label_remap_ignore_and_invalid_pixels(tmp_path: Path) -> None:
     label = np.zeros((40, 50), dtype=np.uint8)
     label[10:20, 10:20] = 2
     label[0:5] = 3  # mapped to ignore
-    label[30:, :] = 7  # unmapped: ignored
+    label[30:, :] = 7  # unmapped: ignored, up to labels.max_unmapped_fraction
     label[25, 25] = 9  # the file's nodata
     label[5, 5] = 1  # on invalid image data: ignored
     folder = acquired(tmp_path, img, label, label_nodata=9)
-    status, out = run(tmp_path, folder)
+    labels = LabelOptions(LABELS.classes, LABELS.remap, max_unmapped_fraction=0.3)
+    status, out = run(tmp_path, folder, labels=labels)
     lab, profile, _ = read(out / "label.tif")
     lab = lab[0]
     assert profile["nodata"] == 255 and profile["dtype"] == "uint8"
@@ -109,15 +113,53 @@ def test_label_remap_ignore_and_invalid_pixels(tmp_path: Path) -> None:
     assert lab[25, 25] == 255 and lab[5, 5] == 255
     ignored = 5 * 50 + 10 * 50 + 2
     assert status.extra["class_pixels"] == {"background": 40 * 50 - 100 - ignored, "water": 0, "reef": 100}
+    assert status.extra["unmapped_fraction"] == round(10 * 50 / (40 * 50 - 1), 6)  # of the labelled pixels
+    assert status.extra["unmapped_values"] == [7]
+
+
+@pytest.mark.parametrize("scheme", [False, True])
+def test_unmapped_label_values_are_recorded_and_fail_above_the_fraction(
+    tmp_path: Path, scheme: bool, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A label of another class table (values 0..249 against {0, 1, 2}) is corrupt, not silently sparse."""
+    label = (np.arange(40 * 50).reshape(40, 50) % 250).astype(np.uint8)
+    label[:, 40:] = 255  # the file's nodata: not labelled
+    remap = {0: "land", 1: "water", 2: "reef"}
+    config = dict(MIXED, bands={"names": LANDSAT})
+    if scheme:  # a label scheme behaves like labels.remap
+        config["label_schemes"] = {"codes": remap}
+        config["labels"] = dict(MIXED["labels"], remap={})
+    flags = ("--label-scheme", "codes") if scheme else ()
+    image = np.random.default_rng(5).uniform(0.02, 0.6, (6, 40, 50)).astype(np.float32)
+    out = clean_cli(tmp_path, "s", acquired(tmp_path, image, label, label_nodata=255), config, *flags)
+    status = json.loads((out / "status.json").read_text())
+    labelled = label[label != 255]
+    fraction = round(float(np.isin(labelled, [0, 1, 2], invert=True).mean()), 6)
+    key = "label_schemes.codes" if scheme else "labels.remap"
+    assert status["status"] == "corrupt" and status["extra"]["unmapped_fraction"] == fraction > 0.9
+    assert status["reason"].startswith(f"label values {status['extra']['unmapped_values']} ")
+    assert f"are not in {key}: above labels.max_unmapped_fraction 0.01" in status["reason"]
+    assert len(status["extra"]["unmapped_values"]) == 10 and 0 not in status["extra"]["unmapped_values"]
+    assert sorted(p.name for p in out.iterdir()) == ["status.json"]
+    assert any("scene s: label values" in r.getMessage() and key in r.getMessage() for r in caplog.records)
+    # Below the configured fraction the same label is ok, the fraction still recorded.
+    config["labels"] = dict(config["labels"], max_unmapped_fraction=0.99)
+    out = clean_cli(tmp_path, "s", acquired(tmp_path, image, label, label_nodata=255), config, *flags)
+    status = json.loads((out / "status.json").read_text())
+    assert status["status"] == "ok" and status["extra"]["unmapped_fraction"] == fraction
+    assert (read(out / "label.tif")[0][0][np.isin(label, [0, 1, 2], invert=True)] == 255).all()
 
 
 def test_unmapped_value_can_make_a_scene_corrupt(tmp_path: Path) -> None:
     labels = LabelOptions(classes=["a", "b"], remap={0: "a", 1: "b"}, unmapped="corrupt")
     label = np.zeros((40, 50), dtype=np.uint8)
-    label[0, 0] = 5
+    label[0, 0] = 5  # 1 pixel in 2,000: under max_unmapped_fraction, but unmapped: corrupt fails on any
     status, out = run(tmp_path, acquired(tmp_path, scene(), label), labels=labels)
-    assert status.status == "corrupt" and "[5]" in status.reason
+    assert status.status == "corrupt" and "[5]" in status.reason and "labels.unmapped is corrupt" in status.reason
+    assert status.extra["unmapped_fraction"] == 0.0005
     assert sorted(p.name for p in out.iterdir()) == ["status.json"]
+    status, _ = run(tmp_path, acquired(tmp_path, scene(), label))  # unmapped: ignore, under the fraction
+    assert status.status == "ok" and status.extra["unmapped_values"] == [5]
 
 
 def test_reprojection_keeps_labels_categorical(tmp_path: Path) -> None:
@@ -253,10 +295,10 @@ def test_label_schemes_map_other_codes_to_the_same_classes(tmp_path: Path) -> No
     classes = rng.integers(0, 3, (40, 50))
     codes_a = np.array([10, 20, 30], np.uint8)[classes]
     codes_b = np.array([1, 2, 3], np.uint8)[classes]
-    codes_a[:5] = 99  # not in its scheme: ignored, like a value missing from labels.remap
+    codes_a[:5] = 99  # not in its scheme: ignored (up to the fraction), like a value missing from labels.remap
     codes_b[:5] = 9  # "ignore" in its scheme
     image = rng.uniform(0.02, 0.6, (6, 40, 50)).astype(np.float32)
-    config = dict(MIXED, bands={"names": LANDSAT})
+    config = dict(MIXED, bands={"names": LANDSAT}, labels=dict(MIXED["labels"], max_unmapped_fraction=0.2))
     folder_a, folder_b = acquired(tmp_path / "a", image, codes_a), acquired(tmp_path / "b", image, codes_b)
     out_a = clean_cli(tmp_path, "a", folder_a, config, "--label-scheme", "codes_a")
     out_b = clean_cli(tmp_path, "b", folder_b, config, "--label-scheme", "codes_b")
@@ -266,4 +308,52 @@ def test_label_schemes_map_other_codes_to_the_same_classes(tmp_path: Path) -> No
     np.testing.assert_array_equal(lab_a[5:], classes[5:])
     # Without a scheme the same codes go through labels.remap, which knows none of them.
     out_c = clean_cli(tmp_path, "c", acquired(tmp_path / "c", image, codes_a), config)
-    assert json.loads((out_c / "status.json").read_text())["reason"] == "no labelled pixels on valid data"
+    status = json.loads((out_c / "status.json").read_text())
+    assert status["status"] == "corrupt" and status["extra"]["unmapped_fraction"] == 1.0
+    assert status["reason"].startswith("label values [") and "are not in labels.remap" in status["reason"]
+
+
+@pytest.mark.filterwarnings("ignore::rasterio.errors.NotGeoreferencedWarning")
+@pytest.mark.parametrize("reproject", [False, True])
+def test_scene_without_crs_or_geotransform_is_corrupt(tmp_path: Path, reproject: bool) -> None:
+    clean = CleanOptions(crs="EPSG:32756") if reproject else CleanOptions()  # once leaked a CRSError
+    for name, kw in (("no_crs", {"crs": None}), ("identity", {"transform": Affine.identity()})):
+        status, out = run(tmp_path / name, acquired(tmp_path / name, scene(), scene()[0] % 3, **kw), clean=clean)
+        assert (status.status, status.reason) == ("corrupt", "no CRS / georeferencing"), name
+        assert sorted(p.name for p in out.iterdir()) == ["status.json"]
+
+
+@pytest.mark.parametrize("zero_is_nodata", [False, True])
+def test_all_zero_scene_is_empty_whatever_zero_is_nodata(tmp_path: Path, zero_is_nodata: bool) -> None:
+    img = np.zeros((4, 40, 50), dtype=np.uint16)
+    img[:, :5] = 7  # the file's nodata: not looked at
+    clean = CleanOptions(zero_is_nodata=zero_is_nodata, min_valid_fraction=0.0)
+    status, out = run(tmp_path, acquired(tmp_path, img, nodata=7), clean=clean)
+    assert (status.status, status.reason) == ("empty", ALL_ZERO)
+    assert sorted(p.name for p in out.iterdir()) == ["status.json"]
+    img[2, 20, 20] = 1  # one value in one band: data
+    status, _ = run(tmp_path, acquired(tmp_path, img, nodata=7), clean=clean)
+    assert status.status == "ok"
+
+
+def test_config_mistakes_raise_before_the_scene_is_touched(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    folder = acquired(tmp_path, scene())
+    qa = CleanOptions(qa={"band": "qa", "values": [1]})
+    cases = [
+        (BandOptions(names=NAMES, select=["nir", "swir16"]), CleanOptions(),
+         "bands.names: the file layout has no band 'swir16', which bands.select keeps (its bands: blue, green"),
+        (BandOptions(names=NAMES, indices=["mndwi"]), CleanOptions(),
+         "bands.names: the file layout has no band 'swir16', which index mndwi needs"),
+        (BandOptions(names=[*NAMES, "qa"], select=["blue", "qa"]), qa, "bands.select keeps clean.qa.band 'qa'"),
+        (BandOptions(names=NAMES), qa, "bands.names: the file layout has no band 'qa', which clean.qa.band names"),
+    ]  # fmt: skip
+    for bands, clean, message in cases:
+        with pytest.raises(ConfigError, match=re.escape(message)):
+            run(tmp_path, folder, bands=bands, clean=clean)
+        assert not (tmp_path / "clean").exists()
+    # As the rule calls it: exit 2 naming the key, and no final state for the scene.
+    options = {"bands": {"names": NAMES, "select": ["swir16"]}, "labels": {"classes": ["a", "b"], "remap": {0: "a"}}}
+    argv = ["clean", "s", "--acquired", str(folder), "--out", str(tmp_path / "cli"), "--options", json.dumps(options)]
+    assert main(argv) == 2
+    assert "snakemap clean: bands.names: the file layout has no band 'swir16'" in capsys.readouterr().err
+    assert not (tmp_path / "cli").exists()

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Iterator
+from typing import Any
 
 import pytest
 import yaml
 
 from snakemap.config import SECTIONS, ConfigError, build, options_class
-from snakemap.grid import ModelOptions
+from snakemap.grid import APPLIED_PATTERN, ID_PATTERN, ModelOptions
+from snakemap.manifest import SCENE_ID_PATTERN, SHA256_PATTERN
 from snakemap.sensors import SceneTables, SensorOptions
 from tests.conftest import REPO
 
@@ -115,3 +118,45 @@ def test_bad_scene_tables_are_named(tables: dict, message: str) -> None:
 def test_example_configs_build_their_tables() -> None:
     for path in (REPO / "config").rglob("*.yaml"):
         SceneTables.from_config(yaml.safe_load(path.read_text()))
+
+
+def schema_patterns(node: Any, path: tuple[str, ...] = ()) -> Iterator[tuple[str, str]]:
+    """Every ``pattern`` in a JSON schema, keyed by its dotted path."""
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if key == "pattern" and isinstance(value, str):
+                yield ".".join(path), value
+            else:
+                yield from schema_patterns(value, (*path, str(key)))
+    elif isinstance(node, list):
+        for i, value in enumerate(node):
+            yield from schema_patterns(value, (*path, str(i)))
+
+
+def test_schema_patterns_are_the_packages() -> None:
+    """Each id pattern in the schemas is the package's (a new pattern must be listed here too)."""
+    ident, optional_id = f"^{ID_PATTERN}$", f"^({ID_PATTERN})?$"
+    name, value = "^[A-Za-z][A-Za-z0-9_]*$", "^-?[0-9]+$"  # band, index and class names; label values
+    config = {
+        "properties.bands.properties.indices.items.oneOf.1.properties.name": name,
+        "properties.sensors.propertyNames": ident,
+        "properties.labels.properties.classes.items": name,
+        "properties.labels.properties.remap.propertyNames": value,
+        "properties.label_schemes.propertyNames": ident,
+        "properties.label_schemes.additionalProperties.propertyNames": value,
+        "properties.models.properties.base.properties.monitor": "^val_",
+        "properties.models.properties.list.items.properties.name": ident,
+        "properties.calval.properties.baselines.propertyNames": ident,
+        "properties.calval.properties.ensembles.propertyNames": ident,
+        "properties.apply.properties.predictors.items": f"^{APPLIED_PATTERN}$",
+    }
+    manifest = {
+        "properties.scene_id": f"^{SCENE_ID_PATTERN}$",
+        "properties.sha256": f"^({SHA256_PATTERN})?$",
+        "properties.label_sha256": f"^({SHA256_PATTERN})?$",
+        "properties.sensor": optional_id,
+        "properties.label_scheme": optional_id,
+    }
+    assert dict(schema_patterns(SCHEMA)) == config
+    manifest_schema = yaml.safe_load((REPO / "workflow" / "schemas" / "manifest.schema.yaml").read_text())
+    assert dict(schema_patterns(manifest_schema)) == manifest

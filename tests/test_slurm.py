@@ -120,7 +120,7 @@ def test_demo_through_slurm(tmp_path: Path, slurm: None) -> None:
     # Every job went through sbatch (ids in the plugin's log folder); local rules did not.
     logs = list((work / ".snakemake" / "slurm_logs").glob("rule_*/**/*.log"))
     assert {re.sub(r"\D", "", p.stem) for p in logs} >= {j["id"] for j in jobs if j["state"] == "COMPLETED"}
-    assert {"rule_clean", "rule_chips", "rule_train", "rule_apply_shard", "rule_calval_model"} <= set(by_rule)
+    assert {"rule_clean", "rule_chips", "rule_train", "rule_apply_shard", "rule_calval_predict"} <= set(by_rule)
     assert "rule_models_table" not in by_rule and "rule_calval_summary" not in by_rule  # localrules
     # GPU rules asked SLURM for a GPU, CPU rules did not.
     assert all("gpu" in j["gres"] for j in by_rule["rule_train"])

@@ -20,11 +20,12 @@ from snakemap.bands import BandOptions
 from snakemap.chips import ChipOptions, ChipPaths, write_chips
 from snakemap.clean import CleanOptions, clean_scene
 from snakemap.demo import DemoOptions, write_demo_scene
-from snakemap.grid import expand, model_id
+from snakemap.grid import ModelOptions, expand, model_id
 from snakemap.labels import LabelOptions
 from snakemap.models import WeightsError, build_model
 from snakemap.splits import SplitOptions, write_folds
 from snakemap.stats import write_band_statistics
+from snakemap.train import JobData, _fingerprint, resolve_job
 
 EPOCHS = 8
 LABELS = {"classes": ["land", "water", "reef", "cloud"],
@@ -92,15 +93,28 @@ def training_data(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]
     return {"indexes": indexes, "folds": root / "folds.parquet", "stats": root / "bands.json"}
 
 
-def train_cmd(data: dict, out: Path, epochs: int) -> list[str]:
+def train_cmd(data: dict, out: Path, epochs: int, **resources: int) -> list[str]:
+    """The command of a training job; ``resources`` (runtime, mem_mb, ...) go into its parameters."""
     job = {"params": {"arch": "FPN", "encoder_name": "mobilenet_v2", "epochs": epochs, "batch_size": 8,
-                      "scheduler": "none", "monitor": "val_iou"}, "fold": None}  # fmt: skip
+                      "scheduler": "none", "monitor": "val_iou", **resources}, "fold": None}  # fmt: skip
     return [
         str(Path(sys.executable).parent / "snakemap"), "train", "--job", json.dumps(job),
         "--options", json.dumps({"labels": LABELS}),
         "--train-indexes", *map(str, data["indexes"]),
         "--folds", str(data["folds"]), "--stats", str(data["stats"]), "--out", str(out),
     ]  # fmt: skip
+
+
+def test_resources_are_not_in_the_resume_fingerprint(training_data: dict) -> None:
+    data = JobData(training_data["indexes"], [], training_data["folds"], training_data["stats"])
+    stats = json.loads(Path(training_data["stats"]).read_text())
+
+    def fingerprint(**params: object) -> str:
+        opts = ModelOptions(arch="FPN", encoder_name="mobilenet_v2", **params)  # type: ignore[arg-type]
+        return _fingerprint(resolve_job(opts, None, LABELS["classes"], 255, stats), data)
+
+    assert fingerprint() == fingerprint(gpus=2, cpus=16, mem_mb=64000, runtime=2880)
+    assert fingerprint() != fingerprint(lr=0.01)
 
 
 def start_and_kill(cmd: list[str], out: Path, log: Path) -> int:
@@ -134,6 +148,8 @@ def test_sigkill_then_rerun_continues_the_epoch_counter(tmp_path: Path, training
     killed_at = start_and_kill(cmd, out, tmp_path / "first.log")
     assert killed_at < EPOCHS - 1
     assert not (out / "best.ckpt").exists()  # nothing published by a killed job
+    # Rerun as after a SLURM timeout, with more runtime, memory and cores: it resumes all the same.
+    cmd = [*train_cmd(training_data, out, EPOCHS, runtime=600, mem_mb=32000, gpus=0), "--cpus", "1"]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]
     last_ckpt = torch.load(out / "last.ckpt", weights_only=True)

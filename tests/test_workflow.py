@@ -238,6 +238,12 @@ def test_model_grid_trains_and_reruns_only_what_changed(tmp_path: Path) -> None:
         assert torch_epoch(folder / "last.ckpt") == 0
     assert planned_jobs(work) == {}
 
+    # Resources alone (more runtime after a SLURM timeout, more memory, cores, GPUs) retrain nothing.
+    resources = {"runtime": 600, "mem_mb": 16000, "cpus": 3, "gpus": 1}
+    (work / "config" / "config.yaml").write_text(
+        yaml.safe_dump(dict(config, models=dict(models, base=dict(models["base"], **resources))))
+    )
+    assert "train" not in planned_jobs(work)
     # A changed learning rate for one model: exactly that model retrains.
     models["list"][0]["lr"] = 0.00005
     (work / "config" / "config.yaml").write_text(yaml.safe_dump(dict(config, models=models)))
@@ -292,3 +298,118 @@ def test_two_processes_on_halves_of_the_shards_equal_one(tmp_path: Path) -> None
         np.testing.assert_array_equal(rasterio.open(maps / "scenes" / f"{q}.tif").read(), together[q])
     with rasterio.open(maps / "mosaic.vrt") as src:
         assert len(src.files) == 1 + len(quads)
+
+
+def halves(whole: Path, folder: Path) -> list[Path]:
+    """The left and right halves of a scene: two quads tiling its ground."""
+    with rasterio.open(whole) as src:
+        data, crs, transform, nodata = src.read(), src.crs, src.transform, src.nodata
+    half = data.shape[2] // 2
+    return [
+        write_tif(folder / f"{name}.tif", data[:, :, cols], str(crs),
+                  transform @ rasterio.Affine.translation(start, 0), nodata)
+        for name, cols, start in (("left", slice(0, half), 0), ("right", slice(half, None), half))
+    ]  # fmt: skip
+
+
+def executed_jobs(output: str) -> dict[str, int]:
+    """The job counts of a real run's log, by rule."""
+    counts: dict[str, int] = {}
+    for rule in re.findall(r"^(?:local)?(?:rule|checkpoint) (\w+):$", output, re.MULTILINE):
+        counts[rule] = counts.get(rule, 0) + 1
+    return counts
+
+
+#: a finished project, the job counts of its first dry run and those of the run that followed
+FreshRun = tuple[Path, dict[str, int], dict[str, int]]
+
+
+@pytest.fixture(scope="module")
+def fresh_run(tmp_path_factory: pytest.TempPathFactory) -> FreshRun:
+    """A new project (a model, an ensemble with a tuned threshold, a baseline, calval sites f1 (ok)
+    and e1 (empty), two apply quads with a buffer): the dry run's plan, then the real run's jobs."""
+    root = tmp_path_factory.mktemp("fresh")
+    inputs = root / "inputs"
+    write_demo_scene("w1", inputs / "whole.tif", inputs / "whole.label.tif", DemoOptions(size=192))
+    halves(inputs / "whole.tif", inputs)
+    config = dict(
+        CONFIG,
+        # A quick model whose maps vary (one that predicts a single class would hide seams)
+        models={"base": {"arch": "Unet", "encoder_name": "mobilenet_v2", "epochs": 2, "batch_size": 8,
+                         "lr": 0.01, "samples_per_epoch": 64, "scheduler": "none"}},
+        # One window per model call, and windows on one grid whatever the scene: with a buffer of a
+        # whole stride, a quad's windows are the whole scene's (see PredictOptions.fitted).
+        predict={"window": 64, "overlap": 16, "batch_size": 1},
+        calval={"baselines": {"ndwi": {"index": "ndwi", "above": 0.0, "class": "water", "else": "land"}},
+                "ensembles": {"one": {"members": {"base": 1.0}, "threshold": "tune"}}},
+        apply={"predictors": ["models/base/best", "ensembles/one"], "shard_size": 1, "buffer": 32,
+               "outputs": "both"},
+    )  # fmt: skip
+    rows = [demo_row(n) for n in ("a1", "a2", "b1", "c1")]
+    rows += [dict(demo_row("a1"), scene_id="f1", uri="resources/demo/images/f1.tif",
+                  label_uri="resources/demo/labels/f1.tif", role="calval", aoi="F"),
+             dict(demo_row("e1"), role="calval")]  # fmt: skip
+    rows += [dict(demo_row("a1"), scene_id=q, uri=f"inputs/{q}.tif", label_uri="", role="apply", aoi="")
+             for q in ("left", "right")]  # fmt: skip
+    work = workspace(root, config, rows)
+    planned = planned_jobs(work)
+    proc = snakemake(work)
+    return work, planned, executed_jobs(proc.stdout + proc.stderr)
+
+
+def test_dry_run_of_a_fresh_project_lists_every_job(fresh_run: FreshRun) -> None:
+    work, planned, executed = fresh_run
+    expected = {"acquire": 6, "clean": 6, "chips": 4, "train": 1, "tune_threshold": 1, "calval_predict": 4,
+                "calval_baseline": 2, "calval_metrics": 3, "apply_inputs_vrt": 1,
+                "apply_shard": 4}  # fmt: skip
+    assert {rule: planned.get(rule) for rule in expected} == expected
+    # The run then does exactly that, plus the previews of the sites whose clean ended ok.
+    assert executed.pop("report_preview") == 1
+    assert executed == planned
+    assert planned_jobs(work) == {}  # the empty site's empty files are final outputs, not missing ones
+
+
+def test_a_calval_site_that_is_not_ok_is_skipped(fresh_run: FreshRun) -> None:
+    work = fresh_run[0]
+    calval = work / "results" / "calval"
+    for predictor in ("models/base/best", "ensembles/one", "baselines/ndwi"):
+        metrics = json.loads((calval / predictor / "metrics.json").read_text())
+        assert list(metrics["sites"]) == ["f1"] and metrics["skipped"] == {"e1": "empty: no valid pixels"}
+        assert (calval / predictor / "e1.tif").stat().st_size == 0
+        with rasterio.open(calval / predictor / "f1.tif") as src:
+            assert src.shape == (96, 96)
+    assert [p.name for p in (work / "results" / "reports" / "previews").iterdir()] == ["f1.png"]
+    summary = pd.read_csv(calval / "summary.csv")
+    assert sorted(summary["predictor"]) == ["baselines/ndwi", "ensembles/one", "models/base/best"]
+
+
+def test_buffered_quads_equal_the_whole_scene(fresh_run: FreshRun) -> None:
+    work = fresh_run[0]
+    header = "scene_id,uri,role\n"
+    (work / "config" / "whole.csv").write_text(header + "whole,inputs/whole.tif,apply\n")
+    quads = "left,inputs/left.tif,apply\nright,inputs/right.tif,apply\n"
+    (work / "config" / "quads.csv").write_text(header + quads)
+    snakemap = str(Path(sys.executable).parent / "snakemap")
+    for name, manifest, shards in (("whole", "whole.csv", ["shard-00000"]),
+                                   ("plain", "quads.csv", ["shard-00000", "shard-00001"])):  # fmt: skip
+        for shard in shards:  # by hand, as the workflow runs a shard but without the VRT
+            cmd = [snakemap, "apply-shard", shard, "--config", "config/config.yaml", "--manifest",
+                   f"config/{manifest}", "--root", f"by_hand/{name}",
+                   "--checkpoint", "results/models/base/best.ckpt"]  # fmt: skip
+            subprocess.run(cmd, cwd=work, check=True, capture_output=True, timeout=600)
+
+    def read(root: Path, scenes: list[str]) -> np.ndarray:
+        """Class map and probabilities of side-by-side scenes: ``(1 + classes, rows, cols)``."""
+        layers = [[rasterio.open(root / "scenes" / sub / f"{s}.tif").read() for sub in ("", "probs")]
+                  for s in scenes]  # fmt: skip
+        return np.concatenate([np.concatenate(scene) for scene in layers], axis=2)
+
+    expected = read(work / "by_hand" / "whole", ["whole"])
+    assert len(np.unique(expected[1:])) > 10  # the model is not constant
+    buffered = read(work / "results" / "maps" / "models" / "base" / "best", ["left", "right"])
+    np.testing.assert_array_equal(buffered, expected)
+    # Without the neighbours' context, the seam shows.
+    plain = read(work / "by_hand" / "plain", ["left", "right"])
+    assert (plain[:, :, 80:112] != expected[:, :, 80:112]).any()
+    with rasterio.open(work / "results" / "maps" / "models" / "base" / "best" / "mosaic.vrt") as src:
+        assert src.shape == (192, 192)

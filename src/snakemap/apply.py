@@ -4,15 +4,19 @@ Layout under ``results/maps/{predictor}/``:
 
 - ``scenes/{scene}.tif``: the class map (Cloud-Optimized, uint8, 255 nodata) on the scene's grid;
   ``scenes/probs/{scene}.tif`` with ``outputs: both``.
-- ``scenes/{scene}.json``: the scene's sentinel, written last: ``status`` ok | empty | corrupt, the
-  reason, the valid fraction and timings. A scene with a sentinel is done; empty and corrupt ones
-  are final unless ``retry_corrupt`` is set.
+- ``scenes/{scene}.json``: the scene's sentinel (:class:`snakemap.status.SceneStatus`, the clean
+  step's format), written last: ``status`` ok | empty | corrupt, the reason, the valid fraction,
+  ``started``/``finished`` and timings under ``extra``. A scene with a sentinel is done; empty and
+  corrupt ones are final unless ``retry_corrupt`` is set.
 - ``shards/{shard}.json``: a shard's manifest, written when all its scenes are done: one entry per
   scene with its status, reason and finish time. ``shards/{shard}.lock`` is held (``flock``, so
   the kernel frees it when a job dies) while a job works on the shard.
 
 A shard job killed at any point loses at most the scene in flight: every file is written under a
-temporary name and renamed, and a rerun skips the scenes that have a sentinel.
+temporary name and renamed, and a rerun skips the scenes that have a sentinel. A config that no
+scene could satisfy (``apply.mask.band`` or a checkpoint's bands not among the cleaned bands)
+raises :class:`snakemap.config.ConfigError` before any scene is touched: only a scene's own data
+makes it empty or corrupt.
 """
 
 from __future__ import annotations
@@ -32,12 +36,13 @@ from rasterio.errors import RasterioError
 from rasterio.windows import Window, from_bounds
 
 from snakemap.acquire import AcquireError, AcquireOptions, fetch, local_path
-from snakemap.bands import BandOptions
-from snakemap.clean import CleanOptions, Cleaned, judge, read_clean
+from snakemap.bands import BandOptions, cleaned_names
+from snakemap.clean import CleanOptions, Cleaned, check_georeferenced, judge, read_clean
+from snakemap.config import ConfigError
 from snakemap.io import read_json, write_cog, write_json
 from snakemap.predict import ArrayReader, PredictOptions, Predictor, predict_scene
 from snakemap.sensors import SensorOptions
-from snakemap.shards import ApplyOptions, MaskOptions
+from snakemap.shards import ApplyOptions, MaskOptions, check_mask
 from snakemap.status import SceneError, SceneStatus, corrupt_reason
 
 log = logging.getLogger(__name__)
@@ -66,6 +71,8 @@ class SceneInput:
     sha256: str = ""
     #: the scene's sensor (its manifest row's entry of the ``sensors`` table); None: ``bands.names``
     sensor: SensorOptions | None = None
+    #: the name of that entry, for messages
+    sensor_name: str = ""
 
 
 class ShardRunner:
@@ -101,10 +108,43 @@ class ShardRunner:
         path = self.sentinel(scene_id)
         if not path.exists():
             return False
-        return not (self.apply.retry_corrupt and read_json(path).get("status") == "corrupt")
+        return not (self.apply.retry_corrupt and SceneStatus.read(path).status == "corrupt")
+
+    def check(self, scenes: Sequence[SceneInput]) -> None:
+        """Config mistakes that would make every scene corrupt, found before any scene is touched.
+
+        Where the config alone fixes the cleaned bands of ``scenes`` (see
+        :func:`snakemap.bands.cleaned_names`), ``apply.mask.band`` and every checkpoint's input
+        bands must be among them; otherwise each scene is checked as it is read.
+
+        Raises:
+            ConfigError: naming the key or the checkpoint and the bands.
+        """
+        layouts: dict[str, list[str] | None] = {}
+        for scene in scenes:
+            if scene.sensor is None:
+                layouts["bands.names"] = self.bands.names
+            else:
+                layouts[f"sensors.{scene.sensor_name or '?'}.bands"] = scene.sensor.bands
+        cleaned = cleaned_names(self.bands, layouts, self.clean.qa_band)
+        check_mask(self.apply.mask, cleaned)
+        if cleaned is None:
+            return
+        for i, member in enumerate(self.predictor.members, start=1):
+            missing = [b for b in member.bands if b not in cleaned]
+            if missing:
+                raise ConfigError(
+                    f"checkpoint {member.source or f'(member {i})'} needs bands {missing} that "
+                    f"bands.select/bands.indices do not produce (they produce {cleaned})"
+                )
 
     def run_shard(self, shard: str, scenes: Sequence[SceneInput]) -> dict[str, Any]:
-        """Apply every scene of a shard that is not done; write and return the shard's manifest."""
+        """Apply every scene of a shard that is not done; write and return the shard's manifest.
+
+        Raises:
+            ConfigError: see :meth:`check`, before any scene is touched.
+        """
+        self.check(scenes)
         with shard_lock(self.root / "shards" / f"{shard}.lock"):
             done = skipped = 0
             for scene in scenes:
@@ -115,10 +155,7 @@ class ShardRunner:
                 status = self.run_scene(scene)
                 log.info("%s: %s %s", scene.scene_id, status.status, status.reason)
                 done += 1
-            entries = []
-            for scene in scenes:
-                record = read_json(self.sentinel(scene.scene_id))
-                entries.append({k: record.get(k) for k in ("scene_id", "status", "reason", "finished")})
+            entries = [SceneStatus.read(self.sentinel(scene.scene_id)).summary() for scene in scenes]
             manifest = {"shard": shard, "scenes": entries, "processed": done, "skipped": skipped}
             write_json(self.root / "shards" / f"{shard}.json", manifest)
             return manifest
@@ -143,13 +180,15 @@ class ShardRunner:
             status = judge(scene.scene_id, _cropped(cleaned, crop), self.clean, None)
             if status.status == "ok":
                 status = self._predict(scene.scene_id, cleaned, crop, status, timings)
+        except ConfigError:
+            raise  # the config's mistake, not the scene's: no final state
         except (SceneError, RasterioError, OSError, ValueError) as exc:
             status = SceneStatus(scene.scene_id, "corrupt", reason=corrupt_reason(exc))
         finally:
             scratch.unlink(missing_ok=True)
         status.extra.update(timings)
-        record = {**status.__dict__, "started": start, "finished": time.time()}
-        write_json(self.sentinel(scene.scene_id), record)
+        status.started, status.finished = start, time.time()
+        status.write(self.sentinel(scene.scene_id))
         return status
 
     def _acquire(self, scene: SceneInput, scratch: Path, timings: dict[str, float]) -> Path:
@@ -168,6 +207,7 @@ class ShardRunner:
         if not self.apply.buffer or self.vrt is None:
             return read_clean(path, None, self.bands, self.clean, None, sensor=sensor), None
         with rasterio.open(path) as src:
+            check_georeferenced(src)
             res = src.res
             b = self.apply.buffer
             left, bottom, right, top = src.bounds
@@ -175,17 +215,22 @@ class ShardRunner:
         with rasterio.open(self.vrt) as vrt:
             window = from_bounds(left - b * res[0], bottom - b * res[1], right + b * res[0], top + b * res[1],
                                  vrt.transform).round_offsets().round_lengths()  # fmt: skip
-        cleaned = read_clean(self.vrt, None, self.bands, self.clean, None, window=window, sensor=sensor)
-        return cleaned, Window(b, b, width, height)
+        own = Window(b, b, width, height)
+        cleaned = read_clean(self.vrt, None, self.bands, self.clean, None, window=window, sensor=sensor, own=own)
+        return cleaned, own
 
     def _predict(
         self, scene_id: str, cleaned: Cleaned, crop: Window | None, status: SceneStatus, timings: dict[str, float]
     ) -> SceneStatus:
+        # Only where the files name the bands (else check() has seen to it): this scene's own bands.
+        missing = sorted({b for m in self.predictor.members for b in m.bands} - set(cleaned.names))
+        if missing:
+            raise SceneError(f"the scene's cleaned bands {cleaned.names} lack {missing}, the model's input")
         mask = self.apply.mask
         if isinstance(mask, MaskOptions):
             view = _cropped(cleaned, crop)
             if mask.band not in view.names:
-                raise ValueError(f"apply.mask.band {mask.band!r} is not among the bands {view.names}")
+                raise SceneError(f"the scene's cleaned bands {view.names} lack apply.mask.band {mask.band!r}")
             band = view.image[view.names.index(mask.band)]
             if not ((band >= mask.min) & (band <= mask.max)).any():
                 status.status, status.reason = "empty", f"no pixel with {mask.band} in [{mask.min}, {mask.max}]"
@@ -220,10 +265,12 @@ class ShardRunner:
 
 
 def _cropped(cleaned: Cleaned, crop: Window | None) -> Cleaned:
+    """The scene's own pixels of a buffered read (its all-zero flag was judged on those already)."""
     if crop is None:
         return cleaned
     r, c, h, w = int(crop.row_off), int(crop.col_off), int(crop.height), int(crop.width)
-    return Cleaned(cleaned.image[:, r : r + h, c : c + w], cleaned.names, None, cleaned.crs, cleaned.transform)
+    image = cleaned.image[:, r : r + h, c : c + w]
+    return Cleaned(image, cleaned.names, None, cleaned.crs, cleaned.transform, cleaned.all_zero)
 
 
 def ok_scene_maps(shard_manifests: Sequence[str | os.PathLike[str]]) -> list[Path]:

@@ -5,6 +5,8 @@ A *predictor* is a trained model's checkpoint (``models/{key}/{best|last}``), an
 Outputs under ``results/calval/{predictor}/``:
 
 - ``{site}.tif``: the class map (uint8, 255 nodata); ``probs/{site}.tif`` for models and ensembles.
+  A site whose clean step did not end ok has no map: its files are empty (:func:`write_no_map`),
+  and the scores list it under ``skipped`` with its state and reason.
 - ``metrics.json``: confusion matrices and scores (:func:`snakemap.metrics.scores`) per site and
   overall; for a single target class, the precision-recall curve and the F1-optimal threshold.
 - ``sites.csv``: one row per site (and ``overall``) and class: precision, recall, f1, iou, support.
@@ -14,6 +16,7 @@ Outputs under ``results/calval/{predictor}/``:
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -28,6 +31,9 @@ from rasterio.warp import reproject
 
 from snakemap.io import NODATA_CLASS, PROB_SCALE, atomic_path, read_json, write_cog, write_json
 from snakemap.metrics import confusion_matrix, scores
+from snakemap.status import SceneStatus, status_path
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -125,6 +131,55 @@ class SiteFiles:
     probs: Path | None = None
 
 
+def site_image(clean: str | os.PathLike[str], outputs: Sequence[str | os.PathLike[str]]) -> Path | None:
+    """The cleaned image of a calval site, or None when its clean step did not end ok.
+
+    Every calval site has its prediction jobs, known before any scene is cleaned; a site without
+    an image (empty or corrupt) gets :func:`write_no_map`'s empty ``outputs`` instead of a map.
+    """
+    status = SceneStatus.read(status_path(clean))
+    if status.status == "ok":
+        return Path(clean) / "image.tif"
+    write_no_map(status, outputs)
+    return None
+
+
+def write_no_map(status: SceneStatus, outputs: Sequence[str | os.PathLike[str]]) -> None:
+    """Write each of ``outputs`` as an empty file: the site has no map, its status says why."""
+    for out in map(Path, outputs):
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_bytes(b"")
+    log.warning("site %s is %s (%s): no map, empty %s", status.scene_id, status.status, status.reason,
+                ", ".join(map(str, outputs)))  # fmt: skip
+
+
+def site_files(
+    clean_dirs: Sequence[str | os.PathLike[str]],
+    maps: Sequence[str | os.PathLike[str]],
+    probs: Sequence[str | os.PathLike[str]] | None = None,
+) -> tuple[list[SiteFiles], dict[str, str]]:
+    """The files of the sites to score, and the sites skipped because their clean did not end ok.
+
+    Args:
+        clean_dirs: each site's clean folder (named by the site), with ``status.json`` and,
+            when ok, ``label.tif``.
+        maps, probs: each site's class map and probabilities, in the order of ``clean_dirs``.
+
+    Returns:
+        The ok sites' :class:`SiteFiles`, and ``{site: "empty: no valid pixels"}`` for the others.
+    """
+    found: list[SiteFiles] = []
+    skipped: dict[str, str] = {}
+    prob_paths: list[Path | None] = [Path(p) for p in probs] if probs else [None] * len(maps)
+    for clean, classes, prob in zip(clean_dirs, maps, prob_paths, strict=True):
+        status = SceneStatus.read(status_path(clean))
+        if status.status != "ok":
+            skipped[status.scene_id] = f"{status.status}: {status.reason}"
+            continue
+        found.append(SiteFiles(status.scene_id, Path(clean) / "label.tif", Path(classes), prob))
+    return found, skipped
+
+
 def score_predictor(
     predictor: str,
     sites: Sequence[SiteFiles],
@@ -133,6 +188,7 @@ def score_predictor(
     target: int | None,
     threshold: Mapping[str, Any] | None = None,
     selection: str = "",
+    skipped: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
     """Score a predictor's class maps over its sites (see the module docstring for the result).
 
@@ -146,6 +202,7 @@ def score_predictor(
             ``threshold_used`` and ``threshold_tuned_on``), or None.
         selection: how the predictor's checkpoint was chosen (``held-out fold`` or ``calval``),
             recorded so that a report can mark figures that are not independent.
+        skipped: the sites not scored and why (:func:`site_files`), recorded as ``skipped``.
     """
     pos = np.zeros(PROB_SCALE + 1, dtype=np.int64)
     neg = np.zeros(PROB_SCALE + 1, dtype=np.int64)
@@ -160,7 +217,8 @@ def score_predictor(
             pos += np.bincount(p[ok & (label == target)], minlength=PROB_SCALE + 1)[: PROB_SCALE + 1]
             neg += np.bincount(p[ok & (label != target)], minlength=PROB_SCALE + 1)[: PROB_SCALE + 1]
         loaded.append((s, label, pred, keep))
-    result: dict[str, Any] = {"predictor": predictor, "classes": classes, "selection": selection, "sites": {}}
+    result: dict[str, Any] = {"predictor": predictor, "classes": classes, "selection": selection, "sites": {},
+                              "skipped": dict(skipped or {})}  # fmt: skip
     if target is not None and pos.sum() + neg.sum() > 0:
         curve = pr_curve(pos, neg)
         best = int(np.argmax(curve["f1"]))

@@ -28,9 +28,10 @@ from rasterio.warp import calculate_default_transform, reproject
 from rasterio.windows import Window
 
 from snakemap.acquire import RECORD
-from snakemap.bands import BandOptions, add_indices, select_indices, source_names
+from snakemap.bands import BandOptions, add_indices, cleaned_names, select_indices, source_names
+from snakemap.config import ConfigError
 from snakemap.io import read_json, write_cog
-from snakemap.labels import LabelOptions, remap_labels
+from snakemap.labels import LabelOptions, Unmapped, remap_labels
 from snakemap.sensors import SensorOptions
 from snakemap.status import SceneError, SceneStatus, corrupt_reason, status_path
 
@@ -71,6 +72,21 @@ class CleanOptions:
     def __post_init__(self) -> None:
         if isinstance(self.qa, dict):
             self.qa = QAOptions(**self.qa)
+        if self.crs is not None:
+            CRS.from_user_input(self.crs)  # a CRSError (a ValueError) names the bad value
+        if self.resampling not in Resampling.__members__:
+            raise ValueError(f"clean.resampling {self.resampling!r} is not a GDAL resampling method")
+
+    @property
+    def qa_band(self) -> str | int | None:
+        """The QA band's name or 1-based index, if any."""
+        return self.qa.band if isinstance(self.qa, QAOptions) else None
+
+
+#: the reason of a scene without a CRS or a geotransform
+NO_CRS = "no CRS / georeferencing"
+#: the reason of a scene whose every source band is 0 at every valid pixel
+ALL_ZERO = "every band is 0 at every pixel: no data (whatever clean.zero_is_nodata says)"
 
 
 @dataclass
@@ -85,6 +101,10 @@ class Cleaned:
     label: np.ndarray | None
     crs: CRS
     transform: rasterio.Affine
+    #: every source band (but a QA band) was exactly 0 at every valid pixel: a scene without data
+    all_zero: bool = False
+    #: source label values missing from the remap table; None without a label
+    unmapped: Unmapped | None = None
 
 
 def clean_scene(
@@ -102,9 +122,17 @@ def clean_scene(
         labels: the classes and the remap table of the scene (its label scheme's, if any).
         sensor: the scene's sensor; None reads it with ``bands.names`` and no scaling.
 
-    Never raises for a bad scene: an unreadable, truncated or mis-shaped scene, or one whose
-    acquisition failed, ends as ``corrupt``; one without enough valid pixels as ``empty``.
+    Never raises for a bad scene: an unreadable, truncated or mis-shaped scene, one without a
+    CRS or geotransform, one whose label holds values missing from the remap table (see
+    ``labels.unmapped``), or one whose acquisition failed, ends as ``corrupt``; one without enough
+    valid pixels, or whose bands are all 0, as ``empty``.
+
+    Raises:
+        ConfigError: before the scene is touched, for a config that no scene could satisfy (a
+            selected band, an index's band or the QA band missing from ``bands.names``).
     """
+    if sensor is None:
+        cleaned_names(bands, {"bands.names": bands.names}, clean.qa_band)
     src_dir, out = Path(acquired_dir), Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     for stale in ("image.tif", "label.tif"):
@@ -122,6 +150,8 @@ def clean_scene(
             labels,
             sensor=sensor,
         )
+    except ConfigError:
+        raise  # the config's mistake, not the scene's: no final state
     except (SceneError, RasterioError, OSError, ValueError) as exc:
         status = SceneStatus(scene_id, "corrupt", reason=corrupt_reason(exc))
         log.warning("scene %s is corrupt: %s", scene_id, status.reason)
@@ -141,6 +171,13 @@ def clean_scene(
 def judge(
     scene_id: str, cleaned: Cleaned, clean: CleanOptions, labels: LabelOptions | None
 ) -> SceneStatus:
+    """The state of a cleaned scene: its figures, and why it is empty or corrupt if it is.
+
+    Corrupt: label values missing from the remap table (:meth:`snakemap.labels.Unmapped.problem`).
+    Empty: all bands 0, no valid pixel or fewer than ``clean.min_valid_fraction``, or no
+    labelled pixel on valid data. ``extra`` gets ``class_pixels`` and, with a label,
+    ``unmapped_fraction`` and ``unmapped_values``.
+    """
     valid = np.isfinite(cleaned.image).all(axis=0)
     fraction = float(valid.mean()) if valid.size else 0.0
     status = SceneStatus(
@@ -152,7 +189,12 @@ def judge(
         crs=cleaned.crs.to_string() if cleaned.crs else None,
         shape=list(valid.shape),
     )
-    if fraction == 0 or fraction < clean.min_valid_fraction:
+    problem = _judge_unmapped(status, cleaned.unmapped, labels)
+    if problem:
+        status.status, status.reason = "corrupt", problem
+    elif cleaned.all_zero:
+        status.status, status.reason = "empty", ALL_ZERO
+    elif fraction == 0 or fraction < clean.min_valid_fraction:
         status.status = "empty"
         status.reason = (
             f"valid fraction {fraction:.4f} is below clean.min_valid_fraction "
@@ -170,6 +212,19 @@ def judge(
     return status
 
 
+def _judge_unmapped(status: SceneStatus, unmapped: Unmapped | None, labels: LabelOptions | None) -> str:
+    """Record the label's unmapped values in ``status.extra``, warn of any; the corrupt reason or ``""``."""
+    if unmapped is None or labels is None:
+        return ""
+    status.extra["unmapped_fraction"] = round(unmapped.fraction, 6)
+    status.extra["unmapped_values"] = unmapped.values
+    if unmapped.pixels:
+        share = f"{100 * unmapped.fraction:.2f}% of the labelled pixels"
+        log.warning("scene %s: label values %s (%s) are not in %s", status.scene_id, unmapped.values, share,
+                    labels.remap_key)  # fmt: skip
+    return unmapped.problem(labels)
+
+
 def read_clean(
     image_path: Path,
     label_path: Path | None,
@@ -178,6 +233,7 @@ def read_clean(
     labels: LabelOptions | None,
     window: Window | None = None,
     sensor: SensorOptions | None = None,
+    own: Window | None = None,
 ) -> Cleaned:
     """Read, mask, select, add indices, remap labels and optionally reproject one scene.
 
@@ -186,11 +242,15 @@ def read_clean(
             result's transform is the window's.
         sensor: the scene's sensor: its band names, nodata (before ``clean.nodata`` and the
             file's own) and scale and offset to reflectance. None: ``bands.names``, no scaling.
+        own: the scene's own pixels within ``window`` when that adds neighbours' context: the
+            all-zero test looks at these alone.
 
     Raises:
-        SceneError, RasterioError, OSError: for a scene that is corrupt.
+        SceneError, RasterioError, OSError: for a scene that is corrupt (:data:`NO_CRS` for one
+            without a CRS or with an identity geotransform).
     """
     with rasterio.open(image_path) as src:
+        check_georeferenced(src)
         names = source_names(src.descriptions, bands if sensor is None else BandOptions(names=sensor.bands))
         given = (sensor.nodata if sensor else None, clean.nodata, src.nodata)
         nodata = next((v for v in given if v is not None), None)
@@ -198,14 +258,48 @@ def read_clean(
         data = src.read(out_dtype="float32", window=window, boundless=window is not None, fill_value=fill)
         crs = src.crs
         transform = src.window_transform(window) if window is not None else src.transform
+    r, c = (int(own.row_off), int(own.col_off)) if own is not None else (0, 0)
+    h, w = (int(own.height), int(own.width)) if own is not None else data.shape[1:]
+    all_zero = _all_zero(data[:, r : r + h, c : c + w], nodata, _qa_position(names, clean))
     image, out_names = clean_array(data, names, nodata, bands, clean, sensor)
-    label = None
+    label, unmapped = None, None
     if label_path is not None and labels is not None:
-        label = _read_label(label_path, labels, crs, transform, image.shape[1:])
+        label, unmapped = _read_label(label_path, labels, crs, transform, image.shape[1:])
         label[~np.isfinite(image).all(axis=0)] = labels.ignore_index
     if clean.crs or clean.resolution:
         image, label, crs, transform = _reproject(image, label, crs, transform, clean, labels)
-    return Cleaned(image, out_names, label, crs, transform)
+    return Cleaned(image, out_names, label, crs, transform, all_zero, unmapped)
+
+
+def check_georeferenced(src: rasterio.io.DatasetReader) -> None:
+    """Raise ``SceneError(NO_CRS)`` for an open file without a CRS or with an identity geotransform."""
+    if src.crs is None or src.transform.is_identity:
+        raise SceneError(NO_CRS)
+
+
+def _qa_position(names: list[str], clean: CleanOptions) -> int | None:
+    """0-based position of the QA band among the source bands ``names``; None without one."""
+    qa = clean.qa_band
+    return None if qa is None else select_indices(names, BandOptions(select=[qa]))[0]
+
+
+def _all_zero(data: np.ndarray, nodata: float | None, qa_pos: int | None) -> bool:
+    """True when ``(bands, rows, cols)`` stored values hold valid pixels, all exactly 0 in every band.
+
+    Valid here: finite and not ``nodata``; the QA band, whose 0 means clear, is not looked at.
+    Band by band, so that a scene with data is known after its first band.
+    """
+    seen = False
+    for i, band in enumerate(data):
+        if i == qa_pos:
+            continue
+        valid = np.isfinite(band)
+        if nodata is not None and np.isfinite(nodata):
+            valid &= band != nodata
+        if (valid & (band != 0)).any():
+            return False
+        seen = seen or bool(valid.any())
+    return seen
 
 
 def clean_array(
@@ -225,7 +319,7 @@ def clean_array(
         ``(selected bands + indices, rows, cols)`` float32 with NaN where invalid, and band names.
     """
     qa = clean.qa if isinstance(clean.qa, QAOptions) else None
-    qa_pos = select_indices(names, BandOptions(select=[qa.band]))[0] if qa else None
+    qa_pos = _qa_position(names, clean)
     invalid = _invalid_mask(data, nodata, clean.zero_is_nodata, qa, qa_pos)
     data[:, invalid] = np.nan
     if sensor is not None and not sensor.is_reflectance:
@@ -237,7 +331,7 @@ def clean_array(
     if bands.select is None:
         keep = [i for i in keep if i != qa_pos]
     elif qa_pos in keep:
-        raise ValueError(f"bands.select includes the QA band {qa.band!r}")  # type: ignore[union-attr]
+        raise ConfigError(f"bands.select keeps clean.qa.band {clean.qa_band!r}: a QA band is never cleaned")
     index_arrays, index_names = add_indices(data, names, bands.index_specs())
     image = np.stack([data[i] for i in keep] + index_arrays)
     return image, [names[i] for i in keep] + index_names
@@ -267,17 +361,22 @@ def _invalid_mask(
 
 def _read_label(
     path: Path, labels: LabelOptions, crs: CRS, transform: rasterio.Affine, shape: tuple[int, int]
-) -> np.ndarray:
-    """Read a label, remap it and bring it onto the image's grid (nearest neighbour)."""
+) -> tuple[np.ndarray, Unmapped]:
+    """Read a label, remap it and bring it onto the image's grid (nearest neighbour).
+
+    Returns:
+        ``(rows, cols)`` uint8 class indices on the image's grid, and the source values that
+        the remap table lacks (counted on the label's own grid).
+    """
     with rasterio.open(path) as src:
         if src.count != 1:
             raise SceneError(f"label has {src.count} bands, expected 1")
         raw = src.read(1)
-        mapped = remap_labels(raw, labels, src.nodata)
+        mapped, unmapped = remap_labels(raw, labels, src.nodata)
         if src.shape == shape and src.transform.almost_equals(transform):
             if src.crs and crs and src.crs != crs:
                 log.info("label CRS %s differs from the image's %s on the same grid", src.crs, crs)
-            return mapped
+            return mapped, unmapped
         out = np.full(shape, labels.ignore_index, dtype=np.uint8)
         reproject(
             mapped,
@@ -290,7 +389,7 @@ def _read_label(
             dst_nodata=labels.ignore_index,
             resampling=Resampling.nearest,
         )
-        return out
+        return out, unmapped
 
 
 def _reproject(

@@ -44,12 +44,14 @@ def _clean(args: argparse.Namespace, cfg: dict) -> int:
     from snakemap.sensors import SceneTables  # noqa: PLC0415
 
     tables = SceneTables.from_config(cfg)
+    bands, clean = build("bands", cfg.get("bands")), build("clean", cfg.get("clean"))
+    tables.cleaned_bands(bands, clean.qa_band, [args.sensor])  # config mistakes: exit 2, no state
     status = clean_scene(
         args.scene,
         args.acquired,
         args.out,
-        build("bands", cfg.get("bands")),
-        build("clean", cfg.get("clean")),
+        bands,
+        clean,
         tables.scene_labels(args.label_scheme),
         tables.sensor(args.sensor),
     )
@@ -96,7 +98,8 @@ def _train(args: argparse.Namespace, cfg: dict) -> int:
     job = json.loads(args.job)
     labels = build("labels", cfg["labels"])
     data = JobData(args.train_indexes, args.calval_indexes or [], args.folds, args.stats)
-    train_job(args.out, job["params"], job["fold"], labels.classes, labels.ignore_index, data, args.gpus)
+    train_job(args.out, job["params"], job["fold"], labels.classes, labels.ignore_index, data, args.gpus,
+              args.cpus)  # fmt: skip
     return 0
 
 
@@ -142,21 +145,35 @@ def _make_predictor(args: argparse.Namespace, cfg: dict) -> object:
         tuned = read_json(args.threshold_from)
         threshold = tuned["threshold"]
         logging.info("threshold %.3f tuned on %s (%s)", threshold, tuned["tuned_on"], args.threshold_from)
-    return Predictor([Member.from_trained(m, w) for m, w in zip(models, weights, strict=True)],
-                     classes, device, build("predict", cfg.get("predict")).tta, threshold, target)  # fmt: skip
+    loaded = zip(args.checkpoint, models, weights, strict=True)
+    members = [Member.from_trained(m, w, str(c)) for c, m, w in loaded]
+    return Predictor(members, classes, device, build("predict", cfg.get("predict")).tta, threshold, target)
+
+
+def _image(args: argparse.Namespace, *outputs: Path | None) -> Path | None:
+    """--image, or the image of the calval site in --clean; None (with empty ``outputs``) when
+    that site's clean did not end ok."""
+    if args.clean is None:
+        return args.image
+    from snakemap.calval import site_image  # noqa: PLC0415
+
+    return site_image(args.clean, [p for p in outputs if p is not None])
 
 
 def _predict(args: argparse.Namespace, cfg: dict) -> int:
     from snakemap.predict import CleanImageReader, predict_scene  # noqa: PLC0415
 
+    image = _image(args, args.classes_out, args.probs_out)
+    if image is None:
+        return 0
     predictor = _make_predictor(args, cfg)
-    reader = CleanImageReader(args.image)
+    reader = CleanImageReader(image)
     try:
         figures = predict_scene(reader, predictor, build("predict", cfg.get("predict")), args.classes_out,  # type: ignore[arg-type]
                                 args.probs_out)  # fmt: skip
     finally:
         reader.close()
-    logging.info("predicted %s: %s", args.image, figures)
+    logging.info("predicted %s: %s", image, figures)
     return 0
 
 
@@ -173,13 +190,23 @@ def _apply_shard(args: argparse.Namespace, cfg: dict) -> int:
     manifest = read_manifest(args.manifest)
     rows = manifest[manifest["role"] == "apply"]
     members = set(shard_members(rows["scene_id"].tolist(), args.shard, apply.shard_size))
-    scenes = [SceneInput(r.scene_id, r.uri, r.sha256, tables.sensor(r.sensor)) for r in rows.itertuples()
-              if r.scene_id in members]  # fmt: skip
+    scenes = [SceneInput(r.scene_id, r.uri, r.sha256, tables.sensor(r.sensor), r.sensor)
+              for r in rows.itertuples() if r.scene_id in members]  # fmt: skip
     runner = ShardRunner(args.root, _make_predictor(args, cfg), bands, build("clean", cfg.get("clean")),  # type: ignore[arg-type]
                          build("predict", cfg.get("predict")), apply, build("acquire", cfg.get("acquire")),
                          args.vrt)  # fmt: skip
     result = runner.run_shard(args.shard, scenes)
     logging.info("%s: %d scenes processed, %d already done", args.shard, result["processed"], result["skipped"])
+    return 0
+
+
+def _inputs_vrt(args: argparse.Namespace, cfg: dict) -> int:
+    from snakemap.mosaic import build_inputs_vrt  # noqa: PLC0415
+
+    manifest = read_manifest(args.manifest)
+    uris = manifest.loc[manifest["role"] == "apply", "uri"].tolist()
+    build_inputs_vrt(uris, args.out)
+    logging.info("VRT of %d apply scenes: %s", len(uris), args.out)
     return 0
 
 
@@ -193,16 +220,34 @@ def _mosaic(args: argparse.Namespace, cfg: dict) -> int:
     return 0
 
 
+#: the config a step reads inside a project when given neither --config nor --options, as snakemake does
+PROJECT_CONFIG = Path("config/config.yaml")
+
+
+def _project_config(args: argparse.Namespace, cfg: dict) -> dict:
+    """``cfg``, or, given neither --config nor --options, the project's ``config/config.yaml`` if any."""
+    if args.config is not None or args.options is not None or not PROJECT_CONFIG.is_file():
+        return cfg
+    return load_sections(PROJECT_CONFIG)
+
+
 def _progress(args: argparse.Namespace, cfg: dict) -> int:
     import json  # noqa: PLC0415
 
     from snakemap.io import write_json  # noqa: PLC0415
     from snakemap.progress import format_progress, progress  # noqa: PLC0415
 
+    cfg = _project_config(args, cfg)
     apply = build("apply", cfg.get("apply"))
-    manifest = read_manifest(cfg["manifest"]) if args.manifest is None else read_manifest(args.manifest)
+    if args.manifest is None and not cfg.get("manifest"):
+        raise ConfigError(f"no manifest: run inside a project (with {PROJECT_CONFIG}), or pass --config FILE "
+                          "(or --manifest FILE and --predictor NAME)")  # fmt: skip
+    predictors = args.predictor or apply.predictors
+    if not predictors:
+        raise ConfigError("no predictor: pass --predictor NAME, or a config with apply.predictors")
+    manifest = read_manifest(cfg["manifest"] if args.manifest is None else args.manifest)
     scene_ids = manifest.loc[manifest["role"] == "apply", "scene_id"].tolist()
-    results = {p: progress(args.results / "maps" / p, scene_ids, apply.shard_size) for p in (args.predictor or apply.predictors)}
+    results = {p: progress(args.results / "maps" / p, scene_ids, apply.shard_size) for p in predictors}
     if args.out:
         write_json(args.out, next(iter(results.values())) if len(results) == 1 else results)
     if args.json:
@@ -218,20 +263,23 @@ def _baseline(args: argparse.Namespace, cfg: dict) -> int:
     from snakemap.calval import BaselineSpec, baseline_map  # noqa: PLC0415
 
     labels = build("labels", cfg["labels"])
-    baseline_map(BaselineSpec.from_config(json.loads(args.spec)), args.site, args.image, labels.classes, args.out)
+    image = _image(args, args.out)
+    if image is not None:
+        spec = BaselineSpec.from_config(json.loads(args.spec))
+        baseline_map(spec, args.site, image, labels.classes, args.out)
     return 0
 
 
 def _calval_metrics(args: argparse.Namespace, cfg: dict) -> int:
-    from snakemap.calval import SiteFiles, score_predictor, write_scores  # noqa: PLC0415
+    from snakemap.calval import score_predictor, site_files, write_scores  # noqa: PLC0415
     from snakemap.io import read_json  # noqa: PLC0415
 
     labels = build("labels", cfg["labels"])
-    probs = args.probs or [None] * len(args.sites)
-    files = [SiteFiles(s, lab, cls, p) for s, lab, cls, p in zip(args.sites, args.labels, args.maps, probs, strict=True)]
+    files, skipped = site_files(args.clean, args.maps, args.probs)
     target = labels.target_indices[0] if len(labels.target_indices) == 1 else None
     tuned = read_json(args.threshold_from) if args.threshold_from else None
-    result = score_predictor(args.predictor, files, labels.classes, labels.ignore_index, target, tuned, args.selection)
+    result = score_predictor(args.predictor, files, labels.classes, labels.ignore_index, target, tuned,
+                             args.selection, skipped)  # fmt: skip
     write_scores(result, args.out_json, args.out_csv)
     return 0
 
@@ -273,7 +321,10 @@ def _preview(args: argparse.Namespace, cfg: dict) -> int:
     labels = build("labels", cfg["labels"])
     best = report.best_predictor(args.summary)
     name = best["predictor"]
-    prediction = args.calval / name / f"{args.site}.tif"
+    maps = dict(zip(args.predictors, args.maps, strict=True))
+    if name not in maps:
+        raise ConfigError(f"the best predictor in {args.summary}, {name}, is not among --predictors")
+    prediction = maps[name]
     title = f"{args.site}: {name} (macro IoU {best['macro_iou']:.3f} over all sites)"
     report.preview(args.clean / "image.tif", args.clean / "label.tif", prediction, labels.classes, title, args.out,
                    labels.ignore_index)  # fmt: skip
@@ -298,6 +349,13 @@ def _check_manifest(args: argparse.Namespace, cfg: dict) -> int:
     counts = manifest["role"].value_counts().to_dict()
     print(f"{args.manifest}: {len(manifest)} scenes " + ", ".join(f"{k}={v}" for k, v in sorted(counts.items())))
     return 0
+
+
+def _add_image(p: argparse.ArgumentParser) -> None:
+    """--image, or --clean for a calval site: the two ways predict and baseline take a scene."""
+    where = p.add_mutually_exclusive_group(required=True)
+    where.add_argument("--image", type=Path, help="a cleaned image.tif")
+    where.add_argument("--clean", type=Path, help="a calval site's clean folder (not ok: empty outputs)")
 
 
 def parser() -> argparse.ArgumentParser:
@@ -369,6 +427,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--stats", type=Path, required=True)
     p.add_argument("--out", type=Path, required=True, help="the job's folder")
     p.add_argument("--gpus", type=int, help="GPUs given to the job (default: the model's gpus)")
+    p.add_argument("--cpus", type=int, help="CPU cores given to the job (default: the model's cpus)")
     p.set_defaults(func=_train)
 
     p = sub.add_parser("models-table", parents=[common], help="list the models of the grid")
@@ -376,7 +435,7 @@ def parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_models_table)
 
     p = sub.add_parser("predict", parents=[common, models], help="predict a cleaned scene with models/an ensemble")
-    p.add_argument("--image", type=Path, required=True, help="the scene's cleaned image.tif")
+    _add_image(p)
     p.add_argument("--classes-out", type=Path, required=True)
     p.add_argument("--probs-out", type=Path)
     p.set_defaults(func=_predict)
@@ -389,13 +448,19 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--vrt", type=Path, help="VRT of all inputs, for apply.buffer")
     p.set_defaults(func=_apply_shard)
 
+    p = sub.add_parser("inputs-vrt", parents=[common], help="VRT of all apply scenes, for apply.buffer")
+    p.add_argument("--manifest", type=Path, required=True)
+    p.add_argument("--out", type=Path, required=True)
+    p.set_defaults(func=_inputs_vrt)
+
     p = sub.add_parser("mosaic", parents=[common], help="VRT and overview of the ok scenes")
     p.add_argument("shards", nargs="+", type=Path, help="shard manifests")
     p.add_argument("--vrt", type=Path, required=True)
     p.add_argument("--overview", type=Path, required=True)
     p.set_defaults(func=_mosaic)
 
-    p = sub.add_parser("progress", parents=[common], help="scenes done, empty, corrupt, pending; ETA")
+    p = sub.add_parser("progress", parents=[common],
+                       help="scenes done, empty, corrupt, pending; ETA (default: ./config/config.yaml)")
     p.add_argument("--manifest", type=Path, help="default: the config's")
     p.add_argument("--results", type=Path, default=Path("results"))
     p.add_argument("--predictor", action="append", help="default: the config's apply.predictors")
@@ -406,14 +471,13 @@ def parser() -> argparse.ArgumentParser:
     p = sub.add_parser("baseline", parents=[common], help="a baseline's class map of one site")
     p.add_argument("site")
     p.add_argument("--spec", required=True, help="the baseline's config as JSON")
-    p.add_argument("--image", type=Path, required=True, help="the site's cleaned image.tif")
+    _add_image(p)
     p.add_argument("--out", type=Path, required=True)
     p.set_defaults(func=_baseline)
 
     p = sub.add_parser("calval-metrics", parents=[common], help="score one predictor over its sites")
     p.add_argument("--predictor", required=True)
-    p.add_argument("--sites", nargs="+", required=True)
-    p.add_argument("--labels", nargs="+", type=Path, required=True, help="clean label.tif per site")
+    p.add_argument("--clean", nargs="+", type=Path, required=True, help="per site: its clean folder")
     p.add_argument("--maps", nargs="+", type=Path, required=True, help="class map per site")
     p.add_argument("--probs", nargs="*", type=Path, help="probabilities per site")
     p.add_argument("--threshold-from", type=Path, help="the threshold.json whose threshold made the maps")
@@ -447,7 +511,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("site")
     p.add_argument("--clean", type=Path, required=True, help="the site's clean folder")
     p.add_argument("--summary", type=Path, required=True, help="calval summary.csv (picks the best predictor)")
-    p.add_argument("--calval", type=Path, default=Path("results/calval"))
+    p.add_argument("--predictors", nargs="+", required=True, help="the predictors the summary may pick")
+    p.add_argument("--maps", nargs="+", type=Path, required=True, help="the site's class map per predictor")
     p.add_argument("--out", type=Path, required=True)
     p.set_defaults(func=_preview)
 

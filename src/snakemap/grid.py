@@ -28,7 +28,17 @@ from typing import Any, Literal
 #: short names for common keys in ids
 SHORT = {"batch_size": "bs", "encoder_name": "enc", "encoder_weights": "weights", "weight_decay": "wd"}
 _SAFE = re.compile(r"[^A-Za-z0-9.+-]")
+#: ids of models, ensembles, baselines, sensors and label schemes (the schemas check the same)
 ID_PATTERN = r"[A-Za-z0-9][A-Za-z0-9._+-]*"
+#: a training job below ``results/models/``: ``id`` or ``id/fold{k}``
+MODEL_KEY_PATTERN = rf"{ID_PATTERN}(/fold[0-9]+)?"
+#: predictors that predict scenes: a model's checkpoint or an ensemble
+APPLIED_PATTERN = rf"(models/{MODEL_KEY_PATTERN}/(best|last)|ensembles/{ID_PATTERN})"
+#: every predictor scored at calval: models' checkpoints, ensembles and baselines
+PREDICTOR_PATTERN = rf"(models/{MODEL_KEY_PATTERN}/(best|last)|ensembles/{ID_PATTERN}|baselines/{ID_PATTERN})"
+#: model parameters that size a job (its resources) and never change what it learns: changing
+#: them neither reruns a finished job nor restarts a running one
+RESOURCE_KEYS = ("gpus", "cpus", "mem_mb", "runtime")
 
 
 @dataclass
@@ -72,7 +82,8 @@ class ModelOptions:
     monitor: str = "val_iou"
     #: stop after this many epochs without improvement; None = never
     early_stopping: int | None = None
-    #: validate on a held-out fold (``fold``) or on the chips of the calval scenes (``calval``)
+    #: validate on a held-out fold (``fold``), or, as an opt-in whose calval figures are then no
+    #: independent test (the report marks them "selected on calval"), on the calval scenes' chips
     validation: Literal["fold", "calval"] = "fold"
     #: None: one model, fold 0 held out; ``all`` or a list: one model per held-out fold
     folds: str | list[int] | None = None
@@ -104,6 +115,11 @@ class ModelJob:
     def key(self) -> str:
         """Path of the job below ``results/models/``: ``id`` or ``id/fold{k}``."""
         return self.model_id if self.fold is None else f"{self.model_id}/fold{self.fold}"
+
+
+def learning_params(params: dict[str, Any]) -> dict[str, Any]:
+    """``params`` without the :data:`RESOURCE_KEYS`: what reruns or restarts a training job."""
+    return {k: v for k, v in params.items() if k not in RESOURCE_KEYS}
 
 
 def _format(value: Any) -> str:

@@ -9,8 +9,6 @@ from typing import Literal
 
 import numpy as np
 
-from snakemap.status import SceneError
-
 IGNORE = "ignore"
 
 
@@ -30,8 +28,13 @@ class LabelOptions:
     ignore_index: int = 255
     #: classes that count as target when balancing chips; default all but the first
     target: list[str] | None = None
-    #: what to do with a source value missing from ``remap``
+    #: what to do with source values missing from ``remap`` (neither a class, ``ignore`` nor the
+    #: label file's nodata): ``ignore`` leaves them unlabelled unless they exceed
+    #: ``max_unmapped_fraction``; ``corrupt`` makes the scene corrupt for any such value
     unmapped: Literal["ignore", "corrupt"] = "ignore"
+    #: with ``unmapped: ignore``, a scene whose labelled source pixels hold values missing from
+    #: ``remap`` in a larger fraction than this is corrupt (a label of another class table)
+    max_unmapped_fraction: float = 0.01
     #: derived: source value -> class index
     table: dict[int, int] = field(init=False, repr=False)
     #: derived: the config key ``remap`` came from (``labels.remap`` or ``label_schemes.<name>``)
@@ -42,6 +45,10 @@ class LabelOptions:
             raise ValueError(
                 f"labels.ignore_index {self.ignore_index} must be in {len(self.classes)}..255"
             )
+        if self.unmapped not in ("ignore", "corrupt"):
+            raise ValueError(f"labels.unmapped {self.unmapped!r} must be ignore or corrupt")
+        if not 0 <= self.max_unmapped_fraction <= 1:
+            raise ValueError(f"labels.max_unmapped_fraction {self.max_unmapped_fraction} must be in 0..1")
         self.table = self._table(self.remap, self.remap_key)
         for name in self.target or []:
             if name not in self.classes:
@@ -85,29 +92,67 @@ class LabelOptions:
         return [self.classes.index(n) for n in names]
 
 
-def remap_labels(label: np.ndarray, options: LabelOptions, nodata: float | None = None) -> np.ndarray:
+#: the unmapped values a scene's status lists, most frequent first
+LISTED_VALUES = 10
+
+
+@dataclass
+class Unmapped:
+    """Source label values that are neither in the remap table nor the label file's nodata."""
+
+    #: the most frequent of them (at most :data:`LISTED_VALUES`), most frequent first
+    values: list[int]
+    #: source pixels holding one of them
+    pixels: int
+    #: labelled source pixels: neither the label file's nodata nor NaN
+    labelled: int
+
+    @property
+    def fraction(self) -> float:
+        """``pixels / labelled``, 0..1 (0 for a label without labelled pixels)."""
+        return self.pixels / self.labelled if self.labelled else 0.0
+
+    def problem(self, options: LabelOptions) -> str:
+        """Why the scene is corrupt by ``unmapped`` and ``max_unmapped_fraction``; ``""`` if it is not."""
+        if not self.pixels:
+            return ""
+        share = f"label values {self.values} ({self.fraction:.2%} of the labelled pixels)"
+        share += f" are not in {options.remap_key}"
+        if options.unmapped == "corrupt":
+            return f"{share} (labels.unmapped is corrupt)"
+        if self.fraction > options.max_unmapped_fraction:
+            return f"{share}: above labels.max_unmapped_fraction {options.max_unmapped_fraction}"
+        return ""
+
+
+def remap_labels(
+    label: np.ndarray, options: LabelOptions, nodata: float | None = None
+) -> tuple[np.ndarray, Unmapped]:
     """Map source label values to class indices.
 
     Args:
-        label: ``(rows, cols)`` integer array of source values.
+        label: ``(rows, cols)`` integer (or float) array of source values.
         options: the classes and remap table.
         nodata: the label file's nodata value, always mapped to ``ignore_index``.
 
     Returns:
-        ``(rows, cols)`` uint8 array of class indices and ``ignore_index``.
-
-    Raises:
-        SceneError: for values missing from the table when ``unmapped`` is ``corrupt``.
+        ``(rows, cols)`` uint8 array of class indices and ``ignore_index`` (values missing from
+        the table become ``ignore_index`` too), and what was missing from the table. Whether
+        that makes the scene corrupt is :meth:`Unmapped.problem`'s to say.
     """
-    values, inverse = np.unique(label, return_inverse=True)
-    missing = [int(v) for v in values if int(v) not in options.table and v != nodata]
-    if missing and options.unmapped == "corrupt":
-        raise SceneError(f"label values {missing} are not in {options.remap_key}")
+    values, inverse, counts = np.unique(label, return_inverse=True, return_counts=True)
+    unlabelled = np.array([v == nodata or not np.isfinite(v) for v in values], dtype=bool)
+    missing = np.array(
+        [not u and int(v) not in options.table for v, u in zip(values, unlabelled, strict=True)], dtype=bool
+    )
+    frequent = np.argsort(-counts[missing], kind="stable")[:LISTED_VALUES]
+    unmapped = Unmapped([int(v) for v in values[missing][frequent]], int(counts[missing].sum()),
+                        int(counts[~unlabelled].sum()))  # fmt: skip
     lut = np.array(
         [
-            options.ignore_index if v == nodata else options.table.get(int(v), options.ignore_index)
-            for v in values
+            options.ignore_index if u or m else options.table[int(v)]
+            for v, u, m in zip(values, unlabelled, missing, strict=True)
         ],
         dtype=np.uint8,
     )
-    return lut[inverse].reshape(label.shape)
+    return lut[inverse].reshape(label.shape), unmapped

@@ -33,7 +33,9 @@ OPTIONAL = ("sha256", "label_uri", "label_sha256", "aoi", "sensor", "label_schem
 #: A scene id becomes a file name: no separators, no leading dot or dash, no whitespace.
 SCENE_ID_PATTERN = r"[A-Za-z0-9][A-Za-z0-9._-]{0,199}"
 _SCENE_ID_RE = re.compile(rf"^{SCENE_ID_PATTERN}$")
-_SHA256_RE = re.compile(r"^[0-9a-fA-F]{64}$")
+#: A checksum: 64 hexadecimal digits (the column may also be empty).
+SHA256_PATTERN = r"[0-9a-fA-F]{64}"
+_SHA256_RE = re.compile(rf"^{SHA256_PATTERN}$")
 
 
 class ManifestError(ValueError):

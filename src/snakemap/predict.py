@@ -155,6 +155,8 @@ class Member:
     weight: float = 1.0
     activation: Literal["softmax", "none"] = "softmax"
     normalize: Literal["dataset", "scene"] = "dataset"
+    #: the checkpoint it was loaded from, for messages; ``""`` for a model built in memory
+    source: str = ""
 
     def prepare(self, windows: np.ndarray, names: list[str], device: torch.device) -> torch.Tensor:
         """The member's bands of ``(n, bands, h, w)`` windows, normalised, NaN -> 0, on ``device``.
@@ -167,10 +169,11 @@ class Member:
         return x.sub_(mean).div_(std).nan_to_num_(0.0)
 
     @classmethod
-    def from_trained(cls, trained: TrainedModel, weight: float = 1.0) -> Member:
-        """A member from a checkpoint loaded with :func:`snakemap.models.load_trained`."""
+    def from_trained(cls, trained: TrainedModel, weight: float = 1.0, source: str = "") -> Member:
+        """A member from a checkpoint (``source``) loaded with :func:`snakemap.models.load_trained`."""
         norm = Normalizer(np.asarray(trained.mean, dtype=np.float32), np.asarray(trained.std, dtype=np.float32))
-        return cls(trained.network, trained.band_names, norm, weight, normalize=trained.normalize)  # type: ignore[arg-type]
+        normalize: Literal["dataset", "scene"] = trained.normalize  # type: ignore[assignment]
+        return cls(trained.network, trained.band_names, norm, weight, normalize=normalize, source=source)
 
 
 @dataclass

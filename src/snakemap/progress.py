@@ -1,7 +1,8 @@
 """Progress of an application run, from files alone, fast enough to call while it runs.
 
-Finished shards are read from their manifests (one file per shard); only the scenes of unfinished
-shards are looked up one by one, and only those whose sentinel exists are read.
+Finished shards are read from their manifests (one file per shard, listing
+:meth:`snakemap.status.SceneStatus.summary` of each scene); only the scenes of unfinished shards
+are looked up one by one, and only those whose sentinel exists are read (:meth:`SceneStatus.read`).
 """
 
 from __future__ import annotations
@@ -12,8 +13,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from snakemap.shards import shard_ids, shard_members
 from snakemap.io import read_json
+from snakemap.shards import shard_ids, shard_members
+from snakemap.status import SceneStatus
 
 RECENT_S = 600.0  # throughput is measured over the scenes finished in the last ten minutes
 
@@ -40,7 +42,7 @@ def progress(root: str | os.PathLike[str], scene_ids: Sequence[str], shard_size:
             shards_done += 1
         else:
             names = (f"{s}.json" for s in shard_members(scene_ids, shard, shard_size))
-            entries = [read_json(root / "scenes" / n) for n in names if n in existing]
+            entries = [SceneStatus.read(root / "scenes" / n).summary() for n in names if n in existing]
         for e in entries:
             counts[e["status"]] += 1
             if e["status"] == "corrupt":

@@ -19,11 +19,11 @@ to the same bands, ``bands.select`` (by name) plus ``bands.indices``, whatever i
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from snakemap.bands import BandOptions
+from snakemap.bands import BandOptions, check_layout, cleaned_names
 from snakemap.config import ConfigError, build
 from snakemap.labels import LabelOptions
 
@@ -96,20 +96,7 @@ def _number(key: str, values: Mapping[str, Any], name: str, default: float) -> f
 
 def _check_bands(name: str, sensor: SensorOptions, bands: BandOptions) -> None:
     """Every band that ``bands.select`` keeps and every index needs is one of the sensor's."""
-    try:
-        needed = [(b, "bands.select keeps") for b in bands.select or [] if isinstance(b, str)]
-        needed += [(b, f"index {s.name} needs") for s in bands.index_specs() for b in (s.a, s.b)]
-    except (TypeError, ValueError) as exc:
-        raise ConfigError(str(exc)) from exc
-    key = f"sensors.{name}.bands"
-    for band, why in needed:
-        if band not in sensor.bands:
-            have = ", ".join(sensor.bands)
-            raise ConfigError(f"{key}: sensor {name} has no band {band!r}, which {why} (its bands: {have})")
-    count = len(sensor.bands)
-    for item in bands.select or []:
-        if isinstance(item, int) and not 1 <= item <= count:
-            raise ConfigError(f"{key}: sensor {name} has {count} bands, bands.select keeps band {item}")
+    check_layout(bands, f"sensors.{name}.bands", f"sensor {name}", sensor.bands)
 
 
 def _check_same_bands(sensors: Mapping[str, SensorOptions], bands: BandOptions) -> None:
@@ -159,6 +146,25 @@ class SceneTables:
             except ValueError as exc:
                 raise ConfigError(str(exc)) from exc
         return cls(build_sensors(cfg.get("sensors"), build("bands", cfg.get("bands"))), labels, built)
+
+    def cleaned_bands(
+        self, bands: BandOptions, qa_band: str | int | None, sensors: Iterable[str]
+    ) -> list[str] | None:
+        """The cleaned band names of scenes whose manifest rows name ``sensors`` (``""``: none).
+
+        See :func:`snakemap.bands.cleaned_names`: None where the files' own band descriptions
+        decide them.
+
+        Raises:
+            ConfigError: naming the key, for a band or QA band that a sensor or ``bands.names`` lacks.
+        """
+        layouts: dict[str, list[str] | None] = {}
+        for name in sorted(set(sensors)):
+            sensor = self.sensor(name)
+            layouts["bands.names" if sensor is None else f"sensors.{name}.bands"] = (
+                bands.names if sensor is None else sensor.bands
+            )
+        return cleaned_names(bands, layouts, qa_band)
 
     def sensor(self, name: str) -> SensorOptions | None:
         """The sensor a manifest row names; None for a row without one (``""``)."""

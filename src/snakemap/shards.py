@@ -8,6 +8,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from snakemap.config import ConfigError
+
 #: shard ids: shard-00000, shard-00001, ...
 SHARD_PATTERN = r"shard-[0-9]{5}"
 
@@ -58,3 +60,19 @@ class ApplyOptions:
     def __post_init__(self) -> None:
         if isinstance(self.mask, dict):
             self.mask = MaskOptions(**self.mask)
+
+
+def check_mask(mask: MaskOptions | dict[str, Any] | None, cleaned: list[str] | None) -> None:
+    """``apply.mask.band`` must be one of the cleaned bands (see :func:`snakemap.bands.cleaned_names`).
+
+    Args:
+        cleaned: the cleaned band names; None when only the files know them (nothing is checked).
+
+    Raises:
+        ConfigError: naming ``apply.mask.band`` and the cleaned bands.
+    """
+    band = mask.band if isinstance(mask, MaskOptions) else (mask or {}).get("band")
+    if band is not None and cleaned is not None and band not in cleaned:
+        raise ConfigError(
+            f"apply.mask.band {band!r} is not among the cleaned bands {cleaned} (bands.select, bands.indices)"
+        )

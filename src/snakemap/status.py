@@ -5,13 +5,18 @@ The state is a small JSON sentinel (``status.json``) written next to where the o
 .. code-block:: json
 
     {"scene_id": "reef_01", "status": "ok", "reason": "", "valid_fraction": 0.93,
-     "band_count": 6, "bands": ["blue", "..."], "crs": "EPSG:32755", "shape": [256, 256]}
+     "band_count": 6, "bands": ["blue", "..."], "crs": "EPSG:32755", "shape": [256, 256],
+     "extra": {"class_pixels": {"...": 0}, "unmapped_fraction": 0.0}, "started": null, "finished": null}
+
+The clean step and the apply shards (``results/maps/{predictor}/scenes/{scene}.json``, with
+``started``/``finished`` and timings under ``extra``) write this one format, and every reader
+goes through :meth:`SceneStatus.read`.
 """
 
 from __future__ import annotations
 
 import os
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Literal
 
@@ -50,8 +55,11 @@ class SceneStatus:
     crs: str | None = None
     #: ``[rows, cols]`` of the cleaned image
     shape: list[int] | None = None
-    #: extra figures (per-class pixel counts, timings)
+    #: extra figures (per-class pixel counts, unmapped label values, timings)
     extra: dict[str, Any] = field(default_factory=dict)
+    #: when the work on the scene began and ended (seconds since the epoch; apply sets them)
+    started: float | None = None
+    finished: float | None = None
 
     def write(self, path: str | os.PathLike[str]) -> None:
         """Write the sentinel atomically."""
@@ -59,11 +67,30 @@ class SceneStatus:
 
     @classmethod
     def read(cls, path: str | os.PathLike[str]) -> SceneStatus:
-        """Read a sentinel written by :meth:`write`."""
+        """Read a sentinel written by :meth:`write`, by this version or an earlier one.
+
+        Keys this version does not know are kept under ``extra``.
+
+        Raises:
+            ValueError: naming ``path``, for a file that is no scene status.
+        """
         data = read_json(path)
-        if data.get("status") not in STATES:
-            raise ValueError(f"{path}: unknown scene status {data.get('status')!r}")
-        return cls(**data)
+        if not isinstance(data, dict) or data.get("status") not in STATES or "scene_id" not in data:
+            found = data.get("status") if isinstance(data, dict) else data
+            raise ValueError(f"{path}: not a scene status (status {found!r})")
+        known = {f.name for f in fields(cls)}
+        status = cls(**{k: v for k, v in data.items() if k in known})
+        status.extra.update({k: v for k, v in data.items() if k not in known})
+        return status
+
+    def summary(self) -> dict[str, Any]:
+        """What a shard's manifest lists of the scene: id, status, reason and finish time."""
+        return {
+            "scene_id": self.scene_id,
+            "status": self.status,
+            "reason": self.reason,
+            "finished": self.finished,
+        }
 
 
 def status_path(scene_dir: str | os.PathLike[str]) -> Path:

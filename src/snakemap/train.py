@@ -39,7 +39,7 @@ from segmentation_models_pytorch.losses import DiceLoss, FocalLoss
 from torch import nn
 from torchmetrics.classification import MulticlassConfusionMatrix
 
-from snakemap.grid import ModelOptions
+from snakemap.grid import ModelOptions, learning_params
 from snakemap.data import ChipDataModule, ChipDataset
 from snakemap.data import augment
 from snakemap.stats import Normalizer
@@ -242,7 +242,8 @@ def resolve_bands(bands: list[str] | None, available: list[str]) -> list[str]:
 
 
 def _fingerprint(config: dict[str, Any], data: JobData) -> str:
-    """Changes when the job's parameters or its inputs change: then old state is not resumed."""
+    """Changes when the job's resolved config (:func:`resolve_job`) or its inputs change: then old
+    state is not resumed. The job's resources are not in it: more runtime or memory resumes."""
     files = [data.folds, data.stats, *data.train_indexes, *data.calval_indexes]
     stamp = [(str(p), os.stat(p).st_mtime_ns, os.stat(p).st_size) for p in files]
     return hashlib.sha256(json.dumps([config, stamp], sort_keys=True, default=str).encode()).hexdigest()
@@ -303,6 +304,25 @@ def _trainer_setup(gpus: int) -> dict[str, Any]:
     return {"accelerator": "cpu", "devices": 1, "precision": "32-true", "strategy": "auto"}
 
 
+def resolve_job(
+    opts: ModelOptions, fold: int | None, classes: list[str], ignore_index: int, stats: dict[str, Any]
+) -> dict[str, Any]:
+    """A job's resolved config (``config.yaml``): what it learns, without its resources.
+
+    Args:
+        stats: the band statistics (``bands.json``), which give the input bands' mean and std.
+    """
+    available = [b["name"] for b in stats["bands"]]
+    if isinstance(opts.bands, str):
+        raise ValueError(f"bands {opts.bands!r} names a band set: expand the grid with its band_sets first")
+    bands = resolve_bands(opts.bands, available)
+    channels = [available.index(b) for b in bands]
+    mean = [float(stats["bands"][c]["mean"]) for c in channels]
+    std = [float(stats["bands"][c]["std"]) or 1.0 for c in channels]
+    return {"params": learning_params(dataclasses.asdict(opts)), "fold": fold, "classes": classes,
+            "ignore_index": ignore_index, "bands": bands, "mean": mean, "std": std}  # fmt: skip
+
+
 def train_job(
     out: str | os.PathLike[str],
     params: dict[str, Any],
@@ -311,30 +331,28 @@ def train_job(
     ignore_index: int,
     data: JobData,
     gpus: int | None = None,
+    cpus: int | None = None,
 ) -> Path:
     """Train one job into ``out`` (see the module docstring); return the best checkpoint.
 
     Args:
         out: the job's folder, ``results/models/{id}[/fold{k}]``.
-        params: the model's resolved parameters (:class:`ModelOptions` fields).
+        params: the model's resolved parameters (:class:`ModelOptions` fields; its resources
+            ``gpus``, ``cpus``, ``mem_mb`` and ``runtime`` may be left out and are ignored).
         fold: the held-out fold, or None.
         classes, ignore_index: from the labels config.
         data: the chip tables, folds and statistics.
-        gpus: GPUs given to the job (its resources); None uses ``params['gpus']``.
+        gpus, cpus: GPUs and CPU cores given to the job (its resources); None uses ``params``'.
     """
     opts = ModelOptions(**params)
+    gpus = opts.gpus if gpus is None else gpus
+    cpus = opts.cpus if cpus is None else cpus
     out = Path(out)
     work = out / "train"
     stats = read_json(data.stats)
-    available = [b["name"] for b in stats["bands"]]
-    if isinstance(opts.bands, str):
-        raise ValueError(f"bands {opts.bands!r} names a band set: expand the grid with its band_sets first")
-    bands = resolve_bands(opts.bands, available)
-    channels = [available.index(b) for b in bands]
-    mean = [float(stats["bands"][c]["mean"]) for c in channels]
-    std = [float(stats["bands"][c]["std"]) or 1.0 for c in channels]
-    resolved = {"params": dataclasses.asdict(opts), "fold": fold, "classes": classes, "ignore_index": ignore_index,
-                "bands": bands, "mean": mean, "std": std}  # fmt: skip
+    resolved = resolve_job(opts, fold, classes, ignore_index, stats)
+    bands, mean, std = resolved["bands"], resolved["mean"], resolved["std"]
+    channels = [[b["name"] for b in stats["bands"]].index(b) for b in bands]
     fingerprint = _fingerprint(resolved, data)
     if work.exists() and (not (work / "fingerprint.json").exists()
                           or read_json(work / "fingerprint.json").get("sha256") != fingerprint):  # fmt: skip
@@ -351,7 +369,7 @@ def train_job(
     norm = Normalizer(np.asarray(mean, dtype=np.float32), np.asarray(std, dtype=np.float32))
     module = ChipDataModule(
         ChipDataset(train, channels, norm, opts.normalize), ChipDataset(val, channels, norm, opts.normalize),
-        opts.batch_size, opts.balance, flags, num_workers=max(0, opts.cpus - 1) if opts.gpus else 0,
+        opts.batch_size, opts.balance, flags, num_workers=max(0, cpus - 1) if gpus else 0,
         seed=opts.seed, samples_per_epoch=opts.samples_per_epoch,
     )  # fmt: skip
     task = SegmentationTask(
@@ -374,7 +392,7 @@ def train_job(
     resume = pick_resume(checkpoints, opts.resume_fallback)
     if resume is not None:
         log.info("resuming from %s (epoch %d)", resume, torch.load(resume, weights_only=True)["epoch"])
-    setup = _trainer_setup(opts.gpus if gpus is None else gpus)
+    setup = _trainer_setup(gpus)
     trainer = L.Trainer(
         max_epochs=opts.epochs,
         callbacks=callbacks,

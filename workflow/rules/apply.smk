@@ -1,18 +1,38 @@
 # Apply predictors to the apply scenes: one job per shard of scenes, then a mosaic and progress.
 
 
+# With apply.buffer, each scene is predicted with context read from its neighbours through this VRT.
+rule apply_inputs_vrt:
+    input:
+        manifest=config["manifest"],
+        demo=apply_demo_scenes,
+    output:
+        "results/maps/inputs.vrt",
+    conda:
+        "../envs/snakemap.yaml"
+    log:
+        "logs/maps/inputs_vrt.log",
+    shell:
+        "snakemap inputs-vrt --manifest {input.manifest:q} --out {output:q} 2> {log:q}"
+
+
 rule apply_shard:
     input:
         unpack(predictor_inputs),
+        demo=demo_scenes,
+        vrt=apply_vrt,
     output:
-        "results/maps/{applied}/shards/{shard}.json",
+        "results/maps/{predictor}/shards/{shard}.json",
     params:
         scenes=shard_fingerprint,
         predictor=predictor_args,
+        vrt=vrt_args,
         manifest=config["manifest"],
         options=shard_options,
         # `snakemake --config retry_corrupt=true` reruns the shards; each retries its corrupt scenes
         retry=config["retry_corrupt"],
+    wildcard_constraints:
+        predictor=APPLIED_PATTERN,
     resources:
         gpu=APPLY["gpus"],
         mem_mb=lambda w, attempt: APPLY["mem_mb"] * attempt,
@@ -20,27 +40,27 @@ rule apply_shard:
     conda:
         "../envs/snakemap.yaml"
     log:
-        "logs/maps/{applied}/{shard}.log",
+        "logs/maps/{predictor}/{shard}.log",
     benchmark:
-        "benchmarks/maps/{applied}/{shard}.tsv"
+        "benchmarks/maps/{predictor}/{shard}.tsv"
     shell:
-        "snakemap apply-shard {wildcards.shard} --manifest {params.manifest:q} --root results/maps/{wildcards.applied}"
-        " {params.predictor} --retry-corrupt={params.retry} --gpus {resources.gpu}"
+        "snakemap apply-shard {wildcards.shard} --manifest {params.manifest:q} --root results/maps/{wildcards.predictor}"
+        " {params.predictor} {params.vrt} --retry-corrupt={params.retry} --gpus {resources.gpu}"
         " --options {params.options:q} 2> {log:q}"
 
 
 rule mosaic:
     input:
-        expand("results/maps/{{applied}}/shards/{shard}.json", shard=SHARDS),
+        expand("results/maps/{{predictor}}/shards/{shard}.json", shard=SHARDS),
     output:
-        vrt="results/maps/{applied}/mosaic.vrt",
-        overview="results/maps/{applied}/overview.tif",
+        vrt="results/maps/{predictor}/mosaic.vrt",
+        overview="results/maps/{predictor}/overview.tif",
     params:
         options=options("apply"),
     conda:
         "../envs/snakemap.yaml"
     log:
-        "logs/maps/{applied}/mosaic.log",
+        "logs/maps/{predictor}/mosaic.log",
     shell:
         "snakemap mosaic {input:q} --vrt {output.vrt:q} --overview {output.overview:q}"
         " --options {params.options:q} 2> {log:q}"
@@ -48,16 +68,16 @@ rule mosaic:
 
 rule progress:
     input:
-        expand("results/maps/{{applied}}/shards/{shard}.json", shard=SHARDS),
+        expand("results/maps/{{predictor}}/shards/{shard}.json", shard=SHARDS),
     output:
-        "results/maps/{applied}/progress.json",
+        "results/maps/{predictor}/progress.json",
     params:
         options=options("manifest", "apply"),
     localrule: True
     conda:
         "../envs/snakemap.yaml"
     log:
-        "logs/maps/{applied}/progress.log",
+        "logs/maps/{predictor}/progress.log",
     shell:
-        "snakemap progress --predictor {wildcards.applied:q} --out {output:q}"
+        "snakemap progress --predictor {wildcards.predictor:q} --out {output:q}"
         " --options {params.options:q} > {log:q} 2>&1"

@@ -1,26 +1,30 @@
 # Predict the calval sites with every model checkpoint and ensemble, draw the baselines, score all.
 
 
-rule calval_model:
+# A model's checkpoint or an ensemble, at one site (a site whose clean is not ok gets empty files).
+rule calval_predict:
     input:
-        ckpt="results/models/{model}/{ckpt}.ckpt",
+        unpack(predictor_inputs),
         clean="results/clean/{site}",
     output:
-        classes="results/calval/models/{model}/{ckpt}/{site}.tif",
-        probs="results/calval/models/{model}/{ckpt}/probs/{site}.tif",
+        classes="results/calval/{predictor}/{site}.tif",
+        probs="results/calval/{predictor}/probs/{site}.tif",
     params:
+        predictor=predictor_args,
         options=options("predict"),
+    wildcard_constraints:
+        predictor=APPLIED_PATTERN,
     resources:
         gpu=CV["gpus"],
         mem_mb=lambda w, attempt: 4000 * attempt,
     conda:
         "../envs/snakemap.yaml"
     log:
-        "logs/calval/models/{model}/{ckpt}/{site}.log",
+        "logs/calval/{predictor}/{site}.log",
     benchmark:
-        "benchmarks/calval/models/{model}/{ckpt}/{site}.tsv"
+        "benchmarks/calval/{predictor}/{site}.tsv"
     shell:
-        "snakemap predict --checkpoint {input.ckpt:q} --image {input.clean:q}/image.tif"
+        "snakemap predict {params.predictor} --clean {input.clean:q}"
         " --classes-out {output.classes:q} --probs-out {output.probs:q}"
         " --options {params.options:q} --gpus {resources.gpu} 2> {log:q}"
 
@@ -49,34 +53,6 @@ rule tune_threshold:
         " --out {output:q} 2> {log:q}"
 
 
-rule calval_ensemble:
-    input:
-        ckpts=ensemble_checkpoints,
-        clean="results/clean/{site}",
-        tuned=ensemble_threshold,
-    output:
-        classes="results/calval/ensembles/{ensemble}/{site}.tif",
-        probs="results/calval/ensembles/{ensemble}/probs/{site}.tif",
-    params:
-        checkpoints=lambda w, input: " ".join(f"--checkpoint {c}" for c in input.ckpts),
-        args=ensemble_args,
-        tuned=threshold_args,
-        options=options("predict"),
-    resources:
-        gpu=CV["gpus"],
-        mem_mb=lambda w, attempt: 4000 * attempt,
-    conda:
-        "../envs/snakemap.yaml"
-    log:
-        "logs/calval/ensembles/{ensemble}/{site}.log",
-    benchmark:
-        "benchmarks/calval/ensembles/{ensemble}/{site}.tsv"
-    shell:
-        "snakemap predict {params.checkpoints} {params.args} {params.tuned} --image {input.clean:q}/image.tif"
-        " --classes-out {output.classes:q} --probs-out {output.probs:q}"
-        " --options {params.options:q} --gpus {resources.gpu} 2> {log:q}"
-
-
 rule calval_baseline:
     input:
         clean="results/clean/{site}",
@@ -91,7 +67,7 @@ rule calval_baseline:
     log:
         "logs/calval/baselines/{baseline}/{site}.log",
     shell:
-        "snakemap baseline {wildcards.site:q} --spec {params.spec:q} --image {input.clean:q}/image.tif"
+        "snakemap baseline {wildcards.site:q} --spec {params.spec:q} --clean {input.clean:q}"
         " --out {output:q} --options {params.labels:q} 2> {log:q}"
 
 
@@ -103,10 +79,7 @@ rule calval_metrics:
         json="results/calval/{predictor}/metrics.json",
         csv="results/calval/{predictor}/sites.csv",
     params:
-        # input has no "clean" while the clean checkpoint is pending (a dry run)
-        sites=lambda w, input: " ".join(os.path.basename(d) for d in input.get("clean", [])),
-        labels=lambda w, input: " ".join(f"{d}/label.tif" for d in input.get("clean", [])),
-        probs=lambda w, input: " ".join(["--probs", *input.get("probs", [])]) if "probs" in input.keys() else "",
+        probs=lambda w, input: " ".join(["--probs", *input.probs]) if "probs" in input.keys() else "",
         tuned=lambda w, input: f"--threshold-from {input.tuned[0]}" if input.tuned else "",
         selection=selection,
         labels_options=options("labels"),
@@ -115,8 +88,8 @@ rule calval_metrics:
     log:
         "logs/calval/{predictor}/metrics.log",
     shell:
-        "snakemap calval-metrics --predictor {wildcards.predictor:q} --sites {params.sites}"
-        " --labels {params.labels} --maps {input.maps:q} {params.probs} {params.tuned}"
+        "snakemap calval-metrics --predictor {wildcards.predictor:q} --clean {input.clean:q}"
+        " --maps {input.maps:q} {params.probs} {params.tuned}"
         " --selection {params.selection:q}"
         " --out-json {output.json:q} --out-csv {output.csv:q} --options {params.labels_options:q} 2> {log:q}"
 

@@ -9,11 +9,19 @@ import sys
 from snakemake.utils import validate
 
 from snakemap.acquire import local_path
-from snakemap.grid import ID_PATTERN, split_predictor
+from snakemap.config import build
+from snakemap.grid import (
+    APPLIED_PATTERN,
+    ID_PATTERN,
+    MODEL_KEY_PATTERN,
+    PREDICTOR_PATTERN,
+    learning_params,
+    split_predictor,
+)
 from snakemap.grid import expand as expand_models
 from snakemap.manifest import SCENE_ID_PATTERN, read_manifest, scenes_with_role
 from snakemap.sensors import SceneTables
-from snakemap.shards import SHARD_PATTERN, shard_ids, shard_members
+from snakemap.shards import SHARD_PATTERN, check_mask, shard_ids, shard_members
 from snakemap.status import SceneStatus
 
 
@@ -33,7 +41,6 @@ validate(MANIFEST[MANIFEST["role"] != "apply"], "../schemas/manifest.schema.yaml
 
 TRAIN = scenes_with_role(MANIFEST, "train")
 CALVAL = scenes_with_role(MANIFEST, "calval")
-MODEL_KEY_PATTERN = rf"{ID_PATTERN}(/fold[0-9]+)?"
 
 
 wildcard_constraints:
@@ -83,7 +90,8 @@ def local_inputs(wildcards):
 
 
 def all_outputs(wildcards=None):
-    """What `snakemake` builds by default: cleaned scenes, statistics, chips, folds, models."""
+    """What `snakemake` builds by default: cleaned scenes, statistics, chips, folds, models, calval
+    and the report's tables and figures, the maps; all known before any job runs (see previews)."""
     return (
         expand("results/clean/{scene}", scene=TRAIN + CALVAL)
         + expand("results/chips/{scene}.index.parquet", scene=TRAIN)
@@ -95,7 +103,7 @@ def all_outputs(wildcards=None):
 
 
 def report_outputs(wildcards=None):
-    """The calval summary and the report's figures (nothing without calval sites)."""
+    """The calval summary and the report's tables and figures (nothing without calval sites)."""
     if not calval_predictors():
         return []
     return [
@@ -103,7 +111,15 @@ def report_outputs(wildcards=None):
         "results/reports/summary.csv",
         "results/reports/best_by_class.csv",
         "results/reports/iou_by_class.png",
-    ] + expand("results/reports/previews/{site}.png", site=ok_sites())
+    ]
+
+
+def preview_outputs(wildcards=None):
+    """A preview per calval site whose cleaning ended ok: the only outputs that wait for the clean
+    checkpoint, so that a dry run still lists every other job."""
+    if not calval_predictors():
+        return []
+    return expand("results/reports/previews/{site}.png", site=ok_sites())
 
 
 def model_outputs():
@@ -131,9 +147,10 @@ def job(wildcards):
 
 
 def job_json(wildcards):
-    """A job's own parameters: changing them reruns that job alone."""
+    """What a job learns: changing it reruns that job alone. Its resources (gpus, cpus, mem_mb,
+    runtime) are not in it: raising them after a timeout reruns nothing, and a killed job resumes."""
     j = job(wildcards)
-    return json.dumps({"params": j.params, "fold": j.fold}, sort_keys=True)
+    return json.dumps({"params": learning_params(j.params), "fold": j.fold}, sort_keys=True)
 
 
 def calval_chips(wildcards):
@@ -147,14 +164,10 @@ def calval_chips(wildcards):
 CV = config["calval"]
 ENSEMBLES = CV["ensembles"]
 BASELINES = CV["baselines"]
-PREDICTOR_PATTERN = (
-    rf"(models/{MODEL_KEY_PATTERN}/(best|last)|ensembles/{ID_PATTERN}|baselines/{ID_PATTERN})"
-)
 
 
 wildcard_constraints:
     site=SCENE_ID_PATTERN,
-    ckpt="best|last",
     ensemble=ID_PATTERN,
     baseline=ID_PATTERN,
     predictor=PREDICTOR_PATTERN,
@@ -169,7 +182,8 @@ def calval_predictors():
 
 
 def ok_sites(wildcards=None):
-    """Calval sites whose cleaning ended ok (known once `clean` has run for them)."""
+    """Calval sites whose cleaning ended ok (known once `clean` has run for them): for previews
+    only; every other calval job covers every site, and the package skips the sites not ok."""
     return [
         s
         for s in CALVAL
@@ -213,14 +227,14 @@ def single_target():
 
 
 def metrics_inputs(wildcards):
-    """Class maps (and probabilities) of a predictor at the ok sites, and the sites' labels."""
-    sites = ok_sites()
+    """Class maps (and probabilities) of a predictor at every calval site, and the sites' clean
+    folders (status and labels): `calval-metrics` scores the sites whose status is ok."""
     found = {
-        "maps": expand(f"results/calval/{wildcards.predictor}/{{site}}.tif", site=sites),
-        "clean": expand("results/clean/{site}", site=sites),
+        "maps": expand(f"results/calval/{wildcards.predictor}/{{site}}.tif", site=CALVAL),
+        "clean": expand("results/clean/{site}", site=CALVAL),
     }
     if split_predictor(wildcards.predictor)[0] != "baselines":
-        found["probs"] = expand(f"results/calval/{wildcards.predictor}/probs/{{site}}.tif", site=sites)
+        found["probs"] = expand(f"results/calval/{wildcards.predictor}/probs/{{site}}.tif", site=CALVAL)
     return found
 
 
@@ -231,11 +245,8 @@ def tuned_threshold(kind, name):
     return []
 
 
-def ensemble_threshold(wildcards):
-    return tuned_threshold("ensembles", wildcards.ensemble)
-
-
 def predictor_threshold(wildcards):
+    """The tuned threshold.json a calval predictor's maps were made with (if any)."""
     return tuned_threshold(*split_predictor(wildcards.predictor))
 
 
@@ -266,12 +277,19 @@ def baseline_maps(wildcards):
 APPLY = config["apply"]
 APPLY_SCENES = scenes_with_role(MANIFEST, "apply")
 SHARDS = shard_ids(len(APPLY_SCENES), APPLY["shard_size"])
-APPLIED_PATTERN = rf"(models/{MODEL_KEY_PATTERN}/(best|last)|ensembles/{ID_PATTERN})"
+# A mask band that the apply scenes' cleaned bands lack stops the run here, naming the key.
+check_mask(
+    APPLY["mask"],
+    TABLES.cleaned_bands(
+        build("bands", config["bands"]),
+        build("clean", config["clean"]).qa_band,
+        MANIFEST.loc[APPLY_SCENES, "sensor"],
+    ),
+)
 
 
 wildcard_constraints:
     shard=SHARD_PATTERN,
-    applied=APPLIED_PATTERN,
 
 
 def shard_fingerprint(wildcards):
@@ -287,32 +305,48 @@ def shard_options(wildcards):
     return json.dumps({**found, **row_tables(rows, ["sensor"])}, sort_keys=True)
 
 
+def demo_files(scene_ids):
+    """The embedded demo's scenes among `scene_ids`: files a rule writes. Real apply scenes are
+    not inputs of the DAG (a shard reads them itself), which keeps planning fast at 100,000 scenes."""
+    uris = MANIFEST.loc[scene_ids, "uri"]
+    return [u for u in uris if "demo" in config and u.startswith("resources/demo/")]
+
+
 def demo_scenes(wildcards):
-    """The embedded demo's apply scenes of a shard: files a rule writes. Real scenes are not
-    inputs of the DAG (a shard reads them itself), which keeps planning fast at 100,000 scenes."""
-    members = MANIFEST.loc[shard_members(APPLY_SCENES, wildcards.shard, APPLY["shard_size"]), "uri"]
-    return [u for u in members if "demo" in config and u.startswith("resources/demo/")]
+    """The embedded demo's apply scenes of a shard."""
+    return demo_files(shard_members(APPLY_SCENES, wildcards.shard, APPLY["shard_size"]))
+
+
+def apply_demo_scenes(wildcards):
+    """The embedded demo's apply scenes, for the VRT of all apply inputs."""
+    return demo_files(APPLY_SCENES)
+
+
+def apply_vrt(wildcards):
+    """The VRT of all apply scenes that `apply.buffer` reads neighbours from (none without a
+    buffer). Ancient: adding scenes rebuilds it without rerunning the finished shards."""
+    return [ancient("results/maps/inputs.vrt")] if APPLY["buffer"] else []
+
+
+def vrt_args(wildcards, input):
+    """--vrt of an apply shard with a buffer."""
+    return f"--vrt {shlex.quote(input.vrt[0])}" if input.vrt else ""
 
 
 def predictor_inputs(wildcards):
-    """Checkpoints of an applied model or ensemble (and calval scores for a tuned threshold)."""
-    kind, name = split_predictor(wildcards.applied)
-    found = {"demo": demo_scenes(wildcards)}
+    """Checkpoints of a model or ensemble predictor, and an ensemble's threshold.json when tuned."""
+    kind, name = split_predictor(wildcards.predictor)
     if kind == "models":
-        return {**found, "ckpts": [f"results/models/{name}.ckpt"]}
-    found["ckpts"] = members_checkpoints(name)
-    found["tuned"] = tuned_threshold(kind, name)
-    return found
+        return {"ckpts": [f"results/models/{name}.ckpt"], "tuned": []}
+    return {"ckpts": members_checkpoints(name), "tuned": tuned_threshold(kind, name)}
 
 
 def predictor_args(wildcards, input):
-    """--checkpoint (and --weight, --threshold) arguments of an applied model or ensemble."""
+    """--checkpoint (and --weight, --threshold or --threshold-from) of a model or ensemble."""
     args = [f"--checkpoint {c}" for c in input.ckpts]
-    kind, name = split_predictor(wildcards.applied)
+    kind, name = split_predictor(wildcards.predictor)
     if kind == "ensembles":
-        args.append(members_args(name))
-        if "tuned" in input.keys():
-            args.append(threshold_args(wildcards, input))
+        args += [members_args(name), threshold_args(wildcards, input)]
     return " ".join(args)
 
 
@@ -321,5 +355,5 @@ def apply_outputs(wildcards=None):
     if not APPLY_SCENES:
         return []
     return expand(
-        "results/maps/{applied}/{f}", applied=APPLY["predictors"], f=["mosaic.vrt", "progress.json"]
+        "results/maps/{predictor}/{f}", predictor=APPLY["predictors"], f=["mosaic.vrt", "progress.json"]
     )

@@ -41,10 +41,12 @@ rule report_plots:
         " --training-out {output.training:q} 2> {log:q}"
 
 
+# The site's map by the best model or ensemble of the summary: every candidate's map is an input.
 rule report_preview:
     input:
         clean="results/clean/{site}",
         summary="results/calval/summary.csv",
+        maps=expand("results/calval/{predictor}/{{site}}.tif", predictor=calval_predictors()),
     output:
         report(
             "results/reports/previews/{site}.png",
@@ -53,6 +55,7 @@ rule report_preview:
             labels={"site": "{site}"},
         ),
     params:
+        predictors=calval_predictors(),
         labels=options("labels"),
     conda:
         "../envs/snakemap.yaml"
@@ -60,6 +63,7 @@ rule report_preview:
         "logs/report/preview/{site}.log",
     shell:
         "snakemap preview {wildcards.site:q} --clean {input.clean:q} --summary {input.summary:q}"
+        " --predictors {params.predictors:q} --maps {input.maps:q}"
         " --out {output:q} --options {params.labels:q} 2> {log:q}"
 
 
@@ -104,4 +108,5 @@ rule report_winners:
 rule calval_report:
     input:
         report_outputs,
+        preview_outputs,
     localrule: True

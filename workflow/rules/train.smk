@@ -13,6 +13,7 @@ rule train:
         metrics="results/models/{model}/metrics.csv",
         config="results/models/{model}/config.yaml",
     params:
+        # what the job learns; its resources below are not in it, so raising them reruns nothing
         job=job_json,
         labels=options("labels"),
     threads: lambda w: job(w).params["cpus"]
@@ -33,7 +34,7 @@ rule train:
         "snakemap train --job {params.job:q} --options {params.labels:q}"
         " --train-indexes {input.train:q} --calval-indexes {input.calval:q}"
         " --folds {input.folds:q} --stats {input.stats:q}"
-        " --out results/models/{wildcards.model} --gpus {resources.gpu} 2> {log:q}"
+        " --out results/models/{wildcards.model} --gpus {resources.gpu} --cpus {threads} 2> {log:q}"
 
 
 rule train_all:
