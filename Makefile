@@ -66,7 +66,13 @@ bench: setup
 	$(BIN)/python bench/predict_efficiency.py
 	$(BIN)/python bench/quality.py
 
+# The style gate (CI runs it before the tests): ruff's rules and format, mypy --strict on the
+# package, snakefmt on the workflow and Snakemake's own linter.
 lint: setup
+	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff format --check src tests bench
+	$(BIN)/mypy src
+	$(BIN)/snakefmt --check workflow
 	$(BIN)/snakemake --lint
 
 clean-results:

@@ -48,21 +48,33 @@ def main() -> None:
             data = rng.normal(0.1, 0.03, (4, args.size, args.size)).astype(np.float32)
             data[:, : args.size // 10] = np.nan
             with rasterio.open(
-                Path(tmp) / f"s{i:03d}.tif", "w", driver="GTiff", count=4, width=args.size,
-                height=args.size, dtype="float32", crs="EPSG:32755", nodata=float("nan"),
-                transform=from_origin(0, 0, 10, 10), tiled=True,
-            ) as dst:  # fmt: skip
+                Path(tmp) / f"s{i:03d}.tif",
+                "w",
+                driver="GTiff",
+                count=4,
+                width=args.size,
+                height=args.size,
+                dtype="float32",
+                crs="EPSG:32755",
+                nodata=float("nan"),
+                transform=from_origin(0, 0, 10, 10),
+                tiled=True,
+            ) as dst:
                 dst.write(data)
         total_mib = args.scenes * 4 * args.size * args.size * 4 / 2**20
         results = {}
         for mode in ("one-scene", "stats"):
-            out = subprocess.run([sys.executable, "-c", CHILD, tmp, mode], capture_output=True, text=True, check=True)
+            out = subprocess.run(
+                [sys.executable, "-c", CHILD, tmp, mode], capture_output=True, text=True, check=True
+            )
             rss, seconds = map(float, out.stdout.split())
             results[mode] = (rss, seconds)
     print(f"scenes: {args.scenes} x 4 x {args.size} x {args.size} float32 = {total_mib:.0f} MiB of pixels")
     print(f"peak RSS, import + read one whole scene:      {results['one-scene'][0]:7.0f} MiB")
-    print(f"peak RSS, statistics over all scenes:         {results['stats'][0]:7.0f} MiB "
-          f"({results['stats'][1]:.1f} s, {total_mib / results['stats'][1]:.0f} MiB/s)")
+    print(
+        f"peak RSS, statistics over all scenes:         {results['stats'][0]:7.0f} MiB "
+        f"({results['stats'][1]:.1f} s, {total_mib / results['stats'][1]:.0f} MiB/s)"
+    )
     print(f"ratio peak(statistics) / all pixels:          {results['stats'][0] / total_mib:7.2f}")
 
 

@@ -80,8 +80,8 @@ def setup(root: Path, n: int, shard_size: int) -> tuple[Path, Path]:
 
 
 def progress_timing(ours: Path, n: int, shard_size: int) -> tuple[float, float, str]:
-    from snakemap.shards import shard_ids, shard_members  # noqa: PLC0415
-    from snakemap.progress import progress  # noqa: PLC0415
+    from snakemap.progress import progress
+    from snakemap.shards import shard_ids, shard_members
 
     ids = [f"quad_{i:06d}" for i in range(n)]
     root = ours / "results" / "maps" / "models" / "base" / "best"
@@ -90,17 +90,31 @@ def progress_timing(ours: Path, n: int, shard_size: int) -> tuple[float, float, 
     now = time.time()
     shards = shard_ids(n, shard_size)
     for k, shard in enumerate(shards[:-2]):
-        entries = [{"scene_id": s, "status": "corrupt" if j == 0 else "ok", "reason": "bad" if j == 0 else "",
-                    "finished": now - 60 * (len(shards) - k)} for j, s in enumerate(shard_members(ids, shard, shard_size))]  # fmt: skip
+        entries = [
+            {
+                "scene_id": s,
+                "status": "corrupt" if j == 0 else "ok",
+                "reason": "bad" if j == 0 else "",
+                "finished": now - 60 * (len(shards) - k),
+            }
+            for j, s in enumerate(shard_members(ids, shard, shard_size))
+        ]
         (root / "shards" / f"{shard}.json").write_text(json.dumps({"shard": shard, "scenes": entries}))
     for s in shard_members(ids, shards[-2], shard_size)[: shard_size // 2]:  # one shard in flight
-        (root / "scenes" / f"{s}.json").write_text(json.dumps({"scene_id": s, "status": "ok", "finished": now}))
+        (root / "scenes" / f"{s}.json").write_text(
+            json.dumps({"scene_id": s, "status": "ok", "finished": now})
+        )
     start = time.perf_counter()
     figures = progress(root, ids, shard_size)
     call = time.perf_counter() - start
     start = time.perf_counter()
-    out = subprocess.run([str(BIN / "snakemap"), "progress", "--config", "config/config.yaml"], cwd=ours,
-                         capture_output=True, text=True, check=True)  # fmt: skip
+    out = subprocess.run(
+        [str(BIN / "snakemap"), "progress", "--config", "config/config.yaml"],
+        cwd=ours,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     command = time.perf_counter() - start
     assert figures["pending"] == shard_size + (n - (len(shards) - 1) * shard_size) - shard_size // 2
     return call, command, out.stdout.splitlines()[0]
@@ -112,19 +126,39 @@ def main() -> None:
     ap.add_argument("--shard-size", type=int, default=500)
     args = ap.parse_args()
     snakemake = str(BIN / "snakemake")
-    print(f"{'scenes':>8} | {'snakemap dry run':>22} | {'per-scene Snakefile':>22} | time ratio | memory ratio")
+    print(
+        f"{'scenes':>8} | {'snakemap dry run':>22} | {'per-scene Snakefile':>22} | time ratio | memory ratio"
+    )
     for n in args.sizes:
         with tempfile.TemporaryDirectory() as tmp:
             ours, minimal = setup(Path(tmp), n, args.shard_size)
             targets = [f"results/maps/models/base/best/{f}" for f in ("mosaic.vrt", "progress.json")]
-            t1, m1 = measure(ours, [snakemake, *targets, "-n", "--snakefile", str(REPO / "workflow" / "Snakefile"),
-                                    "--cores", "1", "--quiet"])  # fmt: skip
-            t2, m2 = measure(minimal, [snakemake, "-n", "--cores", "1", "--quiet", "--config",
-                                       "manifest=manifest.csv"])  # fmt: skip
-            print(f"{n:>8} | {t1:8.1f} s {m1:8.0f} MiB | {t2:8.1f} s {m2:8.0f} MiB | {t1 / t2:10.3f} | {m1 / m2:12.3f}")
+            t1, m1 = measure(
+                ours,
+                [
+                    snakemake,
+                    *targets,
+                    "-n",
+                    "--snakefile",
+                    str(REPO / "workflow" / "Snakefile"),
+                    "--cores",
+                    "1",
+                    "--quiet",
+                ],
+            )
+            t2, m2 = measure(
+                minimal, [snakemake, "-n", "--cores", "1", "--quiet", "--config", "manifest=manifest.csv"]
+            )
+            print(
+                f"{n:>8} | {t1:8.1f} s {m1:8.0f} MiB | {t2:8.1f} s {m2:8.0f} MiB | "
+                f"{t1 / t2:10.3f} | {m1 / m2:12.3f}"
+            )
             if n == max(args.sizes):
                 call, command, line = progress_timing(ours, n, args.shard_size)
-    print(f"\nsnakemap progress at {max(args.sizes)} scenes: {call:.3f} s in the function, {command:.2f} s as a command")
+    print(
+        f"\nsnakemap progress at {max(args.sizes)} scenes: {call:.3f} s in the function, "
+        f"{command:.2f} s as a command"
+    )
     print(f"  {line}")
 
 

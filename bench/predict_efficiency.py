@@ -40,9 +40,20 @@ CLASSES = ["a", "b", "c", "d"]
 def synthetic_scene(path: Path, size: int) -> None:
     rng = np.random.default_rng(0)
     data = rng.normal(0.1, 0.03, (6, size, size)).astype(np.float32)
-    with rasterio.open(path, "w", driver="GTiff", count=6, width=size, height=size, dtype="float32",
-                       crs="EPSG:32755", transform=from_origin(300000, 8000000, 10, 10), nodata=float("nan"),
-                       tiled=True, compress="deflate") as dst:  # fmt: skip
+    with rasterio.open(
+        path,
+        "w",
+        driver="GTiff",
+        count=6,
+        width=size,
+        height=size,
+        dtype="float32",
+        crs="EPSG:32755",
+        transform=from_origin(300000, 8000000, 10, 10),
+        nodata=float("nan"),
+        tiled=True,
+        compress="deflate",
+    ) as dst:
         dst.write(data)
         for i in range(6):
             dst.set_band_description(i + 1, f"b{i + 1}")
@@ -54,8 +65,14 @@ def real_scene(folder: Path) -> Path:
     (folder / "acq").mkdir()
     (folder / "acq" / "image.tif").write_bytes(src.read_bytes())
     (folder / "acq" / "acquire.json").write_text('{"status": "ok", "reason": ""}')
-    clean_scene("nc", folder / "acq", folder / "clean", BandOptions(names=[f"b{i}" for i in range(1, 7)]),
-                CleanOptions(), None)  # fmt: skip
+    clean_scene(
+        "nc",
+        folder / "acq",
+        folder / "clean",
+        BandOptions(names=[f"b{i}" for i in range(1, 7)]),
+        CleanOptions(),
+        None,
+    )
     return folder / "clean" / "image.tif"
 
 
@@ -92,10 +109,12 @@ def bare_time(model: torch.nn.Module, shapes: list[tuple[int, ...]]) -> float:
     return time.perf_counter() - start
 
 
-def run_torchgeo(path: Path, model: torch.nn.Module, norm: Normalizer, args: argparse.Namespace, out: Path) -> float:
-    from torch.utils.data import DataLoader  # noqa: PLC0415
-    from torchgeo.datasets import RasterDataset, stack_samples  # noqa: PLC0415
-    from torchgeo.samplers import GridGeoSampler  # noqa: PLC0415
+def run_torchgeo(
+    path: Path, model: torch.nn.Module, norm: Normalizer, args: argparse.Namespace, out: Path
+) -> float:
+    from torch.utils.data import DataLoader
+    from torchgeo.datasets import RasterDataset, stack_samples
+    from torchgeo.samplers import GridGeoSampler
 
     class Scene(RasterDataset):
         filename_glob = path.name
@@ -147,9 +166,11 @@ def main() -> None:
     args = ap.parse_args()
     torch.manual_seed(0)
     model = build_model("Unet", "resnet18", 6, len(CLASSES)).eval()
-    print(f"torch threads: {torch.get_num_threads()}, model: Unet/resnet18, overlap {args.overlap} px per side; "
-          f"snakemap windows {args.window} (batch {args.batch_size}), TorchGeo patches {args.tg_window} "
-          f"(batch {args.tg_batch_size})")  # fmt: skip
+    print(
+        f"torch threads: {torch.get_num_threads()}, model: Unet/resnet18, "
+        f"overlap {args.overlap} px per side; snakemap windows {args.window} (batch {args.batch_size}), "
+        f"TorchGeo patches {args.tg_window} (batch {args.tg_batch_size})"
+    )
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         scenes = {f"synthetic {args.size}x{args.size}x6": tmp / "synthetic.tif"}
@@ -169,12 +190,18 @@ def main() -> None:
             bare = bare_time(model, shapes)
             tg_wall = run_torchgeo(path, model, norm, args, out)
             print(f"\n{name}")
-            print(f"  snakemap: {figures['windows']} windows in {len(shapes)} batches, {wall:.2f} s, "
-                  f"{pixels / wall / 1e6:.3f} Mpx/s, coverage {coverage(out / 'classes.tif', path):.4f}")  # fmt: skip
-            print(f"  bare model on the same batches: {bare:.2f} s -> efficiency {bare / wall:.3f} (goal >= 0.95); "
-                  f"inside the predictor the model took {figures['model_seconds']:.2f} s")
-            print(f"  TorchGeo GridGeoSampler + centre crops: {tg_wall:.2f} s, {pixels / tg_wall / 1e6:.3f} Mpx/s, "
-                  f"coverage {coverage(out / 'torchgeo.tif', path):.4f}")  # fmt: skip
+            print(
+                f"  snakemap: {figures['windows']} windows in {len(shapes)} batches, {wall:.2f} s, "
+                f"{pixels / wall / 1e6:.3f} Mpx/s, coverage {coverage(out / 'classes.tif', path):.4f}"
+            )
+            print(
+                f"  bare model on the same batches: {bare:.2f} s -> efficiency {bare / wall:.3f} "
+                f"(goal >= 0.95); inside the predictor the model took {figures['model_seconds']:.2f} s"
+            )
+            print(
+                f"  TorchGeo GridGeoSampler + centre crops: {tg_wall:.2f} s, "
+                f"{pixels / tg_wall / 1e6:.3f} Mpx/s, coverage {coverage(out / 'torchgeo.tif', path):.4f}"
+            )
             print(f"  speed snakemap / TorchGeo: {tg_wall / wall:.2f}x (goal >= 1.5)")
 
 

@@ -46,17 +46,27 @@ from snakemap.stats import write_band_statistics
 from snakemap.train import JobData, train_job
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "segmentation"
-UKIS = LabelOptions(["clear_land", "water", "cloud_shadow", "cloud"],
-                    {3: "clear_land", 1: "water", 0: "cloud_shadow", 4: "cloud"}, target=["water"])  # fmt: skip
+UKIS = LabelOptions(
+    ["clear_land", "water", "cloud_shadow", "cloud"],
+    {3: "clear_land", 1: "water", 0: "cloud_shadow", 4: "cloud"},
+    target=["water"],
+)
 NC_CLASSES = ["developed", "agriculture", "herbaceous", "shrubland", "forest", "water", "sediment"]
 NC = LabelOptions(NC_CLASSES, {i + 1: c for i, c in enumerate(NC_CLASSES)} | {0: "ignore"}, target=NC_CLASSES)
 BANDS = BandOptions(indices=["ndwi", "mndwi", "ndvi"])
 #: The options measured: each on its own over ``plain``, then all together.
 BASE: dict[str, Any] = {
-    "arch": "Unet", "encoder_name": "resnet18", "epochs": 8, "samples_per_epoch": 256, "batch_size": 8,
-    "lr": 0.001, "loss": {"ce": 1.0, "dice": 1.0}, "balance": 0.5, "monitor": "val_iou",
+    "arch": "Unet",
+    "encoder_name": "resnet18",
+    "epochs": 8,
+    "samples_per_epoch": 256,
+    "batch_size": 8,
+    "lr": 0.001,
+    "loss": {"ce": 1.0, "dice": 1.0},
+    "balance": 0.5,
+    "monitor": "val_iou",
     "augment": {"flips": True, "rot90": True, "jitter": 0.0},
-}  # fmt: skip
+}
 RADIOMETRIC = {"gain": 0.2, "offset": 0.2}
 RESCALE = {"rescale": [0.5, 2.0]}
 VARIANTS: dict[str, dict[str, Any]] = {
@@ -138,21 +148,30 @@ def index_rules(train: Path, test: Path) -> dict[str, dict[str, float]]:
         with rasterio.open(clean / "image.tif") as src:
             image, names = src.read(), list(src.descriptions)
         label = read(clean / "label.tif", 1)
-        bands = {"ndwi": image[names.index("ndwi")], "brightness": image[[names.index(b) for b in ("blue", "green", "red")]].mean(0)}
+        bands = {
+            "ndwi": image[names.index("ndwi")],
+            "brightness": image[[names.index(b) for b in ("blue", "green", "red")]].mean(0),
+        }
         data[name] = (bands, label, np.isfinite(image).all(0) & (label < len(UKIS.classes)))
     for cls, (band, fixed) in rules.items():
         k = UKIS.classes.index(cls)
         bands, label, valid = data["train"]
         tuned = best_threshold(bands[band], label == k, valid)
         bands, label, valid = data["test"]
-        out[cls] = {f"{band} > {fixed:g}": binary_iou(bands[band] > fixed, label == k, valid),
-                    f"{band} > {tuned:.3f} (tuned on S2)": binary_iou(bands[band] > tuned, label == k, valid)}  # fmt: skip
+        out[cls] = {
+            f"{band} > {fixed:g}": binary_iou(bands[band] > fixed, label == k, valid),
+            f"{band} > {tuned:.3f} (tuned on S2)": binary_iou(bands[band] > tuned, label == k, valid),
+        }
     return out
 
 
 def cross_sensor(work: Path, seeds: int, variants: list[str], save: Any) -> dict[str, Any]:
-    s2 = prepare(work, "ukis_s2", SHARED / "ukis_sentinel2_image.tif", SHARED / "ukis_sentinel2_label.tif", UKIS)
-    l7 = prepare(work, "ukis_l7", SHARED / "ukis_landsat7_image.tif", SHARED / "ukis_landsat7_label.tif", UKIS)
+    s2 = prepare(
+        work, "ukis_s2", SHARED / "ukis_sentinel2_image.tif", SHARED / "ukis_sentinel2_label.tif", UKIS
+    )
+    l7 = prepare(
+        work, "ukis_l7", SHARED / "ukis_landsat7_image.tif", SHARED / "ukis_landsat7_label.tif", UKIS
+    )
     index = cut(work, "ukis_s2", UKIS, ChipOptions(size=64, stride=32, max_nodata_fraction=0.1))
     folds = work / "ukis_folds.parquet"
     write_folds([index], {"ukis_s2": "s2"}, folds, SplitOptions(folds=4, method="group", block_size=128))
@@ -166,15 +185,26 @@ def cross_sensor(work: Path, seeds: int, variants: list[str], save: Any) -> dict
         runs = []
         for seed in range(seeds):
             out = work / "models" / f"{slug(name)}-s{seed}"
-            ckpt = train_once(out, params(variant, seed, class_weights=[1.0, 5.0, 1.0, 1.0]), None, UKIS, data)
+            ckpt = train_once(
+                out, params(variant, seed, class_weights=[1.0, 5.0, 1.0, 1.0]), None, UKIS, data
+            )
             runs.append(iou_per_class(predict([ckpt], l7, out / "l7.tif"), truth, UKIS.classes))
             log(f"cross-sensor {name} seed {seed}: " + fmt(runs[-1]))
-        rows["models"][name] = {c: float(np.median([r[c] for r in runs])) for c in UKIS.classes} | {"runs": runs}
+        rows["models"][name] = {c: float(np.median([r[c] for r in runs])) for c in UKIS.classes} | {
+            "runs": runs
+        }
         save(rows)
         if name == BEST:
-            fold_ckpts = [train_once(work / "models" / f"{slug(BEST)}-fold{k}",
-                                     params(VARIANTS[BEST], 0, class_weights=[1.0, 5.0, 1.0, 1.0]), k, UKIS, data)
-                          for k in range(4)]  # fmt: skip
+            fold_ckpts = [
+                train_once(
+                    work / "models" / f"{slug(BEST)}-fold{k}",
+                    params(VARIANTS[BEST], 0, class_weights=[1.0, 5.0, 1.0, 1.0]),
+                    k,
+                    UKIS,
+                    data,
+                )
+                for k in range(4)
+            ]
             ens = iou_per_class(predict(fold_ckpts, l7, work / "ensemble_l7.tif"), truth, UKIS.classes)
             rows["ensemble"] = {"variant": BEST, **ens}
             log("cross-sensor 4-fold ensemble: " + fmt(ens))
@@ -183,7 +213,13 @@ def cross_sensor(work: Path, seeds: int, variants: list[str], save: Any) -> dict
 
 
 def landcover(work: Path, block: int = 96, n_folds: int = 4) -> dict[str, Any]:
-    nc = prepare(work, "nc", SHARED / "nc_landsat7_2000_image.tif", SHARED / "nc_landsat96_labelled_pixels_label.tif", NC)
+    nc = prepare(
+        work,
+        "nc",
+        SHARED / "nc_landsat7_2000_image.tif",
+        SHARED / "nc_landsat96_labelled_pixels_label.tif",
+        NC,
+    )
     chips = ChipOptions(size=32, stride=16, max_nodata_fraction=0.5)
     index = cut(work, "nc", NC, chips)
     folds = work / "nc_folds.parquet"
@@ -195,7 +231,9 @@ def landcover(work: Path, block: int = 96, n_folds: int = 4) -> dict[str, Any]:
     table = pd.read_parquet(index).merge(pd.read_parquet(folds)[["chip", "fold"]], on="chip")
     rows, cols = np.mgrid[0 : truth.shape[0], 0 : truth.shape[1]]
     # A pixel's fold is that of its block (the chips' top-left corners define the blocks' folds).
-    block_fold = {(r // block, c // block): f for r, c, f in zip(table["row"], table["col"], table["fold"], strict=True)}
+    block_fold = {
+        (r // block, c // block): f for r, c, f in zip(table["row"], table["col"], table["fold"], strict=True)
+    }
     pixel_fold = np.vectorize(lambda r, c: block_fold.get((r, c), -1))(rows // block, cols // block)
     valid = np.isfinite(image).all(0) & (truth < len(NC_CLASSES))
     features = image.reshape(image.shape[0], -1).T
@@ -222,8 +260,12 @@ def landcover(work: Path, block: int = 96, n_folds: int = 4) -> dict[str, Any]:
     labels = list(range(len(NC_CLASSES)))
     return {
         "test_pixels": int(len(y)),
-        "model_macro_f1": float(f1_score(y, np.concatenate(pooled["model"]), labels=labels, average="macro", zero_division=0)),
-        "forest_macro_f1": float(f1_score(y, np.concatenate(pooled["forest"]), labels=labels, average="macro", zero_division=0)),
+        "model_macro_f1": float(
+            f1_score(y, np.concatenate(pooled["model"]), labels=labels, average="macro", zero_division=0)
+        ),
+        "forest_macro_f1": float(
+            f1_score(y, np.concatenate(pooled["forest"]), labels=labels, average="macro", zero_division=0)
+        ),
     }
 
 
@@ -266,7 +308,10 @@ def report(result: dict[str, Any]) -> None:
         print("goals: cloud >= 0.80, cloud_shadow >= 0.65, clear_land >= 0.75, water above NDWI's")
     if "landcover" in result:
         lc = result["landcover"]
-        print(f"\nSparse land cover, North Carolina Landsat 7, spatial-block folds ({lc['test_pixels']} held-out pixels)")
+        print(
+            "\nSparse land cover, North Carolina Landsat 7, spatial-block folds "
+            f"({lc['test_pixels']} held-out pixels)"
+        )
         print(f"  workflow model ({BEST}) macro F1        {lc['model_macro_f1']:.3f}")
         print(f"  random forest (200 trees, same pixels)  macro F1 {lc['forest_macro_f1']:.3f}")
 
@@ -278,7 +323,9 @@ def main() -> None:
     ap.add_argument("--parts", default="landcover,cross", help="landcover and/or cross, in this order")
     ap.add_argument("--variants", default=",".join(VARIANTS), help="cross-sensor variants, in this order")
     ap.add_argument("--out", type=Path)
-    ap.add_argument("--quick", action="store_true", help="one epoch of 16 samples: checks the plumbing, not quality")
+    ap.add_argument(
+        "--quick", action="store_true", help="one epoch of 16 samples: checks the plumbing, not quality"
+    )
     args = ap.parse_args()
     if args.quick:
         BASE.update(epochs=1, samples_per_epoch=16)

@@ -68,8 +68,15 @@ def write_chips(folder: Path, n: int, bands: int, size: int) -> Path:
 
 def make_task(args: argparse.Namespace, bands: int) -> SegmentationTask:
     torch.manual_seed(0)
-    return SegmentationTask(args.arch, args.encoder, CLASSES, [f"b{i}" for i in range(bands)], [0.1] * bands,
-                            [0.03] * bands, scheduler="none")  # fmt: skip
+    return SegmentationTask(
+        args.arch,
+        args.encoder,
+        CLASSES,
+        [f"b{i}" for i in range(bands)],
+        [0.1] * bands,
+        [0.03] * bands,
+        scheduler="none",
+    )
 
 
 def loop_rate(args: argparse.Namespace, index: Path, bands: int) -> tuple[float, int]:
@@ -79,10 +86,18 @@ def loop_rate(args: argparse.Namespace, index: Path, bands: int) -> tuple[float,
     module = ChipDataModule(data, data, args.batch_size, 0.5, flags, num_workers=args.workers)
     timer = EpochTimer()
     gpu = args.device == "cuda"
-    trainer = L.Trainer(max_epochs=args.epochs, accelerator="gpu" if gpu else "cpu", devices=1,
-                        precision="bf16-mixed" if gpu else "32-true", limit_val_batches=0, logger=False,
-                        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-                        callbacks=[timer])  # fmt: skip
+    trainer = L.Trainer(
+        max_epochs=args.epochs,
+        accelerator="gpu" if gpu else "cpu",
+        devices=1,
+        precision="bf16-mixed" if gpu else "32-true",
+        limit_val_batches=0,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=[timer],
+    )
     trainer.fit(make_task(args, bands), datamodule=module)
     # The first epoch warms up (allocations, cudnn autotuning); the rest are measured.
     batches, seconds = sum(timer.batches[1:]), sum(timer.seconds[1:])
@@ -135,9 +150,11 @@ def main() -> None:
         index = write_chips(Path(tmp), args.chips, args.bands, args.size)
         loop, steps = loop_rate(args, index, args.bands)
         bare = bare_rate(args, args.bands, steps)
-    print(f"device: {args.device} ({torch.cuda.get_device_name() if args.device == 'cuda' else 'CPU'}), "
-          f"threads: {torch.get_num_threads()}, model: {args.arch}/{args.encoder}, batch: {args.batch_size}, "
-          f"chips: {args.chips} x {args.bands} x {args.size} x {args.size}, measured steps: {steps}")  # fmt: skip
+    print(
+        f"device: {args.device} ({torch.cuda.get_device_name() if args.device == 'cuda' else 'CPU'}), "
+        f"threads: {torch.get_num_threads()}, model: {args.arch}/{args.encoder}, batch: {args.batch_size}, "
+        f"chips: {args.chips} x {args.bands} x {args.size} x {args.size}, measured steps: {steps}"
+    )
     print(f"snakemap training loop (disk -> DataLoader -> step): {loop:8.1f} samples/s")
     print(f"bare fwd+bwd+step on in-memory tensors:            {bare:8.1f} samples/s")
     print(f"efficiency loop / bare:                            {loop / bare:8.3f}   (goal >= 0.90)")

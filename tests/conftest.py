@@ -95,7 +95,7 @@ def http_server() -> Iterator[HTTPFixture]:
     behaviour = Behaviour()
 
     class Handler(http.server.BaseHTTPRequestHandler):
-        def do_GET(self) -> None:  # noqa: N802 - the http.server API
+        def do_GET(self) -> None:  # the http.server API names it
             path = self.path
             if path not in behaviour.bodies:
                 self.send_error(404)
@@ -127,4 +127,6 @@ def http_server() -> Iterator[HTTPFixture]:
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
-    parser.addoption("--update-golden", action="store_true", help="store the golden quality test's new figures")
+    parser.addoption(
+        "--update-golden", action="store_true", help="store the golden quality test's new figures"
+    )

@@ -20,8 +20,6 @@ from affine import Affine
 from rasterio.transform import from_origin
 
 from snakemap.apply import SceneInput, ShardRunner
-from snakemap.shards import ApplyOptions
-from snakemap.shards import shard_ids, shard_members
 from snakemap.bands import BandOptions
 from snakemap.clean import ALL_ZERO, CleanOptions
 from snakemap.cli import main
@@ -31,6 +29,7 @@ from snakemap.mosaic import build_mosaic
 from snakemap.predict import Member, PredictOptions, Predictor
 from snakemap.progress import progress
 from snakemap.sensors import SensorOptions
+from snakemap.shards import ApplyOptions, shard_ids, shard_members
 from snakemap.stats import Normalizer
 from snakemap.status import SceneStatus
 from tests.conftest import write_tif
@@ -42,15 +41,29 @@ def checkpoint(path: Path, bands: list[str], classes: tuple[str, ...] = ("land",
     """A checkpoint as training writes it (hyperparameters + state dict), with random weights."""
     torch.manual_seed(0)
     net = build_model("FPN", "mobilenet_v2", len(bands), len(classes))
-    hp = {"arch": "FPN", "encoder_name": "mobilenet_v2", "classes": list(classes), "band_names": bands,
-          "mean": [100.0] * len(bands), "std": [50.0] * len(bands)}  # fmt: skip
-    torch.save({"hyper_parameters": hp, "state_dict": {f"model.{k}": v for k, v in net.state_dict().items()}}, path)
+    hp = {
+        "arch": "FPN",
+        "encoder_name": "mobilenet_v2",
+        "classes": list(classes),
+        "band_names": bands,
+        "mean": [100.0] * len(bands),
+        "std": [50.0] * len(bands),
+    }
+    torch.save(
+        {"hyper_parameters": hp, "state_dict": {f"model.{k}": v for k, v in net.state_dict().items()}}, path
+    )
     return path
 
 
 def tile(path: Path, data: np.ndarray, west: float, north: float, nodata: float | None = 0) -> Path:
-    return write_tif(path, data, crs="EPSG:32755", transform=from_origin(west, north, 10, 10), nodata=nodata,
-                     descriptions=BANDS[: data.shape[0]])  # fmt: skip
+    return write_tif(
+        path,
+        data,
+        crs="EPSG:32755",
+        transform=from_origin(west, north, 10, 10),
+        nodata=nodata,
+        descriptions=BANDS[: data.shape[0]],
+    )
 
 
 def scene_data(seed: int, size: int = 96) -> np.ndarray:
@@ -64,10 +77,18 @@ def manifest(path: Path, scenes: dict[str, str]) -> Path:
 
 
 def shard_cmd(tmp: Path, man: Path, ckpt: Path, shard: str, shard_size: int) -> list[str]:
-    options = {"bands": {"names": BANDS}, "predict": {"window": 64, "overlap": 8},
-               "apply": {"shard_size": shard_size}}  # fmt: skip
-    return [str(Path(sys.executable).parent / "snakemap"), "apply-shard", shard, "--manifest", str(man),
-            "--root", str(tmp / "maps"), "--checkpoint", str(ckpt), "--options", json.dumps(options)]  # fmt: skip
+    options = {
+        "bands": {"names": BANDS},
+        "predict": {"window": 64, "overlap": 8},
+        "apply": {"shard_size": shard_size},
+    }
+    return [
+        str(Path(sys.executable).parent / "snakemap"), "apply-shard", shard,
+        "--manifest", str(man),
+        "--root", str(tmp / "maps"),
+        "--checkpoint", str(ckpt),
+        "--options", json.dumps(options),
+    ]  # fmt: skip
 
 
 def test_shard_ids_and_members() -> None:
@@ -76,7 +97,9 @@ def test_shard_ids_and_members() -> None:
 
 
 def test_killed_shard_reruns_only_missing_scenes(tmp_path: Path) -> None:
-    scenes = {f"q{i:02d}": str(tile(tmp_path / "in" / f"q{i:02d}.tif", scene_data(i, 160), 0, 0)) for i in range(40)}
+    scenes = {
+        f"q{i:02d}": str(tile(tmp_path / "in" / f"q{i:02d}.tif", scene_data(i, 160), 0, 0)) for i in range(40)
+    }
     man = manifest(tmp_path / "m.csv", scenes)
     cmd = shard_cmd(tmp_path, man, checkpoint(tmp_path / "m.ckpt", BANDS), "shard-00000", 40)
     sentinels = tmp_path / "maps" / "scenes"
@@ -112,14 +135,24 @@ def test_bad_scenes_end_in_their_state(tmp_path: Path) -> None:
     (inputs / "garbage.tif").write_bytes(b"II*\x00" + b"\x01" * 4000)
     three = tile(inputs / "three.tif", scene_data(2)[:3], 0, 0)
     dry = tile(inputs / "dry.tif", scene_data(3), 0, 0)
-    scenes = [SceneInput("good", str(good)), SceneInput("empty", str(empty)),
-              SceneInput("garbage", str(inputs / "garbage.tif")), SceneInput("missing", str(inputs / "nope.tif")),
-              SceneInput("three", str(three)), SceneInput("dry", str(dry))]  # fmt: skip
+    scenes = [
+        SceneInput("good", str(good)),
+        SceneInput("empty", str(empty)),
+        SceneInput("garbage", str(inputs / "garbage.tif")),
+        SceneInput("missing", str(inputs / "nope.tif")),
+        SceneInput("three", str(three)),
+        SceneInput("dry", str(dry)),
+    ]
     norm = Normalizer(np.full(4, 100.0, np.float32), np.full(4, 50.0, np.float32))
     member = Member(lambda x: torch.zeros(x.shape[0], 2, *x.shape[2:]), BANDS, norm)
-    runner = ShardRunner(tmp_path / "maps", Predictor([member], ["land", "water"]), BandOptions(names=BANDS),
-                         CleanOptions(), PredictOptions(window=64, overlap=8),
-                         ApplyOptions(mask={"band": "nir", "min": 0, "max": 250}))  # fmt: skip
+    runner = ShardRunner(
+        tmp_path / "maps",
+        Predictor([member], ["land", "water"]),
+        BandOptions(names=BANDS),
+        CleanOptions(),
+        PredictOptions(window=64, overlap=8),
+        ApplyOptions(mask={"band": "nir", "min": 0, "max": 250}),
+    )
     # dry: every nir value is >= 1 and < 300 - make it all > 250 so the mask finds nothing.
     with rasterio.open(dry, "r+") as dst:
         data = dst.read()
@@ -168,11 +201,22 @@ def test_buffered_neighbours_make_a_seamless_mosaic(tmp_path: Path) -> None:
     opts = PredictOptions(window=64, overlap=8, prob_dtype="float32")
     results = {}
     for name, buffer in (("buffered", 16), ("plain", 0)):
-        runner = ShardRunner(tmp_path / name, smoothing_predictor(), BandOptions(names=BANDS), CleanOptions(), opts,
-                             ApplyOptions(buffer=buffer, outputs="both"), mosaic_vrt=tmp_path / "inputs.vrt")  # fmt: skip
+        runner = ShardRunner(
+            tmp_path / name,
+            smoothing_predictor(),
+            BandOptions(names=BANDS),
+            CleanOptions(),
+            opts,
+            ApplyOptions(buffer=buffer, outputs="both"),
+            mosaic_vrt=tmp_path / "inputs.vrt",
+        )
         runner.run_shard("shard-00000", [SceneInput("left", str(left)), SceneInput("right", str(right))])
-        build_mosaic(sorted((tmp_path / name / "scenes").glob("*.tif")), tmp_path / name / "mosaic.vrt",
-                     tmp_path / name / "overview.tif", factor=4)  # fmt: skip
+        build_mosaic(
+            sorted((tmp_path / name / "scenes").glob("*.tif")),
+            tmp_path / name / "mosaic.vrt",
+            tmp_path / name / "overview.tif",
+            factor=4,
+        )
         with rasterio.open(tmp_path / name / "mosaic.vrt") as src:
             assert sorted(Path(f).name for f in src.files[1:]) == ["left.tif", "right.tif"]
             results[name] = src.read(1)
@@ -181,8 +225,14 @@ def test_buffered_neighbours_make_a_seamless_mosaic(tmp_path: Path) -> None:
             assert src.shape == (192, 96) and src.transform == from_origin(0, 1920, 10, 10)
         with rasterio.open(tmp_path / name / "overview.tif") as src:
             assert src.shape == (48, 48)
-    reference = ShardRunner(tmp_path / "ref", smoothing_predictor(), BandOptions(names=BANDS), CleanOptions(), opts,
-                            ApplyOptions())  # fmt: skip
+    reference = ShardRunner(
+        tmp_path / "ref",
+        smoothing_predictor(),
+        BandOptions(names=BANDS),
+        CleanOptions(),
+        opts,
+        ApplyOptions(),
+    )
     reference.run_shard("shard-00000", [SceneInput("whole", str(full))])
     with rasterio.open(tmp_path / "ref" / "scenes" / "whole.tif") as src:
         expected = src.read(1)
@@ -194,14 +244,26 @@ def test_buffered_neighbours_make_a_seamless_mosaic(tmp_path: Path) -> None:
 
 def test_real_unlabelled_scenes_keep_their_grid(tmp_path: Path, shared_data: Path) -> None:
     rgb, l7 = shared_data / "scenes" / "RGB.byte.tif", shared_data / "scenes" / "L7_ETMs.tif"
-    cases = [("rgb", rgb, ["red", "green", "blue"]), ("l7", l7, ["blue", "green", "red", "nir", "swir16", "swir22"])]
+    cases = [
+        ("rgb", rgb, ["red", "green", "blue"]),
+        ("l7", l7, ["blue", "green", "red", "nir", "swir16", "swir22"]),
+    ]
     for name, path, bands in cases:
         ckpt = checkpoint(tmp_path / f"{name}.ckpt", bands)
         man = manifest(tmp_path / f"{name}.csv", {name: str(path)})
-        options = {"bands": {"names": bands}, "clean": {"nodata": 0} if name == "rgb" else {},
-                   "predict": {"window": 256, "overlap": 32}, "apply": {"shard_size": 1}}  # fmt: skip
-        cmd = [str(Path(sys.executable).parent / "snakemap"), "apply-shard", "shard-00000", "--manifest", str(man),
-               "--root", str(tmp_path / name), "--checkpoint", str(ckpt), "--options", json.dumps(options)]  # fmt: skip
+        options = {
+            "bands": {"names": bands},
+            "clean": {"nodata": 0} if name == "rgb" else {},
+            "predict": {"window": 256, "overlap": 32},
+            "apply": {"shard_size": 1},
+        }
+        cmd = [
+            str(Path(sys.executable).parent / "snakemap"), "apply-shard", "shard-00000",
+            "--manifest", str(man),
+            "--root", str(tmp_path / name),
+            "--checkpoint", str(ckpt),
+            "--options", json.dumps(options),
+        ]  # fmt: skip
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
         assert proc.returncode == 0, proc.stderr[-2000:]
         status = json.loads((tmp_path / name / "scenes" / f"{name}.json").read_text())
@@ -221,10 +283,18 @@ def test_a_scene_of_a_sensor_is_cleaned_like_in_the_clean_step(tmp_path: Path, c
     stored = tile(tmp_path / "in" / "dn.tif", dn, 0, 0)
     reflectance = tile(tmp_path / "in" / "refl.tif", dn.astype(np.float32) / 10000, 0, 0)
     norm = Normalizer(np.full(4, 0.015, np.float32), np.full(4, 0.008, np.float32))
-    member = Member(lambda x: torch.cat([x[:, :1], -x[:, :1]], 1), BANDS, norm)  # land where blue is above its mean
+    member = Member(
+        lambda x: torch.cat([x[:, :1], -x[:, :1]], 1), BANDS, norm
+    )  # land where blue is above its mean
     predictor = Predictor([member], ["land", "water"])
-    runner = ShardRunner(tmp_path / "maps", predictor, BandOptions(names=BANDS), CleanOptions(),
-                         PredictOptions(window=64, overlap=8), ApplyOptions())  # fmt: skip
+    runner = ShardRunner(
+        tmp_path / "maps",
+        predictor,
+        BandOptions(names=BANDS),
+        CleanOptions(),
+        PredictOptions(window=64, overlap=8),
+        ApplyOptions(),
+    )
     sensor = SensorOptions(BANDS, scale=0.0001)
     scenes = [SceneInput("dn", str(stored), sensor=sensor), SceneInput("refl", str(reflectance))]
     runner.run_shard("shard-00000", scenes)
@@ -237,8 +307,13 @@ def test_a_scene_of_a_sensor_is_cleaned_like_in_the_clean_step(tmp_path: Path, c
     man = tmp_path / "m.csv"
     man.write_text(f"scene_id,uri,role,sensor\ndn,{stored},apply,s2l1c\n")
     options = {"bands": {"names": BANDS}, "sensors": {"l8": {"bands": BANDS}}, "apply": {"shard_size": 1}}
-    argv = ["apply-shard", "shard-00000", "--manifest", str(man), "--root", str(tmp_path / "cli"),
-            "--checkpoint", str(tmp_path / "none.ckpt"), "--options", json.dumps(options)]  # fmt: skip
+    argv = [
+        "apply-shard", "shard-00000",
+        "--manifest", str(man),
+        "--root", str(tmp_path / "cli"),
+        "--checkpoint", str(tmp_path / "none.ckpt"),
+        "--options", json.dumps(options),
+    ]  # fmt: skip
     assert main(argv) == 2
     assert "sensors: no entry 's2l1c' (known: l8)" in capsys.readouterr().err
     assert not (tmp_path / "cli").exists()
@@ -247,7 +322,9 @@ def test_a_scene_of_a_sensor_is_cleaned_like_in_the_clean_step(tmp_path: Path, c
 def null_predictor(bands: list[str] = BANDS) -> Predictor:
     """A predictor of ``bands`` whose model says class 0 everywhere (no weights to load)."""
     norm = Normalizer(np.full(len(bands), 100.0, np.float32), np.full(len(bands), 50.0, np.float32))
-    return Predictor([Member(lambda x: torch.zeros(x.shape[0], 2, *x.shape[2:]), bands, norm)], ["land", "water"])
+    return Predictor(
+        [Member(lambda x: torch.zeros(x.shape[0], 2, *x.shape[2:]), bands, norm)], ["land", "water"]
+    )
 
 
 @pytest.mark.filterwarnings("ignore::rasterio.errors.NotGeoreferencedWarning")
@@ -255,41 +332,72 @@ def test_scenes_without_georeferencing_or_data_end_in_their_state(tmp_path: Path
     inputs = tmp_path / "in"
     scenes = [
         SceneInput("no_crs", str(write_tif(inputs / "no_crs.tif", scene_data(1), crs=None))),  # type: ignore[arg-type]
-        SceneInput("identity", str(write_tif(inputs / "identity.tif", scene_data(2), transform=Affine.identity()))),
-        SceneInput("zeros", str(tile(inputs / "zeros.tif", np.zeros((4, 96, 96), np.uint16), 0, 0, nodata=None))),
+        SceneInput(
+            "identity", str(write_tif(inputs / "identity.tif", scene_data(2), transform=Affine.identity()))
+        ),
+        SceneInput(
+            "zeros", str(tile(inputs / "zeros.tif", np.zeros((4, 96, 96), np.uint16), 0, 0, nodata=None))
+        ),
         SceneInput("good", str(tile(inputs / "good.tif", scene_data(3), 0, 0))),
     ]
     for zero_is_nodata in (False, True):
         root = tmp_path / f"maps-{zero_is_nodata}"
-        runner = ShardRunner(root, null_predictor(), BandOptions(names=BANDS), CleanOptions(zero_is_nodata=zero_is_nodata),
-                             PredictOptions(window=64, overlap=8), ApplyOptions())  # fmt: skip
+        runner = ShardRunner(
+            root,
+            null_predictor(),
+            BandOptions(names=BANDS),
+            CleanOptions(zero_is_nodata=zero_is_nodata),
+            PredictOptions(window=64, overlap=8),
+            ApplyOptions(),
+        )
         shard = runner.run_shard("shard-00000", scenes)
         states = {e["scene_id"]: (e["status"], e["reason"]) for e in shard["scenes"]}
-        assert states == {"no_crs": ("corrupt", "no CRS / georeferencing"),
-                          "identity": ("corrupt", "no CRS / georeferencing"),
-                          "zeros": ("empty", ALL_ZERO), "good": ("ok", "")}  # fmt: skip
+        assert states == {
+            "no_crs": ("corrupt", "no CRS / georeferencing"),
+            "identity": ("corrupt", "no CRS / georeferencing"),
+            "zeros": ("empty", ALL_ZERO),
+            "good": ("ok", ""),
+        }
         assert sorted(p.name for p in (root / "scenes").glob("*.tif")) == ["good.tif"]
     # With context from the neighbours (apply.buffer), the scene's own georeferencing and pixels decide.
     left = tile(inputs / "left.tif", scene_data(4), 0, 960, nodata=None)
     right = tile(inputs / "right.tif", np.zeros((4, 96, 96), np.uint16), 960, 960, nodata=None)
     subprocess.run(["gdalbuildvrt", "-q", str(tmp_path / "inputs.vrt"), str(left), str(right)], check=True)
-    runner = ShardRunner(tmp_path / "buffered", null_predictor(), BandOptions(names=BANDS), CleanOptions(),
-                         PredictOptions(window=64, overlap=8), ApplyOptions(buffer=16),
-                         mosaic_vrt=tmp_path / "inputs.vrt")  # fmt: skip
-    shard = runner.run_shard("shard-00000", [SceneInput("left", str(left)), SceneInput("right", str(right)), scenes[0]])
+    runner = ShardRunner(
+        tmp_path / "buffered",
+        null_predictor(),
+        BandOptions(names=BANDS),
+        CleanOptions(),
+        PredictOptions(window=64, overlap=8),
+        ApplyOptions(buffer=16),
+        mosaic_vrt=tmp_path / "inputs.vrt",
+    )
+    shard = runner.run_shard(
+        "shard-00000", [SceneInput("left", str(left)), SceneInput("right", str(right)), scenes[0]]
+    )
     states = {e["scene_id"]: (e["status"], e["reason"]) for e in shard["scenes"]}
-    assert states == {"left": ("ok", ""), "right": ("empty", ALL_ZERO), "no_crs": ("corrupt", "no CRS / georeferencing")}
+    assert states == {
+        "left": ("ok", ""),
+        "right": ("empty", ALL_ZERO),
+        "no_crs": ("corrupt", "no CRS / georeferencing"),
+    }
 
 
 def test_config_mistakes_stop_a_shard_before_any_scene(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     scenes = [SceneInput("a", str(tile(tmp_path / "in" / "a.tif", scene_data(1), 0, 0)))]
     bands = BandOptions(names=BANDS, indices=["ndwi"])
     cases = [
-        (null_predictor(), ApplyOptions(mask={"band": "ndmi", "max": 0.0}),
-         "apply.mask.band 'ndmi' is not among the cleaned bands ['blue', 'green', 'red', 'nir', 'ndwi']"),
-        (null_predictor([*BANDS, "swir16"]), ApplyOptions(),
-         "checkpoint (member 1) needs bands ['swir16'] that bands.select/bands.indices do not produce"),
-    ]  # fmt: skip
+        (
+            null_predictor(),
+            ApplyOptions(mask={"band": "ndmi", "max": 0.0}),
+            "apply.mask.band 'ndmi' is not among the cleaned bands ['blue', 'green', 'red', 'nir', 'ndwi']",
+        ),
+        (
+            null_predictor([*BANDS, "swir16"]),
+            ApplyOptions(),
+            "checkpoint (member 1) needs bands ['swir16'] that bands.select/bands.indices do not produce",
+        ),
+    ]
     for predictor, apply, message in cases:
         runner = ShardRunner(tmp_path / "maps", predictor, bands, CleanOptions(), PredictOptions(), apply)
         with pytest.raises(ConfigError, match=re.escape(message)):
@@ -302,8 +410,13 @@ def test_config_mistakes_stop_a_shard_before_any_scene(tmp_path: Path, capsys: p
         ({"apply": {"mask": {"band": "ndmi"}}}, "apply.mask.band 'ndmi' is not among the cleaned bands"),
         ({}, f"checkpoint {ckpt} needs bands ['ndvi'] that bands.select/bands.indices do not produce"),
     ):
-        argv = ["apply-shard", "shard-00000", "--manifest", str(man), "--root", str(tmp_path / "cli"),
-                "--checkpoint", str(ckpt), "--options", json.dumps({"bands": {"names": BANDS}, **options})]  # fmt: skip
+        argv = [
+            "apply-shard", "shard-00000",
+            "--manifest", str(man),
+            "--root", str(tmp_path / "cli"),
+            "--checkpoint", str(ckpt),
+            "--options", json.dumps({"bands": {"names": BANDS}, **options}),
+        ]  # fmt: skip
         assert main(argv) == 2
         assert f"snakemap apply-shard: {message}" in capsys.readouterr().err
         assert not (tmp_path / "cli").exists()
@@ -312,19 +425,46 @@ def test_config_mistakes_stop_a_shard_before_any_scene(tmp_path: Path, capsys: p
 def test_sentinels_of_an_earlier_version_are_still_read(tmp_path: Path) -> None:
     scenes_dir = tmp_path / "maps" / "scenes"
     scenes_dir.mkdir(parents=True)
-    old = {"scene_id": "old", "status": "empty", "reason": "no valid pixels", "valid_fraction": 0.0, "band_count": 4,
-           "bands": BANDS, "crs": "EPSG:32755", "shape": [96, 96], "extra": {"read_clean_s": 0.01},
-           "started": 1.0, "finished": time.time()}  # {**status.__dict__, started, finished}: apply until now
+    old = {
+        "scene_id": "old",
+        "status": "empty",
+        "reason": "no valid pixels",
+        "valid_fraction": 0.0,
+        "band_count": 4,
+        "bands": BANDS,
+        "crs": "EPSG:32755",
+        "shape": [96, 96],
+        "extra": {"read_clean_s": 0.01},
+        "started": 1.0,
+        "finished": time.time(),
+    }  # {**status.__dict__, started, finished}: apply until now
     (scenes_dir / "old.json").write_text(json.dumps(old))
-    (scenes_dir / "bad.json").write_text(json.dumps({**old, "scene_id": "bad", "status": "corrupt", "reason": "x"}))
+    (scenes_dir / "bad.json").write_text(
+        json.dumps({**old, "scene_id": "bad", "status": "corrupt", "reason": "x"})
+    )
     status = SceneStatus.read(scenes_dir / "old.json")
-    assert (status.status, status.finished, status.extra) == ("empty", old["finished"], {"read_clean_s": 0.01})
+    assert (status.status, status.finished, status.extra) == (
+        "empty",
+        old["finished"],
+        {"read_clean_s": 0.01},
+    )
     new = tile(tmp_path / "in" / "new.tif", scene_data(1), 0, 0)
     scenes = [SceneInput(s, str(new)) for s in ("old", "bad", "new")]
     live = progress(tmp_path / "maps", ["old", "bad", "new"], 3)
-    assert (live["empty"], live["corrupt"], live["pending"], live["scenes_per_hour"]) == (1, 1, 1, 2 / 600 * 3600)
-    runner = ShardRunner(tmp_path / "maps", null_predictor(), BandOptions(names=BANDS), CleanOptions(),
-                         PredictOptions(window=64, overlap=8), ApplyOptions())  # fmt: skip
+    assert (live["empty"], live["corrupt"], live["pending"], live["scenes_per_hour"]) == (
+        1,
+        1,
+        1,
+        2 / 600 * 3600,
+    )
+    runner = ShardRunner(
+        tmp_path / "maps",
+        null_predictor(),
+        BandOptions(names=BANDS),
+        CleanOptions(),
+        PredictOptions(window=64, overlap=8),
+        ApplyOptions(),
+    )
     shard = runner.run_shard("shard-00000", scenes)
     assert (shard["processed"], shard["skipped"]) == (1, 2)  # the earlier sentinels count as done
     assert [e["status"] for e in shard["scenes"]] == ["empty", "corrupt", "ok"]
@@ -348,13 +488,18 @@ def test_progress_without_arguments_reads_the_project_config(tmp_path: Path) -> 
     manifest(project / "config" / "scenes.csv", {"a": "a.tif", "b": "b.tif"})
     config = {"manifest": "config/scenes.csv", "apply": {"predictors": ["models/m/best"], "shard_size": 1}}
     (project / "config" / "config.yaml").write_text(json.dumps(config))  # JSON is YAML
-    SceneStatus("a", "ok", finished=time.time()).write(project / "results" / "maps" / "models" / "m" / "best" /
-                                                         "scenes" / "a.json")  # fmt: skip
+    SceneStatus("a", "ok", finished=time.time()).write(
+        project / "results" / "maps" / "models" / "m" / "best" / "scenes" / "a.json"
+    )
     proc = progress_cli(project)
     assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.startswith("models/m/best: 50.0% of 2 scenes (ok 1, empty 0, corrupt 0, pending 1); shards 0/2")
+    assert proc.stdout.startswith(
+        "models/m/best: 50.0% of 2 scenes (ok 1, empty 0, corrupt 0, pending 1); shards 0/2"
+    )
     # Outside a project: exit 2 saying what to pass, no traceback.
     proc = progress_cli(tmp_path)
     assert proc.returncode == 2
-    assert proc.stderr.startswith("snakemap progress: no manifest: run inside a project (with config/config.yaml)")
+    assert proc.stderr.startswith(
+        "snakemap progress: no manifest: run inside a project (with config/config.yaml)"
+    )
     assert "--config FILE" in proc.stderr and "Traceback" not in proc.stderr

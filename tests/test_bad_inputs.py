@@ -50,7 +50,9 @@ def corpus(folder: Path) -> dict[str, Path]:
     files["truncated"].write_bytes(raw[: len(raw) // 3])
     files["zero_byte"].write_bytes(b"")
     files["random"].write_bytes(rng.bytes(20000))
-    files["html"].write_bytes(b"<!DOCTYPE html><html><head><title>503</title></head><body>Service unavailable</body></html>")
+    files["html"].write_bytes(
+        b"<!DOCTYPE html><html><head><title>503</title></head><body>Service unavailable</body></html>"
+    )
     write_tif(files["bands3"], dn[:3], crs, transform)
     write_tif(files["nodata"], np.zeros_like(dn), crs, transform, nodata=0)
     write_tif(files["nan"], np.full(dn.shape, np.nan, np.float32), crs, transform)
@@ -66,17 +68,31 @@ def corpus(folder: Path) -> dict[str, Path]:
 
 
 def rows(files: dict[str, Path]) -> list[dict]:
-    """Two good demo scenes and the corpus as training scenes, two good quads and the corpus as apply scenes."""
+    """Training rows (two good demo scenes and the corpus) and apply rows (two good quads and the corpus)."""
     folder = files["inf"].parent
     label, other_table = str(folder / "demo.label.tif"), str(folder / "other_table.label.tif")
     train = [dict(demo_row(n), aoi=n) for n in GOOD_TRAIN]
-    train += [dict(demo_row("a1"), scene_id=f"t_{n}", uri=str(f), label_uri=label, aoi=n) for n, f in files.items()]
-    train.append(dict(demo_row("a1"), scene_id="t_unmapped", uri=str(files["inf"]), label_uri=other_table,
-                      aoi="u"))  # fmt: skip
-    apply = [dict(demo_row("a1"), scene_id=n, uri=f"resources/demo/images/{n}.tif", label_uri="", role="apply",
-                  aoi="") for n in GOOD_APPLY]  # fmt: skip
-    apply += [dict(demo_row("a1"), scene_id=f"p_{n}", uri=str(f), label_uri="", role="apply", aoi="")
-              for n, f in files.items()]  # fmt: skip
+    train += [
+        dict(demo_row("a1"), scene_id=f"t_{n}", uri=str(f), label_uri=label, aoi=n) for n, f in files.items()
+    ]
+    train.append(
+        dict(demo_row("a1"), scene_id="t_unmapped", uri=str(files["inf"]), label_uri=other_table, aoi="u")
+    )
+    apply = [
+        dict(
+            demo_row("a1"),
+            scene_id=n,
+            uri=f"resources/demo/images/{n}.tif",
+            label_uri="",
+            role="apply",
+            aoi="",
+        )
+        for n in GOOD_APPLY
+    ]
+    apply += [
+        dict(demo_row("a1"), scene_id=f"p_{n}", uri=str(f), label_uri="", role="apply", aoi="")
+        for n, f in files.items()
+    ]
     return train + apply
 
 
@@ -146,12 +162,22 @@ def test_bad_apply_scenes_end_in_their_state(bad_run: Path) -> None:
 
 def test_a_mask_band_the_config_does_not_produce_stops_the_dry_run(tmp_path: Path) -> None:
     config = dict(CONFIG, apply={"mask": {"band": "ndmi", "min": 0.0}})
-    rows = [demo_row("a1"), dict(demo_row("a1"), scene_id="q1", uri="resources/demo/images/q1.tif", label_uri="",
-                                 role="apply", aoi="")]  # fmt: skip
+    rows = [
+        demo_row("a1"),
+        dict(
+            demo_row("a1"),
+            scene_id="q1",
+            uri="resources/demo/images/q1.tif",
+            label_uri="",
+            role="apply",
+            aoi="",
+        ),
+    ]
     work = workspace(tmp_path, config, rows)
     proc = snakemake(work, "--dry-run", check=False)
     assert proc.returncode != 0
-    assert "apply.mask.band 'ndmi' is not among the cleaned bands ['blue', 'green', 'red', 'nir', 'ndwi']" in (
-        proc.stdout + proc.stderr
+    assert (
+        "apply.mask.band 'ndmi' is not among the cleaned bands ['blue', 'green', 'red', 'nir', 'ndwi']"
+        in (proc.stdout + proc.stderr)
     )
     assert not (work / "results").exists() and not (work / "resources").exists()

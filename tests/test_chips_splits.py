@@ -39,7 +39,7 @@ def test_select_chips_filters_and_records() -> None:
     first = table.iloc[0]
     assert (first["row"], first["col"], first["target_fraction"]) == (0, 0, 1.0)
     assert (table["target_fraction"] > 0).sum() == 1
-    assert ((table["row"] == 64)).sum() == 0
+    assert (table["row"] == 64).sum() == 0
 
 
 def test_background_fraction_and_max_per_scene_are_seeded() -> None:
@@ -97,7 +97,9 @@ def test_no_aoi_in_two_folds(method: str) -> None:
     assert set(folds["fold"]) == {0, 1, 2}
     assert (folds.groupby("aoi")["fold"].nunique() == 1).all()
     assert len(folds) == len(chips)
-    pd.testing.assert_frame_equal(folds, make_folds(chips, aois, SplitOptions(folds=3, method=method, seed=1)))
+    pd.testing.assert_frame_equal(
+        folds, make_folds(chips, aois, SplitOptions(folds=3, method=method, seed=1))
+    )
 
 
 def test_too_few_aois_is_a_clear_error() -> None:

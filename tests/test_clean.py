@@ -57,7 +57,9 @@ def test_nodata_value_nan_and_zero_masks(tmp_path: Path) -> None:
     img[2, 1, 1] = np.nan
     img[:, 2, 2] = 0  # all-zero pixel
     img[1, 3, 3] = 0  # one zero band is valid data
-    status, out = run(tmp_path, acquired(tmp_path, img, nodata=-9999), clean=CleanOptions(zero_is_nodata=True))
+    status, out = run(
+        tmp_path, acquired(tmp_path, img, nodata=-9999), clean=CleanOptions(zero_is_nodata=True)
+    )
     data, profile, _ = read(out / "image.tif")
     invalid = ~np.isfinite(data).all(axis=0)
     assert np.argwhere(invalid).tolist() == [[0, 0], [1, 1], [2, 2]]
@@ -68,7 +70,9 @@ def test_nodata_value_nan_and_zero_masks(tmp_path: Path) -> None:
 
 def test_band_selection_by_name_and_index_and_indices(tmp_path: Path) -> None:
     img = scene().astype(np.float32)
-    bands = BandOptions(names=NAMES, select=["nir", 1], indices=["ndwi", {"name": "gr", "a": "green", "b": "red"}])
+    bands = BandOptions(
+        names=NAMES, select=["nir", 1], indices=["ndwi", {"name": "gr", "a": "green", "b": "red"}]
+    )
     status, out = run(tmp_path, acquired(tmp_path, img), bands=bands)
     data, _, desc = read(out / "image.tif")
     assert desc == ("nir", "blue", "ndwi", "gr")
@@ -155,7 +159,11 @@ def test_unmapped_value_can_make_a_scene_corrupt(tmp_path: Path) -> None:
     label = np.zeros((40, 50), dtype=np.uint8)
     label[0, 0] = 5  # 1 pixel in 2,000: under max_unmapped_fraction, but unmapped: corrupt fails on any
     status, out = run(tmp_path, acquired(tmp_path, scene(), label), labels=labels)
-    assert status.status == "corrupt" and "[5]" in status.reason and "labels.unmapped is corrupt" in status.reason
+    assert (
+        status.status == "corrupt"
+        and "[5]" in status.reason
+        and "labels.unmapped is corrupt" in status.reason
+    )
     assert status.extra["unmapped_fraction"] == 0.0005
     assert sorted(p.name for p in out.iterdir()) == ["status.json"]
     status, _ = run(tmp_path, acquired(tmp_path, scene(), label))  # unmapped: ignore, under the fraction
@@ -236,8 +244,21 @@ def test_rerun_replaces_stale_outputs(tmp_path: Path) -> None:
 
 
 # Several sensors and label codes in one run: scenes of the same surface clean alike.
-S2_L1C = ["coastal", "blue", "green", "red", "rededge1", "rededge2", "rededge3", "nir", "nir08", "watervapor",
-          "cirrus", "swir16", "swir22"]  # fmt: skip
+S2_L1C = [
+    "coastal",
+    "blue",
+    "green",
+    "red",
+    "rededge1",
+    "rededge2",
+    "rededge3",
+    "nir",
+    "nir08",
+    "watervapor",
+    "cirrus",
+    "swir16",
+    "swir22",
+]
 LANDSAT = ["blue", "green", "red", "nir", "swir16", "swir22"]
 MIXED = {
     "bands": {"select": LANDSAT, "indices": ["ndwi", "mndwi", "nbr"]},
@@ -268,10 +289,13 @@ def test_sensors_clean_to_the_same_bands_and_values(tmp_path: Path, offset: floa
     s2[:, 0, 0] = 0  # the sensor's nodata value
     landsat = surface.astype(np.float32)
     landsat[:, 0, 0] = np.nan
-    config = dict(MIXED, sensors={
-        "s2l1c": {"bands": S2_L1C, "scale": 0.0001, "offset": offset, "nodata": 0},
-        "landsat_toa": {"bands": LANDSAT},
-    })  # fmt: skip
+    config = dict(
+        MIXED,
+        sensors={
+            "s2l1c": {"bands": S2_L1C, "scale": 0.0001, "offset": offset, "nodata": 0},
+            "landsat_toa": {"bands": LANDSAT},
+        },
+    )
     out_s2 = clean_cli(tmp_path, "s2", acquired(tmp_path / "s2", s2), config, "--sensor", "s2l1c")
     out_l = clean_cli(tmp_path, "l", acquired(tmp_path / "l", landsat), config, "--sensor", "landsat_toa")
     a, _, desc_a = read(out_s2 / "image.tif")
@@ -295,7 +319,9 @@ def test_label_schemes_map_other_codes_to_the_same_classes(tmp_path: Path) -> No
     classes = rng.integers(0, 3, (40, 50))
     codes_a = np.array([10, 20, 30], np.uint8)[classes]
     codes_b = np.array([1, 2, 3], np.uint8)[classes]
-    codes_a[:5] = 99  # not in its scheme: ignored (up to the fraction), like a value missing from labels.remap
+    codes_a[:5] = (
+        99  # not in its scheme: ignored (up to the fraction), like a value missing from labels.remap
+    )
     codes_b[:5] = 9  # "ignore" in its scheme
     image = rng.uniform(0.02, 0.6, (6, 40, 50)).astype(np.float32)
     config = dict(MIXED, bands={"names": LANDSAT}, labels=dict(MIXED["labels"], max_unmapped_fraction=0.2))
@@ -318,7 +344,9 @@ def test_label_schemes_map_other_codes_to_the_same_classes(tmp_path: Path) -> No
 def test_scene_without_crs_or_geotransform_is_corrupt(tmp_path: Path, reproject: bool) -> None:
     clean = CleanOptions(crs="EPSG:32756") if reproject else CleanOptions()  # once leaked a CRSError
     for name, kw in (("no_crs", {"crs": None}), ("identity", {"transform": Affine.identity()})):
-        status, out = run(tmp_path / name, acquired(tmp_path / name, scene(), scene()[0] % 3, **kw), clean=clean)
+        status, out = run(
+            tmp_path / name, acquired(tmp_path / name, scene(), scene()[0] % 3, **kw), clean=clean
+        )
         assert (status.status, status.reason) == ("corrupt", "no CRS / georeferencing"), name
         assert sorted(p.name for p in out.iterdir()) == ["status.json"]
 
@@ -336,24 +364,49 @@ def test_all_zero_scene_is_empty_whatever_zero_is_nodata(tmp_path: Path, zero_is
     assert status.status == "ok"
 
 
-def test_config_mistakes_raise_before_the_scene_is_touched(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+def test_config_mistakes_raise_before_the_scene_is_touched(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
     folder = acquired(tmp_path, scene())
     qa = CleanOptions(qa={"band": "qa", "values": [1]})
     cases = [
-        (BandOptions(names=NAMES, select=["nir", "swir16"]), CleanOptions(),
-         "bands.names: the file layout has no band 'swir16', which bands.select keeps (its bands: blue, green"),
-        (BandOptions(names=NAMES, indices=["mndwi"]), CleanOptions(),
-         "bands.names: the file layout has no band 'swir16', which index mndwi needs"),
-        (BandOptions(names=[*NAMES, "qa"], select=["blue", "qa"]), qa, "bands.select keeps clean.qa.band 'qa'"),
-        (BandOptions(names=NAMES), qa, "bands.names: the file layout has no band 'qa', which clean.qa.band names"),
-    ]  # fmt: skip
+        (
+            BandOptions(names=NAMES, select=["nir", "swir16"]),
+            CleanOptions(),
+            "bands.names: the file layout has no band 'swir16', which bands.select keeps "
+            "(its bands: blue, green",
+        ),
+        (
+            BandOptions(names=NAMES, indices=["mndwi"]),
+            CleanOptions(),
+            "bands.names: the file layout has no band 'swir16', which index mndwi needs",
+        ),
+        (
+            BandOptions(names=[*NAMES, "qa"], select=["blue", "qa"]),
+            qa,
+            "bands.select keeps clean.qa.band 'qa'",
+        ),
+        (
+            BandOptions(names=NAMES),
+            qa,
+            "bands.names: the file layout has no band 'qa', which clean.qa.band names",
+        ),
+    ]
     for bands, clean, message in cases:
         with pytest.raises(ConfigError, match=re.escape(message)):
             run(tmp_path, folder, bands=bands, clean=clean)
         assert not (tmp_path / "clean").exists()
     # As the rule calls it: exit 2 naming the key, and no final state for the scene.
-    options = {"bands": {"names": NAMES, "select": ["swir16"]}, "labels": {"classes": ["a", "b"], "remap": {0: "a"}}}
-    argv = ["clean", "s", "--acquired", str(folder), "--out", str(tmp_path / "cli"), "--options", json.dumps(options)]
+    options = {
+        "bands": {"names": NAMES, "select": ["swir16"]},
+        "labels": {"classes": ["a", "b"], "remap": {0: "a"}},
+    }
+    argv = [
+        "clean", "s",
+        "--acquired", str(folder),
+        "--out", str(tmp_path / "cli"),
+        "--options", json.dumps(options),
+    ]  # fmt: skip
     assert main(argv) == 2
     assert "snakemap clean: bands.names: the file layout has no band 'swir16'" in capsys.readouterr().err
     assert not (tmp_path / "cli").exists()

@@ -75,8 +75,11 @@ def test_sensor_schema_defaults_equal_sensor_options() -> None:
 
 
 def test_scene_tables_build() -> None:
-    cfg = dict(TABLES, sensors={"s2": {"bands": ["coastal", *LANDSAT], "scale": 0.0001, "nodata": 0}},
-               label_schemes={"b": {"3": "water", "7": "ignore"}})  # fmt: skip
+    cfg = dict(
+        TABLES,
+        sensors={"s2": {"bands": ["coastal", *LANDSAT], "scale": 0.0001, "nodata": 0}},
+        label_schemes={"b": {"3": "water", "7": "ignore"}},
+    )
     tables = SceneTables.from_config(cfg)
     assert tables.sensor("s2") == SensorOptions(["coastal", *LANDSAT], 0.0001, 0.0, 0.0)
     assert tables.sensor("") is None
@@ -91,24 +94,41 @@ def test_scene_tables_build() -> None:
     [
         ({"sensors": {"s2": {"bands": "blue"}}}, "sensors.s2.bands: expected a non-empty list of band names"),
         ({"sensors": {"s2": {"bands": []}}}, "sensors.s2.bands: expected a non-empty list of band names"),
-        ({"sensors": {"s2": {"bands": ["green", "nir", "green"]}}},
-         "sensors.s2.bands: band name(s) green given more than once"),
+        (
+            {"sensors": {"s2": {"bands": ["green", "nir", "green"]}}},
+            "sensors.s2.bands: band name(s) green given more than once",
+        ),
         ({"sensors": {"s2": {"bands": LANDSAT, "gain": 2}}}, "sensors.s2: unknown key(s) gain"),
         ({"sensors": {"s2": {"bands": LANDSAT, "scale": 0}}}, "sensors.s2.scale: must not be 0"),
-        ({"sensors": {"s2": {"bands": LANDSAT, "offset": "x"}}}, "sensors.s2.offset: expected a finite number"),
-        ({"sensors": {"s2": {"bands": ["green", "red"]}}},
-         "sensors.s2.bands: sensor s2 has no band 'nir', which bands.select keeps (its bands: green, red)"),
-        ({"bands": {"select": ["green"], "indices": ["ndwi"]}, "sensors": {"s2": {"bands": ["green"]}}},
-         "sensors.s2.bands: sensor s2 has no band 'nir', which index ndwi needs"),
-        ({"bands": {"select": [5]}, "sensors": {"s2": {"bands": ["green", "nir"]}}},
-         "sensors.s2.bands: sensor s2 has 2 bands, bands.select keeps band 5"),
-        ({"bands": {}, "sensors": {"a": {"bands": LANDSAT}, "b": {"bands": ["coastal", *LANDSAT]}}},
-         "bands.select is null and keeps every band, but sensors.a.bands, sensors.b.bands list different bands"),
-        ({"label_schemes": {"b": {"3": "coral"}}},
-         "label_schemes.b: value 3 maps to 'coral', which is not in labels.classes (land, water) nor 'ignore'"),
+        (
+            {"sensors": {"s2": {"bands": LANDSAT, "offset": "x"}}},
+            "sensors.s2.offset: expected a finite number",
+        ),
+        (
+            {"sensors": {"s2": {"bands": ["green", "red"]}}},
+            "sensors.s2.bands: sensor s2 has no band 'nir', which bands.select keeps (its bands: green, red)",
+        ),
+        (
+            {"bands": {"select": ["green"], "indices": ["ndwi"]}, "sensors": {"s2": {"bands": ["green"]}}},
+            "sensors.s2.bands: sensor s2 has no band 'nir', which index ndwi needs",
+        ),
+        (
+            {"bands": {"select": [5]}, "sensors": {"s2": {"bands": ["green", "nir"]}}},
+            "sensors.s2.bands: sensor s2 has 2 bands, bands.select keeps band 5",
+        ),
+        (
+            {"bands": {}, "sensors": {"a": {"bands": LANDSAT}, "b": {"bands": ["coastal", *LANDSAT]}}},
+            "bands.select is null and keeps every band, "
+            "but sensors.a.bands, sensors.b.bands list different bands",
+        ),
+        (
+            {"label_schemes": {"b": {"3": "coral"}}},
+            "label_schemes.b: value 3 maps to 'coral', "
+            "which is not in labels.classes (land, water) nor 'ignore'",
+        ),
         ({"label_schemes": {"b": {"x": "land"}}}, "label_schemes.b: source value 'x' is not an integer"),
     ],
-)  # fmt: skip
+)
 def test_bad_scene_tables_are_named(tables: dict, message: str) -> None:
     with pytest.raises(ConfigError) as err:
         SceneTables.from_config({**TABLES, **tables})

@@ -26,8 +26,11 @@ from snakemap.stats import Normalizer, scene_normalizer, write_band_statistics
 from snakemap.train import SegmentationTask
 from snakemap.tuning import TUNED_ON, TuningMember, tune_threshold
 
-LABELS = {"classes": ["land", "water", "reef", "cloud"],
-          "remap": {"0": "land", "1": "water", "2": "water", "3": "reef", "4": "cloud"}, "target": ["reef"]}  # fmt: skip
+LABELS = {
+    "classes": ["land", "water", "reef", "cloud"],
+    "remap": {"0": "land", "1": "water", "2": "water", "3": "reef", "4": "cloud"},
+    "target": ["reef"],
+}
 BANDS = ["blue", "green", "red", "nir"]
 
 
@@ -38,12 +41,26 @@ def chips(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
     labels = LabelOptions(**LABELS)
     indexes, dirs = [], []
     for name in ("g1", "g2", "g3"):
-        write_demo_scene(name, root / "img" / f"{name}.tif", root / "lab" / f"{name}.tif", DemoOptions(size=96))
-        acquire_scene(name, str(root / "img" / f"{name}.tif"), root / "acq" / name,
-                      label_uri=str(root / "lab" / f"{name}.tif"))  # fmt: skip
-        clean_scene(name, root / "acq" / name, root / "clean" / name, BandOptions(select=[1, 2, 3, 4]),
-                    CleanOptions(), labels)  # fmt: skip
-        paths = ChipPaths(*(root / "chips" / f"{name}.{s}" for s in ("image.npy", "label.npy", "index.parquet")))
+        write_demo_scene(
+            name, root / "img" / f"{name}.tif", root / "lab" / f"{name}.tif", DemoOptions(size=96)
+        )
+        acquire_scene(
+            name,
+            str(root / "img" / f"{name}.tif"),
+            root / "acq" / name,
+            label_uri=str(root / "lab" / f"{name}.tif"),
+        )
+        clean_scene(
+            name,
+            root / "acq" / name,
+            root / "clean" / name,
+            BandOptions(select=[1, 2, 3, 4]),
+            CleanOptions(),
+            labels,
+        )
+        paths = ChipPaths(
+            *(root / "chips" / f"{name}.{s}" for s in ("image.npy", "label.npy", "index.parquet"))
+        )
         write_chips(root / "clean" / name, paths, ChipOptions(size=32, stride=32), labels.target_indices, 255)
         indexes.append(paths.index)
         dirs.append(root / "clean" / name)
@@ -62,10 +79,14 @@ def test_chips_carry_their_scene_statistics(chips: dict) -> None:
     np.testing.assert_allclose(table["band_std"].iloc[-1], [b[valid].std() for b in image], rtol=1e-4)
     # Per-scene normalisation: chips of one scene come out near zero mean, unit spread.
     chosen = [(index, table["chip"].to_numpy())]
-    images, _ = ChipDataset(chosen, [0, 1, 2, 3], Normalizer(np.zeros(4), np.ones(4)), "scene").__getitems__(list(range(len(table))))
+    images, _ = ChipDataset(chosen, [0, 1, 2, 3], Normalizer(np.zeros(4), np.ones(4)), "scene").__getitems__(
+        list(range(len(table)))
+    )
     assert images.shape[1] == 4
     assert abs(float(images.mean())) < 0.5 and 0.3 < float(images.std()) < 2.0
-    raw, _ = ChipDataset(chosen, [0, 1, 2, 3], Normalizer(np.zeros(4), np.ones(4)), "dataset").__getitems__(list(range(len(table))))
+    raw, _ = ChipDataset(chosen, [0, 1, 2, 3], Normalizer(np.zeros(4), np.ones(4)), "dataset").__getitems__(
+        list(range(len(table)))
+    )
     assert float(raw.mean()) > 100  # DN, untouched by an identity normaliser
 
 
@@ -83,13 +104,19 @@ def test_scene_normalised_predictions_ignore_a_sensors_gain_and_offset(tmp_path:
             norm = scene_normalizer([image])  # the training statistics, for "dataset"
             member = Member(network, BANDS, norm, normalize=normalize)
             out = tmp_path / f"{normalize}-{name}.tif"
-            predict_scene(ArrayReader(data.astype(np.float32), BANDS, crs, transform), Predictor([member], LABELS["classes"]),
-                          PredictOptions(window=64, overlap=8, prob_dtype="float32"), tmp_path / f"c-{normalize}-{name}.tif",
-                          out)  # fmt: skip
+            predict_scene(
+                ArrayReader(data.astype(np.float32), BANDS, crs, transform),
+                Predictor([member], LABELS["classes"]),
+                PredictOptions(window=64, overlap=8, prob_dtype="float32"),
+                tmp_path / f"c-{normalize}-{name}.tif",
+                out,
+            )
             runs[normalize, name] = read_probabilities(out)
     valid = np.isfinite(runs["scene", "this"])
     np.testing.assert_allclose(runs["scene", "this"][valid], runs["scene", "other"][valid], atol=2e-4)
-    assert np.abs(runs["dataset", "this"][valid] - runs["dataset", "other"][valid]).max() > 0.01  # not invariant
+    assert (
+        np.abs(runs["dataset", "this"][valid] - runs["dataset", "other"][valid]).max() > 0.01
+    )  # not invariant
 
 
 def test_augment_gain_offset_and_rescale() -> None:
@@ -110,14 +137,18 @@ def test_augment_gain_offset_and_rescale() -> None:
     stripes = torch.arange(32.0).repeat(1, 1, 32, 1)
     big, big_labels = zoom(stripes, (stripes[:, 0] > 15).long(), 2.0, 255)
     assert big.shape == stripes.shape and (big_labels != 255).all()
-    assert float(big[0, 0, 0, -1] - big[0, 0, 0, 0]) == pytest.approx(15.5, abs=0.5)  # the centre half, enlarged
+    assert float(big[0, 0, 0, -1] - big[0, 0, 0, 0]) == pytest.approx(
+        15.5, abs=0.5
+    )  # the centre half, enlarged
     zoomed, zoomed_labels = augment(images, labels, True, True, rescale=[0.5, 2.0], generator=g)
     assert zoomed.shape == images.shape and zoomed_labels.shape == labels.shape
 
 
 def test_samples_per_epoch_sets_the_steps(chips: dict) -> None:
     table = pd.read_parquet(chips["indexes"][0])
-    dataset = ChipDataset([(chips["indexes"][0], table["chip"].to_numpy())], [0, 1], Normalizer(np.zeros(2), np.ones(2)))
+    dataset = ChipDataset(
+        [(chips["indexes"][0], table["chip"].to_numpy())], [0, 1], Normalizer(np.zeros(2), np.ones(2))
+    )
     flags = table["target_fraction"].to_numpy() > 0
     for share in (None, 0.5):
         module = ChipDataModule(dataset, dataset, 4, share, flags, samples_per_epoch=40)
@@ -136,7 +167,10 @@ def fake_member(root: Path, name: str, params: dict, fold: int | None, bias: flo
         head.bias.copy_(torch.tensor([0.0, 0.0, bias, 0.0]))
     out = root / name
     out.mkdir(parents=True)
-    torch.save({"hyper_parameters": dict(task.hparams), "state_dict": task.state_dict(), "epoch": 0}, out / "best.ckpt")
+    torch.save(
+        {"hyper_parameters": dict(task.hparams), "state_dict": task.state_dict(), "epoch": 0},
+        out / "best.ckpt",
+    )
     (out / "config.yaml").write_text(yaml.safe_dump({"params": params, "fold": fold}))
     return out / "best.ckpt"
 
@@ -145,19 +179,39 @@ def test_thresholds_are_tuned_on_out_of_fold_chips_only(tmp_path: Path, chips: d
     folds = pd.read_parquet(chips["folds"])
     a = fake_member(tmp_path, "a", {"validation": "fold"}, None, 1.0)  # holds out fold 0
     b = fake_member(tmp_path, "b", {"validation": "fold"}, 2, 1.0)
-    result = tune_threshold([TuningMember.from_checkpoint(a), TuningMember.from_checkpoint(b)],
-                            chips["indexes"], chips["folds"], chips["stats"], "reef")  # fmt: skip
+    result = tune_threshold(
+        [TuningMember.from_checkpoint(a), TuningMember.from_checkpoint(b)],
+        chips["indexes"],
+        chips["folds"],
+        chips["stats"],
+        "reef",
+    )
     assert result["tuned_on"] == TUNED_ON
     assert result["chips"] == int(folds["fold"].isin([0, 2]).sum())
     assert result["members"][str(a)]["chips"] == int((folds["fold"] == 0).sum())
     assert result["members"][str(b)]["chips"] == int((folds["fold"] == 2).sum())
-    labels = np.concatenate([np.load(str(p).replace("index.parquet", "label.npy"))[
-        folds.loc[(folds["scene_id"] == pd.read_parquet(p)["scene_id"].iloc[0]) & folds["fold"].isin([0, 2]), "chip"]
-    ] for p in chips["indexes"]])  # fmt: skip
+    labels = np.concatenate(
+        [
+            np.load(str(p).replace("index.parquet", "label.npy"))[
+                folds.loc[
+                    (folds["scene_id"] == pd.read_parquet(p)["scene_id"].iloc[0])
+                    & folds["fold"].isin([0, 2]),
+                    "chip",
+                ]
+            ]
+            for p in chips["indexes"]
+        ]
+    )
     assert result["pixels"] == int((labels < 4).sum()) and result["target_pixels"] == int((labels == 2).sum())
     # A constant probability: every pixel is reef at the F1-optimal threshold (all recall).
     assert result["recall"] == pytest.approx(1.0)
     assert 0 <= result["threshold"] <= np.exp(1) / (np.exp(1) + 3) + 0.01
     on_calval = fake_member(tmp_path, "c", {"validation": "calval"}, None, 1.0)
     with pytest.raises(ValueError, match="chips that some member did not train on"):
-        tune_threshold([TuningMember.from_checkpoint(on_calval)], chips["indexes"], chips["folds"], chips["stats"], "reef")
+        tune_threshold(
+            [TuningMember.from_checkpoint(on_calval)],
+            chips["indexes"],
+            chips["folds"],
+            chips["stats"],
+            "reef",
+        )

@@ -7,7 +7,15 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from snakemap.manifest import ManifestError, read_manifest, scenes_with_role
+from snakemap.manifest import (
+    OPTIONAL,
+    REQUIRED,
+    ManifestError,
+    ManifestRow,
+    manifest_rows,
+    read_manifest,
+    scenes_with_role,
+)
 
 HEADER = "scene_id,uri,sha256,label_uri,role,aoi\n"
 
@@ -24,6 +32,15 @@ def test_good_manifest_defaults_aoi_to_scene_id(tmp_path: Path) -> None:
     assert m.loc["a1", "aoi"] == "reefA"
     assert m.loc["q1", "aoi"] == "q1"
     assert scenes_with_role(m, "apply") == ["q1"]
+
+
+def test_manifest_rows_are_typed_text_rows(tmp_path: Path) -> None:
+    assert ManifestRow._fields == REQUIRED + OPTIONAL
+    m = read_manifest(write(tmp_path, "a1,a.tif,,a_lab.tif,train,reefA\nq1,q.tif,,,apply,\n"))
+    assert manifest_rows(m) == [
+        ManifestRow("a1", "a.tif", "train", "", "a_lab.tif", "", "reefA", "", ""),
+        ManifestRow("q1", "q.tif", "apply", "", "", "", "q1", "", ""),
+    ]
 
 
 @pytest.mark.parametrize(
@@ -67,9 +84,9 @@ def test_missing_and_unknown_columns(tmp_path: Path) -> None:
 
 def test_parquet_manifest(tmp_path: Path) -> None:
     path = tmp_path / "m.parquet"
-    pd.DataFrame(
-        {"scene_id": ["a", "a"], "uri": ["x.tif", "y.tif"], "role": ["apply", "apply"]}
-    ).to_parquet(path)
+    pd.DataFrame({"scene_id": ["a", "a"], "uri": ["x.tif", "y.tif"], "role": ["apply", "apply"]}).to_parquet(
+        path
+    )
     with pytest.raises(ManifestError, match="row 2: duplicate scene_id 'a' \\(first at row 1\\)"):
         read_manifest(path)
 
@@ -95,8 +112,11 @@ def test_sensor_and_label_scheme_must_name_config_entries(tmp_path: Path) -> Non
         f"{path} line 3: scene 'l7': sensor 'landsat7' is not in the config's sensors (s2l1c)",
         f"{path} line 4: scene 'x': label_scheme 'codes_z' is not in the config's label_schemes (codes_a)",
     ]
-    with pytest.raises(ManifestError, match="line 2: scene 's2': sensor 's2l1c' is not in the config's sensors "
-                                            r"\(none defined\)"):  # fmt: skip
+    with pytest.raises(
+        ManifestError,
+        match="line 2: scene 's2': sensor 's2l1c' is not in the config's sensors "
+        r"\(none defined\)",
+    ):
         read_manifest(path, sensors={}, label_schemes=["codes_a", "codes_z"])
     ok = read_manifest(path, sensors=["s2l1c", "landsat7"], label_schemes=["codes_a", "codes_z"])
     assert ok["label_scheme"].tolist() == ["codes_a", "", "codes_z"]

@@ -10,7 +10,6 @@ import rasterio
 import torch
 from rasterio.transform import from_origin
 
-from snakemap.stats import Normalizer
 from snakemap.predict import (
     CleanImageReader,
     Member,
@@ -20,6 +19,7 @@ from snakemap.predict import (
     read_probabilities,
     window_origins,
 )
+from snakemap.stats import Normalizer
 from tests.conftest import write_tif
 
 
@@ -32,7 +32,9 @@ def identity_predictor(bands: int, tta: bool = False) -> Predictor:
 def scene(path: Path, rows: int, cols: int, bands: int = 3) -> np.ndarray:
     data = np.random.default_rng(rows * cols).random((bands, rows, cols)).astype(np.float32)
     data[:, : rows // 5, : cols // 4] = np.nan  # a nodata corner
-    write_tif(path, data, crs="EPSG:32633", transform=from_origin(400000, 5000000, 20, 20), nodata=float("nan"))
+    write_tif(
+        path, data, crs="EPSG:32633", transform=from_origin(400000, 5000000, 20, 20), nodata=float("nan")
+    )
     return data
 
 
@@ -102,7 +104,11 @@ def test_crashed_run_leaves_old_outputs(tmp_path: Path) -> None:
 
     member = Member(broken, ["b1"], Normalizer(np.zeros(1, np.float32), np.ones(1, np.float32)))
     with pytest.raises(RuntimeError):
-        predict_scene(CleanImageReader(tmp_path / "in.tif"), Predictor([member], ["x"]), PredictOptions(window=32, overlap=4),
-                      tmp_path / "cls.tif")  # fmt: skip
+        predict_scene(
+            CleanImageReader(tmp_path / "in.tif"),
+            Predictor([member], ["x"]),
+            PredictOptions(window=32, overlap=4),
+            tmp_path / "cls.tif",
+        )
     assert (tmp_path / "cls.tif").read_bytes() == b"earlier"
     assert not list(tmp_path.glob(".*"))

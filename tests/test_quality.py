@@ -39,13 +39,19 @@ def demo_summary(tmp_path_factory: pytest.TempPathFactory) -> pd.DataFrame:
     return pd.read_csv(work / "results" / "calval" / "summary.csv")
 
 
-def test_demo_best_model_matches_the_golden_ious(demo_summary: pd.DataFrame, request: pytest.FixtureRequest) -> None:
+def test_demo_best_model_matches_the_golden_ious(
+    demo_summary: pd.DataFrame, request: pytest.FixtureRequest
+) -> None:
     golden = json.loads(GOLDEN.read_text())
     row = demo_summary.set_index("predictor").loc[golden["predictor"]]
     measured = {c: round(float(row[f"iou_{c}"]), 4) for c in golden["iou"]}
     if request.config.getoption("--update-golden"):
         GOLDEN.write_text(json.dumps({**golden, "iou": measured}, indent=2) + "\n")
-    off = {c: (measured[c], golden["iou"][c]) for c in measured if abs(measured[c] - golden["iou"][c]) > TOLERANCE}
+    off = {
+        c: (measured[c], golden["iou"][c])
+        for c in measured
+        if abs(measured[c] - golden["iou"][c]) > TOLERANCE
+    }
     assert not off, f"per-class IoU (measured, stored) moved by more than {TOLERANCE}: {off}"
 
 

@@ -26,8 +26,9 @@ def test_nc_landsat_sparse_labels_and_nodata(tmp_path: Path, shared_data: Path) 
     image, label = seg / "nc_landsat7_2000_image.tif", seg / "nc_landsat96_labelled_pixels_label.tif"
     assert acquire_scene("nc", str(image), tmp_path / "acq", label_uri=label.as_uri())
     labels = LabelOptions(classes=NC_CLASSES, remap={i + 1: c for i, c in enumerate(NC_CLASSES)})
-    status = clean_scene("nc", tmp_path / "acq", tmp_path / "clean", BandOptions(indices=["ndvi"]),
-                         CleanOptions(), labels)  # fmt: skip
+    status = clean_scene(
+        "nc", tmp_path / "acq", tmp_path / "clean", BandOptions(indices=["ndvi"]), CleanOptions(), labels
+    )
     assert status.status == "ok"
     with rasterio.open(image) as src:
         raw = src.read()
@@ -62,8 +63,11 @@ def test_ukis_example_config(tmp_path: Path, shared_data: Path) -> None:
         assert record["files"]["image"]["attempts"] == 1  # checksums verified at the first try
     s2 = json.loads((work / "results" / "clean" / "ukis_s2" / "status.json").read_text())
     assert s2["extra"]["class_pixels"] == {
-        "clear_land": 183124, "water": 840, "cloud_shadow": 28583, "cloud": 49597,
-    }  # fmt: skip
+        "clear_land": 183124,
+        "water": 840,
+        "cloud_shadow": 28583,
+        "cloud": 49597,
+    }
     stats = json.loads((work / "results" / "stats" / "bands.json").read_text())
     assert stats["scenes"] == ["ukis_s2"]
     blue = stats["bands"][0]

@@ -108,7 +108,9 @@ def test_winners_per_class_against_the_best_baseline(tmp_path: Path) -> None:
     assert table.loc["water", "best_baseline"] == "baselines/ndwi"
     assert table.loc["water", "margin_points"] == pytest.approx(5.0)
     assert table.loc["reef", ["winner", "winner_iou", "best_baseline"]].tolist() == [
-        "models/a/best", 0.6, "baselines/veg"
+        "models/a/best",
+        0.6,
+        "baselines/veg",
     ]
     assert table.loc["reef", "margin_points"] == pytest.approx(50.0)
     # No baseline predicts cloud: each scores 0 there, so the margin is the winner's whole IoU.
@@ -132,19 +134,32 @@ def calval_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     config = dict(
         CONFIG,
         demo={"size": 96},
-        models={"base": {"encoder_name": "mobilenet_v2", "epochs": 2, "batch_size": 8, "scheduler": "none"},
-                "grid": {"arch": ["Unet", "FPN"]}},  # fmt: skip
+        models={
+            "base": {"encoder_name": "mobilenet_v2", "epochs": 2, "batch_size": 8, "scheduler": "none"},
+            "grid": {"arch": ["Unet", "FPN"]},
+        },
         predict={"window": 64, "overlap": 8, "batch_size": 4},
         calval={
             "checkpoints": ["best", "last"],
             "baselines": {"ndwi": {"index": "ndwi", "above": 0.0, "class": "water", "else": "land"}},
-            "ensembles": {"both": {"members": {"arch-Unet": 1, "arch-FPN": 2}, "threshold": "tune"},
-                          "fixed": {"members": {"arch-Unet": 1}, "threshold": 0.3}},  # fmt: skip
+            "ensembles": {
+                "both": {"members": {"arch-Unet": 1, "arch-FPN": 2}, "threshold": "tune"},
+                "fixed": {"members": {"arch-Unet": 1}, "threshold": 0.3},
+            },
         },
     )
     rows = [demo_row(n) for n in ("a1", "a2", "b1", "c1")]
-    rows += [dict(demo_row("a1"), scene_id=s, uri=f"resources/demo/images/{s}.tif",
-                  label_uri=f"resources/demo/labels/{s}.tif", role="calval", aoi=s) for s in SITES]  # fmt: skip
+    rows += [
+        dict(
+            demo_row("a1"),
+            scene_id=s,
+            uri=f"resources/demo/images/{s}.tif",
+            label_uri=f"resources/demo/labels/{s}.tif",
+            role="calval",
+            aoi=s,
+        )
+        for s in SITES
+    ]
     work = workspace(tmp_path_factory.mktemp("calval"), config, rows)
     snakemake(work)
     snakemake(work, "--report", "report.html")
@@ -152,9 +167,14 @@ def calval_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 PREDICTORS = [
-    "models/arch-Unet/best", "models/arch-Unet/last", "models/arch-FPN/best", "models/arch-FPN/last",
-    "ensembles/both", "ensembles/fixed", "baselines/ndwi",
-]  # fmt: skip
+    "models/arch-Unet/best",
+    "models/arch-Unet/last",
+    "models/arch-FPN/best",
+    "models/arch-FPN/last",
+    "ensembles/both",
+    "ensembles/fixed",
+    "baselines/ndwi",
+]
 
 
 def test_every_predictor_is_scored(calval_run: Path) -> None:
@@ -169,11 +189,17 @@ def test_every_predictor_is_scored(calval_run: Path) -> None:
         total = sum(pd.DataFrame(metrics["sites"][s]["confusion"]).to_numpy() for s in SITES)
         assert (total == pd.DataFrame(metrics["overall"]["confusion"]).to_numpy()).all()
         sites = pd.read_csv(folder / "sites.csv")
-        assert set(sites["site"]) == {*SITES, "overall"} and set(sites["class"]) == {"land", "water", "reef", "cloud"}
+        assert set(sites["site"]) == {*SITES, "overall"} and set(sites["class"]) == {
+            "land",
+            "water",
+            "reef",
+            "cloud",
+        }
         for site in SITES:
-            with rasterio.open(folder / f"{site}.tif") as out, rasterio.open(
-                calval_run / "results" / "clean" / site / "image.tif"
-            ) as src:
+            with (
+                rasterio.open(folder / f"{site}.tif") as out,
+                rasterio.open(calval_run / "results" / "clean" / site / "image.tif") as src,
+            ):
                 assert (out.crs, out.transform, out.shape) == (src.crs, src.transform, src.shape)
         if not predictor.startswith("baselines/"):
             assert "pr" in metrics and 0 <= metrics["best_threshold"] <= 1  # reef is the single target
@@ -185,9 +211,12 @@ def test_every_predictor_is_scored(calval_run: Path) -> None:
     folds = pd.read_parquet(calval_run / "results" / "splits" / "folds.parquet")
     assert tuned["chips"] == int((folds["fold"] == 0).sum())  # both members hold out fold 0
     assert set(summary.set_index("predictor")["selection"].items()) == {
-        *((p, "held-out fold") for p in PREDICTORS if not p.startswith("baselines/")), ("baselines/ndwi", "fixed rule"),
-    }  # fmt: skip
-    fixed = json.loads((calval_run / "results" / "calval" / "ensembles" / "fixed" / "metrics.json").read_text())
+        *((p, "held-out fold") for p in PREDICTORS if not p.startswith("baselines/")),
+        ("baselines/ndwi", "fixed rule"),
+    }
+    fixed = json.loads(
+        (calval_run / "results" / "calval" / "ensembles" / "fixed" / "metrics.json").read_text()
+    )
     assert fixed["threshold_used"] is None  # a fixed threshold is applied in the maps themselves
 
 
@@ -202,17 +231,30 @@ def test_best_by_class_table_is_in_the_report(calval_run: Path) -> None:
     assert "best predictor per class" in (calval_run / "report.html").read_text()
 
 
-@pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed (make test installs it as root)")
+@pytest.mark.skipif(
+    CHROMIUM is None, reason="Debian's chromium is not installed (make test installs it as root)"
+)
 def test_report_in_headless_chromium(calval_run: Path) -> None:
-    from playwright.sync_api import sync_playwright  # noqa: PLC0415 - only this test needs it
+    from playwright.sync_api import sync_playwright
 
     report = calval_run / "report.html"
     shots = calval_run / "screenshots"
     shots.mkdir()
-    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-             "--disable-background-networking", "--disable-component-update", "--disable-sync"]  # fmt: skip
-    figures = {"Calval": ["IoU by class", "precision-recall", "confusion matrices"], "Training": ["training curves"],
-               "Maps": SITES}  # fmt: skip
+    flags = [
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+    ]
+    figures = {
+        "Calval": ["IoU by class", "precision-recall", "confusion matrices"],
+        "Training": ["training curves"],
+        "Maps": SITES,
+    }
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=flags)
         page = browser.new_page(viewport={"width": 1400, "height": 1000})

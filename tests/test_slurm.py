@@ -44,8 +44,19 @@ def config() -> dict:
     return dict(
         CONFIG,
         demo={"size": 96},
-        models={"base": {"encoder_name": "mobilenet_v2", "arch": "FPN", "epochs": EPOCHS, "batch_size": 8,
-                         "scheduler": "none", "gpus": 1, "cpus": 1, "mem_mb": 3000, "runtime": 20}},  # fmt: skip
+        models={
+            "base": {
+                "encoder_name": "mobilenet_v2",
+                "arch": "FPN",
+                "epochs": EPOCHS,
+                "batch_size": 8,
+                "scheduler": "none",
+                "gpus": 1,
+                "cpus": 1,
+                "mem_mb": 3000,
+                "runtime": 20,
+            }
+        },
         predict={"window": 64, "overlap": 8},
         calval={"checkpoints": ["best"]},
         apply={"predictors": ["models/base/best"], "shard_size": 1, "mem_mb": 2000},
@@ -55,24 +66,48 @@ def config() -> dict:
 
 def rows() -> list[dict]:
     found = [demo_row(n) for n in ("a1", "a2", "b1", "c1")]
-    found.append(dict(demo_row("a1"), scene_id="s1", uri="resources/demo/images/s1.tif",
-                      label_uri="resources/demo/labels/s1.tif", role="calval", aoi="S"))  # fmt: skip
-    found += [dict(demo_row("a1"), scene_id=q, uri=f"resources/demo/images/{q}.tif", label_uri="", role="apply",
-                   aoi="") for q in ("q1", "q2")]  # fmt: skip
+    found.append(
+        dict(
+            demo_row("a1"),
+            scene_id="s1",
+            uri="resources/demo/images/s1.tif",
+            label_uri="resources/demo/labels/s1.tif",
+            role="calval",
+            aoi="S",
+        )
+    )
+    found += [
+        dict(
+            demo_row("a1"),
+            scene_id=q,
+            uri=f"resources/demo/images/{q}.tif",
+            label_uri="",
+            role="apply",
+            aoi="",
+        )
+        for q in ("q1", "q2")
+    ]
     return found
 
 
 def squeue() -> list[dict[str, str]]:
     """All jobs SLURM still knows (finished ones for MinJobAge): id, state, rule, GRES."""
     fields = "JobID:|,State:|,Comment:|,tres-per-job:|,tres-per-node:|"
-    out = subprocess.run(["squeue", "-h", "-t", "all", "-O", fields], capture_output=True, text=True, check=True,
-                         timeout=30).stdout  # fmt: skip
+    out = subprocess.run(
+        ["squeue", "-h", "-t", "all", "-O", fields], capture_output=True, text=True, check=True, timeout=30
+    ).stdout
     jobs = []
     for line in out.splitlines():
         job_id, state, comment, per_job, per_node = (f.strip() for f in line.split("|")[:5])
         # The plugin's comment is rule_<name>[_wildcards_<values>]; --gpus=N shows as tres-per-job.
-        jobs.append({"id": job_id, "state": state, "rule": comment.split("_wildcards_")[0],
-                     "gres": f"{per_job} {per_node}"})  # fmt: skip
+        jobs.append(
+            {
+                "id": job_id,
+                "state": state,
+                "rule": comment.split("_wildcards_")[0],
+                "gres": f"{per_job} {per_node}",
+            }
+        )
     return jobs
 
 
@@ -87,9 +122,14 @@ def test_demo_through_slurm(tmp_path: Path, slurm: None) -> None:
     started = time.monotonic()
     work = workspace(tmp_path / "slurm", config(), rows())
     before = {j["id"] for j in squeue()}
-    cmd = [str(BIN / "snakemake"), "--snakefile", str(REPO / "workflow" / "Snakefile"), "--profile",
-           str(REPO / "profiles" / "slurm"), "--jobs", "4", "--latency-wait", "5",
-           "--slurm-init-seconds-before-status-checks", "5"]  # fmt: skip
+    cmd = [
+        str(BIN / "snakemake"),
+        "--snakefile", str(REPO / "workflow" / "Snakefile"),
+        "--profile", str(REPO / "profiles" / "slurm"),
+        "--jobs", "4",
+        "--latency-wait", "5",
+        "--slurm-init-seconds-before-status-checks", "5",
+    ]  # fmt: skip
     with (tmp_path / "snakemake.log").open("w") as log:
         proc = subprocess.Popen(cmd, cwd=work, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     # Cancel the training job once it has checkpointed an epoch: it must be retried and resume.
@@ -120,7 +160,9 @@ def test_demo_through_slurm(tmp_path: Path, slurm: None) -> None:
     # Every job went through sbatch (ids in the plugin's log folder); local rules did not.
     logs = list((work / ".snakemake" / "slurm_logs").glob("rule_*/**/*.log"))
     assert {re.sub(r"\D", "", p.stem) for p in logs} >= {j["id"] for j in jobs if j["state"] == "COMPLETED"}
-    assert {"rule_clean", "rule_chips", "rule_train", "rule_apply_shard", "rule_calval_predict"} <= set(by_rule)
+    assert {"rule_clean", "rule_chips", "rule_train", "rule_apply_shard", "rule_calval_predict"} <= set(
+        by_rule
+    )
     assert "rule_models_table" not in by_rule and "rule_calval_summary" not in by_rule  # localrules
     # GPU rules asked SLURM for a GPU, CPU rules did not.
     assert all("gpu" in j["gres"] for j in by_rule["rule_train"])
@@ -128,43 +170,81 @@ def test_demo_through_slurm(tmp_path: Path, slurm: None) -> None:
     # The cancelled job was submitted again and resumed from its last checkpoint.
     states = {j["id"]: j["state"] for j in by_rule["rule_train"]}
     assert states[cancelled] == "CANCELLED" and list(states.values()).count("COMPLETED") == 1
-    train_logs = "".join(p.read_text() for p in (work / ".snakemake" / "slurm_logs").glob("rule_train/**/*.log"))
-    assert re.search(r"resuming from .*last\.ckpt \(epoch [1-9]", train_logs + (work / "logs" / "train" / "base.log").read_text())
+    train_logs = "".join(
+        p.read_text() for p in (work / ".snakemake" / "slurm_logs").glob("rule_train/**/*.log")
+    )
+    assert re.search(
+        r"resuming from .*last\.ckpt \(epoch [1-9]",
+        train_logs + (work / "logs" / "train" / "base.log").read_text(),
+    )
     metrics = pd.read_csv(work / "results" / "models" / "base" / "metrics.csv")
     assert metrics["epoch"].tolist() == list(range(EPOCHS))
     print(f"\nSLURM demo run: {wall:.0f} s, {len(jobs)} sbatch jobs, cancelled job {cancelled}")
 
     # The same workflow on one machine gives the same data products and the same set of results.
     local = workspace(tmp_path / "local", config(), rows())
-    proc = subprocess.run([str(BIN / "snakemake"), "--snakefile", str(REPO / "workflow" / "Snakefile"), "--cores", "2"],
-                          cwd=local, capture_output=True, text=True, timeout=900)  # fmt: skip
+    proc = subprocess.run(
+        [str(BIN / "snakemake"), "--snakefile", str(REPO / "workflow" / "Snakefile"), "--cores", "2"],
+        cwd=local,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
-    files = {p.relative_to(work / "results") for p in (work / "results").rglob("*") if p.is_file() and "/train/" not in str(p)}
-    local_files = {p.relative_to(local / "results") for p in (local / "results").rglob("*")
-                   if p.is_file() and "/train/" not in str(p)}  # fmt: skip
+    files = {
+        p.relative_to(work / "results")
+        for p in (work / "results").rglob("*")
+        if p.is_file() and "/train/" not in str(p)
+    }
+    local_files = {
+        p.relative_to(local / "results")
+        for p in (local / "results").rglob("*")
+        if p.is_file() and "/train/" not in str(p)
+    }
     assert files == local_files
     for name in ("a1", "b1", "c1", "s1"):
         assert json.loads((work / f"results/clean/{name}/status.json").read_text()) == json.loads(
             (local / f"results/clean/{name}/status.json").read_text()
         )
     for name in ("a1", "c1"):
-        np.testing.assert_array_equal(np.load(work / f"results/chips/{name}.image.npy"),
-                                      np.load(local / f"results/chips/{name}.image.npy"))  # fmt: skip
+        np.testing.assert_array_equal(
+            np.load(work / f"results/chips/{name}.image.npy"),
+            np.load(local / f"results/chips/{name}.image.npy"),
+        )
     assert json.loads((work / "results/stats/bands.json").read_text()) == json.loads(
         (local / "results/stats/bands.json").read_text()
     )
-    pd.testing.assert_frame_equal(pd.read_parquet(work / "results/splits/folds.parquet"),
-                                  pd.read_parquet(local / "results/splits/folds.parquet"))  # fmt: skip
+    pd.testing.assert_frame_equal(
+        pd.read_parquet(work / "results/splits/folds.parquet"),
+        pd.read_parquet(local / "results/splits/folds.parquet"),
+    )
 
 
 def test_single_allocation(tmp_path: Path, slurm: None) -> None:
     """The whole (data) workflow inside one sbatch allocation, with the local executor."""
     work = workspace(tmp_path, dict(config(), models={}, calval={}, apply={}), rows()[:4])
-    snakemake = (f"{BIN / 'snakemake'} results/splits/folds.parquet --snakefile {REPO / 'workflow' / 'Snakefile'}"
-                 " --cores 2 --resources gpu=1")  # fmt: skip
+    snakemake = (
+        f"{BIN / 'snakemake'} results/splits/folds.parquet --snakefile {REPO / 'workflow' / 'Snakefile'}"
+        " --cores 2 --resources gpu=1"
+    )
     script = f"cd {work} && echo job=$SLURM_JOB_ID > alloc.txt && {snakemake}"
-    proc = subprocess.run(["sbatch", "--wait", "--gres=gpu:1", "-c", "2", "--mem=4000", "-o", str(work / "job.log"),
-                           "--wrap", script], capture_output=True, text=True, timeout=600)  # fmt: skip
+    proc = subprocess.run(
+        [
+            "sbatch",
+            "--wait",
+            "--gres=gpu:1",
+            "-c",
+            "2",
+            "--mem=4000",
+            "-o",
+            str(work / "job.log"),
+            "--wrap",
+            script,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stderr + (work / "job.log").read_text()[-3000:]
     assert re.fullmatch(r"job=\d+\n", (work / "alloc.txt").read_text())
     assert (work / "results" / "splits" / "folds.parquet").exists()

@@ -28,24 +28,39 @@ from snakemap.stats import write_band_statistics
 from snakemap.train import JobData, _fingerprint, resolve_job
 
 EPOCHS = 8
-LABELS = {"classes": ["land", "water", "reef", "cloud"],
-          "remap": {"0": "land", "1": "water", "2": "water", "3": "reef", "4": "cloud"}}  # fmt: skip
+LABELS = {
+    "classes": ["land", "water", "reef", "cloud"],
+    "remap": {"0": "land", "1": "water", "2": "water", "3": "reef", "4": "cloud"},
+}
 
 
 def test_ids_are_stable_under_key_reordering_and_distinct() -> None:
     a = expand({"base": {"epochs": 1}, "grid": {"lr": [0.001, 0.0001], "arch": ["Unet", "FPN"]}}, 3)
     b = expand({"grid": {"arch": ["Unet", "FPN"], "lr": [0.001, 0.0001]}, "base": {"epochs": 1}}, 3)
-    assert [j.key for j in a] == [j.key for j in b] == [
-        "arch-Unet_lr-0.001", "arch-Unet_lr-0.0001", "arch-FPN_lr-0.001", "arch-FPN_lr-0.0001",
-    ]  # fmt: skip
+    assert (
+        [j.key for j in a]
+        == [j.key for j in b]
+        == [
+            "arch-Unet_lr-0.001",
+            "arch-Unet_lr-0.0001",
+            "arch-FPN_lr-0.001",
+            "arch-FPN_lr-0.0001",
+        ]
+    )
     assert [j.params for j in a] == [j.params for j in b]
     assert model_id({"encoder_weights": "/w/a.pth"}) != model_id({"encoder_weights": "/w_a.pth"})
     assert model_id({"batch_size": 8, "loss.dice": 0.5}) == "bs-8_loss-dice-0.5"
 
 
 def test_folds_band_sets_and_bad_grids() -> None:
-    jobs = expand({"base": {"folds": "all"}, "grid": {"bands": ["tc", "all"]},
-                   "band_sets": {"tc": ["red", "green", "blue"], "all": None}}, 3)  # fmt: skip
+    jobs = expand(
+        {
+            "base": {"folds": "all"},
+            "grid": {"bands": ["tc", "all"]},
+            "band_sets": {"tc": ["red", "green", "blue"], "all": None},
+        },
+        3,
+    )
     assert [j.key for j in jobs][:3] == ["bands-tc/fold0", "bands-tc/fold1", "bands-tc/fold2"]
     assert jobs[0].params["bands"] == ["red", "green", "blue"] and jobs[3].params["bands"] is None
     with pytest.raises(ValueError, match=r"models.grid: unknown parameter\(s\) learning_rate"):
@@ -77,31 +92,58 @@ def training_data(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]
     root = tmp_path_factory.mktemp("train")
     labels = LabelOptions(**LABELS)
     indexes, dirs = [], []
-    for name, aoi in [("t1", "A"), ("t2", "B"), ("t3", "C"), ("t4", "C")]:
-        write_demo_scene(name, root / "img" / f"{name}.tif", root / "lab" / f"{name}.tif", DemoOptions(size=96))
-        acquire_scene(name, str(root / "img" / f"{name}.tif"), root / "acq" / name,
-                      label_uri=str(root / "lab" / f"{name}.tif"))  # fmt: skip
-        clean_scene(name, root / "acq" / name, root / "clean" / name, BandOptions(select=[1, 2, 3, 4]),
-                    CleanOptions(), labels)  # fmt: skip
-        paths = ChipPaths(*(root / "chips" / f"{name}.{s}" for s in ("image.npy", "label.npy", "index.parquet")))
+    aois = {"t1": "A", "t2": "B", "t3": "C", "t4": "C"}
+    for name in aois:
+        write_demo_scene(
+            name, root / "img" / f"{name}.tif", root / "lab" / f"{name}.tif", DemoOptions(size=96)
+        )
+        acquire_scene(
+            name,
+            str(root / "img" / f"{name}.tif"),
+            root / "acq" / name,
+            label_uri=str(root / "lab" / f"{name}.tif"),
+        )
+        clean_scene(
+            name,
+            root / "acq" / name,
+            root / "clean" / name,
+            BandOptions(select=[1, 2, 3, 4]),
+            CleanOptions(),
+            labels,
+        )
+        paths = ChipPaths(
+            *(root / "chips" / f"{name}.{s}" for s in ("image.npy", "label.npy", "index.parquet"))
+        )
         write_chips(root / "clean" / name, paths, ChipOptions(size=32), labels.target_indices, 255)
         indexes.append(paths.index)
         dirs.append(root / "clean" / name)
     write_band_statistics(dirs, root / "bands.json")
-    aois = {"t1": "A", "t2": "B", "t3": "C", "t4": "C"}
     write_folds(indexes, aois, root / "folds.parquet", SplitOptions(folds=3))
     return {"indexes": indexes, "folds": root / "folds.parquet", "stats": root / "bands.json"}
 
 
 def train_cmd(data: dict, out: Path, epochs: int, **resources: int) -> list[str]:
     """The command of a training job; ``resources`` (runtime, mem_mb, ...) go into its parameters."""
-    job = {"params": {"arch": "FPN", "encoder_name": "mobilenet_v2", "epochs": epochs, "batch_size": 8,
-                      "scheduler": "none", "monitor": "val_iou", **resources}, "fold": None}  # fmt: skip
+    job = {
+        "params": {
+            "arch": "FPN",
+            "encoder_name": "mobilenet_v2",
+            "epochs": epochs,
+            "batch_size": 8,
+            "scheduler": "none",
+            "monitor": "val_iou",
+            **resources,
+        },
+        "fold": None,
+    }
     return [
-        str(Path(sys.executable).parent / "snakemap"), "train", "--job", json.dumps(job),
+        str(Path(sys.executable).parent / "snakemap"), "train",
+        "--job", json.dumps(job),
         "--options", json.dumps({"labels": LABELS}),
         "--train-indexes", *map(str, data["indexes"]),
-        "--folds", str(data["folds"]), "--stats", str(data["stats"]), "--out", str(out),
+        "--folds", str(data["folds"]),
+        "--stats", str(data["stats"]),
+        "--out", str(out),
     ]  # fmt: skip
 
 

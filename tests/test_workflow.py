@@ -104,28 +104,74 @@ def test_workflow_end_to_end(tmp_path: Path, http_server, served_scene) -> None:
     three = write_tif(tmp_path / "inputs" / "three.tif", np.ones((3, 96, 96), dtype=np.uint16))
     label_uri = "resources/demo/labels/a1.tif"
     manifest = [demo_row(n) for n in DEMO] + [
-        {"scene_id": "http1", "uri": http_server.serve("/h.tif", image, "500"), "sha256": "",
-         "label_uri": http_server.serve("/hl.tif", label), "role": "train", "aoi": "H"},
-        {"scene_id": "trunc1", "uri": http_server.serve("/t.tif", image, *["truncate"] * 3), "sha256": "",
-         "label_uri": label_uri, "role": "train", "aoi": "T"},
-        {"scene_id": "shamis1", "uri": http_server.url("/h.tif"), "sha256": "f" * 64,
-         "label_uri": label_uri, "role": "train", "aoi": "S"},
-        {"scene_id": "garbage1", "uri": str(garbage), "sha256": "", "label_uri": label_uri,
-         "role": "train", "aoi": "G"},
-        {"scene_id": "bands3", "uri": three.as_uri(), "sha256": "", "label_uri": label_uri,
-         "role": "calval", "aoi": "X"},
-        {"scene_id": "q1", "uri": "resources/demo/images/q1.tif", "sha256": "", "label_uri": "",
-         "role": "apply", "aoi": ""},
-    ]  # fmt: skip
+        {
+            "scene_id": "http1",
+            "uri": http_server.serve("/h.tif", image, "500"),
+            "sha256": "",
+            "label_uri": http_server.serve("/hl.tif", label),
+            "role": "train",
+            "aoi": "H",
+        },
+        {
+            "scene_id": "trunc1",
+            "uri": http_server.serve("/t.tif", image, *["truncate"] * 3),
+            "sha256": "",
+            "label_uri": label_uri,
+            "role": "train",
+            "aoi": "T",
+        },
+        {
+            "scene_id": "shamis1",
+            "uri": http_server.url("/h.tif"),
+            "sha256": "f" * 64,
+            "label_uri": label_uri,
+            "role": "train",
+            "aoi": "S",
+        },
+        {
+            "scene_id": "garbage1",
+            "uri": str(garbage),
+            "sha256": "",
+            "label_uri": label_uri,
+            "role": "train",
+            "aoi": "G",
+        },
+        {
+            "scene_id": "bands3",
+            "uri": three.as_uri(),
+            "sha256": "",
+            "label_uri": label_uri,
+            "role": "calval",
+            "aoi": "X",
+        },
+        {
+            "scene_id": "q1",
+            "uri": "resources/demo/images/q1.tif",
+            "sha256": "",
+            "label_uri": "",
+            "role": "apply",
+            "aoi": "",
+        },
+    ]
     work = workspace(tmp_path / "work", CONFIG, manifest)
     snakemake(work)
 
     states = {s: status(work, s) for s in DEMO + ["http1", "trunc1", "shamis1", "garbage1", "bands3"]}
     assert {s: d["status"] for s, d in states.items()} == {
-        "a1": "ok", "a2": "ok", "b1": "ok", "c1": "ok", "e1": "empty", "http1": "ok",
-        "trunc1": "corrupt", "shamis1": "corrupt", "garbage1": "corrupt", "bands3": "corrupt",
-    }  # fmt: skip
-    assert "truncated download" in states["trunc1"]["reason"] or "IncompleteRead" in states["trunc1"]["reason"]
+        "a1": "ok",
+        "a2": "ok",
+        "b1": "ok",
+        "c1": "ok",
+        "e1": "empty",
+        "http1": "ok",
+        "trunc1": "corrupt",
+        "shamis1": "corrupt",
+        "garbage1": "corrupt",
+        "bands3": "corrupt",
+    }
+    assert (
+        "truncated download" in states["trunc1"]["reason"] or "IncompleteRead" in states["trunc1"]["reason"]
+    )
     assert "sha256 mismatch" in states["shamis1"]["reason"]
     assert states["garbage1"]["reason"].startswith("unreadable:")
     assert states["bands3"]["reason"].startswith("wrong band count")
@@ -175,12 +221,16 @@ def test_bad_config_key_stops_before_any_job(tmp_path: Path) -> None:
     ("rows", "message"),
     [
         ([demo_row("a1"), demo_row("a1")], "manifest.csv line 3: duplicate scene_id 'a1' (first at line 2)"),
-        ([demo_row("a1"), dict(demo_row("a1"), scene_id="../evil")],
-         "manifest.csv line 3: scene_id '../evil' is not a safe file name"),
-        ([demo_row("a1"), dict(demo_row("a2"), sensor="s2l1c")],
-         "manifest.csv line 3: scene 'a2': sensor 's2l1c' is not in the config's sensors (none defined)"),
+        (
+            [demo_row("a1"), dict(demo_row("a1"), scene_id="../evil")],
+            "manifest.csv line 3: scene_id '../evil' is not a safe file name",
+        ),
+        (
+            [demo_row("a1"), dict(demo_row("a2"), sensor="s2l1c")],
+            "manifest.csv line 3: scene 'a2': sensor 's2l1c' is not in the config's sensors (none defined)",
+        ),
     ],
-)  # fmt: skip
+)
 def test_bad_manifest_stops_before_any_job(tmp_path: Path, rows: list[dict], message: str) -> None:
     work = workspace(tmp_path, CONFIG, rows)
     proc = snakemake(work, check=False)
@@ -191,13 +241,19 @@ def test_bad_manifest_stops_before_any_job(tmp_path: Path, rows: list[dict], mes
 
 def test_clean_jobs_get_their_own_sensor_and_label_scheme(tmp_path: Path) -> None:
     six = CONFIG["bands"]["names"]
-    config = dict(CONFIG, sensors={"demo6": {"bands": six}, "other": {"bands": list(reversed(six))}},
-                  label_schemes={"shifted": {10: "land", 11: "water", 13: "reef"}})  # fmt: skip
+    config = dict(
+        CONFIG,
+        sensors={"demo6": {"bands": six}, "other": {"bands": list(reversed(six))}},
+        label_schemes={"shifted": {10: "land", 11: "water", 13: "reef"}},
+    )
     rows = [dict(demo_row("a1"), sensor="demo6", label_scheme="shifted"), demo_row("a2")]
     work = workspace(tmp_path, config, rows)
     proc = snakemake(work, "--dry-run", "--printshellcmds", "results/clean/a1", "results/clean/a2")
-    commands = {line.split()[4]: line for line in (proc.stdout + proc.stderr).splitlines()
-                if line.startswith("Shell command: snakemap clean ")}  # fmt: skip
+    commands = {
+        line.split()[4]: line
+        for line in (proc.stdout + proc.stderr).splitlines()
+        if line.startswith("Shell command: snakemap clean ")
+    }
     a1, a2 = commands["a1"], commands["a2"]
     assert "--sensor demo6 --label-scheme shifted --options" in a1 and "--sensor" not in a2
     options = json.loads(a1.split("--options ")[1].split(" 2> ")[0].strip("'"))
@@ -260,33 +316,60 @@ def test_model_grid_trains_and_reruns_only_what_changed(tmp_path: Path) -> None:
 
 
 def torch_epoch(path: Path) -> int:
-    import torch  # noqa: PLC0415 - only this test needs it
+    import torch
 
     return int(torch.load(path, weights_only=True)["epoch"])
 
 
 def test_two_processes_on_halves_of_the_shards_equal_one(tmp_path: Path) -> None:
     quads = [f"q{i}" for i in range(4)]
-    config = dict(CONFIG, demo={"size": 96},
-                  models={"base": {"arch": "FPN", "encoder_name": "mobilenet_v2", "epochs": 1, "batch_size": 8}},
-                  apply={"predictors": ["models/base/best"], "shard_size": 1})  # fmt: skip
+    config = dict(
+        CONFIG,
+        demo={"size": 96},
+        models={"base": {"arch": "FPN", "encoder_name": "mobilenet_v2", "epochs": 1, "batch_size": 8}},
+        apply={"predictors": ["models/base/best"], "shard_size": 1},
+    )
     rows = [demo_row(n) for n in ("a1", "a2", "b1", "c1")]
-    rows += [dict(demo_row("a1"), scene_id=q, uri=f"resources/demo/images/{q}.tif", label_uri="", role="apply",
-                  aoi="") for q in quads]  # fmt: skip
+    rows += [
+        dict(
+            demo_row("a1"),
+            scene_id=q,
+            uri=f"resources/demo/images/{q}.tif",
+            label_uri="",
+            role="apply",
+            aoi="",
+        )
+        for q in quads
+    ]
     work = workspace(tmp_path, config, rows)
     snakemake(work, "results/models/base/best.ckpt")
     mosaic = "results/maps/models/base/best/mosaic.vrt"
     env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
-    base = [str(Path(sys.executable).parent / "snakemake"), "--snakefile", str(REPO / "workflow" / "Snakefile"),
-            "--cores", "1", mosaic]  # fmt: skip
+    base = [
+        str(Path(sys.executable).parent / "snakemake"),
+        "--snakefile", str(REPO / "workflow" / "Snakefile"),
+        "--cores", "1",
+        mosaic,
+    ]  # fmt: skip
     # Snakemake's last batch (N/N) waits for all others: batches 1/3 and 2/3 run at the same time
     # on disjoint shards, then a plain run does the rest and the mosaic.
-    halves = [subprocess.Popen([*base, "--batch", f"mosaic={k}/3"], cwd=work, env=env, stdout=subprocess.PIPE,
-                               stderr=subprocess.STDOUT, text=True) for k in (1, 2)]  # fmt: skip
+    halves = [
+        subprocess.Popen(
+            [*base, "--batch", f"mosaic={k}/3"],
+            cwd=work,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        for k in (1, 2)
+    ]
     outputs = [p.communicate(timeout=600)[0] for p in halves]
     assert [p.returncode for p in halves] == [0, 0], "\n".join(o[-3000:] for o in outputs)
     maps = work / "results" / "maps" / "models" / "base" / "best"
-    ran = [set(re.findall(r"shard-\d{5}", o.split("Job stats")[-1] if "Job stats" in o else o)) for o in outputs]
+    ran = [
+        set(re.findall(r"shard-\d{5}", o.split("Job stats")[-1] if "Job stats" in o else o)) for o in outputs
+    ]
     assert ran[0] and ran[1] and not ran[0] & ran[1], ran
     assert {p.stem for p in (maps / "shards").glob("*.json")} == ran[0] | ran[1]
     assert not (maps / "mosaic.vrt").exists()
@@ -306,10 +389,15 @@ def halves(whole: Path, folder: Path) -> list[Path]:
         data, crs, transform, nodata = src.read(), src.crs, src.transform, src.nodata
     half = data.shape[2] // 2
     return [
-        write_tif(folder / f"{name}.tif", data[:, :, cols], str(crs),
-                  transform @ rasterio.Affine.translation(start, 0), nodata)
+        write_tif(
+            folder / f"{name}.tif",
+            data[:, :, cols],
+            str(crs),
+            transform @ rasterio.Affine.translation(start, 0),
+            nodata,
+        )
         for name, cols, start in (("left", slice(0, half), 0), ("right", slice(half, None), half))
-    ]  # fmt: skip
+    ]
 
 
 def executed_jobs(output: str) -> dict[str, int]:
@@ -335,22 +423,47 @@ def fresh_run(tmp_path_factory: pytest.TempPathFactory) -> FreshRun:
     config = dict(
         CONFIG,
         # A quick model whose maps vary (one that predicts a single class would hide seams)
-        models={"base": {"arch": "Unet", "encoder_name": "mobilenet_v2", "epochs": 2, "batch_size": 8,
-                         "lr": 0.01, "samples_per_epoch": 64, "scheduler": "none"}},
+        models={
+            "base": {
+                "arch": "Unet",
+                "encoder_name": "mobilenet_v2",
+                "epochs": 2,
+                "batch_size": 8,
+                "lr": 0.01,
+                "samples_per_epoch": 64,
+                "scheduler": "none",
+            }
+        },
         # One window per model call, and windows on one grid whatever the scene: with a buffer of a
         # whole stride, a quad's windows are the whole scene's (see PredictOptions.fitted).
         predict={"window": 64, "overlap": 16, "batch_size": 1},
-        calval={"baselines": {"ndwi": {"index": "ndwi", "above": 0.0, "class": "water", "else": "land"}},
-                "ensembles": {"one": {"members": {"base": 1.0}, "threshold": "tune"}}},
-        apply={"predictors": ["models/base/best", "ensembles/one"], "shard_size": 1, "buffer": 32,
-               "outputs": "both"},
-    )  # fmt: skip
+        calval={
+            "baselines": {"ndwi": {"index": "ndwi", "above": 0.0, "class": "water", "else": "land"}},
+            "ensembles": {"one": {"members": {"base": 1.0}, "threshold": "tune"}},
+        },
+        apply={
+            "predictors": ["models/base/best", "ensembles/one"],
+            "shard_size": 1,
+            "buffer": 32,
+            "outputs": "both",
+        },
+    )
     rows = [demo_row(n) for n in ("a1", "a2", "b1", "c1")]
-    rows += [dict(demo_row("a1"), scene_id="f1", uri="resources/demo/images/f1.tif",
-                  label_uri="resources/demo/labels/f1.tif", role="calval", aoi="F"),
-             dict(demo_row("e1"), role="calval")]  # fmt: skip
-    rows += [dict(demo_row("a1"), scene_id=q, uri=f"inputs/{q}.tif", label_uri="", role="apply", aoi="")
-             for q in ("left", "right")]  # fmt: skip
+    rows += [
+        dict(
+            demo_row("a1"),
+            scene_id="f1",
+            uri="resources/demo/images/f1.tif",
+            label_uri="resources/demo/labels/f1.tif",
+            role="calval",
+            aoi="F",
+        ),
+        dict(demo_row("e1"), role="calval"),
+    ]
+    rows += [
+        dict(demo_row("a1"), scene_id=q, uri=f"inputs/{q}.tif", label_uri="", role="apply", aoi="")
+        for q in ("left", "right")
+    ]
     work = workspace(root, config, rows)
     planned = planned_jobs(work)
     proc = snakemake(work)
@@ -359,9 +472,18 @@ def fresh_run(tmp_path_factory: pytest.TempPathFactory) -> FreshRun:
 
 def test_dry_run_of_a_fresh_project_lists_every_job(fresh_run: FreshRun) -> None:
     work, planned, executed = fresh_run
-    expected = {"acquire": 6, "clean": 6, "chips": 4, "train": 1, "tune_threshold": 1, "calval_predict": 4,
-                "calval_baseline": 2, "calval_metrics": 3, "apply_inputs_vrt": 1,
-                "apply_shard": 4}  # fmt: skip
+    expected = {
+        "acquire": 6,
+        "clean": 6,
+        "chips": 4,
+        "train": 1,
+        "tune_threshold": 1,
+        "calval_predict": 4,
+        "calval_baseline": 2,
+        "calval_metrics": 3,
+        "apply_inputs_vrt": 1,
+        "apply_shard": 4,
+    }
     assert {rule: planned.get(rule) for rule in expected} == expected
     # The run then does exactly that, plus the previews of the sites whose clean ended ok.
     assert executed.pop("report_preview") == 1
@@ -390,18 +512,26 @@ def test_buffered_quads_equal_the_whole_scene(fresh_run: FreshRun) -> None:
     quads = "left,inputs/left.tif,apply\nright,inputs/right.tif,apply\n"
     (work / "config" / "quads.csv").write_text(header + quads)
     snakemap = str(Path(sys.executable).parent / "snakemap")
-    for name, manifest, shards in (("whole", "whole.csv", ["shard-00000"]),
-                                   ("plain", "quads.csv", ["shard-00000", "shard-00001"])):  # fmt: skip
+    for name, manifest, shards in (
+        ("whole", "whole.csv", ["shard-00000"]),
+        ("plain", "quads.csv", ["shard-00000", "shard-00001"]),
+    ):
         for shard in shards:  # by hand, as the workflow runs a shard but without the VRT
-            cmd = [snakemap, "apply-shard", shard, "--config", "config/config.yaml", "--manifest",
-                   f"config/{manifest}", "--root", f"by_hand/{name}",
-                   "--checkpoint", "results/models/base/best.ckpt"]  # fmt: skip
+            cmd = [
+                snakemap, "apply-shard", shard,
+                "--config", "config/config.yaml",
+                "--manifest", f"config/{manifest}",
+                "--root", f"by_hand/{name}",
+                "--checkpoint", "results/models/base/best.ckpt",
+            ]  # fmt: skip
             subprocess.run(cmd, cwd=work, check=True, capture_output=True, timeout=600)
 
     def read(root: Path, scenes: list[str]) -> np.ndarray:
         """Class map and probabilities of side-by-side scenes: ``(1 + classes, rows, cols)``."""
-        layers = [[rasterio.open(root / "scenes" / sub / f"{s}.tif").read() for sub in ("", "probs")]
-                  for s in scenes]  # fmt: skip
+        layers = [
+            [rasterio.open(root / "scenes" / sub / f"{s}.tif").read() for sub in ("", "probs")]
+            for s in scenes
+        ]
         return np.concatenate([np.concatenate(scene) for scene in layers], axis=2)
 
     expected = read(work / "by_hand" / "whole", ["whole"])

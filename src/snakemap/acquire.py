@@ -92,7 +92,7 @@ def fetch(
                 time.sleep(delay)
         except AcquireError:
             raise
-        except Exception as exc:  # noqa: BLE001 - any other failure is final and reported
+        except Exception as exc:  # any other failure is final and reported
             raise AcquireError(f"{uri}: {type(exc).__name__}: {exc}") from exc
     raise AcquireError(f"{uri}: failed after {attempts} attempts: {last}")
 
@@ -110,7 +110,7 @@ def _copy_to(uri: str, tmp: Path, timeout_s: float) -> tuple[int, str]:
             with path.open("rb") as src:
                 return _stream(src, out)
         try:
-            import fsspec  # noqa: PLC0415 - only object stores need it
+            import fsspec
 
             with fsspec.open(uri, "rb") as src:
                 return _stream(src, out)
@@ -138,7 +138,7 @@ def local_path(uri: str) -> Path | None:
 def _copy_http(uri: str, out: IO[bytes], timeout_s: float) -> tuple[int, str]:
     request = urllib.request.Request(uri, headers={"User-Agent": "snakemap"})
     try:
-        with urllib.request.urlopen(request, timeout=timeout_s) as resp:  # noqa: S310 - http(s) only
+        with urllib.request.urlopen(request, timeout=timeout_s) as resp:  # fetch() sends only http(s) here
             expected = resp.headers.get("Content-Length")
             size, digest = _stream(resp, out)
     except urllib.error.HTTPError as exc:
@@ -194,4 +194,3 @@ def acquire_scene(
     record["files"] = files
     write_json(out / RECORD, record)
     return record["status"] == "ok"
-

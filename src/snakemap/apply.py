@@ -37,7 +37,7 @@ from rasterio.windows import Window, from_bounds
 
 from snakemap.acquire import AcquireError, AcquireOptions, fetch, local_path
 from snakemap.bands import BandOptions, cleaned_names
-from snakemap.clean import CleanOptions, Cleaned, check_georeferenced, judge, read_clean
+from snakemap.clean import Cleaned, CleanOptions, check_georeferenced, judge, read_clean
 from snakemap.config import ConfigError
 from snakemap.io import read_json, write_cog, write_json
 from snakemap.predict import ArrayReader, PredictOptions, Predictor, predict_scene
@@ -47,6 +47,7 @@ from snakemap.status import SceneError, SceneStatus, corrupt_reason
 
 log = logging.getLogger(__name__)
 
+
 @contextlib.contextmanager
 def shard_lock(path: Path) -> Iterator[None]:
     """Hold an exclusive ``flock`` on ``path``; fail at once if another live process holds it."""
@@ -55,7 +56,9 @@ def shard_lock(path: Path) -> Iterator[None]:
         try:
             fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError as exc:
-            raise RuntimeError(f"{path} is held by another running job: the shard is being applied already") from exc
+            raise RuntimeError(
+                f"{path} is held by another running job: the shard is being applied already"
+            ) from exc
         try:
             yield
         finally:
@@ -213,14 +216,30 @@ class ShardRunner:
             left, bottom, right, top = src.bounds
             height, width = src.height, src.width
         with rasterio.open(self.vrt) as vrt:
-            window = from_bounds(left - b * res[0], bottom - b * res[1], right + b * res[0], top + b * res[1],
-                                 vrt.transform).round_offsets().round_lengths()  # fmt: skip
+            window = (
+                from_bounds(
+                    left - b * res[0],
+                    bottom - b * res[1],
+                    right + b * res[0],
+                    top + b * res[1],
+                    vrt.transform,
+                )
+                .round_offsets()
+                .round_lengths()
+            )
         own = Window(b, b, width, height)
-        cleaned = read_clean(self.vrt, None, self.bands, self.clean, None, window=window, sensor=sensor, own=own)
+        cleaned = read_clean(
+            self.vrt, None, self.bands, self.clean, None, window=window, sensor=sensor, own=own
+        )
         return cleaned, own
 
     def _predict(
-        self, scene_id: str, cleaned: Cleaned, crop: Window | None, status: SceneStatus, timings: dict[str, float]
+        self,
+        scene_id: str,
+        cleaned: Cleaned,
+        crop: Window | None,
+        status: SceneStatus,
+        timings: dict[str, float],
     ) -> SceneStatus:
         # Only where the files name the bands (else check() has seen to it): this scene's own bands.
         missing = sorted({b for m in self.predictor.members for b in m.bands} - set(cleaned.names))
@@ -233,7 +252,10 @@ class ShardRunner:
                 raise SceneError(f"the scene's cleaned bands {view.names} lack apply.mask.band {mask.band!r}")
             band = view.image[view.names.index(mask.band)]
             if not ((band >= mask.min) & (band <= mask.max)).any():
-                status.status, status.reason = "empty", f"no pixel with {mask.band} in [{mask.min}, {mask.max}]"
+                status.status, status.reason = (
+                    "empty",
+                    f"no pixel with {mask.band} in [{mask.min}, {mask.max}]",
+                )
                 return status
         out = self.scenes / f"{scene_id}.tif"
         probs = self.scenes / "probs" / f"{scene_id}.tif" if self.apply.outputs == "both" else None
@@ -247,17 +269,21 @@ class ShardRunner:
         timings["model_s"] = figures.get("model_seconds", 0.0)
         return status
 
-    def _predict_buffered(self, reader: ArrayReader, crop: Window, out: Path, probs: Path | None) -> dict[str, Any]:
+    def _predict_buffered(
+        self, reader: ArrayReader, crop: Window, out: Path, probs: Path | None
+    ) -> dict[str, Any]:
         """Predict the buffered area, then keep the scene's own window."""
         staged = [p.with_name(f".{p.name}.{os.getpid()}.buffered.tif") for p in (out, probs) if p is not None]
         try:
-            figures = predict_scene(reader, self.predictor, self.predict, staged[0], staged[1] if probs else None)
-            for src_path, dest in zip(staged, [out, probs], strict=False):
+            figures = predict_scene(
+                reader, self.predictor, self.predict, staged[0], staged[1] if probs else None
+            )
+            for src_path, dest in zip(staged, [p for p in (out, probs) if p is not None], strict=True):
                 with rasterio.open(src_path) as src:
                     data = src.read(window=crop)
                     profile = {"crs": src.crs, "transform": src.window_transform(crop), "nodata": src.nodata}
                     scales = list(src.scales)
-                write_cog(dest, data, profile, scales=scales)  # type: ignore[arg-type]
+                write_cog(dest, data, profile, scales=scales)
             return figures
         finally:
             for p in staged:

@@ -172,7 +172,7 @@ def normalized_difference(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     b = b.astype(np.float32, copy=False)
     total = a + b
     with np.errstate(divide="ignore", invalid="ignore"):
-        out = (a - b) / total
+        out: np.ndarray = (a - b) / total
     out[total == 0] = np.nan
     return out
 

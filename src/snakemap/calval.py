@@ -64,7 +64,11 @@ class BaselineSpec:
 
 
 def baseline_map(
-    spec: BaselineSpec, site: str, image: str | os.PathLike[str], classes: list[str], out: str | os.PathLike[str]
+    spec: BaselineSpec,
+    site: str,
+    image: str | os.PathLike[str],
+    classes: list[str],
+    out: str | os.PathLike[str],
 ) -> None:
     """Write a baseline's class map of one site on the site's cleaned grid."""
     with rasterio.open(image) as src:
@@ -77,7 +81,7 @@ def baseline_map(
         if spec.index not in names:
             raise ValueError(f"baseline index {spec.index!r} is not a band of {image} ({names})")
         band = data[names.index(spec.index)]
-        hit = band > spec.above if spec.above is not None else band < spec.below  # type: ignore[operator]
+        hit = band > spec.above if spec.above is not None else band < spec.below
         result[valid] = np.where(hit, classes.index(spec.class_), classes.index(spec.else_))[valid]  # type: ignore[arg-type]
     else:
         if site not in spec.maps:
@@ -89,16 +93,25 @@ def baseline_map(
                 if int(value) < len(lut):
                     lut[int(value)] = classes.index(name)
             mapped = lut[np.clip(raw, 0, None)]
-            reproject(mapped, result, src_transform=src.transform, src_crs=src.crs, src_nodata=NODATA_CLASS,
-                      dst_transform=profile["transform"], dst_crs=profile["crs"], dst_nodata=NODATA_CLASS,
-                      resampling=Resampling.nearest)  # fmt: skip
+            reproject(
+                mapped,
+                result,
+                src_transform=src.transform,
+                src_crs=src.crs,
+                src_nodata=NODATA_CLASS,
+                dst_transform=profile["transform"],
+                dst_crs=profile["crs"],
+                dst_nodata=NODATA_CLASS,
+                resampling=Resampling.nearest,
+            )
         result[~valid] = NODATA_CLASS
     write_cog(out, result[None], profile, descriptions=["class"])
 
 
 def read_band(path: str | os.PathLike[str], band: int = 1) -> np.ndarray:
     with rasterio.open(path) as src:
-        return src.read(band)
+        data: np.ndarray = src.read(band)
+    return data
 
 
 def pr_curve(positive: np.ndarray, negative: np.ndarray) -> dict[str, list[float]]:
@@ -112,7 +125,9 @@ def pr_curve(positive: np.ndarray, negative: np.ndarray) -> dict[str, list[float
     total = positive.sum()
     precision = np.divide(tp, tp + fp, out=np.ones_like(tp), where=(tp + fp) > 0)
     recall = tp / total if total else np.zeros_like(tp)
-    f1 = np.divide(2 * precision * recall, precision + recall, out=np.zeros_like(tp), where=(precision + recall) > 0)
+    f1 = np.divide(
+        2 * precision * recall, precision + recall, out=np.zeros_like(tp), where=(precision + recall) > 0
+    )
     return {
         "threshold": (np.arange(len(tp)) / PROB_SCALE).tolist(),
         "precision": precision.tolist(),
@@ -149,8 +164,13 @@ def write_no_map(status: SceneStatus, outputs: Sequence[str | os.PathLike[str]])
     for out in map(Path, outputs):
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_bytes(b"")
-    log.warning("site %s is %s (%s): no map, empty %s", status.scene_id, status.status, status.reason,
-                ", ".join(map(str, outputs)))  # fmt: skip
+    log.warning(
+        "site %s is %s (%s): no map, empty %s",
+        status.scene_id,
+        status.status,
+        status.reason,
+        ", ".join(map(str, outputs)),
+    )
 
 
 def site_files(
@@ -217,8 +237,13 @@ def score_predictor(
             pos += np.bincount(p[ok & (label == target)], minlength=PROB_SCALE + 1)[: PROB_SCALE + 1]
             neg += np.bincount(p[ok & (label != target)], minlength=PROB_SCALE + 1)[: PROB_SCALE + 1]
         loaded.append((s, label, pred, keep))
-    result: dict[str, Any] = {"predictor": predictor, "classes": classes, "selection": selection, "sites": {},
-                              "skipped": dict(skipped or {})}  # fmt: skip
+    result: dict[str, Any] = {
+        "predictor": predictor,
+        "classes": classes,
+        "selection": selection,
+        "sites": {},
+        "skipped": dict(skipped or {}),
+    }
     if target is not None and pos.sum() + neg.sum() > 0:
         curve = pr_curve(pos, neg)
         best = int(np.argmax(curve["f1"]))
@@ -243,7 +268,9 @@ def sites_table(result: Mapping[str, Any]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def write_scores(result: Mapping[str, Any], json_path: str | os.PathLike[str], csv_path: str | os.PathLike[str]) -> None:
+def write_scores(
+    result: Mapping[str, Any], json_path: str | os.PathLike[str], csv_path: str | os.PathLike[str]
+) -> None:
     """Write ``metrics.json`` and ``sites.csv`` atomically."""
     write_json(json_path, result)
     with atomic_path(csv_path, suffix=".csv") as tmp:
@@ -265,13 +292,21 @@ def summary(metrics_files: Sequence[str | os.PathLike[str]]) -> pd.DataFrame:
             "pixels": overall["pixels"],
         }
         row.update({f"iou_{c}": v["iou"] for c, v in overall["per_class"].items()})
-        row.update({"best_threshold": m.get("best_threshold"), "best_f1": m.get("best_f1"),
-                    "threshold_used": m.get("threshold_used"), "selection": m.get("selection", "")})  # fmt: skip
+        row.update(
+            {
+                "best_threshold": m.get("best_threshold"),
+                "best_f1": m.get("best_f1"),
+                "threshold_used": m.get("threshold_used"),
+                "selection": m.get("selection", ""),
+            }
+        )
         rows.append(row)
     return pd.DataFrame(rows).sort_values("macro_iou", ascending=False, na_position="last")
 
 
-def write_summary(metrics_files: Sequence[str | os.PathLike[str]], out: str | os.PathLike[str]) -> pd.DataFrame:
+def write_summary(
+    metrics_files: Sequence[str | os.PathLike[str]], out: str | os.PathLike[str]
+) -> pd.DataFrame:
     table = summary(metrics_files)
     with atomic_path(out, suffix=".csv") as tmp:
         table.to_csv(tmp, index=False)

@@ -168,9 +168,7 @@ def write_chips(
     return len(table)
 
 
-def _write_windows(
-    path: Path, source: np.ndarray, rows: np.ndarray, cols: np.ndarray, size: int
-) -> None:
+def _write_windows(path: Path, source: np.ndarray, rows: np.ndarray, cols: np.ndarray, size: int) -> None:
     """Write ``source[..., r:r+size, c:c+size]`` for each chip as one ``(chips, ..., size, size)`` .npy."""
     shape = (len(rows), *source.shape[:-2], size, size)
     with atomic_path(path, suffix=".npy") as tmp:

@@ -168,9 +168,7 @@ def clean_scene(
     return status
 
 
-def judge(
-    scene_id: str, cleaned: Cleaned, clean: CleanOptions, labels: LabelOptions | None
-) -> SceneStatus:
+def judge(scene_id: str, cleaned: Cleaned, clean: CleanOptions, labels: LabelOptions | None) -> SceneStatus:
     """The state of a cleaned scene: its figures, and why it is empty or corrupt if it is.
 
     Corrupt: label values missing from the remap table (:meth:`snakemap.labels.Unmapped.problem`).
@@ -197,16 +195,13 @@ def judge(
     elif fraction == 0 or fraction < clean.min_valid_fraction:
         status.status = "empty"
         status.reason = (
-            f"valid fraction {fraction:.4f} is below clean.min_valid_fraction "
-            f"{clean.min_valid_fraction}"
+            f"valid fraction {fraction:.4f} is below clean.min_valid_fraction {clean.min_valid_fraction}"
             if fraction
             else "no valid pixels"
         )
     elif cleaned.label is not None and labels is not None:
         counts = np.bincount(cleaned.label.ravel(), minlength=256)
-        status.extra["class_pixels"] = {
-            name: int(counts[i]) for i, name in enumerate(labels.classes)
-        }
+        status.extra["class_pixels"] = {name: int(counts[i]) for i, name in enumerate(labels.classes)}
         if sum(status.extra["class_pixels"].values()) == 0:
             status.status, status.reason = "empty", "no labelled pixels on valid data"
     return status
@@ -220,8 +215,13 @@ def _judge_unmapped(status: SceneStatus, unmapped: Unmapped | None, labels: Labe
     status.extra["unmapped_values"] = unmapped.values
     if unmapped.pixels:
         share = f"{100 * unmapped.fraction:.2f}% of the labelled pixels"
-        log.warning("scene %s: label values %s (%s) are not in %s", status.scene_id, unmapped.values, share,
-                    labels.remap_key)  # fmt: skip
+        log.warning(
+            "scene %s: label values %s (%s) are not in %s",
+            status.scene_id,
+            unmapped.values,
+            share,
+            labels.remap_key,
+        )
     return unmapped.problem(labels)
 
 
@@ -345,7 +345,7 @@ def _invalid_mask(
     qa_pos: int | None,
 ) -> np.ndarray:
     """``(rows, cols)`` bool: True where any band is nodata/NaN, all are 0, or QA flags it."""
-    invalid = ~np.isfinite(data).all(axis=0)
+    invalid: np.ndarray = ~np.isfinite(data).all(axis=0)
     if nodata is not None and np.isfinite(nodata):
         invalid |= (data == nodata).any(axis=0)
     if zero_is_nodata:

@@ -2,6 +2,8 @@
 
 Every step takes its settings from ``--config config/config.yaml`` (the workflow's own file)
 and/or ``--options '{"section": {...}}'`` (JSON, as the workflow's rules pass them).
+Each sub-command imports its modules inside its function: start-up stays light, and only the
+steps that need torch import it.
 """
 
 from __future__ import annotations
@@ -9,23 +11,27 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from snakemap import __version__
 from snakemap.config import ConfigError, build, load_sections
-from snakemap.manifest import ManifestError, read_manifest
+from snakemap.manifest import ManifestError, manifest_rows, read_manifest
+
+if TYPE_CHECKING:
+    from snakemap.predict import Predictor
 
 
-def _demo_scene(args: argparse.Namespace, cfg: dict) -> int:
-    from snakemap.demo import write_demo_scene  # noqa: PLC0415 - keep start-up light
+def _demo_scene(args: argparse.Namespace, cfg: dict[str, Any]) -> int:
+    from snakemap.demo import write_demo_scene
 
     write_demo_scene(args.name, args.image, args.label, build("demo", cfg.get("demo")), args.empty)
     return 0
 
 
-def _acquire(args: argparse.Namespace, cfg: dict) -> int:
-    from snakemap.acquire import acquire_scene  # noqa: PLC0415
+def _acquire(args: argparse.Namespace, cfg: dict[str, Any]) -> int:
+    from snakemap.acquire import acquire_scene
 
     acquire_scene(
         args.scene,
@@ -39,9 +45,9 @@ def _acquire(args: argparse.Namespace, cfg: dict) -> int:
     return 0
 
 
-def _clean(args: argparse.Namespace, cfg: dict) -> int:
-    from snakemap.clean import clean_scene  # noqa: PLC0415
-    from snakemap.sensors import SceneTables  # noqa: PLC0415
+def _clean(args: argparse.Namespace, cfg: dict[str, Any]) -> int:
+    from snakemap.clean import clean_scene
+    from snakemap.sensors import SceneTables
 
     tables = SceneTables.from_config(cfg)
     bands, clean = build("bands", cfg.get("bands")), build("clean", cfg.get("clean"))
@@ -59,15 +65,15 @@ def _clean(args: argparse.Namespace, cfg: dict) -> int:
     return 0
 
 
-def _analyze(args: argparse.Namespace, cfg: dict) -> int:
-    from snakemap.stats import write_band_statistics  # noqa: PLC0415
+def _analyze(args: argparse.Namespace, cfg: dict[str, Any]) -> int:
+    from snakemap.stats import write_band_statistics
 
     write_band_statistics(args.clean_dirs, args.out)
     return 0
 
 
-def _chips(args: argparse.Namespace, cfg: dict) -> int:
-    from snakemap.chips import ChipPaths, write_chips  # noqa: PLC0415
+def _chips(args: argparse.Namespace, cfg: dict[str, Any]) -> int:
+    from snakemap.chips import ChipPaths, write_chips
 
     labels = build("labels", cfg["labels"])
     n = write_chips(
@@ -81,33 +87,35 @@ def _chips(args: argparse.Namespace, cfg: dict) -> int:
     return 0
 
 
-def _folds(args: argparse.Namespace, cfg: dict) -> int:
-    from snakemap.splits import write_folds  # noqa: PLC0415
+def _folds(args: argparse.Namespace, cfg: dict[str, Any]) -> int:
+    from snakemap.splits import write_folds
 
     manifest = read_manifest(args.manifest)
-    folds = write_folds(args.indexes, manifest["aoi"].to_dict(), args.out, build("splits", cfg.get("splits")))
+    aoi = {str(scene): str(area) for scene, area in manifest["aoi"].items()}
+    folds = write_folds(args.indexes, aoi, args.out, build("splits", cfg.get("splits")))
     logging.info("%d chips in %d folds", len(folds), folds["fold"].nunique())
     return 0
 
 
-def _train(args: argparse.Namespace, cfg: dict) -> int:
-    import json  # noqa: PLC0415
+def _train(args: argparse.Namespace, cfg: dict[str, Any]) -> int:
+    import json
 
-    from snakemap.train import JobData, train_job  # noqa: PLC0415
+    from snakemap.train import JobData, train_job
 
     job = json.loads(args.job)
     labels = build("labels", cfg["labels"])
     data = JobData(args.train_indexes, args.calval_indexes or [], args.folds, args.stats)
-    train_job(args.out, job["params"], job["fold"], labels.classes, labels.ignore_index, data, args.gpus,
-              args.cpus)  # fmt: skip
+    train_job(
+        args.out, job["params"], job["fold"], labels.classes, labels.ignore_index, data, args.gpus, args.cpus
+    )
     return 0
 
 
-def _models_table(args: argparse.Namespace, cfg: dict) -> int:
-    import pandas as pd  # noqa: PLC0415
+def _models_table(args: argparse.Namespace, cfg: dict[str, Any]) -> int:
+    import pandas as pd
 
-    from snakemap.grid import expand, jobs_table  # noqa: PLC0415
-    from snakemap.io import atomic_path  # noqa: PLC0415
+    from snakemap.grid import expand, jobs_table
+    from snakemap.io import atomic_path
 
     jobs = expand(cfg["models"], build("splits", cfg.get("splits")).folds)
     with atomic_path(args.out, suffix=".tsv") as tmp:
@@ -123,12 +131,12 @@ def _weights(args: argparse.Namespace) -> list[float]:
     return list(weights)
 
 
-def _make_predictor(args: argparse.Namespace, cfg: dict) -> object:
+def _make_predictor(args: argparse.Namespace, cfg: dict[str, Any]) -> Predictor:
     """The Predictor of --checkpoint/--weight/--threshold/--target/--gpus."""
-    import torch  # noqa: PLC0415
+    import torch
 
-    from snakemap.models import load_trained  # noqa: PLC0415
-    from snakemap.predict import Member, Predictor  # noqa: PLC0415
+    from snakemap.models import load_trained
+    from snakemap.predict import Member, Predictor
 
     device = torch.device("cuda" if args.gpus and torch.cuda.is_available() else "cpu")
     weights = _weights(args)
@@ -140,7 +148,7 @@ def _make_predictor(args: argparse.Namespace, cfg: dict) -> object:
     target = classes.index(args.target) if args.target else None
     threshold = args.threshold
     if args.threshold_from:
-        from snakemap.io import read_json  # noqa: PLC0415
+        from snakemap.io import read_json
 
         tuned = read_json(args.threshold_from)
         threshold = tuned["threshold"]
@@ -154,14 +162,15 @@ def _image(args: argparse.Namespace, *outputs: Path | None) -> Path | None:
     """--image, or the image of the calval site in --clean; None (with empty ``outputs``) when
     that site's clean did not end ok."""
     if args.clean is None:
-        return args.image
-    from snakemap.calval import site_image  # noqa: PLC0415
+        image: Path | None = args.image
+        return image
+    from snakemap.calval import site_image
 
     return site_image(args.clean, [p for p in outputs if p is not None])
 
 
-def _predict(args: argparse.Namespace, cfg: dict) -> int:
-    from snakemap.predict import CleanImageReader, predict_scene  # noqa: PLC0415
+def _predict(args: argparse.Namespace, cfg: dict[str, Any]) -> int:
+    from snakemap.predict import CleanImageReader, predict_scene
 
     image = _image(args, args.classes_out, args.probs_out)
     if image is None:
@@ -169,18 +178,23 @@ def _predict(args: argparse.Namespace, cfg: dict) -> int:
     predictor = _make_predictor(args, cfg)
     reader = CleanImageReader(image)
     try:
-        figures = predict_scene(reader, predictor, build("predict", cfg.get("predict")), args.classes_out,  # type: ignore[arg-type]
-                                args.probs_out)  # fmt: skip
+        figures = predict_scene(
+            reader,
+            predictor,
+            build("predict", cfg.get("predict")),
+            args.classes_out,
+            args.probs_out,
+        )
     finally:
         reader.close()
     logging.info("predicted %s: %s", image, figures)
     return 0
 
 
-def _apply_shard(args: argparse.Namespace, cfg: dict) -> int:
-    from snakemap.apply import SceneInput, ShardRunner  # noqa: PLC0415
-    from snakemap.sensors import SceneTables, build_sensors  # noqa: PLC0415
-    from snakemap.shards import shard_members  # noqa: PLC0415
+def _apply_shard(args: argparse.Namespace, cfg: dict[str, Any]) -> int:
+    from snakemap.apply import SceneInput, ShardRunner
+    from snakemap.sensors import SceneTables, build_sensors
+    from snakemap.shards import shard_members
 
     apply = build("apply", cfg.get("apply"))
     apply.retry_corrupt = args.retry_corrupt.lower() == "true"
@@ -190,18 +204,30 @@ def _apply_shard(args: argparse.Namespace, cfg: dict) -> int:
     manifest = read_manifest(args.manifest)
     rows = manifest[manifest["role"] == "apply"]
     members = set(shard_members(rows["scene_id"].tolist(), args.shard, apply.shard_size))
-    scenes = [SceneInput(r.scene_id, r.uri, r.sha256, tables.sensor(r.sensor), r.sensor)
-              for r in rows.itertuples() if r.scene_id in members]  # fmt: skip
-    runner = ShardRunner(args.root, _make_predictor(args, cfg), bands, build("clean", cfg.get("clean")),  # type: ignore[arg-type]
-                         build("predict", cfg.get("predict")), apply, build("acquire", cfg.get("acquire")),
-                         args.vrt)  # fmt: skip
+    scenes = [
+        SceneInput(r.scene_id, r.uri, r.sha256, tables.sensor(r.sensor), r.sensor)
+        for r in manifest_rows(rows)
+        if r.scene_id in members
+    ]
+    runner = ShardRunner(
+        args.root,
+        _make_predictor(args, cfg),
+        bands,
+        build("clean", cfg.get("clean")),
+        build("predict", cfg.get("predict")),
+        apply,
+        build("acquire", cfg.get("acquire")),
+        args.vrt,
+    )
     result = runner.run_shard(args.shard, scenes)
-    logging.info("%s: %d scenes processed, %d already done", args.shard, result["processed"], result["skipped"])
+    logging.info(
+        "%s: %d scenes processed, %d already done", args.shard, result["processed"], result["skipped"]
+    )
     return 0
 
 
-def _inputs_vrt(args: argparse.Namespace, cfg: dict) -> int:
-    from snakemap.mosaic import build_inputs_vrt  # noqa: PLC0415
+def _inputs_vrt(args: argparse.Namespace, cfg: dict[str, Any]) -> int:
+    from snakemap.mosaic import build_inputs_vrt
 
     manifest = read_manifest(args.manifest)
     uris = manifest.loc[manifest["role"] == "apply", "uri"].tolist()
@@ -210,9 +236,9 @@ def _inputs_vrt(args: argparse.Namespace, cfg: dict) -> int:
     return 0
 
 
-def _mosaic(args: argparse.Namespace, cfg: dict) -> int:
-    from snakemap.apply import ok_scene_maps  # noqa: PLC0415
-    from snakemap.mosaic import build_mosaic  # noqa: PLC0415
+def _mosaic(args: argparse.Namespace, cfg: dict[str, Any]) -> int:
+    from snakemap.apply import ok_scene_maps
+    from snakemap.mosaic import build_mosaic
 
     maps = ok_scene_maps(args.shards)
     build_mosaic(maps, args.vrt, args.overview, build("apply", cfg.get("apply")).overview_factor)
@@ -224,24 +250,26 @@ def _mosaic(args: argparse.Namespace, cfg: dict) -> int:
 PROJECT_CONFIG = Path("config/config.yaml")
 
 
-def _project_config(args: argparse.Namespace, cfg: dict) -> dict:
+def _project_config(args: argparse.Namespace, cfg: dict[str, Any]) -> dict[str, Any]:
     """``cfg``, or, given neither --config nor --options, the project's ``config/config.yaml`` if any."""
     if args.config is not None or args.options is not None or not PROJECT_CONFIG.is_file():
         return cfg
     return load_sections(PROJECT_CONFIG)
 
 
-def _progress(args: argparse.Namespace, cfg: dict) -> int:
-    import json  # noqa: PLC0415
+def _progress(args: argparse.Namespace, cfg: dict[str, Any]) -> int:
+    import json
 
-    from snakemap.io import write_json  # noqa: PLC0415
-    from snakemap.progress import format_progress, progress  # noqa: PLC0415
+    from snakemap.io import write_json
+    from snakemap.progress import format_progress, progress
 
     cfg = _project_config(args, cfg)
     apply = build("apply", cfg.get("apply"))
     if args.manifest is None and not cfg.get("manifest"):
-        raise ConfigError(f"no manifest: run inside a project (with {PROJECT_CONFIG}), or pass --config FILE "
-                          "(or --manifest FILE and --predictor NAME)")  # fmt: skip
+        raise ConfigError(
+            f"no manifest: run inside a project (with {PROJECT_CONFIG}), or pass --config FILE "
+            "(or --manifest FILE and --predictor NAME)"
+        )
     predictors = args.predictor or apply.predictors
     if not predictors:
         raise ConfigError("no predictor: pass --predictor NAME, or a config with apply.predictors")
@@ -257,10 +285,10 @@ def _progress(args: argparse.Namespace, cfg: dict) -> int:
     return 0
 
 
-def _baseline(args: argparse.Namespace, cfg: dict) -> int:
-    import json  # noqa: PLC0415
+def _baseline(args: argparse.Namespace, cfg: dict[str, Any]) -> int:
+    import json
 
-    from snakemap.calval import BaselineSpec, baseline_map  # noqa: PLC0415
+    from snakemap.calval import BaselineSpec, baseline_map
 
     labels = build("labels", cfg["labels"])
     image = _image(args, args.out)
@@ -270,23 +298,24 @@ def _baseline(args: argparse.Namespace, cfg: dict) -> int:
     return 0
 
 
-def _calval_metrics(args: argparse.Namespace, cfg: dict) -> int:
-    from snakemap.calval import score_predictor, site_files, write_scores  # noqa: PLC0415
-    from snakemap.io import read_json  # noqa: PLC0415
+def _calval_metrics(args: argparse.Namespace, cfg: dict[str, Any]) -> int:
+    from snakemap.calval import score_predictor, site_files, write_scores
+    from snakemap.io import read_json
 
     labels = build("labels", cfg["labels"])
     files, skipped = site_files(args.clean, args.maps, args.probs)
     target = labels.target_indices[0] if len(labels.target_indices) == 1 else None
     tuned = read_json(args.threshold_from) if args.threshold_from else None
-    result = score_predictor(args.predictor, files, labels.classes, labels.ignore_index, target, tuned,
-                             args.selection, skipped)  # fmt: skip
+    result = score_predictor(
+        args.predictor, files, labels.classes, labels.ignore_index, target, tuned, args.selection, skipped
+    )
     write_scores(result, args.out_json, args.out_csv)
     return 0
 
 
-def _tune_threshold(args: argparse.Namespace, cfg: dict) -> int:
-    from snakemap.io import write_json  # noqa: PLC0415
-    from snakemap.tuning import TuningMember, tune_threshold  # noqa: PLC0415
+def _tune_threshold(args: argparse.Namespace, cfg: dict[str, Any]) -> int:
+    from snakemap.io import write_json
+    from snakemap.tuning import TuningMember, tune_threshold
 
     if not args.target:
         raise ConfigError("tune-threshold needs --target, the class whose threshold is tuned")
@@ -294,19 +323,24 @@ def _tune_threshold(args: argparse.Namespace, cfg: dict) -> int:
     members = [TuningMember.from_checkpoint(c, w) for c, w in zip(args.checkpoint, weights, strict=True)]
     result = tune_threshold(members, args.indexes, args.folds, args.stats, args.target)
     write_json(args.out, result)
-    logging.info("threshold %.3f (F1 %.3f) over %d out-of-fold chips", result["threshold"], result["f1"], result["chips"])
+    logging.info(
+        "threshold %.3f (F1 %.3f) over %d out-of-fold chips",
+        result["threshold"],
+        result["f1"],
+        result["chips"],
+    )
     return 0
 
 
-def _calval_summary(args: argparse.Namespace, cfg: dict) -> int:
-    from snakemap.calval import write_summary  # noqa: PLC0415
+def _calval_summary(args: argparse.Namespace, cfg: dict[str, Any]) -> int:
+    from snakemap.calval import write_summary
 
     print(write_summary(args.metrics, args.out).to_string(index=False))
     return 0
 
 
-def _report_plots(args: argparse.Namespace, cfg: dict) -> int:
-    from snakemap import report  # noqa: PLC0415
+def _report_plots(args: argparse.Namespace, cfg: dict[str, Any]) -> int:
+    from snakemap import report
 
     report.iou_bars(args.metrics, args.bars)
     report.pr_curves(args.metrics, args.pr)
@@ -315,8 +349,8 @@ def _report_plots(args: argparse.Namespace, cfg: dict) -> int:
     return 0
 
 
-def _preview(args: argparse.Namespace, cfg: dict) -> int:
-    from snakemap import report  # noqa: PLC0415
+def _preview(args: argparse.Namespace, cfg: dict[str, Any]) -> int:
+    from snakemap import report
 
     labels = build("labels", cfg["labels"])
     best = report.best_predictor(args.summary)
@@ -326,28 +360,37 @@ def _preview(args: argparse.Namespace, cfg: dict) -> int:
         raise ConfigError(f"the best predictor in {args.summary}, {name}, is not among --predictors")
     prediction = maps[name]
     title = f"{args.site}: {name} (macro IoU {best['macro_iou']:.3f} over all sites)"
-    report.preview(args.clean / "image.tif", args.clean / "label.tif", prediction, labels.classes, title, args.out,
-                   labels.ignore_index)  # fmt: skip
+    report.preview(
+        args.clean / "image.tif",
+        args.clean / "label.tif",
+        prediction,
+        labels.classes,
+        title,
+        args.out,
+        labels.ignore_index,
+    )
     return 0
 
 
-def _report_winners(args: argparse.Namespace, cfg: dict) -> int:
-    from snakemap.winners import write_winners  # noqa: PLC0415
+def _report_winners(args: argparse.Namespace, cfg: dict[str, Any]) -> int:
+    from snakemap.winners import write_winners
 
     print(write_winners(args.summary, args.out).to_string(index=False))
     return 0
 
 
-def _check_manifest(args: argparse.Namespace, cfg: dict) -> int:
-    names: dict[str, dict] = {}
+def _check_manifest(args: argparse.Namespace, cfg: dict[str, Any]) -> int:
+    names: dict[str, Collection[str]] = {}
     if cfg:  # with --config: the sensors and label schemes too, and that the rows name entries of them
-        from snakemap.sensors import SceneTables  # noqa: PLC0415
+        from snakemap.sensors import SceneTables
 
         tables = SceneTables.from_config(cfg)
         names = {"sensors": tables.sensors, "label_schemes": tables.label_schemes}
     manifest = read_manifest(args.manifest, **names)
     counts = manifest["role"].value_counts().to_dict()
-    print(f"{args.manifest}: {len(manifest)} scenes " + ", ".join(f"{k}={v}" for k, v in sorted(counts.items())))
+    print(
+        f"{args.manifest}: {len(manifest)} scenes " + ", ".join(f"{k}={v}" for k, v in sorted(counts.items()))
+    )
     return 0
 
 
@@ -368,11 +411,15 @@ def parser() -> argparse.ArgumentParser:
     common.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     # What makes a predictor: one checkpoint, or several (an ensemble) with weights.
     models = argparse.ArgumentParser(add_help=False)
-    models.add_argument("--checkpoint", action="append", required=True, type=Path, help="repeat for an ensemble")
+    models.add_argument(
+        "--checkpoint", action="append", required=True, type=Path, help="repeat for an ensemble"
+    )
     models.add_argument("--weight", action="append", type=float, help="one per checkpoint (default 1)")
     models.add_argument("--threshold", type=float, help="probability from which a pixel is --target")
     models.add_argument("--target", help="the class --threshold applies to")
-    models.add_argument("--threshold-from", type=Path, help="threshold.json (tune-threshold) whose threshold to use")
+    models.add_argument(
+        "--threshold-from", type=Path, help="threshold.json (tune-threshold) whose threshold to use"
+    )
     models.add_argument("--gpus", type=int, default=0)
     sub = top.add_subparsers(dest="step", required=True)
 
@@ -397,7 +444,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--acquired", type=Path, required=True, help="the scene's acquire folder")
     p.add_argument("--out", type=Path, required=True, help="the scene's clean folder")
     p.add_argument("--sensor", default="", help="the scene's entry of sensors (default: bands.names)")
-    p.add_argument("--label-scheme", default="", help="the scene's entry of label_schemes (default: labels.remap)")
+    p.add_argument(
+        "--label-scheme", default="", help="the scene's entry of label_schemes (default: labels.remap)"
+    )
     p.set_defaults(func=_clean)
 
     p = sub.add_parser("analyze", parents=[common], help="per-band statistics of clean scenes")
@@ -434,13 +483,17 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, required=True)
     p.set_defaults(func=_models_table)
 
-    p = sub.add_parser("predict", parents=[common, models], help="predict a cleaned scene with models/an ensemble")
+    p = sub.add_parser(
+        "predict", parents=[common, models], help="predict a cleaned scene with models/an ensemble"
+    )
     _add_image(p)
     p.add_argument("--classes-out", type=Path, required=True)
     p.add_argument("--probs-out", type=Path)
     p.set_defaults(func=_predict)
 
-    p = sub.add_parser("apply-shard", parents=[common, models], help="apply a predictor to one shard of scenes")
+    p = sub.add_parser(
+        "apply-shard", parents=[common, models], help="apply a predictor to one shard of scenes"
+    )
     p.add_argument("shard")
     p.add_argument("--manifest", type=Path, required=True)
     p.add_argument("--root", type=Path, required=True, help="results/maps/{predictor}")
@@ -459,8 +512,11 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--overview", type=Path, required=True)
     p.set_defaults(func=_mosaic)
 
-    p = sub.add_parser("progress", parents=[common],
-                       help="scenes done, empty, corrupt, pending; ETA (default: ./config/config.yaml)")
+    p = sub.add_parser(
+        "progress",
+        parents=[common],
+        help="scenes done, empty, corrupt, pending; ETA (default: ./config/config.yaml)",
+    )
     p.add_argument("--manifest", type=Path, help="default: the config's")
     p.add_argument("--results", type=Path, default=Path("results"))
     p.add_argument("--predictor", action="append", help="default: the config's apply.predictors")
@@ -486,8 +542,12 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--out-csv", type=Path, required=True)
     p.set_defaults(func=_calval_metrics)
 
-    p = sub.add_parser("tune-threshold", parents=[common, models], help="an ensemble's threshold, tuned out of fold")
-    p.add_argument("--indexes", nargs="+", type=Path, required=True, help="chip tables of the training scenes")
+    p = sub.add_parser(
+        "tune-threshold", parents=[common, models], help="an ensemble's threshold, tuned out of fold"
+    )
+    p.add_argument(
+        "--indexes", nargs="+", type=Path, required=True, help="chip tables of the training scenes"
+    )
     p.add_argument("--folds", type=Path, required=True)
     p.add_argument("--stats", type=Path, required=True)
     p.add_argument("--out", type=Path, required=True, help="threshold.json")
@@ -510,7 +570,9 @@ def parser() -> argparse.ArgumentParser:
     p = sub.add_parser("preview", parents=[common], help="image | reference | prediction | errors of a site")
     p.add_argument("site")
     p.add_argument("--clean", type=Path, required=True, help="the site's clean folder")
-    p.add_argument("--summary", type=Path, required=True, help="calval summary.csv (picks the best predictor)")
+    p.add_argument(
+        "--summary", type=Path, required=True, help="calval summary.csv (picks the best predictor)"
+    )
     p.add_argument("--predictors", nargs="+", required=True, help="the predictors the summary may pick")
     p.add_argument("--maps", nargs="+", type=Path, required=True, help="the site's class map per predictor")
     p.add_argument("--out", type=Path, required=True)

@@ -34,7 +34,8 @@ SECTIONS: dict[str, str] = {
 def options_class(section: str) -> type:
     """The options class of a config section."""
     module, name = SECTIONS[section].split(":")
-    return getattr(importlib.import_module(module), name)
+    cls: type = getattr(importlib.import_module(module), name)
+    return cls
 
 
 class ConfigError(ValueError):
@@ -48,7 +49,9 @@ def build(section: str, values: dict[str, Any] | None) -> Any:
     known = {f.name for f in dataclasses.fields(cls) if f.init}
     unknown = sorted(set(values) - known)
     if unknown:
-        raise ConfigError(f"{section}: unknown key(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+        raise ConfigError(
+            f"{section}: unknown key(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}"
+        )
     try:
         return cls(**values)
     except (TypeError, ValueError) as exc:

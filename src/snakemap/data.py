@@ -149,7 +149,8 @@ class ChipDataModule(L.LightningDataModule):
             batch_size=self.batch_size,
             sampler=sampler,
             drop_last=drop_last,
-            collate_fn=_pass_through,
+            # __getitems__ reads whole batches, so the collate function gets a batch, not torch's list
+            collate_fn=_pass_through,  # type: ignore[arg-type]
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
             pin_memory=torch.cuda.is_available(),
@@ -161,9 +162,11 @@ class ChipDataModule(L.LightningDataModule):
         n = self.samples_per_epoch or len(flags)
         if self.target_share is not None and 0 < flags.sum() < len(flags):
             # Each group gets its share of the total weight, spread over its chips.
-            weights = np.where(flags, self.target_share / flags.sum(), (1 - self.target_share) / (~flags).sum())
+            weights = np.where(
+                flags, self.target_share / flags.sum(), (1 - self.target_share) / (~flags).sum()
+            )
             sampler: Any = WeightedRandomSampler(
-                torch.as_tensor(weights, dtype=torch.double), n, replacement=True, generator=generator
+                [float(w) for w in weights], n, replacement=True, generator=generator
             )
         elif self.samples_per_epoch:
             sampler = RandomSampler(self.train, replacement=True, num_samples=n, generator=generator)
@@ -225,7 +228,9 @@ def augment(
     if rescale is not None:
         lo, hi = float(rescale[0]), float(rescale[1])
         u = float(torch.rand(1, generator=generator))
-        images, labels = zoom(images, labels, float(np.exp(np.log(lo) + u * (np.log(hi) - np.log(lo)))), ignore_index)
+        images, labels = zoom(
+            images, labels, float(np.exp(np.log(lo) + u * (np.log(hi) - np.log(lo)))), ignore_index
+        )
     return images, labels
 
 

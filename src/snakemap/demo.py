@@ -62,7 +62,8 @@ class DemoOptions:
 
 def _smooth(rng: np.random.Generator, shape: tuple[int, int], sigma: float) -> np.ndarray:
     field = ndimage.gaussian_filter(rng.normal(size=shape), sigma, mode="wrap")
-    return (field - field.mean()) / (field.std() + 1e-9)
+    smooth: np.ndarray = (field - field.mean()) / (field.std() + 1e-9)
+    return smooth
 
 
 def synth_scene(name: str, size: int, empty: bool = False) -> tuple[np.ndarray, np.ndarray]:
@@ -89,7 +90,7 @@ def synth_scene(name: str, size: int, empty: bool = False) -> tuple[np.ndarray, 
     # Depth darkens water, texture varies everything a little, cloud edges are translucent.
     depth = np.clip(dist / (size * 0.4), 0, 1)[None]
     water = (label == 1) | (label == 2) | (label == 3)
-    refl[:, water] *= (1 - 0.5 * depth[:, water])
+    refl[:, water] *= 1 - 0.5 * depth[:, water]
     refl *= 1 + 0.08 * _smooth(rng, shape, 3)[None]
     haze = np.clip(ndimage.gaussian_filter(cloud.astype(np.float32), 2), 0, 1)[None]
     refl = refl * (1 - haze) + SPECTRA[4][:, None, None] * haze
@@ -127,11 +128,15 @@ def write_demo_scene(
         "tiled": True,
         "compress": "deflate",
     }
-    with atomic_path(image_path, suffix=".tif") as tmp:
-        with rasterio.open(tmp, "w", count=6, dtype="uint16", nodata=0, **profile) as dst:
-            dst.write(dn)
-            for i, band in enumerate(BANDS, start=1):
-                dst.set_band_description(i, band)
-    with atomic_path(label_path, suffix=".tif") as tmp:
-        with rasterio.open(tmp, "w", count=1, dtype="uint8", nodata=LABEL_NODATA, **profile) as dst:
-            dst.write(label[None])
+    with (
+        atomic_path(image_path, suffix=".tif") as tmp,
+        rasterio.open(tmp, "w", count=6, dtype="uint16", nodata=0, **profile) as dst,
+    ):
+        dst.write(dn)
+        for i, band in enumerate(BANDS, start=1):
+            dst.set_band_description(i, band)
+    with (
+        atomic_path(label_path, suffix=".tif") as tmp,
+        rasterio.open(tmp, "w", count=1, dtype="uint8", nodata=LABEL_NODATA, **profile) as dst,
+    ):
+        dst.write(label[None])

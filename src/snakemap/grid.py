@@ -165,7 +165,8 @@ def expand(models: dict[str, Any], n_folds: int) -> list[ModelJob]:
     grid = models.get("grid") or {}
     known = {f.name for f in fields(ModelOptions)}
     for where, keys in [("base", base), ("grid", grid)] + [
-        (f"list[{i}]", {k: v for k, v in e.items() if k != "name"}) for i, e in enumerate(models.get("list") or [])
+        (f"list[{i}]", {k: v for k, v in e.items() if k != "name"})
+        for i, e in enumerate(models.get("list") or [])
     ]:
         unknown = sorted(k for k in keys if k.split(".")[0] not in known)
         if unknown:

@@ -42,9 +42,7 @@ class LabelOptions:
 
     def __post_init__(self) -> None:
         if not 0 <= self.ignore_index <= 255 or self.ignore_index < len(self.classes):
-            raise ValueError(
-                f"labels.ignore_index {self.ignore_index} must be in {len(self.classes)}..255"
-            )
+            raise ValueError(f"labels.ignore_index {self.ignore_index} must be in {len(self.classes)}..255")
         if self.unmapped not in ("ignore", "corrupt"):
             raise ValueError(f"labels.unmapped {self.unmapped!r} must be ignore or corrupt")
         if not 0 <= self.max_unmapped_fraction <= 1:
@@ -146,8 +144,11 @@ def remap_labels(
         [not u and int(v) not in options.table for v, u in zip(values, unlabelled, strict=True)], dtype=bool
     )
     frequent = np.argsort(-counts[missing], kind="stable")[:LISTED_VALUES]
-    unmapped = Unmapped([int(v) for v in values[missing][frequent]], int(counts[missing].sum()),
-                        int(counts[~unlabelled].sum()))  # fmt: skip
+    unmapped = Unmapped(
+        [int(v) for v in values[missing][frequent]],
+        int(counts[missing].sum()),
+        int(counts[~unlabelled].sum()),
+    )
     lut = np.array(
         [
             options.ignore_index if u or m else options.table[int(v)]

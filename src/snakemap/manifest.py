@@ -24,6 +24,7 @@ import os
 import re
 from collections.abc import Collection
 from pathlib import Path
+from typing import NamedTuple
 
 import pandas as pd
 
@@ -40,6 +41,26 @@ _SHA256_RE = re.compile(rf"^{SHA256_PATTERN}$")
 
 class ManifestError(ValueError):
     """The manifest has rows that cannot be used; the message lists each one."""
+
+
+class ManifestRow(NamedTuple):
+    """One row of a checked manifest: every column as text (``""`` where empty)."""
+
+    scene_id: str
+    uri: str
+    role: str
+    sha256: str
+    label_uri: str
+    label_sha256: str
+    aoi: str
+    sensor: str
+    label_scheme: str
+
+
+def manifest_rows(manifest: pd.DataFrame) -> list[ManifestRow]:
+    """The rows of a manifest whose columns are all text, as :func:`check_manifest` returns it."""
+    columns = manifest[list(ManifestRow._fields)]
+    return [ManifestRow(*map(str, values)) for values in columns.itertuples(index=False, name=None)]
 
 
 def read_manifest(
@@ -100,7 +121,7 @@ def check_manifest(
     df = df.astype({c: str for c in REQUIRED + OPTIONAL}).replace({"nan": "", "None": ""})
     errors: list[str] = []
     seen: dict[str, int] = {}
-    for pos, row in enumerate(df.itertuples(index=False)):
+    for pos, row in enumerate(manifest_rows(df)):
         loc = where.format(pos + first)
         errors += [f"{name} {loc}: {e}" for e in _row_errors(row) + _name_errors(row, known)]
         if row.scene_id in seen:
@@ -116,20 +137,20 @@ def check_manifest(
     return df.set_index("scene_id", drop=False)
 
 
-def _row_errors(row: object) -> list[str]:
-    scene_id: str = row.scene_id  # type: ignore[attr-defined]
+def _row_errors(row: ManifestRow) -> list[str]:
+    scene_id = row.scene_id
     errors = []
     if not _SCENE_ID_RE.match(scene_id):
         errors.append(
             f"scene_id {scene_id!r} is not a safe file name "
             "(letters, digits, '.', '_', '-'; starting with a letter or digit; no '/' or spaces)"
         )
-    role = row.role  # type: ignore[attr-defined]
+    role = row.role
     if role not in ROLES:
         errors.append(f"scene {scene_id!r}: unknown role {role!r}; expected one of {', '.join(ROLES)}")
-    if not row.uri.strip():  # type: ignore[attr-defined]
+    if not row.uri.strip():
         errors.append(f"scene {scene_id!r}: empty uri")
-    if role in ("train", "calval") and not row.label_uri.strip():  # type: ignore[attr-defined]
+    if role in ("train", "calval") and not row.label_uri.strip():
         errors.append(f"scene {scene_id!r}: role {role} needs a label_uri")
     for col in ("sha256", "label_sha256"):
         value = getattr(row, col)
@@ -138,9 +159,9 @@ def _row_errors(row: object) -> list[str]:
     return errors
 
 
-def _name_errors(row: object, known: dict[str, tuple[str, Collection[str] | None]]) -> list[str]:
+def _name_errors(row: ManifestRow, known: dict[str, tuple[str, Collection[str] | None]]) -> list[str]:
     """A ``sensor`` or ``label_scheme`` that names no entry of its config table."""
-    scene_id: str = row.scene_id  # type: ignore[attr-defined]
+    scene_id = row.scene_id
     errors = []
     for col, (table, names) in known.items():
         value = getattr(row, col)

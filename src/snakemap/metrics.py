@@ -25,7 +25,8 @@ def confusion_matrix(
 def _ratio(num: np.ndarray, den: np.ndarray) -> np.ndarray:
     """``num / den`` with NaN where ``den`` is 0 (the score is undefined, not zero)."""
     num, den = np.asarray(num, dtype=np.float64), np.asarray(den, dtype=np.float64)
-    return np.divide(num, den, out=np.full_like(num, np.nan), where=den > 0)
+    ratio: np.ndarray = np.divide(num, den, out=np.full_like(num, np.nan), where=den > 0)
+    return ratio
 
 
 def scores(cm: np.ndarray, classes: list[str]) -> dict[str, Any]:

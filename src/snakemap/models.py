@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import segmentation_models_pytorch as smp
 import torch
@@ -34,11 +35,13 @@ def build_model(
         ValueError: an unknown architecture or encoder.
     """
     try:
-        model = smp.create_model(
+        model: nn.Module = smp.create_model(
             arch, encoder_name=encoder_name, encoder_weights=None, in_channels=in_channels, classes=classes
         )
     except KeyError as exc:
-        raise ValueError(f"unknown architecture or encoder: arch={arch!r}, encoder_name={encoder_name!r}: {exc}") from exc
+        raise ValueError(
+            f"unknown architecture or encoder: arch={arch!r}, encoder_name={encoder_name!r}: {exc}"
+        ) from exc
     if encoder_weights:
         load_encoder_weights(model, encoder_weights)
     return model
@@ -64,7 +67,7 @@ def load_encoder_weights(model: nn.Module, path: str) -> None:
         state = state["state_dict"]
     if any(k.startswith("encoder.") for k in state):
         state = {k[len("encoder.") :]: v for k, v in state.items() if k.startswith("encoder.")}
-    encoder = model.encoder  # type: ignore[union-attr]
+    encoder = model.get_submodule("encoder")
     own = encoder.state_dict()
     for key, value in list(state.items()):
         if key in own and own[key].ndim == 4 and value.ndim == 4 and own[key].shape[1] != value.shape[1]:
@@ -80,13 +83,18 @@ def load_encoder_weights(model: nn.Module, path: str) -> None:
     nn.Module.load_state_dict(encoder, usable, strict=False)
     skipped, missing = len(state) - len(usable), len(own) - len(usable)
     if skipped or missing:
-        log.warning("encoder_weights %s: %d tensors not used (e.g. a classifier head), %d encoder tensors "
-                    "left at random", path, skipped, missing)  # fmt: skip
+        log.warning(
+            "encoder_weights %s: %d tensors not used (e.g. a classifier head), %d encoder tensors "
+            "left at random",
+            path,
+            skipped,
+            missing,
+        )
 
 
 def encoder_name(model: nn.Module) -> str:
     """The class name of a model's encoder, for messages."""
-    return type(model.encoder).__name__  # type: ignore[union-attr]
+    return type(model.get_submodule("encoder")).__name__
 
 
 def _adapt_first_conv(weight: torch.Tensor, channels: int) -> torch.Tensor:
@@ -106,7 +114,7 @@ class TrainedModel:
     mean: list[float]
     std: list[float]
     #: ``dataset``: normalise with ``mean`` and ``std``; ``scene``: with each scene's own statistics
-    normalize: str = "dataset"
+    normalize: Literal["dataset", "scene"] = "dataset"
 
 
 def load_trained(checkpoint: str | Path, map_location: str | torch.device = "cpu") -> TrainedModel:
@@ -122,5 +130,11 @@ def load_trained(checkpoint: str | Path, map_location: str | torch.device = "cpu
     state = {k.removeprefix("model."): v for k, v in ckpt["state_dict"].items() if k.startswith("model.")}
     network.load_state_dict(state)
     network.to(map_location).eval()
-    return TrainedModel(network, list(hp["classes"]), list(hp["band_names"]), list(hp["mean"]), list(hp["std"]),
-                        hp.get("normalize", "dataset"))  # fmt: skip
+    return TrainedModel(
+        network,
+        list(hp["classes"]),
+        list(hp["band_names"]),
+        list(hp["mean"]),
+        list(hp["std"]),
+        hp.get("normalize", "dataset"),
+    )

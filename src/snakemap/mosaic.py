@@ -29,7 +29,9 @@ _VSI = {"http": "/vsicurl/", "https": "/vsicurl/", "s3": "/vsis3/", "gs": "/vsig
 def _tool(name: str) -> str:
     path = shutil.which(name)
     if path is None:
-        raise RuntimeError(f"{name} not found: install GDAL's command-line tools ('apt-get install gdal-bin')")
+        raise RuntimeError(
+            f"{name} not found: install GDAL's command-line tools ('apt-get install gdal-bin')"
+        )
     return path
 
 
@@ -54,9 +56,25 @@ def build_mosaic(
         # The VRT's relative paths hold for its final name in the same folder.
         with atomic_path(overview, suffix=".tif") as tmp_cog:
             pct = f"{100 / factor:g}%"
-            subprocess.run([_tool("gdal_translate"), "-q", "-of", "COG", "-outsize", pct, pct, "-r", "mode",
-                            "-co", "COMPRESS=DEFLATE", str(tmp_vrt.resolve()), str(tmp_cog)],
-                           check=True, cwd=vrt.parent)  # fmt: skip
+            subprocess.run(
+                [
+                    _tool("gdal_translate"),
+                    "-q",
+                    "-of",
+                    "COG",
+                    "-outsize",
+                    pct,
+                    pct,
+                    "-r",
+                    "mode",
+                    "-co",
+                    "COMPRESS=DEFLATE",
+                    str(tmp_vrt.resolve()),
+                    str(tmp_cog),
+                ],
+                check=True,
+                cwd=vrt.parent,
+            )
 
 
 def _build_vrt(paths: Sequence[str], vrt: Path) -> None:
@@ -111,7 +129,12 @@ def build_inputs_vrt(uris: Sequence[str], vrt: str | os.PathLike[str]) -> None:
 def _empty(vrt: Path, overview: Path) -> None:
     """No ok scene: a 1 x 1 nodata VRT and overview, so that the run completes."""
     with atomic_path(vrt, suffix=".vrt") as tmp:
-        tmp.write_text('<VRTDataset rasterXSize="1" rasterYSize="1"><VRTRasterBand dataType="Byte" band="1">'
-                       "<NoDataValue>255</NoDataValue></VRTRasterBand></VRTDataset>\n")  # fmt: skip
-    write_cog(overview, np.full((1, 1, 1), 255, dtype=np.uint8), {"crs": None, "transform": Affine.identity(),
-                                                                  "nodata": 255})  # fmt: skip
+        tmp.write_text(
+            '<VRTDataset rasterXSize="1" rasterYSize="1"><VRTRasterBand dataType="Byte" band="1">'
+            "<NoDataValue>255</NoDataValue></VRTRasterBand></VRTDataset>\n"
+        )
+    write_cog(
+        overview,
+        np.full((1, 1, 1), 255, dtype=np.uint8),
+        {"crs": None, "transform": Affine.identity(), "nodata": 255},
+    )

@@ -34,12 +34,11 @@ import rasterio.shutil
 import torch
 from rasterio.windows import Window
 
-from snakemap.stats import STRIP_ROWS, Normalizer, scene_normalizer
 from snakemap.io import COG_OPTIONS, NODATA_CLASS, PROB_SCALE, atomic_path
 from snakemap.models import TrainedModel
+from snakemap.stats import STRIP_ROWS, Normalizer, scene_normalizer
 
 log = logging.getLogger(__name__)
-
 
 
 @dataclass
@@ -118,7 +117,9 @@ class CleanImageReader:
         self.profile = {"crs": self.dataset.crs, "transform": self.dataset.transform}
 
     def read_rows(self, start: int, stop: int) -> np.ndarray:
-        data = self.dataset.read(window=Window(0, start, self.width, stop - start), out_dtype="float32")
+        data: np.ndarray = self.dataset.read(
+            window=Window(0, start, self.width, stop - start), out_dtype="float32"
+        )
         if self.dataset.nodata is not None and not np.isnan(self.dataset.nodata):
             data[data == self.dataset.nodata] = np.nan
         return data
@@ -171,9 +172,12 @@ class Member:
     @classmethod
     def from_trained(cls, trained: TrainedModel, weight: float = 1.0, source: str = "") -> Member:
         """A member from a checkpoint (``source``) loaded with :func:`snakemap.models.load_trained`."""
-        norm = Normalizer(np.asarray(trained.mean, dtype=np.float32), np.asarray(trained.std, dtype=np.float32))
-        normalize: Literal["dataset", "scene"] = trained.normalize  # type: ignore[assignment]
-        return cls(trained.network, trained.band_names, norm, weight, normalize=normalize, source=source)
+        norm = Normalizer(
+            np.asarray(trained.mean, dtype=np.float32), np.asarray(trained.std, dtype=np.float32)
+        )
+        return cls(
+            trained.network, trained.band_names, norm, weight, normalize=trained.normalize, source=source
+        )
 
 
 @dataclass
@@ -204,7 +208,10 @@ class Predictor:
         scene_members = [m for m in self.members if m.normalize == "scene"]
         if not scene_members:
             return
-        strips = (reader.read_rows(r, min(r + STRIP_ROWS, reader.height)) for r in range(0, reader.height, STRIP_ROWS))
+        strips = (
+            reader.read_rows(r, min(r + STRIP_ROWS, reader.height))
+            for r in range(0, reader.height, STRIP_ROWS)
+        )
         norm = scene_normalizer(strips)
         for m in scene_members:
             keep = [reader.names.index(b) for b in m.bands]
@@ -216,7 +223,11 @@ class Predictor:
         weight_sum = sum(m.weight for m in self.members)
         for member in self.members:
             probs = self._run(member, member.prepare(windows, names, self.device))
-            total = probs * (member.weight / weight_sum) if total is None else total + probs * (member.weight / weight_sum)
+            total = (
+                probs * (member.weight / weight_sum)
+                if total is None
+                else total + probs * (member.weight / weight_sum)
+            )
         assert total is not None
         return total.float().cpu().numpy()
 
@@ -253,10 +264,12 @@ def classify(probs: np.ndarray, threshold: float | None = None, target: int | No
     probable of the other classes; without them, the plain argmax.
     """
     if threshold is None or target is None:
-        return probs.argmax(0).astype(np.uint8)
-    others = probs.astype(np.float32)  # a copy, where -1 is below any probability
-    others[target] = -1
-    return np.where(probs[target] >= threshold, target, others.argmax(0)).astype(np.uint8)
+        best: np.ndarray = probs.argmax(0)
+    else:
+        others = probs.astype(np.float32)  # a copy, where -1 is below any probability
+        others[target] = -1
+        best = np.where(probs[target] >= threshold, target, others.argmax(0))
+    return best.astype(np.uint8)
 
 
 def window_origins(length: int, pad: int, stride: int) -> list[int]:
@@ -312,7 +325,7 @@ def predict_scene(
     acc = np.zeros((k, w, width), dtype=np.float32)
     wsum = np.zeros((w, width), dtype=np.float32)
     valid = np.zeros((w, width), dtype=bool)
-    figures = {"windows": 0, "batches": 0, "valid_pixels": 0}
+    figures: dict[str, float] = {"windows": 0, "batches": 0, "valid_pixels": 0}
     # One thread reads the next strip and one writes finished rows while the model runs: GDAL's
     # decompression and compression release the GIL.
     with _Outputs(reader, k, opts, class_path, prob_path) as outputs, ThreadPoolExecutor(1) as writer:
@@ -353,7 +366,9 @@ def predict_scene(
 class _Outputs:
     """Tiled GeoTIFFs written strip by strip, then copied to COGs and renamed into place."""
 
-    def __init__(self, reader: SceneReader, classes: int, opts: PredictOptions, class_path: Any, prob_path: Any):
+    def __init__(
+        self, reader: SceneReader, classes: int, opts: PredictOptions, class_path: Any, prob_path: Any
+    ):
         self.reader, self.classes, self.opts = reader, classes, opts
         self.paths = [Path(class_path)] + ([Path(prob_path)] if prob_path else [])
         # Staged beside the outputs (same filesystem), removed whatever happens.
@@ -361,9 +376,16 @@ class _Outputs:
         self.stack = contextlib.ExitStack()
 
     def __enter__(self) -> _Outputs:
-        base = {"driver": "GTiff", "height": self.reader.height, "width": self.reader.width, "tiled": True,
-                "blockxsize": 256, "blockysize": 256, "BIGTIFF": "IF_SAFER",
-                **self.reader.profile}  # fmt: skip
+        base = {
+            "driver": "GTiff",
+            "height": self.reader.height,
+            "width": self.reader.width,
+            "tiled": True,
+            "blockxsize": 256,
+            "blockysize": 256,
+            "BIGTIFF": "IF_SAFER",
+            **self.reader.profile,
+        }
         for p in self.paths:
             p.parent.mkdir(parents=True, exist_ok=True)
         self.class_ds = self.stack.enter_context(
@@ -372,9 +394,16 @@ class _Outputs:
         self.prob_ds = None
         if len(self.paths) > 1:
             u8 = self.opts.prob_dtype == "uint8"
-            self.prob_ds = self.stack.enter_context(rasterio.open(
-                self.tmps[1], "w", count=self.classes, dtype="uint8" if u8 else "float32",
-                nodata=NODATA_CLASS if u8 else float("nan"), **base))  # fmt: skip
+            self.prob_ds = self.stack.enter_context(
+                rasterio.open(
+                    self.tmps[1],
+                    "w",
+                    count=self.classes,
+                    dtype="uint8" if u8 else "float32",
+                    nodata=NODATA_CLASS if u8 else float("nan"),
+                    **base,
+                )
+            )
             if u8:
                 self.prob_ds.scales = [1 / PROB_SCALE] * self.classes
         return self
@@ -387,7 +416,9 @@ class _Outputs:
         self.class_ds.write(np.where(valid, classes, NODATA_CLASS)[None], window=window)
         if self.prob_ds is not None:
             if self.opts.prob_dtype == "uint8":
-                data = np.where(valid, np.rint(np.clip(probs, 0, 1) * PROB_SCALE), NODATA_CLASS).astype(np.uint8)
+                data = np.where(valid, np.rint(np.clip(probs, 0, 1) * PROB_SCALE), NODATA_CLASS).astype(
+                    np.uint8
+                )
             else:
                 data = np.where(valid, probs, np.nan).astype(np.float32)
             self.prob_ds.write(data, window=window)
@@ -414,7 +445,7 @@ def _to_cog(staged: Path, path: Path, **options: Any) -> None:
 def read_probabilities(path: str | os.PathLike[str]) -> np.ndarray:
     """``(classes, rows, cols)`` float32 probabilities from a probability GeoTIFF, NaN nodata."""
     with rasterio.open(path) as src:
-        data = src.read()
+        data: np.ndarray = src.read()
         if src.dtypes[0] == "uint8":
             out = data.astype(np.float32) / PROB_SCALE
             out[data == NODATA_CLASS] = np.nan

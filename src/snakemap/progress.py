@@ -20,7 +20,9 @@ from snakemap.status import SceneStatus
 RECENT_S = 600.0  # throughput is measured over the scenes finished in the last ten minutes
 
 
-def progress(root: str | os.PathLike[str], scene_ids: Sequence[str], shard_size: int, now: float | None = None) -> dict[str, Any]:
+def progress(
+    root: str | os.PathLike[str], scene_ids: Sequence[str], shard_size: int, now: float | None = None
+) -> dict[str, Any]:
     """Counts of done, empty, corrupt and pending scenes under one predictor's ``root``.
 
     Returns:

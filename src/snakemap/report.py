@@ -13,17 +13,19 @@ from typing import Any
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-import rasterio  # noqa: E402
-import seaborn as sns  # noqa: E402
-from matplotlib.colors import ListedColormap  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import rasterio
+import seaborn as sns
+from matplotlib.colors import ListedColormap
+from matplotlib.figure import Figure
+from matplotlib.patches import Rectangle
 
-from snakemap.io import NODATA_CLASS, atomic_path, read_json  # noqa: E402
+from snakemap.io import NODATA_CLASS, atomic_path, read_json
 
 
-def _save(fig: plt.Figure, out: str | os.PathLike[str]) -> None:
+def _save(fig: Figure, out: str | os.PathLike[str]) -> None:
     with atomic_path(out, suffix=".png") as tmp:
         fig.savefig(tmp, dpi=110, bbox_inches="tight", format="png")
     plt.close(fig)
@@ -35,10 +37,15 @@ def iou_bars(metrics_files: Sequence[str | os.PathLike[str]], out: str | os.Path
     for path in metrics_files:
         m = read_json(path)
         overall = m["overall"]
-        rows += [{"predictor": m["predictor"], "class": c, "IoU": v["iou"]} for c, v in overall["per_class"].items()]
+        rows += [
+            {"predictor": m["predictor"], "class": c, "IoU": v["iou"]}
+            for c, v in overall["per_class"].items()
+        ]
         rows.append({"predictor": m["predictor"], "class": "macro", "IoU": overall["macro"]["iou"]})
     table = pd.DataFrame(rows)
-    fig, ax = plt.subplots(figsize=(max(6, 1.2 * table["class"].nunique() * max(1, table["predictor"].nunique() / 3)), 4))
+    fig, ax = plt.subplots(
+        figsize=(max(6, 1.2 * table["class"].nunique() * max(1, table["predictor"].nunique() / 3)), 4)
+    )
     sns.barplot(table, x="class", y="IoU", hue="predictor", ax=ax)
     ax.set_ylim(0, 1)
     ax.set_title("IoU at the calval sites")
@@ -80,8 +87,19 @@ def confusion_matrices(metrics_files: Sequence[str | os.PathLike[str]], out: str
     for ax, m in zip(axes.flat, metrics, strict=False):
         cm = np.asarray(m["overall"]["confusion"], dtype=np.float64)
         norm = cm / np.maximum(cm.sum(axis=1, keepdims=True), 1)
-        sns.heatmap(norm, annot=True, fmt=".2f", vmin=0, vmax=1, cmap="Blues", cbar=False, ax=ax,
-                    xticklabels=m["classes"], yticklabels=m["classes"], annot_kws={"size": 7})  # fmt: skip
+        sns.heatmap(
+            norm,
+            annot=True,
+            fmt=".2f",
+            vmin=0,
+            vmax=1,
+            cmap="Blues",
+            cbar=False,
+            ax=ax,
+            xticklabels=m["classes"],
+            yticklabels=m["classes"],
+            annot_kws={"size": 7},
+        )
         ax.set_title(m["predictor"], fontsize=8)
         ax.set_xlabel("predicted")
         ax.set_ylabel("reference")
@@ -190,21 +208,29 @@ def preview(
     scored = (ref != ignore_index) & (pred != NODATA_CLASS)
     errors = np.full(ref.shape, np.nan)
     errors[scored] = (ref[scored] != pred[scored]).astype(float)
-    axes[3].imshow(np.ma.masked_invalid(errors), cmap=ListedColormap(["#d9d9d9", "#d62728"]), vmin=0, vmax=1,
-                   interpolation="nearest")  # fmt: skip
+    axes[3].imshow(
+        np.ma.masked_invalid(errors),
+        cmap=ListedColormap(["#d9d9d9", "#d62728"]),
+        vmin=0,
+        vmax=1,
+        interpolation="nearest",
+    )
     wrong = float(np.nanmean(errors)) if scored.any() else float("nan")
     axes[3].set_title(f"errors (red: {wrong:.1%} of scored pixels)")
     for ax in axes:
         ax.set_xticks([])
         ax.set_yticks([])
-    handles = [plt.Rectangle((0, 0), 1, 1, color=palette[i]) for i in range(len(classes))]
+    handles = [Rectangle((0, 0), 1, 1, color=palette[i]) for i in range(len(classes))]
     fig.legend(handles, classes, loc="lower center", ncol=len(classes), fontsize=8)
     fig.suptitle(title)
     _save(fig, out)
 
 
-def best_predictor(summary_csv: str | os.PathLike[str], kinds: tuple[str, ...] = ("model", "ensemble")) -> dict[str, Any]:
+def best_predictor(
+    summary_csv: str | os.PathLike[str], kinds: tuple[str, ...] = ("model", "ensemble")
+) -> dict[str, Any]:
     """The summary row of the predictor with the highest macro IoU among ``kinds``."""
     table = pd.read_csv(summary_csv)
     table = table[table["kind"].isin(kinds)] if table["kind"].isin(kinds).any() else table
-    return table.sort_values("macro_iou", ascending=False).iloc[0].to_dict()
+    best = table.sort_values("macro_iou", ascending=False).iloc[0]
+    return {str(k): v for k, v in best.items()}

@@ -133,16 +133,16 @@ class SceneTables:
             ConfigError: naming the key, see :func:`build_sensors`; ``label_schemes.<name>`` for
                 a scheme that maps a value to a class not in ``labels.classes``.
         """
-        labels = build("labels", cfg["labels"]) if cfg.get("labels") else None
+        labels: LabelOptions | None = build("labels", cfg["labels"]) if cfg.get("labels") else None
         schemes = cfg.get("label_schemes") or {}
-        if schemes and labels is None:
-            raise ConfigError("label_schemes: needs the labels section (its classes)")
         built: dict[str, LabelOptions] = {}
         for name, remap in schemes.items():
+            if labels is None:
+                raise ConfigError("label_schemes: needs the labels section (its classes)")
             if not isinstance(remap, Mapping):
                 raise ConfigError(f"label_schemes.{name}: expected a table value -> class, got {remap!r}")
             try:
-                built[str(name)] = labels.with_scheme(str(name), remap)  # type: ignore[union-attr]
+                built[str(name)] = labels.with_scheme(str(name), remap)
             except ValueError as exc:
                 raise ConfigError(str(exc)) from exc
         return cls(build_sensors(cfg.get("sensors"), build("bands", cfg.get("bands"))), labels, built)

@@ -52,7 +52,11 @@ def make_folds(chips: pd.DataFrame, aois: Mapping[str, str], options: SplitOptio
     table["aoi"] = table["scene_id"].map(aois)
     table["group"] = table["aoi"]
     if options.block_size:
-        block = (chips["row"] // options.block_size).astype(str) + "_" + (chips["col"] // options.block_size).astype(str)
+        block = (
+            (chips["row"] // options.block_size).astype(str)
+            + "_"
+            + (chips["col"] // options.block_size).astype(str)
+        )
         table["group"] = table["aoi"] + ":" + block.to_numpy()
     table["has_target"] = chips["target_fraction"].to_numpy() > 0
     n_groups = table["group"].nunique()

@@ -49,8 +49,9 @@ class Normalizer:
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
         shape = (-1, 1, 1)
-        out = (x - self.mean.reshape(shape)) / self.std.reshape(shape)
-        return np.nan_to_num(out, nan=0.0).astype(np.float32, copy=False)
+        out: np.ndarray = (x - self.mean.reshape(shape)) / self.std.reshape(shape)
+        normalized: np.ndarray = np.nan_to_num(out, nan=0.0).astype(np.float32, copy=False)
+        return normalized
 
 
 def scene_normalizer(strips: Iterable[np.ndarray], channels: Sequence[int] | None = None) -> Normalizer:
@@ -107,9 +108,7 @@ class BandMoments:
         return np.sqrt(np.divide(self.m2, self.count, out=np.zeros_like(self.m2), where=self.count > 0))
 
 
-def percentile_from_histogram(
-    counts: np.ndarray, lo: float, hi: float, q: float
-) -> float:
+def percentile_from_histogram(counts: np.ndarray, lo: float, hi: float, q: float) -> float:
     """The ``q``-th percentile (0..100, numpy's linear definition) read from a histogram.
 
     Args:
@@ -169,8 +168,8 @@ def band_statistics(
             "max": None if empty else float(moments.max[b]),
         }
         for q in PERCENTILES:
-            entry[f"p{q}"] = None if empty else percentile_from_histogram(
-                hist[b], moments.min[b], moments.max[b], q
+            entry[f"p{q}"] = (
+                None if empty else percentile_from_histogram(hist[b], moments.min[b], moments.max[b], q)
             )
         out.append(entry)
     return out

@@ -31,21 +31,20 @@ import numpy as np
 import pandas as pd
 import torch
 import yaml
+from lightning.fabric.plugins.environments.lightning import LightningEnvironment
 from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger
-from lightning.fabric.plugins.environments import LightningEnvironment
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 from segmentation_models_pytorch.losses import DiceLoss, FocalLoss
 from torch import nn
 from torchmetrics.classification import MulticlassConfusionMatrix
 
+from snakemap.data import ChipDataModule, ChipDataset, augment
 from snakemap.grid import ModelOptions, learning_params
-from snakemap.data import ChipDataModule, ChipDataset
-from snakemap.data import augment
-from snakemap.stats import Normalizer
 from snakemap.io import atomic_path, read_json, write_json
 from snakemap.metrics import scores
 from snakemap.models import build_model
+from snakemap.stats import Normalizer
 
 log = logging.getLogger(__name__)
 
@@ -57,8 +56,11 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         with atomic_path(path, suffix=".ckpt") as tmp:
             torch.save(checkpoint, tmp)
 
-    def load_checkpoint(self, path: Any, map_location: Any = None, weights_only: bool | None = None) -> dict[str, Any]:
-        return torch.load(path, map_location=map_location or "cpu", weights_only=True)
+    def load_checkpoint(
+        self, path: Any, map_location: Any = None, weights_only: bool | None = None
+    ) -> dict[str, Any]:
+        checkpoint: dict[str, Any] = torch.load(path, map_location=map_location or "cpu", weights_only=True)
+        return checkpoint
 
 
 class SegmentationTask(L.LightningModule):
@@ -91,6 +93,18 @@ class SegmentationTask(L.LightningModule):
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
+        # The settings the hooks use, typed (``self.hparams`` holds the same values untyped).
+        #: the class names, in the order of the model's outputs
+        self.classes = classes
+        #: the label value that is not scored
+        self.ignore_index = ignore_index
+        #: augmentation settings (see :func:`snakemap.data.augment`)
+        self.augment_options: dict[str, Any] = augment or {}
+        self.optimizer_name = optimizer
+        self.lr = lr
+        self.weight_decay = weight_decay
+        self.scheduler_name = scheduler
+        self.epochs = epochs
         self.model = build_model(arch, encoder_name, len(band_names), len(classes), encoder_weights)
         weights = torch.tensor(class_weights, dtype=torch.float32) if class_weights else None
         self.losses = nn.ModuleDict()
@@ -114,21 +128,29 @@ class SegmentationTask(L.LightningModule):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Logits ``(batch, classes, H, W)`` for images ``(batch, channels, H, W)``."""
-        return self.model(x)
+        logits: torch.Tensor = self.model(x)
+        return logits
 
     def _loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         logits = logits.float()
-        return sum(w * self.losses[n](logits, labels) for n, w in self.loss_weights.items())  # type: ignore[return-value]
+        loss: torch.Tensor = sum(w * self.losses[n](logits, labels) for n, w in self.loss_weights.items())
+        return loss
 
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
         images, labels = batch
         if self.trainer.training:
-            opts = self.hparams.augment or {}
+            opts = self.augment_options
             images, labels = augment(
-                images, labels, opts.get("flips", True), opts.get("rot90", True), float(opts.get("jitter", 0.0)),
-                float(opts.get("gain", 0.0)), float(opts.get("offset", 0.0)), opts.get("rescale"),
-                self.hparams.ignore_index,
-            )  # fmt: skip
+                images,
+                labels,
+                opts.get("flips", True),
+                opts.get("rot90", True),
+                float(opts.get("jitter", 0.0)),
+                float(opts.get("gain", 0.0)),
+                float(opts.get("offset", 0.0)),
+                opts.get("rescale"),
+                self.ignore_index,
+            )
         if images.is_cuda:
             images = images.contiguous(memory_format=torch.channels_last)
         return images, labels
@@ -146,7 +168,7 @@ class SegmentationTask(L.LightningModule):
         self.val_cm.update(logits.argmax(1), labels)
 
     def on_validation_epoch_end(self) -> None:
-        result = scores(self.val_cm.compute().cpu().numpy(), self.hparams.classes)
+        result = scores(self.val_cm.compute().cpu().numpy(), self.classes)
         self.val_cm.reset()
         values = {"val_f1": result["macro"]["f1"], "val_acc": result["overall_accuracy"]}
         values.update({f"val_iou_{n}": c["iou"] for n, c in result["per_class"].items()})
@@ -155,21 +177,23 @@ class SegmentationTask(L.LightningModule):
         self.log("val_iou", float(np.nan_to_num(result["macro"]["iou"])), prog_bar=True)
 
     def configure_optimizers(self) -> Any:
-        hp = self.hparams
         params = self.parameters()
-        if hp.optimizer == "sgd":
-            opt: torch.optim.Optimizer = torch.optim.SGD(params, lr=hp.lr, momentum=0.9, weight_decay=hp.weight_decay)
-        elif hp.optimizer == "adam":
-            opt = torch.optim.Adam(params, lr=hp.lr, weight_decay=hp.weight_decay)
-        elif hp.optimizer == "adamw":
-            opt = torch.optim.AdamW(params, lr=hp.lr, weight_decay=hp.weight_decay)
+        lr, weight_decay = self.lr, self.weight_decay
+        if self.optimizer_name == "sgd":
+            opt: torch.optim.Optimizer = torch.optim.SGD(
+                params, lr=lr, momentum=0.9, weight_decay=weight_decay
+            )
+        elif self.optimizer_name == "adam":
+            opt = torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
+        elif self.optimizer_name == "adamw":
+            opt = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
         else:
-            raise ValueError(f"unknown optimizer {hp.optimizer!r}: use adam, adamw, sgd")
-        if hp.scheduler == "cosine":
-            sched: Any = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, hp.epochs))
-        elif hp.scheduler == "step":
-            sched = torch.optim.lr_scheduler.StepLR(opt, step_size=max(1, hp.epochs // 3), gamma=0.1)
-        elif hp.scheduler == "plateau":
+            raise ValueError(f"unknown optimizer {self.optimizer_name!r}: use adam, adamw, sgd")
+        if self.scheduler_name == "cosine":
+            sched: Any = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, self.epochs))
+        elif self.scheduler_name == "step":
+            sched = torch.optim.lr_scheduler.StepLR(opt, step_size=max(1, self.epochs // 3), gamma=0.1)
+        elif self.scheduler_name == "plateau":
             sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, mode="max", patience=2)
             return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "monitor": "val_iou"}}
         else:
@@ -189,7 +213,9 @@ class JobData:
     stats: Path
 
 
-def _select(indexes: Sequence[Path], keep: pd.DataFrame | None) -> tuple[list[tuple[Path, np.ndarray]], np.ndarray]:
+def _select(
+    indexes: Sequence[Path], keep: pd.DataFrame | None
+) -> tuple[list[tuple[Path, np.ndarray]], np.ndarray]:
     """Per scene, the chip numbers to use (all, or those in ``keep``), and their target flags."""
     chosen, flags = [], []
     for index in indexes:
@@ -264,14 +290,20 @@ def pick_resume(checkpoints: Path, fallback: str) -> Path | None:
     except Exception as exc:  # noqa: BLE001 - any failure to read it means it is unusable
         aside = checkpoints.parent / f"last.ckpt.corrupt-{time.strftime('%Y%m%dT%H%M%S')}"
         last.rename(aside)
-        log.error("last checkpoint %s is unreadable (%s: %s); kept aside as %s", last, type(exc).__name__, exc, aside)
+        log.error(
+            "last checkpoint %s is unreadable (%s: %s); kept aside as %s",
+            last,
+            type(exc).__name__,
+            exc,
+            aside,
+        )
     best = checkpoints / "best.ckpt"
     if fallback == "best" and best.exists():
         try:
             torch.load(best, map_location="cpu", weights_only=True)
             log.warning("resuming from the best checkpoint %s instead", best)
             return best
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:  # noqa: BLE001 - unreadable as well: train from scratch
             log.error("best checkpoint %s is unreadable too (%s)", best, exc)
     log.warning("restarting training from scratch")
     return None
@@ -279,7 +311,10 @@ def pick_resume(checkpoints: Path, fallback: str) -> Path | None:
 
 def merge_metrics(logs: Path) -> pd.DataFrame:
     """One row per epoch from the CSVLogger files of all attempts; later attempts win."""
-    frames = [pd.read_csv(p) for p in sorted(logs.glob("version_*/metrics.csv"), key=lambda p: int(p.parent.name[8:]))]
+    frames = [
+        pd.read_csv(p)
+        for p in sorted(logs.glob("version_*/metrics.csv"), key=lambda p: int(p.parent.name[8:]))
+    ]
     frames = [f for f in frames if len(f) and "epoch" in f]
     if not frames:
         return pd.DataFrame(columns=["epoch"])
@@ -292,8 +327,12 @@ def merge_metrics(logs: Path) -> pd.DataFrame:
 def _trainer_setup(gpus: int) -> dict[str, Any]:
     if gpus > 0 and torch.cuda.is_available():
         devices = min(gpus, torch.cuda.device_count())
-        setup: dict[str, Any] = {"accelerator": "gpu", "devices": devices, "precision": "bf16-mixed",
-                                 "strategy": "ddp" if devices > 1 else "auto"}  # fmt: skip
+        setup: dict[str, Any] = {
+            "accelerator": "gpu",
+            "devices": devices,
+            "precision": "bf16-mixed",
+            "strategy": "ddp" if devices > 1 else "auto",
+        }
         if devices > 1:
             # One SLURM task holds all the job's GPUs: Lightning launches the DDP processes itself
             # instead of expecting srun to start one task per GPU.
@@ -319,8 +358,15 @@ def resolve_job(
     channels = [available.index(b) for b in bands]
     mean = [float(stats["bands"][c]["mean"]) for c in channels]
     std = [float(stats["bands"][c]["std"]) or 1.0 for c in channels]
-    return {"params": learning_params(dataclasses.asdict(opts)), "fold": fold, "classes": classes,
-            "ignore_index": ignore_index, "bands": bands, "mean": mean, "std": std}  # fmt: skip
+    return {
+        "params": learning_params(dataclasses.asdict(opts)),
+        "fold": fold,
+        "classes": classes,
+        "ignore_index": ignore_index,
+        "bands": bands,
+        "mean": mean,
+        "std": std,
+    }
 
 
 def train_job(
@@ -354,8 +400,10 @@ def train_job(
     bands, mean, std = resolved["bands"], resolved["mean"], resolved["std"]
     channels = [[b["name"] for b in stats["bands"]].index(b) for b in bands]
     fingerprint = _fingerprint(resolved, data)
-    if work.exists() and (not (work / "fingerprint.json").exists()
-                          or read_json(work / "fingerprint.json").get("sha256") != fingerprint):  # fmt: skip
+    if work.exists() and (
+        not (work / "fingerprint.json").exists()
+        or read_json(work / "fingerprint.json").get("sha256") != fingerprint
+    ):
         stale = work.with_name(f"train.stale-{time.strftime('%Y%m%dT%H%M%S')}")
         log.warning("training state in %s is for other parameters or inputs: moved to %s", work, stale)
         work.rename(stale)
@@ -368,25 +416,51 @@ def train_job(
     train, val, flags = split_chips(data, opts, fold)
     norm = Normalizer(np.asarray(mean, dtype=np.float32), np.asarray(std, dtype=np.float32))
     module = ChipDataModule(
-        ChipDataset(train, channels, norm, opts.normalize), ChipDataset(val, channels, norm, opts.normalize),
-        opts.batch_size, opts.balance, flags, num_workers=max(0, cpus - 1) if gpus else 0,
-        seed=opts.seed, samples_per_epoch=opts.samples_per_epoch,
-    )  # fmt: skip
+        ChipDataset(train, channels, norm, opts.normalize),
+        ChipDataset(val, channels, norm, opts.normalize),
+        opts.batch_size,
+        opts.balance,
+        flags,
+        num_workers=max(0, cpus - 1) if gpus else 0,
+        seed=opts.seed,
+        samples_per_epoch=opts.samples_per_epoch,
+    )
     task = SegmentationTask(
-        opts.arch, opts.encoder_name, classes, bands, mean, std, ignore_index, opts.encoder_weights, opts.loss,
-        opts.class_weights, opts.optimizer, opts.lr, opts.weight_decay, opts.scheduler, opts.epochs, opts.augment,
+        opts.arch,
+        opts.encoder_name,
+        classes,
+        bands,
+        mean,
+        std,
+        ignore_index,
+        opts.encoder_weights,
+        opts.loss,
+        opts.class_weights,
+        opts.optimizer,
+        opts.lr,
+        opts.weight_decay,
+        opts.scheduler,
+        opts.epochs,
+        opts.augment,
         opts.normalize,
-    )  # fmt: skip
+    )
     mode = "min" if opts.monitor.endswith("loss") else "max"
     checkpoints = work / "checkpoints"
     # Two checkpoints, each overwritten in place: Lightning's save_last only writes when a new
     # best was saved, which would make last.ckpt the best one and lose epochs on a resume.
     callbacks: list[Any] = [
-        ModelCheckpoint(dirpath=checkpoints, filename="best", monitor=opts.monitor, mode=mode, save_top_k=1,
-                        enable_version_counter=False),
-        ModelCheckpoint(dirpath=checkpoints, filename="last", monitor=None, save_top_k=1,
-                        enable_version_counter=False),
-    ]  # fmt: skip
+        ModelCheckpoint(
+            dirpath=checkpoints,
+            filename="best",
+            monitor=opts.monitor,
+            mode=mode,
+            save_top_k=1,
+            enable_version_counter=False,
+        ),
+        ModelCheckpoint(
+            dirpath=checkpoints, filename="last", monitor=None, save_top_k=1, enable_version_counter=False
+        ),
+    ]
     if opts.early_stopping:
         callbacks.append(EarlyStopping(monitor=opts.monitor, mode=mode, patience=opts.early_stopping))
     resume = pick_resume(checkpoints, opts.resume_fallback)
@@ -419,4 +493,3 @@ def _publish(out: Path, work: Path) -> None:
         merge_metrics(work / "logs").to_csv(tmp, index=False)
     # Finished: a later run (new inputs, forced) starts afresh instead of resuming this one.
     shutil.rmtree(checkpoints)
-

@@ -92,7 +92,9 @@ def tune_threshold(
         images = np.load(paths.image, mmap_mode="r")
         labels = np.load(paths.label, mmap_mode="r")
         for fold in np.unique(chip_folds):
-            unseen = [(m, t) for m, t in zip(members, trained, strict=True) if m.held_out == fold and fold >= 0]
+            unseen = [
+                (m, t) for m, t in zip(members, trained, strict=True) if m.held_out == fold and fold >= 0
+            ]
             if not unseen:
                 continue
             chips = table["chip"].to_numpy()[chip_folds == fold]
@@ -129,7 +131,11 @@ def tune_threshold(
 
 
 def _ensemble(
-    unseen: Sequence[tuple[TuningMember, Any]], images: np.ndarray, names: list[str], index: Path, classes: list[str]
+    unseen: Sequence[tuple[TuningMember, Any]],
+    images: np.ndarray,
+    names: list[str],
+    index: Path,
+    classes: list[str],
 ) -> np.ndarray:
     """Weighted mean probabilities ``(n, classes, h, w)`` of the members for ``(n, bands, h, w)`` chips."""
     total = None
@@ -138,16 +144,19 @@ def _ensemble(
         member = Member.from_trained(t, m.weight)
         if member.normalize == "scene":
             member.normalizer = scene_statistics(index, [names.index(b) for b in member.bands])
-        probs = Predictor([member], classes, torch.device("cpu")).probabilities(images, names) * (m.weight / weight_sum)
+        probs = Predictor([member], classes, torch.device("cpu")).probabilities(images, names) * (
+            m.weight / weight_sum
+        )
         total = probs if total is None else total + probs
     assert total is not None
     return total
 
 
-def _count(p: np.ndarray, labels: np.ndarray, k: int, n_classes: int, pos: np.ndarray, neg: np.ndarray) -> None:
+def _count(
+    p: np.ndarray, labels: np.ndarray, k: int, n_classes: int, pos: np.ndarray, neg: np.ndarray
+) -> None:
     """Add ``(n, h, w)`` target probabilities to the histograms of target and other labelled pixels."""
     valid = labels < n_classes
     q = np.rint(np.clip(p, 0, 1) * PROB_SCALE).astype(np.int64)
     pos += np.bincount(q[valid & (labels == k)], minlength=PROB_SCALE + 1)[: PROB_SCALE + 1]
     neg += np.bincount(q[valid & (labels != k)], minlength=PROB_SCALE + 1)[: PROB_SCALE + 1]
-

@@ -6,16 +6,16 @@ rule acquire:
         local_inputs,
     output:
         directory("resources/scenes/{scene}"),
+    log:
+        "logs/acquire/{scene}.log",
+    conda:
+        "../envs/snakemap.yaml"
     params:
         uri=lambda w: scene(w)["uri"],
         sha256=lambda w: scene(w)["sha256"],
         label_uri=lambda w: scene(w)["label_uri"],
         label_sha256=lambda w: scene(w)["label_sha256"],
         options=options("acquire"),
-    conda:
-        "../envs/snakemap.yaml"
-    log:
-        "logs/acquire/{scene}.log",
     shell:
         "snakemap acquire {wildcards.scene:q} --uri {params.uri:q} --sha256={params.sha256:q}"
         " --label-uri={params.label_uri:q} --label-sha256={params.label_sha256:q}"

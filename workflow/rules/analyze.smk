@@ -6,13 +6,13 @@ rule analyze:
         expand("results/clean/{scene}", scene=TRAIN),
     output:
         "results/stats/bands.json",
-    resources:
-        mem_mb=lambda w, attempt: config["resources"]["analyze_mem_mb"] * attempt,
-    conda:
-        "../envs/snakemap.yaml"
     log:
         "logs/analyze/bands.log",
     benchmark:
         "benchmarks/analyze/bands.tsv"
+    conda:
+        "../envs/snakemap.yaml"
+    resources:
+        mem_mb=lambda w, attempt: config["resources"]["analyze_mem_mb"] * attempt,
     shell:
         "snakemap analyze {input:q} --out {output:q} 2> {log:q}"

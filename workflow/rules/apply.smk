@@ -8,10 +8,10 @@ rule apply_inputs_vrt:
         demo=apply_demo_scenes,
     output:
         "results/maps/inputs.vrt",
-    conda:
-        "../envs/snakemap.yaml"
     log:
         "logs/maps/inputs_vrt.log",
+    conda:
+        "../envs/snakemap.yaml"
     shell:
         "snakemap inputs-vrt --manifest {input.manifest:q} --out {output:q} 2> {log:q}"
 
@@ -23,6 +23,18 @@ rule apply_shard:
         vrt=apply_vrt,
     output:
         "results/maps/{predictor}/shards/{shard}.json",
+    log:
+        "logs/maps/{predictor}/{shard}.log",
+    benchmark:
+        "benchmarks/maps/{predictor}/{shard}.tsv"
+    wildcard_constraints:
+        predictor=APPLIED_PATTERN,
+    conda:
+        "../envs/snakemap.yaml"
+    resources:
+        gpu=APPLY["gpus"],
+        mem_mb=lambda w, attempt: APPLY["mem_mb"] * attempt,
+        runtime=APPLY["runtime"],
     params:
         scenes=shard_fingerprint,
         predictor=predictor_args,
@@ -31,18 +43,6 @@ rule apply_shard:
         options=shard_options,
         # `snakemake --config retry_corrupt=true` reruns the shards; each retries its corrupt scenes
         retry=config["retry_corrupt"],
-    wildcard_constraints:
-        predictor=APPLIED_PATTERN,
-    resources:
-        gpu=APPLY["gpus"],
-        mem_mb=lambda w, attempt: APPLY["mem_mb"] * attempt,
-        runtime=APPLY["runtime"],
-    conda:
-        "../envs/snakemap.yaml"
-    log:
-        "logs/maps/{predictor}/{shard}.log",
-    benchmark:
-        "benchmarks/maps/{predictor}/{shard}.tsv"
     shell:
         "snakemap apply-shard {wildcards.shard} --manifest {params.manifest:q} --root results/maps/{wildcards.predictor}"
         " {params.predictor} {params.vrt} --retry-corrupt={params.retry} --gpus {resources.gpu}"
@@ -55,12 +55,12 @@ rule mosaic:
     output:
         vrt="results/maps/{predictor}/mosaic.vrt",
         overview="results/maps/{predictor}/overview.tif",
-    params:
-        options=options("apply"),
-    conda:
-        "../envs/snakemap.yaml"
     log:
         "logs/maps/{predictor}/mosaic.log",
+    conda:
+        "../envs/snakemap.yaml"
+    params:
+        options=options("apply"),
     shell:
         "snakemap mosaic {input:q} --vrt {output.vrt:q} --overview {output.overview:q}"
         " --options {params.options:q} 2> {log:q}"
@@ -71,13 +71,13 @@ rule progress:
         expand("results/maps/{{predictor}}/shards/{shard}.json", shard=SHARDS),
     output:
         "results/maps/{predictor}/progress.json",
-    params:
-        options=options("manifest", "apply"),
+    log:
+        "logs/maps/{predictor}/progress.log",
     localrule: True
     conda:
         "../envs/snakemap.yaml"
-    log:
-        "logs/maps/{predictor}/progress.log",
+    params:
+        options=options("manifest", "apply"),
     shell:
         "snakemap progress --predictor {wildcards.predictor:q} --out {output:q}"
         " --options {params.options:q} > {log:q} 2>&1"

@@ -9,20 +9,20 @@ rule calval_predict:
     output:
         classes="results/calval/{predictor}/{site}.tif",
         probs="results/calval/{predictor}/probs/{site}.tif",
-    params:
-        predictor=predictor_args,
-        options=options("predict"),
-    wildcard_constraints:
-        predictor=APPLIED_PATTERN,
-    resources:
-        gpu=CV["gpus"],
-        mem_mb=lambda w, attempt: 4000 * attempt,
-    conda:
-        "../envs/snakemap.yaml"
     log:
         "logs/calval/{predictor}/{site}.log",
     benchmark:
         "benchmarks/calval/{predictor}/{site}.tsv"
+    wildcard_constraints:
+        predictor=APPLIED_PATTERN,
+    conda:
+        "../envs/snakemap.yaml"
+    resources:
+        gpu=CV["gpus"],
+        mem_mb=lambda w, attempt: 4000 * attempt,
+    params:
+        predictor=predictor_args,
+        options=options("predict"),
     shell:
         "snakemap predict {params.predictor} --clean {input.clean:q}"
         " --classes-out {output.classes:q} --probs-out {output.probs:q}"
@@ -37,16 +37,16 @@ rule tune_threshold:
         stats="results/stats/bands.json",
     output:
         "results/ensembles/{ensemble}/threshold.json",
-    params:
-        checkpoints=lambda w, input: " ".join(f"--checkpoint {c}" for c in input.ckpts),
-        args=ensemble_args,
-        target=lambda w: single_target(),
-    conda:
-        "../envs/snakemap.yaml"
     log:
         "logs/ensembles/{ensemble}/threshold.log",
     benchmark:
         "benchmarks/ensembles/{ensemble}/threshold.tsv"
+    conda:
+        "../envs/snakemap.yaml"
+    params:
+        checkpoints=lambda w, input: " ".join(f"--checkpoint {c}" for c in input.ckpts),
+        args=ensemble_args,
+        target=lambda w: single_target(),
     shell:
         "snakemap tune-threshold {params.checkpoints} {params.args} --target {params.target:q}"
         " --indexes {input.indexes:q} --folds {input.folds:q} --stats {input.stats:q}"
@@ -59,13 +59,13 @@ rule calval_baseline:
         product=baseline_maps,
     output:
         "results/calval/baselines/{baseline}/{site}.tif",
+    log:
+        "logs/calval/baselines/{baseline}/{site}.log",
+    conda:
+        "../envs/snakemap.yaml"
     params:
         spec=lambda w: json.dumps(BASELINES[w.baseline], sort_keys=True),
         labels=options("labels"),
-    conda:
-        "../envs/snakemap.yaml"
-    log:
-        "logs/calval/baselines/{baseline}/{site}.log",
     shell:
         "snakemap baseline {wildcards.site:q} --spec {params.spec:q} --clean {input.clean:q}"
         " --out {output:q} --options {params.labels:q} 2> {log:q}"
@@ -78,15 +78,15 @@ rule calval_metrics:
     output:
         json="results/calval/{predictor}/metrics.json",
         csv="results/calval/{predictor}/sites.csv",
+    log:
+        "logs/calval/{predictor}/metrics.log",
+    conda:
+        "../envs/snakemap.yaml"
     params:
         probs=lambda w, input: " ".join(["--probs", *input.probs]) if "probs" in input.keys() else "",
         tuned=lambda w, input: f"--threshold-from {input.tuned[0]}" if input.tuned else "",
         selection=selection,
         labels_options=options("labels"),
-    conda:
-        "../envs/snakemap.yaml"
-    log:
-        "logs/calval/{predictor}/metrics.log",
     shell:
         "snakemap calval-metrics --predictor {wildcards.predictor:q} --clean {input.clean:q}"
         " --maps {input.maps:q} {params.probs} {params.tuned}"
@@ -99,10 +99,10 @@ rule calval_summary:
         expand("results/calval/{predictor}/metrics.json", predictor=calval_predictors()),
     output:
         "results/calval/summary.csv",
+    log:
+        "logs/calval/summary.log",
     localrule: True
     conda:
         "../envs/snakemap.yaml"
-    log:
-        "logs/calval/summary.log",
     shell:
         "snakemap calval-summary {input:q} --out {output:q} > {log:q} 2>&1"

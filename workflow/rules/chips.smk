@@ -8,16 +8,16 @@ rule chips:
         image="results/chips/{scene}.image.npy",
         label="results/chips/{scene}.label.npy",
         index="results/chips/{scene}.index.parquet",
-    params:
-        options=options("chips", "labels"),
-    resources:
-        mem_mb=lambda w, attempt: config["resources"]["chips_mem_mb"] * attempt,
-    conda:
-        "../envs/snakemap.yaml"
     log:
         "logs/chips/{scene}.log",
     benchmark:
         "benchmarks/chips/{scene}.tsv"
+    conda:
+        "../envs/snakemap.yaml"
+    resources:
+        mem_mb=lambda w, attempt: config["resources"]["chips_mem_mb"] * attempt,
+    params:
+        options=options("chips", "labels"),
     shell:
         "snakemap chips {wildcards.scene:q} --clean {input:q} --image {output.image:q}"
         " --label {output.label:q} --index {output.index:q}"
@@ -30,12 +30,12 @@ rule folds:
         manifest=config["manifest"],
     output:
         "results/splits/folds.parquet",
-    params:
-        options=options("splits"),
-    conda:
-        "../envs/snakemap.yaml"
     log:
         "logs/folds/folds.log",
+    conda:
+        "../envs/snakemap.yaml"
+    params:
+        options=options("splits"),
     shell:
         "snakemap folds {input.index:q} --manifest {input.manifest:q} --out {output:q}"
         " --options {params.options:q} 2> {log:q}"

@@ -8,17 +8,17 @@ checkpoint clean:
         "resources/scenes/{scene}",
     output:
         directory("results/clean/{scene}"),
-    params:
-        options=clean_options,
-        scene=clean_args,
-    resources:
-        mem_mb=lambda w, attempt: config["resources"]["clean_mem_mb"] * attempt,
-    conda:
-        "../envs/snakemap.yaml"
     log:
         "logs/clean/{scene}.log",
     benchmark:
         "benchmarks/clean/{scene}.tsv"
+    conda:
+        "../envs/snakemap.yaml"
+    resources:
+        mem_mb=lambda w, attempt: config["resources"]["clean_mem_mb"] * attempt,
+    params:
+        options=clean_options,
+        scene=clean_args,
     shell:
         "snakemap clean {wildcards.scene:q} --acquired {input:q} --out {output:q}"
         " {params.scene} --options {params.options:q} 2> {log:q}"

@@ -24,7 +24,6 @@ from snakemap.sensors import SceneTables
 from snakemap.shards import SHARD_PATTERN, check_mask, shard_ids, shard_members
 from snakemap.status import SceneStatus
 
-
 # Jobs call `snakemap`: use the one installed beside this snakemake, activated or not (an
 # activated conda environment under --sdm conda still comes first).
 os.environ["PATH"] = os.pathsep.join([os.path.dirname(sys.executable), os.environ.get("PATH", "")])
@@ -187,9 +186,7 @@ def ok_sites(wildcards=None):
     return [
         s
         for s in CALVAL
-        if SceneStatus.read(
-            os.path.join(checkpoints.clean.get(scene=s).output[0], "status.json")
-        ).status
+        if SceneStatus.read(os.path.join(checkpoints.clean.get(scene=s).output[0], "status.json")).status
         == "ok"
     ]
 

@@ -31,10 +31,10 @@ rule report_plots:
             category="Training",
             labels={"figure": "training curves"},
         ),
-    conda:
-        "../envs/snakemap.yaml"
     log:
         "logs/report/plots.log",
+    conda:
+        "../envs/snakemap.yaml"
     shell:
         "snakemap report-plots --metrics {input.metrics:q} --training {input.training:q}"
         " --bars {output.bars:q} --pr {output.pr:q} --confusion {output.confusion:q}"
@@ -54,13 +54,13 @@ rule report_preview:
             category="Maps",
             labels={"site": "{site}"},
         ),
+    log:
+        "logs/report/preview/{site}.log",
+    conda:
+        "../envs/snakemap.yaml"
     params:
         predictors=calval_predictors(),
         labels=options("labels"),
-    conda:
-        "../envs/snakemap.yaml"
-    log:
-        "logs/report/preview/{site}.log",
     shell:
         "snakemap preview {wildcards.site:q} --clean {input.clean:q} --summary {input.summary:q}"
         " --predictors {params.predictors:q} --maps {input.maps:q}"
@@ -77,11 +77,11 @@ rule report_summary:
             category="Calval",
             labels={"figure": "summary table"},
         ),
+    log:
+        "logs/report/summary.log",
     localrule: True
     conda:
         "../envs/snakemap.yaml"
-    log:
-        "logs/report/summary.log",
     shell:
         "cp {input:q} {output:q} 2> {log:q}"
 
@@ -96,11 +96,11 @@ rule report_winners:
             category="Calval",
             labels={"figure": "best predictor per class"},
         ),
+    log:
+        "logs/report/best_by_class.log",
     localrule: True
     conda:
         "../envs/snakemap.yaml"
-    log:
-        "logs/report/best_by_class.log",
     shell:
         "snakemap report-winners {input:q} --out {output:q} > {log:q} 2>&1"
 

@@ -12,24 +12,24 @@ rule train:
         last="results/models/{model}/last.ckpt",
         metrics="results/models/{model}/metrics.csv",
         config="results/models/{model}/config.yaml",
-    params:
-        # what the job learns; its resources below are not in it, so raising them reruns nothing
-        job=job_json,
-        labels=options("labels"),
-    threads: lambda w: job(w).params["cpus"]
+    log:
+        "logs/train/{model}.log",
+    benchmark:
+        "benchmarks/train/{model}.tsv"
     # Training is the long pole: start every training job before predictions that could wait.
     priority: 10
+    conda:
+        "../envs/snakemap.yaml"
+    threads: lambda w: job(w).params["cpus"]
     resources:
         gpu=lambda w: job(w).params["gpus"],
         cpus_per_gpu=lambda w: job(w).params["cpus"] if job(w).params["gpus"] else 0,
         mem_mb=lambda w, attempt: job(w).params["mem_mb"] * attempt,
         runtime=lambda w: job(w).params["runtime"],
-    conda:
-        "../envs/snakemap.yaml"
-    log:
-        "logs/train/{model}.log",
-    benchmark:
-        "benchmarks/train/{model}.tsv"
+    params:
+        # what the job learns; its resources below are not in it, so raising them reruns nothing
+        job=job_json,
+        labels=options("labels"),
     shell:
         "snakemap train --job {params.job:q} --options {params.labels:q}"
         " --train-indexes {input.train:q} --calval-indexes {input.calval:q}"
@@ -38,21 +38,21 @@ rule train:
 
 
 rule train_all:
+    default_target: False
     input:
         model_outputs(),
-    default_target: False
     localrule: True
 
 
 rule models_table:
     output:
         "results/models/models.tsv",
-    params:
-        models=options("models", "splits"),
+    log:
+        "logs/models/models_table.log",
     localrule: True
     conda:
         "../envs/snakemap.yaml"
-    log:
-        "logs/models/models_table.log",
+    params:
+        models=options("models", "splits"),
     shell:
         "snakemap models-table --options {params.models:q} --out {output:q} 2> {log:q}"
