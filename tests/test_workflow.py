@@ -43,7 +43,9 @@ DEMO = ["a1", "a2", "b1", "c1", "e1"]
 AOI = {"a1": "A", "a2": "A", "b1": "B", "c1": "C", "e1": "E"}
 
 
-def snakemake(workdir: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+def snakemake(
+    workdir: Path, *args: str, check: bool = True, timeout: float = 600
+) -> subprocess.CompletedProcess[str]:
     env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
     cmd = [
         str(Path(sys.executable).parent / "snakemake"),
@@ -52,7 +54,7 @@ def snakemake(workdir: Path, *args: str, check: bool = True) -> subprocess.Compl
         "--cores", "2",
         *args,
     ]  # fmt: skip
-    proc = subprocess.run(cmd, cwd=workdir, env=env, capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(cmd, cwd=workdir, env=env, capture_output=True, text=True, timeout=timeout)
     if check and proc.returncode != 0:
         raise AssertionError(f"snakemake failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
     return proc
