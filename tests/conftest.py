@@ -6,6 +6,7 @@ import http.server
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -44,6 +45,50 @@ def write_tif(
         for i, name in enumerate(descriptions or [], start=1):
             dst.set_band_description(i, name)
     return path
+
+
+def demo_chips(
+    root: Path, aois: dict[str, str], labels: dict[str, Any], chips: Any, folds: int = 3
+) -> dict[str, Any]:
+    """Small demo scenes through acquire, clean (blue, green, red, nir), chips, folds and statistics.
+
+    Args:
+        root: where everything is written.
+        aois: scene name -> AOI, in order.
+        labels: the ``labels`` config section.
+        chips: a :class:`snakemap.chips.ChipOptions`.
+
+    Returns:
+        ``indexes`` (one chip table per scene), ``folds``, ``stats`` and ``clean`` (folders).
+    """
+    from snakemap.acquire import acquire_scene
+    from snakemap.bands import BandOptions
+    from snakemap.chips import ChipPaths, write_chips
+    from snakemap.clean import CleanOptions, clean_scene
+    from snakemap.demo import DemoOptions, write_demo_scene
+    from snakemap.labels import LabelOptions
+    from snakemap.splits import SplitOptions, write_folds
+    from snakemap.stats import write_band_statistics
+
+    options = LabelOptions(**labels)
+    indexes, dirs = [], []
+    for name in aois:
+        image, label = root / "img" / f"{name}.tif", root / "lab" / f"{name}.tif"
+        write_demo_scene(name, image, label, DemoOptions(size=96))
+        acquire_scene(name, str(image), root / "acq" / name, label_uri=str(label))
+        clean = root / "clean" / name
+        clean_scene(
+            name, root / "acq" / name, clean, BandOptions(select=[1, 2, 3, 4]), CleanOptions(), options
+        )
+        paths = ChipPaths(
+            *(root / "chips" / f"{name}.{s}" for s in ("image.npy", "label.npy", "index.parquet"))
+        )
+        write_chips(clean, paths, chips, options.target_indices, options.ignore_index)
+        indexes.append(paths.index)
+        dirs.append(clean)
+    write_band_statistics(dirs, root / "bands.json")
+    write_folds(indexes, aois, root / "folds.parquet", SplitOptions(folds=folds))
+    return {"indexes": indexes, "folds": root / "folds.parquet", "stats": root / "bands.json", "clean": dirs}
 
 
 @pytest.fixture

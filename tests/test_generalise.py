@@ -12,19 +12,14 @@ import rasterio
 import torch
 import yaml
 
-from snakemap.acquire import acquire_scene
-from snakemap.bands import BandOptions
-from snakemap.chips import ChipOptions, ChipPaths, write_chips
-from snakemap.clean import CleanOptions, clean_scene
+from snakemap.chips import ChipOptions
 from snakemap.data import ChipDataModule, ChipDataset, augment, zoom
-from snakemap.demo import DemoOptions, write_demo_scene
-from snakemap.labels import LabelOptions
 from snakemap.models import build_model
 from snakemap.predict import ArrayReader, Member, PredictOptions, Predictor, predict_scene, read_probabilities
-from snakemap.splits import SplitOptions, write_folds
-from snakemap.stats import Normalizer, scene_normalizer, write_band_statistics
+from snakemap.stats import Normalizer, scene_normalizer
 from snakemap.train import SegmentationTask
 from snakemap.tuning import TUNED_ON, TuningMember, tune_threshold
+from tests.conftest import demo_chips
 
 LABELS = {
     "classes": ["land", "water", "reef", "cloud"],
@@ -37,36 +32,8 @@ BANDS = ["blue", "green", "red", "nir"]
 @pytest.fixture(scope="module")
 def chips(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
     """Chips, folds and statistics of three small demo scenes (real GeoTIFFs through the package)."""
-    root = tmp_path_factory.mktemp("chips")
-    labels = LabelOptions(**LABELS)
-    indexes, dirs = [], []
-    for name in ("g1", "g2", "g3"):
-        write_demo_scene(
-            name, root / "img" / f"{name}.tif", root / "lab" / f"{name}.tif", DemoOptions(size=96)
-        )
-        acquire_scene(
-            name,
-            str(root / "img" / f"{name}.tif"),
-            root / "acq" / name,
-            label_uri=str(root / "lab" / f"{name}.tif"),
-        )
-        clean_scene(
-            name,
-            root / "acq" / name,
-            root / "clean" / name,
-            BandOptions(select=[1, 2, 3, 4]),
-            CleanOptions(),
-            labels,
-        )
-        paths = ChipPaths(
-            *(root / "chips" / f"{name}.{s}" for s in ("image.npy", "label.npy", "index.parquet"))
-        )
-        write_chips(root / "clean" / name, paths, ChipOptions(size=32, stride=32), labels.target_indices, 255)
-        indexes.append(paths.index)
-        dirs.append(root / "clean" / name)
-    write_band_statistics(dirs, root / "bands.json")
-    write_folds(indexes, {"g1": "A", "g2": "B", "g3": "C"}, root / "folds.parquet", SplitOptions(folds=3))
-    return {"indexes": indexes, "folds": root / "folds.parquet", "stats": root / "bands.json", "clean": dirs}
+    return demo_chips(tmp_path_factory.mktemp("chips"), {"g1": "A", "g2": "B", "g3": "C"}, LABELS,
+                      ChipOptions(size=32, stride=32))  # fmt: skip
 
 
 def test_chips_carry_their_scene_statistics(chips: dict) -> None:

@@ -15,17 +15,11 @@ import pytest
 import segmentation_models_pytorch as smp
 import torch
 
-from snakemap.acquire import acquire_scene
-from snakemap.bands import BandOptions
-from snakemap.chips import ChipOptions, ChipPaths, write_chips
-from snakemap.clean import CleanOptions, clean_scene
-from snakemap.demo import DemoOptions, write_demo_scene
+from snakemap.chips import ChipOptions
 from snakemap.grid import ModelOptions, expand, model_id
-from snakemap.labels import LabelOptions
 from snakemap.models import WeightsError, build_model
-from snakemap.splits import SplitOptions, write_folds
-from snakemap.stats import write_band_statistics
 from snakemap.train import JobData, _fingerprint, resolve_job
+from tests.conftest import demo_chips
 
 EPOCHS = 8
 LABELS = {
@@ -89,37 +83,8 @@ def test_weights_are_files_never_downloads(tmp_path: Path) -> None:
 @pytest.fixture(scope="module")
 def training_data(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
     """Chips, folds and statistics of four small demo scenes, made with the package."""
-    root = tmp_path_factory.mktemp("train")
-    labels = LabelOptions(**LABELS)
-    indexes, dirs = [], []
     aois = {"t1": "A", "t2": "B", "t3": "C", "t4": "C"}
-    for name in aois:
-        write_demo_scene(
-            name, root / "img" / f"{name}.tif", root / "lab" / f"{name}.tif", DemoOptions(size=96)
-        )
-        acquire_scene(
-            name,
-            str(root / "img" / f"{name}.tif"),
-            root / "acq" / name,
-            label_uri=str(root / "lab" / f"{name}.tif"),
-        )
-        clean_scene(
-            name,
-            root / "acq" / name,
-            root / "clean" / name,
-            BandOptions(select=[1, 2, 3, 4]),
-            CleanOptions(),
-            labels,
-        )
-        paths = ChipPaths(
-            *(root / "chips" / f"{name}.{s}" for s in ("image.npy", "label.npy", "index.parquet"))
-        )
-        write_chips(root / "clean" / name, paths, ChipOptions(size=32), labels.target_indices, 255)
-        indexes.append(paths.index)
-        dirs.append(root / "clean" / name)
-    write_band_statistics(dirs, root / "bands.json")
-    write_folds(indexes, aois, root / "folds.parquet", SplitOptions(folds=3))
-    return {"indexes": indexes, "folds": root / "folds.parquet", "stats": root / "bands.json"}
+    return demo_chips(tmp_path_factory.mktemp("train"), aois, LABELS, ChipOptions(size=32))
 
 
 def train_cmd(data: dict, out: Path, epochs: int, **resources: int) -> list[str]:
