@@ -13,7 +13,7 @@ import rasterio
 from snakemap.clean import ALL_ZERO, NO_CRS
 from snakemap.demo import DemoOptions, write_demo_scene
 from tests.conftest import write_tif
-from tests.test_workflow import CONFIG, demo_row, snakemake, workspace
+from tests.test_workflow import CONFIG, apply_row, demo_row, snakemake, workspace
 
 pytestmark = pytest.mark.workflow
 
@@ -78,21 +78,8 @@ def rows(files: dict[str, Path]) -> list[dict]:
     train.append(
         dict(demo_row("a1"), scene_id="t_unmapped", uri=str(files["inf"]), label_uri=other_table, aoi="u")
     )
-    apply = [
-        dict(
-            demo_row("a1"),
-            scene_id=n,
-            uri=f"resources/demo/images/{n}.tif",
-            label_uri="",
-            role="apply",
-            aoi="",
-        )
-        for n in GOOD_APPLY
-    ]
-    apply += [
-        dict(demo_row("a1"), scene_id=f"p_{n}", uri=str(f), label_uri="", role="apply", aoi="")
-        for n, f in files.items()
-    ]
+    apply = [apply_row(n) for n in GOOD_APPLY]
+    apply += [apply_row(f"p_{n}", str(f)) for n, f in files.items()]
     return train + apply
 
 
@@ -164,14 +151,7 @@ def test_a_mask_band_the_config_does_not_produce_stops_the_dry_run(tmp_path: Pat
     config = dict(CONFIG, apply={"mask": {"band": "ndmi", "min": 0.0}})
     rows = [
         demo_row("a1"),
-        dict(
-            demo_row("a1"),
-            scene_id="q1",
-            uri="resources/demo/images/q1.tif",
-            label_uri="",
-            role="apply",
-            aoi="",
-        ),
+        apply_row("q1"),
     ]
     work = workspace(tmp_path, config, rows)
     proc = snakemake(work, "--dry-run", check=False)

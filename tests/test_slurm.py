@@ -18,7 +18,7 @@ import pytest
 import torch
 
 from tests.conftest import REPO
-from tests.test_workflow import CONFIG, demo_row, workspace
+from tests.test_workflow import CONFIG, apply_row, demo_row, workspace
 
 SCRIPTS = Path(__file__).parent / "slurm"
 BIN = Path(sys.executable).parent
@@ -76,17 +76,7 @@ def rows() -> list[dict]:
             aoi="S",
         )
     )
-    found += [
-        dict(
-            demo_row("a1"),
-            scene_id=q,
-            uri=f"resources/demo/images/{q}.tif",
-            label_uri="",
-            role="apply",
-            aoi="",
-        )
-        for q in ("q1", "q2")
-    ]
+    found += [apply_row(q) for q in ("q1", "q2")]
     return found
 
 

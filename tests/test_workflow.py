@@ -87,6 +87,12 @@ def demo_row(name: str) -> dict:
     }
 
 
+def apply_row(name: str, uri: str | None = None) -> dict:
+    """A manifest row of an apply scene (no label), by default the demo quad ``name``."""
+    return {**demo_row("a1"), "scene_id": name, "uri": uri or f"resources/demo/images/{name}.tif",
+            "label_uri": "", "role": "apply", "aoi": ""}  # fmt: skip
+
+
 @pytest.fixture(scope="module")
 def served_scene(tmp_path_factory: pytest.TempPathFactory) -> tuple[bytes, bytes]:
     folder = tmp_path_factory.mktemp("served")
@@ -332,17 +338,7 @@ def test_two_processes_on_halves_of_the_shards_equal_one(tmp_path: Path) -> None
         apply={"predictors": ["models/base/best"], "shard_size": 1},
     )
     rows = [demo_row(n) for n in ("a1", "a2", "b1", "c1")]
-    rows += [
-        dict(
-            demo_row("a1"),
-            scene_id=q,
-            uri=f"resources/demo/images/{q}.tif",
-            label_uri="",
-            role="apply",
-            aoi="",
-        )
-        for q in quads
-    ]
+    rows += [apply_row(q) for q in quads]
     work = workspace(tmp_path, config, rows)
     snakemake(work, "results/models/base/best.ckpt")
     mosaic = "results/maps/models/base/best/mosaic.vrt"
@@ -462,10 +458,7 @@ def fresh_run(tmp_path_factory: pytest.TempPathFactory) -> FreshRun:
         ),
         dict(demo_row("e1"), role="calval"),
     ]
-    rows += [
-        dict(demo_row("a1"), scene_id=q, uri=f"inputs/{q}.tif", label_uri="", role="apply", aoi="")
-        for q in ("left", "right")
-    ]
+    rows += [apply_row(q, f"inputs/{q}.tif") for q in ("left", "right")]
     work = workspace(root, config, rows)
     planned = planned_jobs(work)
     proc = snakemake(work)
