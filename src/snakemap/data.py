@@ -86,11 +86,8 @@ class ChipDataset(Dataset[Batch]):
             chips = self.chip_of[idx[where]]
             order = np.argsort(chips)  # memory maps read fastest in file order
             image, label = self._arrays(int(f))
-            images[where[order]] = image[chips[order]][:, self.channels]
+            images[where[order]] = self.normalizers[int(f)](image[chips[order]][:, self.channels])
             labels[where[order]] = label[chips[order]]
-        for f in np.unique(self.file_of[idx]):
-            where = self.file_of[idx] == f
-            images[where] = self.normalizers[int(f)](images[where])
         return torch.from_numpy(images), torch.from_numpy(labels)
 
 

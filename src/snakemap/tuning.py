@@ -98,9 +98,10 @@ def tune_threshold(
             if not unseen:
                 continue
             chips = table["chip"].to_numpy()[chip_folds == fold]
+            predictor = _out_of_fold_predictor(unseen, names, index, classes)
             for start in range(0, len(chips), batch_size):
                 batch = chips[start : start + batch_size]
-                probs = _ensemble(unseen, np.asarray(images[batch], dtype=np.float32), names, index, classes)
+                probs = predictor.probabilities(np.asarray(images[batch], dtype=np.float32), names)
                 _count(probs[:, k], np.asarray(labels[batch]), k, len(classes), pos, neg)
             n_chips += len(chips)
             for m, _ in unseen:
@@ -130,26 +131,20 @@ def tune_threshold(
     }
 
 
-def _ensemble(
-    unseen: Sequence[tuple[TuningMember, Any]],
-    images: np.ndarray,
-    names: list[str],
-    index: Path,
-    classes: list[str],
-) -> np.ndarray:
-    """Weighted mean probabilities ``(n, classes, h, w)`` of the members for ``(n, bands, h, w)`` chips."""
-    total = None
-    weight_sum = sum(m.weight for m, _ in unseen)
+def _out_of_fold_predictor(
+    unseen: Sequence[tuple[TuningMember, Any]], names: list[str], index: Path, classes: list[str]
+) -> Predictor:
+    """The weighted ensemble of the members that did not train on one scene's fold.
+
+    ``normalize: scene`` members get that scene's statistics from its chip table ``index``.
+    """
+    members = []
     for m, t in unseen:
         member = Member.from_trained(t, m.weight)
         if member.normalize == "scene":
             member.normalizer = scene_statistics(index, [names.index(b) for b in member.bands])
-        probs = Predictor([member], classes, torch.device("cpu")).probabilities(images, names) * (
-            m.weight / weight_sum
-        )
-        total = probs if total is None else total + probs
-    assert total is not None
-    return total
+        members.append(member)
+    return Predictor(members, classes, torch.device("cpu"))
 
 
 def _count(
