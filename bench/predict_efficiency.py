@@ -30,7 +30,8 @@ from rasterio.transform import from_origin
 from snakemap.bands import BandOptions
 from snakemap.clean import CleanOptions, clean_scene
 from snakemap.models import build_model
-from snakemap.predict import CleanImageReader, Member, PredictOptions, Predictor, predict_scene
+from snakemap.predict import Member, PredictOptions, Predictor, predict_scene
+from snakemap.readers import CleanImageReader
 from snakemap.stats import Normalizer
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"

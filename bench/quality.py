@@ -40,7 +40,8 @@ from snakemap.clean import CleanOptions, clean_scene
 from snakemap.labels import LabelOptions
 from snakemap.metrics import confusion_matrix, scores
 from snakemap.models import load_trained
-from snakemap.predict import CleanImageReader, Member, PredictOptions, Predictor, predict_scene
+from snakemap.predict import Member, PredictOptions, Predictor, predict_scene
+from snakemap.readers import CleanImageReader
 from snakemap.splits import SplitOptions, write_folds
 from snakemap.stats import write_band_statistics
 from snakemap.train import JobData, train_job

@@ -28,7 +28,7 @@ import torch
 from snakemap.chips import INDEX_COLUMNS
 from snakemap.data import ChipDataModule, ChipDataset
 from snakemap.stats import Normalizer
-from snakemap.train import SegmentationTask
+from snakemap.task import SegmentationTask
 
 CLASSES = ["land", "water", "reef", "cloud"]
 

@@ -15,10 +15,12 @@ import yaml
 from snakemap.chips import ChipOptions
 from snakemap.data import ChipDataModule, ChipDataset, augment, zoom
 from snakemap.models import build_model
-from snakemap.predict import ArrayReader, Member, PredictOptions, Predictor, predict_scene, read_probabilities
+from snakemap.predict import Member, PredictOptions, Predictor, predict_scene
+from snakemap.readers import ArrayReader
 from snakemap.stats import Normalizer, scene_normalizer
-from snakemap.train import SegmentationTask
+from snakemap.task import SegmentationTask
 from snakemap.tuning import TUNED_ON, TuningMember, tune_threshold
+from snakemap.writer import read_probabilities
 from tests.conftest import demo_chips
 
 LABELS = {

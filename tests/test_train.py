@@ -18,7 +18,8 @@ import torch
 from snakemap.chips import ChipOptions
 from snakemap.grid import ModelOptions, expand, model_id
 from snakemap.models import WeightsError, build_model
-from snakemap.train import JobData, _fingerprint, resolve_job
+from snakemap.resume import job_fingerprint
+from snakemap.train import JobData, resolve_job
 from tests.conftest import demo_chips
 
 EPOCHS = 8
@@ -118,7 +119,7 @@ def test_resources_are_not_in_the_resume_fingerprint(training_data: dict) -> Non
 
     def fingerprint(**params: object) -> str:
         opts = ModelOptions(arch="FPN", encoder_name="mobilenet_v2", **params)  # type: ignore[arg-type]
-        return _fingerprint(resolve_job(opts, None, LABELS["classes"], 255, stats), data)
+        return job_fingerprint(resolve_job(opts, None, LABELS["classes"], 255, stats), data)
 
     assert fingerprint() == fingerprint(gpus=2, cpus=16, mem_mb=64000, runtime=2880)
     assert fingerprint() != fingerprint(lr=0.01)

@@ -40,7 +40,8 @@ from snakemap.bands import BandOptions, cleaned_names
 from snakemap.clean import Cleaned, CleanOptions, check_georeferenced, judge, read_clean
 from snakemap.config import ConfigError
 from snakemap.io import read_json, write_cog, write_json
-from snakemap.predict import ArrayReader, PredictOptions, Predictor, predict_scene
+from snakemap.predict import PredictOptions, Predictor, predict_scene
+from snakemap.readers import ArrayReader
 from snakemap.sensors import SensorOptions
 from snakemap.shards import ApplyOptions, MaskOptions, check_mask
 from snakemap.status import SceneError, SceneStatus, corrupt_reason

@@ -22,21 +22,19 @@ import dataclasses
 import logging
 import os
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import Any, Literal
 
 import numpy as np
-import rasterio
-import rasterio.shutil
 import torch
-from rasterio.windows import Window
 
-from snakemap.io import COG_OPTIONS, NODATA_CLASS, PROB_SCALE, atomic_path
 from snakemap.models import TrainedModel
+from snakemap.readers import SceneReader
 from snakemap.stats import STRIP_ROWS, Normalizer, scene_normalizer
+from snakemap.windows import iter_strips, prefetched, window_origins
+from snakemap.writer import SceneOutputs
 
 log = logging.getLogger(__name__)
 
@@ -94,50 +92,6 @@ class PredictOptions:
             line = np.zeros(w, dtype=np.float32)
             line[o : w - o] = 1.0
         return np.outer(line, line).astype(np.float32)
-
-
-class SceneReader(Protocol):
-    """A scene to predict, read in strips of rows: ``(bands, rows, width)`` float32, NaN invalid."""
-
-    height: int
-    width: int
-    names: list[str]
-    profile: dict[str, Any]
-
-    def read_rows(self, start: int, stop: int) -> np.ndarray: ...
-
-
-class CleanImageReader:
-    """A cleaned scene (``results/clean/{scene}/image.tif``): float32, NaN nodata, named bands."""
-
-    def __init__(self, path: str | os.PathLike[str]) -> None:
-        self.dataset = rasterio.open(path)
-        self.height, self.width = self.dataset.height, self.dataset.width
-        self.names = [d or f"b{i}" for i, d in enumerate(self.dataset.descriptions, start=1)]
-        self.profile = {"crs": self.dataset.crs, "transform": self.dataset.transform}
-
-    def read_rows(self, start: int, stop: int) -> np.ndarray:
-        data: np.ndarray = self.dataset.read(
-            window=Window(0, start, self.width, stop - start), out_dtype="float32"
-        )
-        if self.dataset.nodata is not None and not np.isnan(self.dataset.nodata):
-            data[data == self.dataset.nodata] = np.nan
-        return data
-
-    def close(self) -> None:
-        self.dataset.close()
-
-
-class ArrayReader:
-    """A cleaned scene already in memory: ``(bands, rows, cols)`` float32, NaN invalid."""
-
-    def __init__(self, image: np.ndarray, names: list[str], crs: Any, transform: Any) -> None:
-        self.image, self.names = image, names
-        self.height, self.width = image.shape[1:]
-        self.profile = {"crs": crs, "transform": transform}
-
-    def read_rows(self, start: int, stop: int) -> np.ndarray:
-        return self.image[:, start:stop]
 
 
 @dataclass
@@ -272,35 +226,6 @@ def classify(probs: np.ndarray, threshold: float | None = None, target: int | No
     return best.astype(np.uint8)
 
 
-def window_origins(length: int, pad: int, stride: int) -> list[int]:
-    """Origins ``-pad + k * stride`` of the windows needed to cover ``[0, length)``."""
-    origins = [-pad]
-    while origins[-1] + pad + stride < length:
-        origins.append(origins[-1] + stride)
-    return origins
-
-
-def iter_strips(reader: SceneReader, opts: PredictOptions) -> Iterator[tuple[int, np.ndarray]]:
-    """Per row of windows: its origin row and the strip ``(bands, window, pad + width + window)``."""
-    pad, stride = opts.geometry()
-    w = opts.window
-    for y in window_origins(reader.height, pad, stride):
-        strip = np.full((len(reader.names), w, pad + reader.width + w), np.nan, dtype=np.float32)
-        top, bottom = max(y, 0), min(y + w, reader.height)
-        if bottom > top:
-            strip[:, top - y : bottom - y, pad : pad + reader.width] = reader.read_rows(top, bottom)
-        yield y, strip
-
-
-def _prefetched(items: Iterator[Any]) -> Iterator[Any]:
-    """The items of ``items``, each next one produced in a thread while the caller works."""
-    with ThreadPoolExecutor(1) as pool:
-        nxt = pool.submit(next, items, None)
-        while (item := nxt.result()) is not None:
-            nxt = pool.submit(next, items, None)
-            yield item
-
-
 def predict_scene(
     reader: SceneReader,
     predictor: Predictor,
@@ -328,10 +253,10 @@ def predict_scene(
     figures: dict[str, float] = {"windows": 0, "batches": 0, "valid_pixels": 0}
     # One thread reads the next strip and one writes finished rows while the model runs: GDAL's
     # decompression and compression release the GIL.
-    with _Outputs(reader, k, opts, class_path, prob_path) as outputs, ThreadPoolExecutor(1) as writer:
+    with SceneOutputs(reader, k, opts, class_path, prob_path) as outputs, ThreadPoolExecutor(1) as writer:
         flushed = 0
         pending: list[Future[None]] = []
-        for y, strip in _prefetched(iter_strips(reader, opts)):
+        for y, strip in prefetched(iter_strips(reader, opts)):
             windows = np.stack([strip[:, :, pad + x : pad + x + w] for x in xs])
             for b in range(0, len(windows), opts.batch_size):
                 probs = predictor.probabilities(windows[b : b + opts.batch_size], reader.names)
@@ -361,93 +286,3 @@ def predict_scene(
     figures["model_seconds"] = predictor.model_seconds
     figures["seconds"] = time.perf_counter() - start
     return figures
-
-
-class _Outputs:
-    """Tiled GeoTIFFs written strip by strip, then copied to COGs and renamed into place."""
-
-    def __init__(
-        self, reader: SceneReader, classes: int, opts: PredictOptions, class_path: Any, prob_path: Any
-    ):
-        self.reader, self.classes, self.opts = reader, classes, opts
-        self.paths = [Path(class_path)] + ([Path(prob_path)] if prob_path else [])
-        # Staged beside the outputs (same filesystem), removed whatever happens.
-        self.tmps = [p.with_name(f".{p.name}.{os.getpid()}.stage.tif") for p in self.paths]
-        self.stack = contextlib.ExitStack()
-
-    def __enter__(self) -> _Outputs:
-        base = {
-            "driver": "GTiff",
-            "height": self.reader.height,
-            "width": self.reader.width,
-            "tiled": True,
-            "blockxsize": 256,
-            "blockysize": 256,
-            "BIGTIFF": "IF_SAFER",
-            **self.reader.profile,
-        }
-        for p in self.paths:
-            p.parent.mkdir(parents=True, exist_ok=True)
-        self.class_ds = self.stack.enter_context(
-            rasterio.open(self.tmps[0], "w", count=1, dtype="uint8", nodata=NODATA_CLASS, **base)
-        )
-        self.prob_ds = None
-        if len(self.paths) > 1:
-            u8 = self.opts.prob_dtype == "uint8"
-            self.prob_ds = self.stack.enter_context(
-                rasterio.open(
-                    self.tmps[1],
-                    "w",
-                    count=self.classes,
-                    dtype="uint8" if u8 else "float32",
-                    nodata=NODATA_CLASS if u8 else float("nan"),
-                    **base,
-                )
-            )
-            if u8:
-                self.prob_ds.scales = [1 / PROB_SCALE] * self.classes
-        return self
-
-    def write(self, row: int, probs: np.ndarray, predictor: Predictor, valid: np.ndarray) -> None:
-        """Classify and write rows ``row..row+n`` of ``(classes, n, width)`` probabilities."""
-        classes = predictor.classify(probs)
-        n = classes.shape[0]
-        window = Window(0, row, self.reader.width, n)
-        self.class_ds.write(np.where(valid, classes, NODATA_CLASS)[None], window=window)
-        if self.prob_ds is not None:
-            if self.opts.prob_dtype == "uint8":
-                data = np.where(valid, np.rint(np.clip(probs, 0, 1) * PROB_SCALE), NODATA_CLASS).astype(
-                    np.uint8
-                )
-            else:
-                data = np.where(valid, probs, np.nan).astype(np.float32)
-            self.prob_ds.write(data, window=window)
-
-    def __exit__(self, *exc: object) -> None:
-        try:
-            self.stack.close()
-            if exc[0] is None:
-                # Staged uncompressed; compressed once, quickly, into the COG. Class overviews
-                # keep classes (nearest), probability overviews average.
-                for tmp, path, resampling in zip(self.tmps, self.paths, ("nearest", "average"), strict=False):
-                    _to_cog(tmp, path, resampling=resampling, level=1)
-        finally:
-            for tmp in self.tmps:
-                tmp.unlink(missing_ok=True)
-
-
-def _to_cog(staged: Path, path: Path, **options: Any) -> None:
-    """Copy a tiled GeoTIFF to a Cloud-Optimized one at ``path``, atomically (GDAL streams it)."""
-    with atomic_path(path, suffix=".tif") as tmp:
-        rasterio.shutil.copy(staged, tmp, **{**COG_OPTIONS, **options})
-
-
-def read_probabilities(path: str | os.PathLike[str]) -> np.ndarray:
-    """``(classes, rows, cols)`` float32 probabilities from a probability GeoTIFF, NaN nodata."""
-    with rasterio.open(path) as src:
-        data: np.ndarray = src.read()
-        if src.dtypes[0] == "uint8":
-            out = data.astype(np.float32) / PROB_SCALE
-            out[data == NODATA_CLASS] = np.nan
-            return out
-        return data.astype(np.float32)

@@ -15,12 +15,9 @@ Layout of one training job, ``results/models/{id}[/fold{k}]/``:
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
 import logging
 import os
 import shutil
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,171 +31,15 @@ import yaml
 from lightning.fabric.plugins.environments.lightning import LightningEnvironment
 from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger
-from lightning.pytorch.plugins.io import TorchCheckpointIO
-from segmentation_models_pytorch.losses import DiceLoss, FocalLoss
-from torch import nn
-from torchmetrics.classification import MulticlassConfusionMatrix
 
-from snakemap.data import ChipDataModule, ChipDataset, augment
+from snakemap.data import ChipDataModule, ChipDataset
 from snakemap.grid import ModelOptions, learning_params
-from snakemap.io import atomic_path, read_json, write_json
-from snakemap.metrics import scores
-from snakemap.models import build_model
+from snakemap.io import atomic_path, read_json
+from snakemap.resume import AtomicCheckpointIO, job_fingerprint, pick_resume, prepare_state
 from snakemap.stats import Normalizer
+from snakemap.task import SegmentationTask
 
 log = logging.getLogger(__name__)
-
-
-class AtomicCheckpointIO(TorchCheckpointIO):
-    """Checkpoints written to a temporary name and renamed, read back with ``weights_only``."""
-
-    def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any = None) -> None:
-        with atomic_path(path, suffix=".ckpt") as tmp:
-            torch.save(checkpoint, tmp)
-
-    def load_checkpoint(
-        self, path: Any, map_location: Any = None, weights_only: bool | None = None
-    ) -> dict[str, Any]:
-        checkpoint: dict[str, Any] = torch.load(path, map_location=map_location or "cpu", weights_only=True)
-        return checkpoint
-
-
-class SegmentationTask(L.LightningModule):
-    """Semantic segmentation of ``(batch, channels, H, W)`` images into ``len(classes)`` classes.
-
-    The hyperparameters saved in every checkpoint make it self-contained for prediction: the
-    architecture, the classes, the input band names and their normalisation (``normalize``:
-    ``dataset`` with ``mean`` and ``std``, or ``scene``: each scene by its own statistics).
-    """
-
-    def __init__(
-        self,
-        arch: str,
-        encoder_name: str,
-        classes: list[str],
-        band_names: list[str],
-        mean: list[float],
-        std: list[float],
-        ignore_index: int = 255,
-        encoder_weights: str | None = None,
-        loss: dict[str, float] | None = None,
-        class_weights: list[float] | None = None,
-        optimizer: str = "adamw",
-        lr: float = 1e-3,
-        weight_decay: float = 1e-4,
-        scheduler: str = "cosine",
-        epochs: int = 10,
-        augment: dict[str, Any] | None = None,
-        normalize: str = "dataset",
-    ) -> None:
-        super().__init__()
-        self.save_hyperparameters()
-        # The settings the hooks use, typed (``self.hparams`` holds the same values untyped).
-        #: the class names, in the order of the model's outputs
-        self.classes = classes
-        #: the label value that is not scored
-        self.ignore_index = ignore_index
-        #: augmentation settings (see :func:`snakemap.data.augment`)
-        self.augment_options: dict[str, Any] = augment or {}
-        self.optimizer_name = optimizer
-        self.lr = lr
-        self.weight_decay = weight_decay
-        self.scheduler_name = scheduler
-        self.epochs = epochs
-        self.model = build_model(arch, encoder_name, len(band_names), len(classes), encoder_weights)
-        weights = torch.tensor(class_weights, dtype=torch.float32) if class_weights else None
-        self.losses = nn.ModuleDict()
-        terms = loss or {"ce": 1.0}
-        for name in terms:
-            if name == "ce":
-                self.losses[name] = nn.CrossEntropyLoss(weight=weights, ignore_index=ignore_index)
-            elif name == "dice":
-                self.losses[name] = DiceLoss("multiclass", ignore_index=ignore_index)
-            elif name == "focal":
-                self.losses[name] = FocalLoss("multiclass", ignore_index=ignore_index)
-            else:
-                raise ValueError(f"unknown loss {name!r}: use ce, dice, focal")
-        self.loss_weights = dict(terms)
-        self.val_cm = MulticlassConfusionMatrix(len(classes), ignore_index=ignore_index)
-
-    def on_fit_start(self) -> None:
-        # channels_last speeds up convolutions with tensor cores; the batches follow suit.
-        if self.device.type == "cuda":
-            self.model.to(memory_format=torch.channels_last)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Logits ``(batch, classes, H, W)`` for images ``(batch, channels, H, W)``."""
-        logits: torch.Tensor = self.model(x)
-        return logits
-
-    def _loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        logits = logits.float()
-        loss: torch.Tensor = sum(w * self.losses[n](logits, labels) for n, w in self.loss_weights.items())
-        return loss
-
-    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
-        images, labels = batch
-        if self.trainer.training:
-            opts = self.augment_options
-            images, labels = augment(
-                images,
-                labels,
-                opts.get("flips", True),
-                opts.get("rot90", True),
-                float(opts.get("jitter", 0.0)),
-                float(opts.get("gain", 0.0)),
-                float(opts.get("offset", 0.0)),
-                opts.get("rescale"),
-                self.ignore_index,
-            )
-        if images.is_cuda:
-            images = images.contiguous(memory_format=torch.channels_last)
-        return images, labels
-
-    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
-        images, labels = batch
-        loss = self._loss(self(images), labels)
-        self.log("train_loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=len(images))
-        return loss
-
-    def validation_step(self, batch: Any, batch_idx: int) -> None:
-        images, labels = batch
-        logits = self(images)
-        self.log("val_loss", self._loss(logits, labels), on_epoch=True, prog_bar=True, batch_size=len(images))
-        self.val_cm.update(logits.argmax(1), labels)
-
-    def on_validation_epoch_end(self) -> None:
-        result = scores(self.val_cm.compute().cpu().numpy(), self.classes)
-        self.val_cm.reset()
-        values = {"val_f1": result["macro"]["f1"], "val_acc": result["overall_accuracy"]}
-        values.update({f"val_iou_{n}": c["iou"] for n, c in result["per_class"].items()})
-        # An undefined score (no such pixel yet) is logged as 0 so checkpoints can compare.
-        self.log_dict({k: float(np.nan_to_num(v)) for k, v in values.items()})
-        self.log("val_iou", float(np.nan_to_num(result["macro"]["iou"])), prog_bar=True)
-
-    def configure_optimizers(self) -> Any:
-        params = self.parameters()
-        lr, weight_decay = self.lr, self.weight_decay
-        if self.optimizer_name == "sgd":
-            opt: torch.optim.Optimizer = torch.optim.SGD(
-                params, lr=lr, momentum=0.9, weight_decay=weight_decay
-            )
-        elif self.optimizer_name == "adam":
-            opt = torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
-        elif self.optimizer_name == "adamw":
-            opt = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
-        else:
-            raise ValueError(f"unknown optimizer {self.optimizer_name!r}: use adam, adamw, sgd")
-        if self.scheduler_name == "cosine":
-            sched: Any = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, self.epochs))
-        elif self.scheduler_name == "step":
-            sched = torch.optim.lr_scheduler.StepLR(opt, step_size=max(1, self.epochs // 3), gamma=0.1)
-        elif self.scheduler_name == "plateau":
-            sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, mode="max", patience=2)
-            return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "monitor": "val_iou"}}
-        else:
-            return opt
-        return {"optimizer": opt, "lr_scheduler": sched}
 
 
 @dataclass
@@ -265,48 +106,6 @@ def resolve_bands(bands: list[str] | None, available: list[str]) -> list[str]:
     if missing:
         raise ValueError(f"bands {missing} are not among the cleaned bands {available}")
     return list(bands)
-
-
-def _fingerprint(config: dict[str, Any], data: JobData) -> str:
-    """Changes when the job's resolved config (:func:`resolve_job`) or its inputs change: then old
-    state is not resumed. The job's resources are not in it: more runtime or memory resumes."""
-    files = [data.folds, data.stats, *data.train_indexes, *data.calval_indexes]
-    stamp = [(str(p), os.stat(p).st_mtime_ns, os.stat(p).st_size) for p in files]
-    return hashlib.sha256(json.dumps([config, stamp], sort_keys=True, default=str).encode()).hexdigest()
-
-
-def pick_resume(checkpoints: Path, fallback: str) -> Path | None:
-    """The checkpoint to resume from: ``last.ckpt`` when readable, else per ``fallback``.
-
-    An unreadable ``last.ckpt`` is never ignored silently: it is logged and moved to
-    ``last.ckpt.corrupt-<time>`` in the folder above (the job's ``train/``, which outlives it).
-    """
-    last = checkpoints / "last.ckpt"
-    if not last.exists():
-        return None
-    try:
-        torch.load(last, map_location="cpu", weights_only=True)
-        return last
-    except Exception as exc:  # noqa: BLE001 - any failure to read it means it is unusable
-        aside = checkpoints.parent / f"last.ckpt.corrupt-{time.strftime('%Y%m%dT%H%M%S')}"
-        last.rename(aside)
-        log.error(
-            "last checkpoint %s is unreadable (%s: %s); kept aside as %s",
-            last,
-            type(exc).__name__,
-            exc,
-            aside,
-        )
-    best = checkpoints / "best.ckpt"
-    if fallback == "best" and best.exists():
-        try:
-            torch.load(best, map_location="cpu", weights_only=True)
-            log.warning("resuming from the best checkpoint %s instead", best)
-            return best
-        except Exception as exc:  # noqa: BLE001 - unreadable as well: train from scratch
-            log.error("best checkpoint %s is unreadable too (%s)", best, exc)
-    log.warning("restarting training from scratch")
-    return None
 
 
 def merge_metrics(logs: Path) -> pd.DataFrame:
@@ -399,16 +198,7 @@ def train_job(
     resolved = resolve_job(opts, fold, classes, ignore_index, stats)
     bands, mean, std = resolved["bands"], resolved["mean"], resolved["std"]
     channels = [[b["name"] for b in stats["bands"]].index(b) for b in bands]
-    fingerprint = _fingerprint(resolved, data)
-    if work.exists() and (
-        not (work / "fingerprint.json").exists()
-        or read_json(work / "fingerprint.json").get("sha256") != fingerprint
-    ):
-        stale = work.with_name(f"train.stale-{time.strftime('%Y%m%dT%H%M%S')}")
-        log.warning("training state in %s is for other parameters or inputs: moved to %s", work, stale)
-        work.rename(stale)
-    work.mkdir(parents=True, exist_ok=True)
-    write_json(work / "fingerprint.json", {"sha256": fingerprint})
+    prepare_state(work, job_fingerprint(resolved, data))
     with atomic_path(out / "config.yaml", suffix=".yaml") as tmp:
         tmp.write_text(yaml.safe_dump(resolved, sort_keys=False))
 

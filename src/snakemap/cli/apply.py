@@ -1,0 +1,205 @@
+"""The apply steps: predict a scene, apply a predictor to a shard, mosaic the maps, progress."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from snakemap.cli.common import add_image, input_image, member_weights, model_options, step_options
+from snakemap.config import ConfigError, build, load_sections
+from snakemap.manifest import manifest_rows, read_manifest
+
+if TYPE_CHECKING:
+    from snakemap.predict import Predictor
+
+
+def _make_predictor(args: argparse.Namespace, cfg: dict[str, Any]) -> Predictor:
+    """The Predictor of --checkpoint/--weight/--threshold/--target/--gpus."""
+    import torch
+
+    from snakemap.models import load_trained
+    from snakemap.predict import Member, Predictor
+
+    device = torch.device("cuda" if args.gpus and torch.cuda.is_available() else "cpu")
+    weights = member_weights(args)
+    models = [load_trained(c, device) for c in args.checkpoint]
+    classes = models[0].classes
+    for c, m in zip(args.checkpoint, models, strict=True):
+        if m.classes != classes:
+            raise ConfigError(f"{c} predicts classes {m.classes}, the first member {classes}")
+    target = classes.index(args.target) if args.target else None
+    threshold = args.threshold
+    if args.threshold_from:
+        from snakemap.io import read_json
+
+        tuned = read_json(args.threshold_from)
+        threshold = tuned["threshold"]
+        logging.info("threshold %.3f tuned on %s (%s)", threshold, tuned["tuned_on"], args.threshold_from)
+    loaded = zip(args.checkpoint, models, weights, strict=True)
+    members = [Member.from_trained(m, w, str(c)) for c, m, w in loaded]
+    return Predictor(members, classes, device, build("predict", cfg.get("predict")).tta, threshold, target)
+
+
+def _predict(args: argparse.Namespace, cfg: dict[str, Any]) -> int:
+    from snakemap.predict import predict_scene
+    from snakemap.readers import CleanImageReader
+
+    image = input_image(args, args.classes_out, args.probs_out)
+    if image is None:
+        return 0
+    predictor = _make_predictor(args, cfg)
+    reader = CleanImageReader(image)
+    try:
+        figures = predict_scene(
+            reader,
+            predictor,
+            build("predict", cfg.get("predict")),
+            args.classes_out,
+            args.probs_out,
+        )
+    finally:
+        reader.close()
+    logging.info("predicted %s: %s", image, figures)
+    return 0
+
+
+def _apply_shard(args: argparse.Namespace, cfg: dict[str, Any]) -> int:
+    from snakemap.apply import SceneInput, ShardRunner
+    from snakemap.sensors import SceneTables, build_sensors
+    from snakemap.shards import shard_members
+
+    apply = build("apply", cfg.get("apply"))
+    apply.retry_corrupt = args.retry_corrupt.lower() == "true"
+    bands = build("bands", cfg.get("bands"))
+    # The workflow passes the sensors of the shard's scenes only: each is looked up here, before any work.
+    tables = SceneTables(sensors=build_sensors(cfg.get("sensors"), bands))
+    manifest = read_manifest(args.manifest)
+    rows = manifest[manifest["role"] == "apply"]
+    members = set(shard_members(rows["scene_id"].tolist(), args.shard, apply.shard_size))
+    scenes = [
+        SceneInput(r.scene_id, r.uri, r.sha256, tables.sensor(r.sensor), r.sensor)
+        for r in manifest_rows(rows)
+        if r.scene_id in members
+    ]
+    runner = ShardRunner(
+        args.root,
+        _make_predictor(args, cfg),
+        bands,
+        build("clean", cfg.get("clean")),
+        build("predict", cfg.get("predict")),
+        apply,
+        build("acquire", cfg.get("acquire")),
+        args.vrt,
+    )
+    result = runner.run_shard(args.shard, scenes)
+    logging.info(
+        "%s: %d scenes processed, %d already done", args.shard, result["processed"], result["skipped"]
+    )
+    return 0
+
+
+def _inputs_vrt(args: argparse.Namespace, cfg: dict[str, Any]) -> int:
+    from snakemap.mosaic import build_inputs_vrt
+
+    manifest = read_manifest(args.manifest)
+    uris = manifest.loc[manifest["role"] == "apply", "uri"].tolist()
+    build_inputs_vrt(uris, args.out)
+    logging.info("VRT of %d apply scenes: %s", len(uris), args.out)
+    return 0
+
+
+def _mosaic(args: argparse.Namespace, cfg: dict[str, Any]) -> int:
+    from snakemap.apply import ok_scene_maps
+    from snakemap.mosaic import build_mosaic
+
+    maps = ok_scene_maps(args.shards)
+    build_mosaic(maps, args.vrt, args.overview, build("apply", cfg.get("apply")).overview_factor)
+    logging.info("mosaic of %d scenes: %s", len(maps), args.vrt)
+    return 0
+
+
+#: the config a step reads inside a project when given neither --config nor --options, as snakemake does
+PROJECT_CONFIG = Path("config/config.yaml")
+
+
+def _project_config(args: argparse.Namespace, cfg: dict[str, Any]) -> dict[str, Any]:
+    """``cfg``, or, given neither --config nor --options, the project's ``config/config.yaml`` if any."""
+    if args.config is not None or args.options is not None or not PROJECT_CONFIG.is_file():
+        return cfg
+    return load_sections(PROJECT_CONFIG)
+
+
+def _progress(args: argparse.Namespace, cfg: dict[str, Any]) -> int:
+    import json
+
+    from snakemap.io import write_json
+    from snakemap.progress import format_progress, progress
+
+    cfg = _project_config(args, cfg)
+    apply = build("apply", cfg.get("apply"))
+    if args.manifest is None and not cfg.get("manifest"):
+        raise ConfigError(
+            f"no manifest: run inside a project (with {PROJECT_CONFIG}), or pass --config FILE "
+            "(or --manifest FILE and --predictor NAME)"
+        )
+    predictors = args.predictor or apply.predictors
+    if not predictors:
+        raise ConfigError("no predictor: pass --predictor NAME, or a config with apply.predictors")
+    manifest = read_manifest(cfg["manifest"] if args.manifest is None else args.manifest)
+    scene_ids = manifest.loc[manifest["role"] == "apply", "scene_id"].tolist()
+    results = {p: progress(args.results / "maps" / p, scene_ids, apply.shard_size) for p in predictors}
+    if args.out:
+        write_json(args.out, next(iter(results.values())) if len(results) == 1 else results)
+    if args.json:
+        print(json.dumps(results, indent=2))
+    else:
+        print("\n".join(format_progress(p, r) for p, r in results.items()))
+    return 0
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add the apply steps to the ``snakemap`` command."""
+    common, models = step_options(), model_options()
+
+    p = sub.add_parser(
+        "predict", parents=[common, models], help="predict a cleaned scene with models/an ensemble"
+    )
+    add_image(p)
+    p.add_argument("--classes-out", type=Path, required=True)
+    p.add_argument("--probs-out", type=Path)
+    p.set_defaults(func=_predict)
+
+    p = sub.add_parser(
+        "apply-shard", parents=[common, models], help="apply a predictor to one shard of scenes"
+    )
+    p.add_argument("shard")
+    p.add_argument("--manifest", type=Path, required=True)
+    p.add_argument("--root", type=Path, required=True, help="results/maps/{predictor}")
+    p.add_argument("--retry-corrupt", choices=["True", "False", "true", "false"], default="false")
+    p.add_argument("--vrt", type=Path, help="VRT of all inputs, for apply.buffer")
+    p.set_defaults(func=_apply_shard)
+
+    p = sub.add_parser("inputs-vrt", parents=[common], help="VRT of all apply scenes, for apply.buffer")
+    p.add_argument("--manifest", type=Path, required=True)
+    p.add_argument("--out", type=Path, required=True)
+    p.set_defaults(func=_inputs_vrt)
+
+    p = sub.add_parser("mosaic", parents=[common], help="VRT and overview of the ok scenes")
+    p.add_argument("shards", nargs="+", type=Path, help="shard manifests")
+    p.add_argument("--vrt", type=Path, required=True)
+    p.add_argument("--overview", type=Path, required=True)
+    p.set_defaults(func=_mosaic)
+
+    p = sub.add_parser(
+        "progress",
+        parents=[common],
+        help="scenes done, empty, corrupt, pending; ETA (default: ./config/config.yaml)",
+    )
+    p.add_argument("--manifest", type=Path, help="default: the config's")
+    p.add_argument("--results", type=Path, default=Path("results"))
+    p.add_argument("--predictor", action="append", help="default: the config's apply.predictors")
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--out", type=Path, help="also write the figures as JSON here")
+    p.set_defaults(func=_progress)

@@ -1,0 +1,104 @@
+"""The calval steps: baselines, a predictor's scores over the sites, threshold tuning, the summary."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+from typing import Any
+
+from snakemap.cli.common import add_image, input_image, member_weights, model_options, step_options
+from snakemap.config import ConfigError, build
+
+
+def _baseline(args: argparse.Namespace, cfg: dict[str, Any]) -> int:
+    import json
+
+    from snakemap.calval import BaselineSpec, baseline_map
+
+    labels = build("labels", cfg["labels"])
+    image = input_image(args, args.out)
+    if image is not None:
+        spec = BaselineSpec.from_config(json.loads(args.spec))
+        baseline_map(spec, args.site, image, labels.classes, args.out)
+    return 0
+
+
+def _calval_metrics(args: argparse.Namespace, cfg: dict[str, Any]) -> int:
+    from snakemap.calval import score_predictor, site_files, write_scores
+    from snakemap.io import read_json
+
+    labels = build("labels", cfg["labels"])
+    files, skipped = site_files(args.clean, args.maps, args.probs)
+    target = labels.target_indices[0] if len(labels.target_indices) == 1 else None
+    tuned = read_json(args.threshold_from) if args.threshold_from else None
+    result = score_predictor(
+        args.predictor, files, labels.classes, labels.ignore_index, target, tuned, args.selection, skipped
+    )
+    write_scores(result, args.out_json, args.out_csv)
+    return 0
+
+
+def _tune_threshold(args: argparse.Namespace, cfg: dict[str, Any]) -> int:
+    from snakemap.io import write_json
+    from snakemap.tuning import TuningMember, tune_threshold
+
+    if not args.target:
+        raise ConfigError("tune-threshold needs --target, the class whose threshold is tuned")
+    weights = member_weights(args)
+    members = [TuningMember.from_checkpoint(c, w) for c, w in zip(args.checkpoint, weights, strict=True)]
+    result = tune_threshold(members, args.indexes, args.folds, args.stats, args.target)
+    write_json(args.out, result)
+    logging.info(
+        "threshold %.3f (F1 %.3f) over %d out-of-fold chips",
+        result["threshold"],
+        result["f1"],
+        result["chips"],
+    )
+    return 0
+
+
+def _calval_summary(args: argparse.Namespace, cfg: dict[str, Any]) -> int:
+    from snakemap.calval import write_summary
+
+    print(write_summary(args.metrics, args.out).to_string(index=False))
+    return 0
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add the calval steps to the ``snakemap`` command."""
+    common, models = step_options(), model_options()
+
+    p = sub.add_parser("baseline", parents=[common], help="a baseline's class map of one site")
+    p.add_argument("site")
+    p.add_argument("--spec", required=True, help="the baseline's config as JSON")
+    add_image(p)
+    p.add_argument("--out", type=Path, required=True)
+    p.set_defaults(func=_baseline)
+
+    p = sub.add_parser("calval-metrics", parents=[common], help="score one predictor over its sites")
+    p.add_argument("--predictor", required=True)
+    p.add_argument("--clean", nargs="+", type=Path, required=True, help="per site: its clean folder")
+    p.add_argument("--maps", nargs="+", type=Path, required=True, help="class map per site")
+    p.add_argument("--probs", nargs="*", type=Path, help="probabilities per site")
+    p.add_argument("--threshold-from", type=Path, help="the threshold.json whose threshold made the maps")
+    p.add_argument("--selection", default="", help="how the checkpoint was chosen: held-out fold | calval")
+    p.add_argument("--out-json", type=Path, required=True)
+    p.add_argument("--out-csv", type=Path, required=True)
+    p.set_defaults(func=_calval_metrics)
+
+    p = sub.add_parser(
+        "tune-threshold", parents=[common, models], help="an ensemble's threshold, tuned out of fold"
+    )
+    p.add_argument(
+        "--indexes", nargs="+", type=Path, required=True, help="chip tables of the training scenes"
+    )
+    p.add_argument("--folds", type=Path, required=True)
+    p.add_argument("--stats", type=Path, required=True)
+    p.add_argument("--out", type=Path, required=True, help="threshold.json")
+    p.set_defaults(func=_tune_threshold)
+
+    p = sub.add_parser("calval-summary", parents=[common], help="one row per predictor")
+    p.add_argument("metrics", nargs="+", type=Path)
+    p.add_argument("--out", type=Path, required=True)
+    p.set_defaults(func=_calval_summary)

@@ -1,0 +1,61 @@
+"""What several steps share: the options every step takes, the options of a predictor, and
+the two ways a step takes a scene (--image, or --clean for a calval site)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from snakemap.config import ConfigError
+
+
+def step_options() -> argparse.ArgumentParser:
+    """The parent parser of every step: --config, --options, --verbose."""
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--config", type=Path, help="the workflow's config YAML")
+    common.add_argument("--options", help="config sections as JSON, overriding --config")
+    common.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    return common
+
+
+def model_options() -> argparse.ArgumentParser:
+    """The parent parser of the steps that run models. What makes a predictor: one checkpoint, or
+    several (an ensemble) with weights."""
+    models = argparse.ArgumentParser(add_help=False)
+    models.add_argument(
+        "--checkpoint", action="append", required=True, type=Path, help="repeat for an ensemble"
+    )
+    models.add_argument("--weight", action="append", type=float, help="one per checkpoint (default 1)")
+    models.add_argument("--threshold", type=float, help="probability from which a pixel is --target")
+    models.add_argument("--target", help="the class --threshold applies to")
+    models.add_argument(
+        "--threshold-from", type=Path, help="threshold.json (tune-threshold) whose threshold to use"
+    )
+    models.add_argument("--gpus", type=int, default=0)
+    return models
+
+
+def member_weights(args: argparse.Namespace) -> list[float]:
+    """One --weight per --checkpoint (all 1 when none is given)."""
+    weights = args.weight or [1.0] * len(args.checkpoint)
+    if len(weights) != len(args.checkpoint):
+        raise ConfigError(f"{len(args.checkpoint)} checkpoints but {len(weights)} weights")
+    return list(weights)
+
+
+def input_image(args: argparse.Namespace, *outputs: Path | None) -> Path | None:
+    """--image, or the image of the calval site in --clean; None (with empty ``outputs``) when
+    that site's clean did not end ok."""
+    if args.clean is None:
+        image: Path | None = args.image
+        return image
+    from snakemap.calval import site_image
+
+    return site_image(args.clean, [p for p in outputs if p is not None])
+
+
+def add_image(p: argparse.ArgumentParser) -> None:
+    """--image, or --clean for a calval site: the two ways predict and baseline take a scene."""
+    where = p.add_mutually_exclusive_group(required=True)
+    where.add_argument("--image", type=Path, help="a cleaned image.tif")
+    where.add_argument("--clean", type=Path, help="a calval site's clean folder (not ok: empty outputs)")

@@ -1,0 +1,156 @@
+"""The data steps: demo scenes, acquire, clean, band statistics, chips, folds; and the manifest check."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from collections.abc import Collection
+from pathlib import Path
+from typing import Any
+
+from snakemap.cli.common import step_options
+from snakemap.config import build
+from snakemap.manifest import read_manifest
+
+
+def _demo_scene(args: argparse.Namespace, cfg: dict[str, Any]) -> int:
+    from snakemap.demo import write_demo_scene
+
+    write_demo_scene(args.name, args.image, args.label, build("demo", cfg.get("demo")), args.empty)
+    return 0
+
+
+def _acquire(args: argparse.Namespace, cfg: dict[str, Any]) -> int:
+    from snakemap.acquire import acquire_scene
+
+    acquire_scene(
+        args.scene,
+        args.uri,
+        args.out,
+        sha256=args.sha256,
+        label_uri=args.label_uri,
+        label_sha256=args.label_sha256,
+        options=build("acquire", cfg.get("acquire")),
+    )
+    return 0
+
+
+def _clean(args: argparse.Namespace, cfg: dict[str, Any]) -> int:
+    from snakemap.clean import clean_scene
+    from snakemap.sensors import SceneTables
+
+    tables = SceneTables.from_config(cfg)
+    bands, clean = build("bands", cfg.get("bands")), build("clean", cfg.get("clean"))
+    tables.cleaned_bands(bands, clean.qa_band, [args.sensor])  # config mistakes: exit 2, no state
+    status = clean_scene(
+        args.scene,
+        args.acquired,
+        args.out,
+        bands,
+        clean,
+        tables.scene_labels(args.label_scheme),
+        tables.sensor(args.sensor),
+    )
+    logging.info("scene %s: %s %s", args.scene, status.status, status.reason)
+    return 0
+
+
+def _analyze(args: argparse.Namespace, cfg: dict[str, Any]) -> int:
+    from snakemap.stats import write_band_statistics
+
+    write_band_statistics(args.clean_dirs, args.out)
+    return 0
+
+
+def _chips(args: argparse.Namespace, cfg: dict[str, Any]) -> int:
+    from snakemap.chips import ChipPaths, write_chips
+
+    labels = build("labels", cfg["labels"])
+    n = write_chips(
+        args.clean,
+        ChipPaths(args.image, args.label, args.index),
+        build("chips", cfg.get("chips")),
+        labels.target_indices,
+        labels.ignore_index,
+    )
+    logging.info("scene %s: %d chips", args.scene, n)
+    return 0
+
+
+def _folds(args: argparse.Namespace, cfg: dict[str, Any]) -> int:
+    from snakemap.splits import write_folds
+
+    manifest = read_manifest(args.manifest)
+    aoi = {str(scene): str(area) for scene, area in manifest["aoi"].items()}
+    folds = write_folds(args.indexes, aoi, args.out, build("splits", cfg.get("splits")))
+    logging.info("%d chips in %d folds", len(folds), folds["fold"].nunique())
+    return 0
+
+
+def _check_manifest(args: argparse.Namespace, cfg: dict[str, Any]) -> int:
+    names: dict[str, Collection[str]] = {}
+    if cfg:  # with --config: the sensors and label schemes too, and that the rows name entries of them
+        from snakemap.sensors import SceneTables
+
+        tables = SceneTables.from_config(cfg)
+        names = {"sensors": tables.sensors, "label_schemes": tables.label_schemes}
+    manifest = read_manifest(args.manifest, **names)
+    counts = manifest["role"].value_counts().to_dict()
+    print(
+        f"{args.manifest}: {len(manifest)} scenes " + ", ".join(f"{k}={v}" for k, v in sorted(counts.items()))
+    )
+    return 0
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add the data steps and the manifest check to the ``snakemap`` command."""
+    common = step_options()
+
+    p = sub.add_parser("demo-scene", parents=[common], help="write one synthetic demo scene")
+    p.add_argument("name")
+    p.add_argument("--image", type=Path, required=True)
+    p.add_argument("--label", type=Path, required=True)
+    p.add_argument("--empty", action="store_true", help="make the whole scene nodata")
+    p.set_defaults(func=_demo_scene)
+
+    p = sub.add_parser("acquire", parents=[common], help="copy/download one scene, verified")
+    p.add_argument("scene")
+    p.add_argument("--uri", required=True)
+    p.add_argument("--sha256", default="")
+    p.add_argument("--label-uri", default="")
+    p.add_argument("--label-sha256", default="")
+    p.add_argument("--out", type=Path, required=True, help="the scene's folder")
+    p.set_defaults(func=_acquire)
+
+    p = sub.add_parser("clean", parents=[common], help="clean one acquired scene")
+    p.add_argument("scene")
+    p.add_argument("--acquired", type=Path, required=True, help="the scene's acquire folder")
+    p.add_argument("--out", type=Path, required=True, help="the scene's clean folder")
+    p.add_argument("--sensor", default="", help="the scene's entry of sensors (default: bands.names)")
+    p.add_argument(
+        "--label-scheme", default="", help="the scene's entry of label_schemes (default: labels.remap)"
+    )
+    p.set_defaults(func=_clean)
+
+    p = sub.add_parser("analyze", parents=[common], help="per-band statistics of clean scenes")
+    p.add_argument("clean_dirs", nargs="+", type=Path)
+    p.add_argument("--out", type=Path, required=True)
+    p.set_defaults(func=_analyze)
+
+    p = sub.add_parser("chips", parents=[common], help="cut the training chips of one scene")
+    p.add_argument("scene")
+    p.add_argument("--clean", type=Path, required=True, help="the scene's clean folder")
+    p.add_argument("--image", type=Path, required=True, help="(chips, bands, size, size) .npy")
+    p.add_argument("--label", type=Path, required=True, help="(chips, size, size) .npy")
+    p.add_argument("--index", type=Path, required=True, help="chip table .parquet")
+    p.set_defaults(func=_chips)
+
+    p = sub.add_parser("folds", parents=[common], help="AOI-grouped cross-validation folds")
+    p.add_argument("indexes", nargs="+", type=Path, help="the scenes' chip index tables")
+    p.add_argument("--manifest", type=Path, required=True)
+    p.add_argument("--out", type=Path, required=True)
+    p.set_defaults(func=_folds)
+
+    p = sub.add_parser("check-manifest", parents=[common], help="check a scene manifest")
+    p.add_argument("manifest", type=Path)
+    p.set_defaults(func=_check_manifest)

@@ -1,0 +1,56 @@
+"""The training steps: train one model (one fold), and list the models of the grid."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from snakemap.cli.common import step_options
+from snakemap.config import build
+
+
+def _train(args: argparse.Namespace, cfg: dict[str, Any]) -> int:
+    import json
+
+    from snakemap.train import JobData, train_job
+
+    job = json.loads(args.job)
+    labels = build("labels", cfg["labels"])
+    data = JobData(args.train_indexes, args.calval_indexes or [], args.folds, args.stats)
+    train_job(
+        args.out, job["params"], job["fold"], labels.classes, labels.ignore_index, data, args.gpus, args.cpus
+    )
+    return 0
+
+
+def _models_table(args: argparse.Namespace, cfg: dict[str, Any]) -> int:
+    import pandas as pd
+
+    from snakemap.grid import expand, jobs_table
+    from snakemap.io import atomic_path
+
+    jobs = expand(cfg["models"], build("splits", cfg.get("splits")).folds)
+    with atomic_path(args.out, suffix=".tsv") as tmp:
+        pd.DataFrame(jobs_table(jobs)).to_csv(tmp, sep="\t", index=False)
+    return 0
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add the training steps to the ``snakemap`` command."""
+    common = step_options()
+
+    p = sub.add_parser("train", parents=[common], help="train one model (one fold)")
+    p.add_argument("--job", required=True, help='JSON: {"params": {...}, "fold": k or null}')
+    p.add_argument("--train-indexes", nargs="+", type=Path, required=True, help="chip tables of train scenes")
+    p.add_argument("--calval-indexes", nargs="*", type=Path, help="chip tables of calval scenes")
+    p.add_argument("--folds", type=Path, required=True)
+    p.add_argument("--stats", type=Path, required=True)
+    p.add_argument("--out", type=Path, required=True, help="the job's folder")
+    p.add_argument("--gpus", type=int, help="GPUs given to the job (default: the model's gpus)")
+    p.add_argument("--cpus", type=int, help="CPU cores given to the job (default: the model's cpus)")
+    p.set_defaults(func=_train)
+
+    p = sub.add_parser("models-table", parents=[common], help="list the models of the grid")
+    p.add_argument("--out", type=Path, required=True)
+    p.set_defaults(func=_models_table)

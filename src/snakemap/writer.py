@@ -1,0 +1,114 @@
+"""A prediction's outputs: a class map and class probabilities, written strip by strip as COGs.
+
+Both are staged as tiled GeoTIFFs beside their final paths, then copied to Cloud-Optimized
+GeoTIFFs and renamed into place, so a killed run leaves no partial output. Probabilities are
+uint8 scaled by 250 (nodata 255) or float32 (NaN nodata); :func:`read_probabilities` reads either.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import rasterio
+import rasterio.shutil
+from rasterio.windows import Window
+
+from snakemap.io import COG_OPTIONS, NODATA_CLASS, PROB_SCALE, atomic_path
+
+if TYPE_CHECKING:
+    from snakemap.predict import PredictOptions, Predictor
+    from snakemap.readers import SceneReader
+
+
+class SceneOutputs:
+    """Tiled GeoTIFFs written strip by strip, then copied to COGs and renamed into place."""
+
+    def __init__(
+        self, reader: SceneReader, classes: int, opts: PredictOptions, class_path: Any, prob_path: Any
+    ):
+        self.reader, self.classes, self.opts = reader, classes, opts
+        self.paths = [Path(class_path)] + ([Path(prob_path)] if prob_path else [])
+        # Staged beside the outputs (same filesystem), removed whatever happens.
+        self.tmps = [p.with_name(f".{p.name}.{os.getpid()}.stage.tif") for p in self.paths]
+        self.stack = contextlib.ExitStack()
+
+    def __enter__(self) -> SceneOutputs:
+        base = {
+            "driver": "GTiff",
+            "height": self.reader.height,
+            "width": self.reader.width,
+            "tiled": True,
+            "blockxsize": 256,
+            "blockysize": 256,
+            "BIGTIFF": "IF_SAFER",
+            **self.reader.profile,
+        }
+        for p in self.paths:
+            p.parent.mkdir(parents=True, exist_ok=True)
+        self.class_ds = self.stack.enter_context(
+            rasterio.open(self.tmps[0], "w", count=1, dtype="uint8", nodata=NODATA_CLASS, **base)
+        )
+        self.prob_ds = None
+        if len(self.paths) > 1:
+            u8 = self.opts.prob_dtype == "uint8"
+            self.prob_ds = self.stack.enter_context(
+                rasterio.open(
+                    self.tmps[1],
+                    "w",
+                    count=self.classes,
+                    dtype="uint8" if u8 else "float32",
+                    nodata=NODATA_CLASS if u8 else float("nan"),
+                    **base,
+                )
+            )
+            if u8:
+                self.prob_ds.scales = [1 / PROB_SCALE] * self.classes
+        return self
+
+    def write(self, row: int, probs: np.ndarray, predictor: Predictor, valid: np.ndarray) -> None:
+        """Classify and write rows ``row..row+n`` of ``(classes, n, width)`` probabilities."""
+        classes = predictor.classify(probs)
+        n = classes.shape[0]
+        window = Window(0, row, self.reader.width, n)
+        self.class_ds.write(np.where(valid, classes, NODATA_CLASS)[None], window=window)
+        if self.prob_ds is not None:
+            if self.opts.prob_dtype == "uint8":
+                data = np.where(valid, np.rint(np.clip(probs, 0, 1) * PROB_SCALE), NODATA_CLASS).astype(
+                    np.uint8
+                )
+            else:
+                data = np.where(valid, probs, np.nan).astype(np.float32)
+            self.prob_ds.write(data, window=window)
+
+    def __exit__(self, *exc: object) -> None:
+        try:
+            self.stack.close()
+            if exc[0] is None:
+                # Staged uncompressed; compressed once, quickly, into the COG. Class overviews
+                # keep classes (nearest), probability overviews average.
+                for tmp, path, resampling in zip(self.tmps, self.paths, ("nearest", "average"), strict=False):
+                    _to_cog(tmp, path, resampling=resampling, level=1)
+        finally:
+            for tmp in self.tmps:
+                tmp.unlink(missing_ok=True)
+
+
+def _to_cog(staged: Path, path: Path, **options: Any) -> None:
+    """Copy a tiled GeoTIFF to a Cloud-Optimized one at ``path``, atomically (GDAL streams it)."""
+    with atomic_path(path, suffix=".tif") as tmp:
+        rasterio.shutil.copy(staged, tmp, **{**COG_OPTIONS, **options})
+
+
+def read_probabilities(path: str | os.PathLike[str]) -> np.ndarray:
+    """``(classes, rows, cols)`` float32 probabilities from a probability GeoTIFF, NaN nodata."""
+    with rasterio.open(path) as src:
+        data: np.ndarray = src.read()
+        if src.dtypes[0] == "uint8":
+            out = data.astype(np.float32) / PROB_SCALE
+            out[data == NODATA_CLASS] = np.nan
+            return out
+        return data.astype(np.float32)
