@@ -29,7 +29,7 @@ import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import rasterio
 from rasterio.errors import RasterioError
@@ -39,12 +39,16 @@ from snakemap.acquire import AcquireError, AcquireOptions, fetch, local_path
 from snakemap.bands import BandOptions, cleaned_names
 from snakemap.clean import Cleaned, CleanOptions, check_georeferenced, judge, read_clean
 from snakemap.config import ConfigError
+from snakemap.fields import DownscalingOptions, check_auxiliary, downscale_field, write_downscaled
 from snakemap.io import read_json, write_cog, write_json
 from snakemap.predict import PredictOptions, Predictor, predict_scene
 from snakemap.readers import ArrayReader
 from snakemap.sensors import SensorOptions
 from snakemap.shards import ApplyOptions, MaskOptions, check_mask
 from snakemap.status import SceneError, SceneStatus, corrupt_reason
+
+if TYPE_CHECKING:
+    from snakemap.srtask import TrainedDownscaler
 
 log = logging.getLogger(__name__)
 
@@ -90,7 +94,7 @@ class ShardRunner:
     def __init__(
         self,
         root: str | os.PathLike[str],
-        predictor: Predictor,
+        predictor: Predictor | None,
         bands: BandOptions,
         clean: CleanOptions,
         predict: PredictOptions,
@@ -134,7 +138,7 @@ class ShardRunner:
         check_mask(self.apply.mask, cleaned)
         if cleaned is None:
             return
-        for i, member in enumerate(self.predictor.members, start=1):
+        for i, member in enumerate(self.predictor.members if self.predictor else [], start=1):
             missing = [b for b in member.bands if b not in cleaned]
             if missing:
                 raise ConfigError(
@@ -242,6 +246,7 @@ class ShardRunner:
         status: SceneStatus,
         timings: dict[str, float],
     ) -> SceneStatus:
+        assert self.predictor is not None  # a FieldShardRunner predicts with its downscaler
         # Only where the files name the bands (else check() has seen to it): this scene's own bands.
         missing = sorted({b for m in self.predictor.members for b in m.bands} - set(cleaned.names))
         if missing:
@@ -274,6 +279,7 @@ class ShardRunner:
         self, reader: ArrayReader, crop: Window, out: Path, probs: Path | None
     ) -> dict[str, Any]:
         """Predict the buffered area, then keep the scene's own window."""
+        assert self.predictor is not None
         staged = [p.with_name(f".{p.name}.{os.getpid()}.buffered.tif") for p in (out, probs) if p is not None]
         try:
             figures = predict_scene(
@@ -289,6 +295,64 @@ class ShardRunner:
         finally:
             for p in staged:
                 p.unlink(missing_ok=True)
+
+
+class FieldShardRunner(ShardRunner):
+    """Applies a downscaling model to scenes: each scene's field (band 1, cleaned like in the clean
+    step) becomes ``scenes/{scene}.tif``, float32 with NaN nodata, ``s`` times its rows and
+    columns on the same bounds; the auxiliary fields are resampled onto that grid."""
+
+    def __init__(
+        self,
+        root: str | os.PathLike[str],
+        downscaler: TrainedDownscaler,
+        bands: BandOptions,
+        clean: CleanOptions,
+        predict: PredictOptions,
+        apply: ApplyOptions,
+        downscaling: DownscalingOptions,
+        acquire: AcquireOptions | None = None,
+    ) -> None:
+        super().__init__(root, None, bands, clean, predict, apply, acquire)
+        self.downscaler, self.downscaling = downscaler, downscaling
+
+    def check(self, scenes: Sequence[SceneInput]) -> None:
+        """The model's auxiliary fields are the config's, in order; no mask, no buffer.
+
+        Raises:
+            ConfigError: naming the key.
+        """
+        check_auxiliary("the model", self.downscaler.band_names, self.downscaling.auxiliary)
+        if self.apply.mask is not None or self.apply.buffer:
+            raise ConfigError(
+                "apply.mask and apply.buffer are for segmentation: leave them unset for downscaling"
+            )
+
+    def _predict(
+        self,
+        scene_id: str,
+        cleaned: Cleaned,
+        crop: Window | None,
+        status: SceneStatus,
+        timings: dict[str, float],
+    ) -> SceneStatus:
+        t0 = time.perf_counter()
+        opts = self.downscaling
+        pred, transform = downscale_field(
+            cleaned.image[0],
+            cleaned.crs,
+            cleaned.transform,
+            self.downscaler,
+            self.downscaler.scale,
+            opts.auxiliary,
+            opts.window,
+            opts.overlap,
+            self.predict.batch_size,
+        )
+        write_downscaled(self.scenes / f"{scene_id}.tif", pred, cleaned.crs, transform)
+        timings["predict_s"] = time.perf_counter() - t0
+        status.extra["scale"] = self.downscaler.scale
+        return status
 
 
 def _cropped(cleaned: Cleaned, crop: Window | None) -> Cleaned:

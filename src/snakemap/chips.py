@@ -4,7 +4,9 @@ Cluster filesystems choke on millions of small files, so a scene's chips are sto
 as arrays that the training data loader memory-maps:
 
 - ``{scene}.image.npy``: float32 ``(chips, bands, size, size)``, NaN where invalid.
-- ``{scene}.label.npy``: uint8 ``(chips, size, size)`` class indices, ``ignore_index`` elsewhere.
+- ``{scene}.label.npy``: uint8 ``(chips, size, size)`` class indices, ``ignore_index`` elsewhere;
+  for downscaling (a cleaned scene without ``label.tif``, cut with ``field=True``), 1 where the
+  field (band 1) has data and ``ignore_index`` elsewhere.
 - ``{scene}.index.parquet``: one row per chip: ``scene_id, chip, row, col, nodata_fraction,
   labelled_fraction, target_fraction, band_mean, band_std``; ``row, col`` is the chip's top-left
   pixel in the scene; ``band_mean`` and ``band_std`` are the whole scene's per-band statistics
@@ -137,10 +139,14 @@ def write_chips(
     options: ChipOptions,
     target: list[int],
     ignore_index: int,
+    field: bool = False,
 ) -> int:
     """Cut the chips of one cleaned scene and write its three files atomically.
 
     A scene that is not ok, or has no label, gives zero chips (empty arrays and table).
+
+    Args:
+        field: a downscaling scene: the label is where band 1 has data (``target`` is ignored).
 
     Returns:
         The number of chips written.
@@ -148,11 +154,15 @@ def write_chips(
     status = SceneStatus.read(status_path(clean_dir))
     size = options.size
     image_file, label_file = Path(clean_dir) / "image.tif", Path(clean_dir) / "label.tif"
-    if status.status == "ok" and label_file.exists():
+    if status.status == "ok" and (field or label_file.exists()):
         with rasterio.open(image_file) as src:
             image = src.read()
-        with rasterio.open(label_file) as src:
-            label = src.read(1)
+        if field:
+            label = np.where(np.isfinite(image[0]), 1, ignore_index).astype(np.uint8)
+            target = [1]
+        else:
+            with rasterio.open(label_file) as src:
+                label = src.read(1)
         table = select_chips(image, label, options, target, ignore_index, status.scene_id)
     else:
         image = np.zeros((status.band_count or 0, 0, 0), dtype=np.float32)

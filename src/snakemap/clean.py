@@ -22,10 +22,10 @@ import numpy as np
 import rasterio
 from rasterio.crs import CRS
 from rasterio.enums import Resampling
-from rasterio.errors import RasterioError
+from rasterio.errors import RasterioError, WindowError
 from rasterio.transform import array_bounds
 from rasterio.warp import calculate_default_transform, reproject
-from rasterio.windows import Window
+from rasterio.windows import Window, from_bounds
 
 from snakemap.acquire import RECORD
 from snakemap.bands import BandOptions, add_indices, cleaned_names, select_indices, source_names
@@ -115,12 +115,14 @@ def clean_scene(
     clean: CleanOptions,
     labels: LabelOptions | None,
     sensor: SensorOptions | None = None,
+    bounds: tuple[float, float, float, float] | None = None,
 ) -> SceneStatus:
     """Clean one acquired scene into ``out_dir`` and return its status.
 
     Args:
         labels: the classes and the remap table of the scene (its label scheme's, if any).
         sensor: the scene's sensor; None reads it with ``bands.names`` and no scaling.
+        bounds: ``(minx, miny, maxx, maxy)`` in the scene's CRS: clean only this part of it.
 
     Never raises for a bad scene: an unreadable, truncated or mis-shaped scene, one without a
     CRS or geotransform, one whose label holds values missing from the remap table (see
@@ -148,6 +150,7 @@ def clean_scene(
             bands,
             clean,
             labels,
+            window=None if bounds is None else bounds_window(src_dir / "image.tif", bounds),
             sensor=sensor,
         )
     except ConfigError:
@@ -269,6 +272,21 @@ def read_clean(
     if clean.crs or clean.resolution:
         image, label, crs, transform = _reproject(image, label, crs, transform, clean, labels)
     return Cleaned(image, out_names, label, crs, transform, all_zero, unmapped)
+
+
+def bounds_window(image_path: Path, bounds: tuple[float, float, float, float]) -> Window:
+    """The pixel window of ``bounds`` (in the image's CRS) within the image.
+
+    Raises:
+        SceneError: when the bounds miss the image.
+    """
+    with rasterio.open(image_path) as src:
+        check_georeferenced(src)
+        window = from_bounds(*bounds, transform=src.transform).round_offsets().round_lengths()
+        try:
+            return window.intersection(Window(0, 0, src.width, src.height))
+        except WindowError:
+            raise SceneError(f"bounds {bounds} do not overlap the scene {src.bounds}") from None
 
 
 def check_georeferenced(src: rasterio.io.DatasetReader) -> None:

@@ -28,6 +28,7 @@ SECTIONS: dict[str, str] = {
     "demo": "snakemap.demo:DemoOptions",
     "predict": "snakemap.predict:PredictOptions",
     "apply": "snakemap.shards:ApplyOptions",
+    "downscaling": "snakemap.fields:DownscalingOptions",
 }
 
 

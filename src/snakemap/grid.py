@@ -36,6 +36,8 @@ MODEL_KEY_PATTERN = rf"{ID_PATTERN}(/fold[0-9]+)?"
 APPLIED_PATTERN = rf"(models/{MODEL_KEY_PATTERN}/(best|last)|ensembles/{ID_PATTERN})"
 #: every predictor scored at calval: models' checkpoints, ensembles and baselines
 PREDICTOR_PATTERN = rf"(models/{MODEL_KEY_PATTERN}/(best|last)|ensembles/{ID_PATTERN}|baselines/{ID_PATTERN})"
+#: the downscaling networks (:mod:`snakemap.srnets`)
+DOWNSCALING_ARCHS = ("SRCNN", "RecurrentSRCNN", "EDSR", "RCAN")
 #: model parameters that size a job (its resources) and never change what it learns: changing
 #: them neither reruns a finished job nor restarts a running one
 RESOURCE_KEYS = ("gpus", "cpus", "mem_mb", "runtime")
@@ -45,7 +47,8 @@ RESOURCE_KEYS = ("gpus", "cpus", "mem_mb", "runtime")
 class ModelOptions:
     """One model's parameters; mirrors ``models.base`` (plus grid values) in the config."""
 
-    #: segmentation-models-pytorch architecture: Unet, UnetPlusPlus, FPN, DeepLabV3Plus, ...
+    #: segmentation-models-pytorch architecture: Unet, UnetPlusPlus, FPN, DeepLabV3Plus, ...;
+    #: downscaling: SRCNN, RecurrentSRCNN, EDSR, RCAN (:mod:`snakemap.srnets`)
     arch: str = "Unet"
     #: smp encoder name, e.g. resnet18, resnet34, efficientnet-b0
     encoder_name: str = "resnet18"
@@ -54,8 +57,15 @@ class ModelOptions:
     #: input bands by name (a subset of the cleaned bands and indices) or a name from
     #: ``models.band_sets``; None uses all
     bands: list[str] | str | None = None
-    #: loss terms and their weights: ce (cross-entropy), dice, focal
+    #: loss terms and their weights: ce (cross-entropy), dice, focal; downscaling: l1, mse (the
+    #: segmentation default means ``{l1: 1.0}`` there)
     loss: dict[str, float] = field(default_factory=lambda: {"ce": 1.0})
+    #: downscaling: the scale factor s (an LR cell is s x s HR cells)
+    scale: int = 4
+    #: downscaling: the network's width (feature maps)
+    features: int = 64
+    #: downscaling: EDSR/RCAN residual blocks
+    blocks: int = 8
     #: per-class weights of the cross-entropy, in class order
     class_weights: list[float] | None = None
     optimizer: Literal["adam", "adamw", "sgd"] = "adamw"
@@ -78,7 +88,8 @@ class ModelOptions:
     augment: dict[str, Any] = field(default_factory=lambda: {"flips": True, "rot90": True, "jitter": 0.0})
     #: expected share of training samples whose chip has target (weighted sampling); None = uniform
     balance: float | None = None
-    #: metric that picks best.ckpt: val_iou (macro), val_iou_<class>, val_f1, val_loss
+    #: metric that picks best.ckpt: val_iou (macro), val_iou_<class>, val_f1, val_loss;
+    #: downscaling: val_rmse (what the default val_iou means there), val_ratio, val_loss
     monitor: str = "val_iou"
     #: stop after this many epochs without improvement; None = never
     early_stopping: int | None = None
@@ -237,3 +248,45 @@ def split_predictor(predictor: str) -> tuple[str, str]:
     """``models/arch-Unet/best`` -> ``("models", "arch-Unet/best")``; the same for ensembles and baselines."""
     kind, _, name = predictor.partition("/")
     return kind, name
+
+
+def check_downscaling(config: dict[str, Any], jobs: Iterable[ModelJob]) -> list[int]:
+    """The scale factors of a ``task: downscaling`` config's models, sorted, after checking what
+    the schema cannot: each model is a downscaling network whose scale divides ``chips.size`` (a
+    power of 2 for RecurrentSRCNN), and no section asks for what only segmentation has.
+
+    Raises:
+        ConfigError: naming the key (and the model).
+    """
+    from snakemap.config import ConfigError
+
+    size = int(config.get("chips", {}).get("size", 64))
+    scales = set()
+    for job in jobs:
+        opts = ModelOptions(**job.params)
+        if opts.arch not in DOWNSCALING_ARCHS:
+            raise ConfigError(
+                f"model {job.model_id}: arch {opts.arch!r} is not a downscaling network "
+                f"({', '.join(DOWNSCALING_ARCHS)})"
+            )
+        if size % opts.scale:
+            raise ConfigError(
+                f"chips.size {size} is not a multiple of model {job.model_id}'s scale {opts.scale}"
+            )
+        if opts.arch == "RecurrentSRCNN" and opts.scale & (opts.scale - 1):
+            raise ConfigError(f"model {job.model_id}: RecurrentSRCNN needs a scale that is a power of 2")
+        scales.add(opts.scale)
+    calval, apply = config.get("calval", {}), config.get("apply", {})
+    if calval.get("ensembles") or calval.get("baselines"):
+        raise ConfigError(
+            "calval.ensembles and calval.baselines are for segmentation: downscaling scores the "
+            "interpolations of downscaling.baselines"
+        )
+    if apply.get("mask") or apply.get("buffer"):
+        raise ConfigError(
+            "apply.mask and apply.buffer are for segmentation: leave them unset for downscaling"
+        )
+    for predictor in apply.get("predictors", []):
+        if not predictor.startswith("models/"):
+            raise ConfigError(f"apply.predictors: {predictor!r}: downscaling applies models only")
+    return sorted(scales)

@@ -15,7 +15,13 @@ sensor      optional  an entry of the config's ``sensors`` table (band names,
                       scale and offset, nodata); empty: ``bands.names``
 label_scheme optional an entry of the config's ``label_schemes`` table (a remap
                       table); empty: ``labels.remap``
+bounds      optional  ``minx,miny,maxx,maxy`` in the scene's CRS: a train or calval
+                      scene uses only this part of its file (e.g. a calval site cut
+                      from the grid that the training scenes come from)
 =========== ========= ===========================================================
+
+``label_uri`` is required for train and calval rows of segmentation (``labels_required``);
+downscaling learns from the fields themselves.
 """
 
 from __future__ import annotations
@@ -30,7 +36,7 @@ import pandas as pd
 
 ROLES = ("train", "calval", "apply")
 REQUIRED = ("scene_id", "uri", "role")
-OPTIONAL = ("sha256", "label_uri", "label_sha256", "aoi", "sensor", "label_scheme")
+OPTIONAL = ("sha256", "label_uri", "label_sha256", "aoi", "sensor", "label_scheme", "bounds")
 #: A scene id becomes a file name: no separators, no leading dot or dash, no whitespace.
 SCENE_ID_PATTERN = r"[A-Za-z0-9][A-Za-z0-9._-]{0,199}"
 _SCENE_ID_RE = re.compile(rf"^{SCENE_ID_PATTERN}$")
@@ -55,6 +61,7 @@ class ManifestRow(NamedTuple):
     aoi: str
     sensor: str
     label_scheme: str
+    bounds: str
 
 
 def manifest_rows(manifest: pd.DataFrame) -> list[ManifestRow]:
@@ -67,6 +74,7 @@ def read_manifest(
     path: str | os.PathLike[str],
     sensors: Collection[str] | None = None,
     label_schemes: Collection[str] | None = None,
+    labels_required: bool = True,
 ) -> pd.DataFrame:
     """Read and check a manifest, returning it indexed by ``scene_id``.
 
@@ -74,6 +82,7 @@ def read_manifest(
         sensors: the names of the config's ``sensors`` table; a row naming another sensor is an
             error. None: the ``sensor`` column is not checked.
         label_schemes: the same for the ``label_schemes`` table and the ``label_scheme`` column.
+        labels_required: train and calval rows need a ``label_uri`` (segmentation).
 
     Raises:
         ManifestError: naming the file and each bad row (by its line in a CSV, or its
@@ -90,9 +99,7 @@ def read_manifest(
         df = pd.read_csv(path, dtype=str, keep_default_na=False, skipinitialspace=False)
         where = "line {}"
         first = 2  # the header is line 1
-    return check_manifest(
-        df, name=str(path), where=where, first=first, sensors=sensors, label_schemes=label_schemes
-    )
+    return check_manifest(df, str(path), where, first, sensors, label_schemes, labels_required)
 
 
 def check_manifest(
@@ -102,6 +109,7 @@ def check_manifest(
     first: int = 1,
     sensors: Collection[str] | None = None,
     label_schemes: Collection[str] | None = None,
+    labels_required: bool = True,
 ) -> pd.DataFrame:
     """Check a manifest table; see :func:`read_manifest`."""
     known = {"sensor": ("sensors", sensors), "label_scheme": ("label_schemes", label_schemes)}
@@ -123,7 +131,7 @@ def check_manifest(
     seen: dict[str, int] = {}
     for pos, row in enumerate(manifest_rows(df)):
         loc = where.format(pos + first)
-        errors += [f"{name} {loc}: {e}" for e in _row_errors(row) + _name_errors(row, known)]
+        errors += [f"{name} {loc}: {e}" for e in _row_errors(row, labels_required) + _name_errors(row, known)]
         if row.scene_id in seen:
             errors.append(
                 f"{name} {loc}: duplicate scene_id {row.scene_id!r} "
@@ -137,7 +145,24 @@ def check_manifest(
     return df.set_index("scene_id", drop=False)
 
 
-def _row_errors(row: ManifestRow) -> list[str]:
+def parse_bounds(text: str) -> tuple[float, float, float, float] | None:
+    """A ``bounds`` cell as ``(minx, miny, maxx, maxy)``; None when empty.
+
+    Raises:
+        ValueError: for anything but four numbers with ``minx < maxx`` and ``miny < maxy``.
+    """
+    if not text.strip():
+        return None
+    try:
+        minx, miny, maxx, maxy = (float(v) for v in text.split(","))
+    except ValueError:
+        raise ValueError(f"bounds {text!r} is not minx,miny,maxx,maxy") from None
+    if not (minx < maxx and miny < maxy):
+        raise ValueError(f"bounds {text!r} needs minx < maxx and miny < maxy")
+    return minx, miny, maxx, maxy
+
+
+def _row_errors(row: ManifestRow, labels_required: bool = True) -> list[str]:
     scene_id = row.scene_id
     errors = []
     if not _SCENE_ID_RE.match(scene_id):
@@ -150,8 +175,13 @@ def _row_errors(row: ManifestRow) -> list[str]:
         errors.append(f"scene {scene_id!r}: unknown role {role!r}; expected one of {', '.join(ROLES)}")
     if not row.uri.strip():
         errors.append(f"scene {scene_id!r}: empty uri")
-    if role in ("train", "calval") and not row.label_uri.strip():
+    if labels_required and role in ("train", "calval") and not row.label_uri.strip():
         errors.append(f"scene {scene_id!r}: role {role} needs a label_uri")
+    try:
+        if parse_bounds(row.bounds) is not None and role == "apply":
+            errors.append(f"scene {scene_id!r}: bounds are for train and calval rows, not apply")
+    except ValueError as exc:
+        errors.append(f"scene {scene_id!r}: {exc}")
     for col in ("sha256", "label_sha256"):
         value = getattr(row, col)
         if value and not _SHA256_RE.match(value):

@@ -1,7 +1,8 @@
 """Scores from a confusion matrix: the one place where precision, recall, F1 and IoU are defined.
 
 A confusion matrix ``cm`` is ``(classes, classes)`` with ``cm[true, predicted]`` pixel counts,
-nodata and ignored pixels already left out.
+nodata and ignored pixels already left out. Downscaling's errors (:func:`error_metrics`) are
+in the field's units over the cells where prediction and truth both have data.
 """
 
 from __future__ import annotations
@@ -78,4 +79,27 @@ def scores(cm: np.ndarray, classes: list[str]) -> dict[str, Any]:
             "iou": float(_ratio(tps, tps + fps + fns)),
         },
         "pixels": int(total),
+    }
+
+
+def error_metrics(pred: np.ndarray, truth: np.ndarray) -> dict[str, float]:
+    """RMSE, MAE, bias (mean of prediction minus truth), max absolute error and the number of
+    cells, over the cells where both are finite, in the field's units."""
+    valid = np.isfinite(pred) & np.isfinite(truth)
+    n = int(valid.sum())
+    if n == 0:
+        return {
+            "rmse": float("nan"),
+            "mae": float("nan"),
+            "bias": float("nan"),
+            "max_error": float("nan"),
+            "cells": 0,
+        }
+    err = pred[valid].astype(np.float64) - truth[valid].astype(np.float64)
+    return {
+        "rmse": float(np.sqrt(np.mean(err**2))),
+        "mae": float(np.mean(np.abs(err))),
+        "bias": float(np.mean(err)),
+        "max_error": float(np.max(np.abs(err))),
+        "cells": n,
     }

@@ -40,8 +40,10 @@ def build_mosaic(
     vrt: str | os.PathLike[str],
     overview: str | os.PathLike[str],
     factor: int = 8,
+    resampling: str = "mode",
 ) -> None:
-    """Write ``vrt`` over ``maps`` and ``overview``, a COG downsampled by ``factor`` (mode).
+    """Write ``vrt`` over ``maps`` and ``overview``, a COG downsampled by ``factor`` with GDAL's
+    ``resampling`` (``mode`` for class maps, ``average`` for fields).
 
     Paths inside the VRT are relative to it, so the results folder can move. With no map at all
     the VRT and overview are still written (1 x 1 pixel of nodata) so that the run completes.
@@ -66,7 +68,7 @@ def build_mosaic(
                     pct,
                     pct,
                     "-r",
-                    "mode",
+                    resampling,
                     "-co",
                     "COMPRESS=DEFLATE",
                     str(tmp_vrt.resolve()),

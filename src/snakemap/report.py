@@ -234,3 +234,55 @@ def best_predictor(
     table = table[table["kind"].isin(kinds)] if table["kind"].isin(kinds).any() else table
     best = table.sort_values("macro_iou", ascending=False).iloc[0]
     return {str(k): v for k, v in best.items()}
+
+
+def downscaling_figure(
+    truth: str | os.PathLike[str],
+    panels: Sequence[tuple[int, str, str | os.PathLike[str], str | os.PathLike[str]]],
+    title: str,
+    out: str | os.PathLike[str],
+) -> None:
+    """One row per scale of a downscaling calval site: the true field | the best model's map | its
+    error | bicubic's error | predicted against true (model and bicubic).
+
+    Args:
+        truth: the site's cleaned image (band 1: the field).
+        panels: ``(scale, model name, model map, bicubic map)`` per scale.
+    """
+    fig, axes = plt.subplots(len(panels), 5, figsize=(20, 4.2 * len(panels)), squeeze=False)
+    for row, (scale, name, model_map, bicubic_map) in zip(axes, panels, strict=True):
+        with rasterio.open(model_map) as src:
+            pred = src.read(1)
+        with rasterio.open(bicubic_map) as src:
+            bicubic = src.read(1)
+        with rasterio.open(truth) as src:
+            true = src.read(1, window=((0, pred.shape[0]), (0, pred.shape[1]))).astype(np.float32)
+        lo, hi = np.nanpercentile(true, [1, 99]) if np.isfinite(true).any() else (0.0, 1.0)
+        err_model, err_bicubic = pred - true, bicubic - true
+        finite = np.isfinite(err_bicubic)
+        limit = float(np.nanpercentile(np.abs(err_bicubic), 99)) if finite.any() else 1.0
+        row[0].imshow(np.ma.masked_invalid(true), cmap="viridis", vmin=lo, vmax=hi, interpolation="nearest")
+        row[0].set_title(f"x{scale}: true field")
+        row[1].imshow(np.ma.masked_invalid(pred), cmap="viridis", vmin=lo, vmax=hi, interpolation="nearest")
+        row[1].set_title(name)
+        for ax, err, label in ((row[2], err_model, "model"), (row[3], err_bicubic, "bicubic")):
+            ax.imshow(
+                np.ma.masked_invalid(err), cmap="RdBu_r", vmin=-limit, vmax=limit, interpolation="nearest"
+            )
+            rmse = float(np.sqrt(np.nanmean(err**2))) if np.isfinite(err).any() else float("nan")
+            ax.set_title(f"{label} error (RMSE {rmse:.3g})")
+        for ax in row[:4]:
+            ax.set_xticks([])
+            ax.set_yticks([])
+        keep = np.isfinite(true) & np.isfinite(pred) & finite
+        rng = np.random.default_rng(0)
+        pick = rng.choice(np.flatnonzero(keep), size=min(4000, int(keep.sum())), replace=False)
+        t = true.ravel()[pick]
+        row[4].scatter(t, bicubic.ravel()[pick], s=2, alpha=0.4, label="bicubic", color="#999999")
+        row[4].scatter(t, pred.ravel()[pick], s=2, alpha=0.4, label="model", color="#d62728")
+        row[4].plot([lo, hi], [lo, hi], color="black", lw=0.8)
+        row[4].set_xlabel("true")
+        row[4].set_ylabel("predicted")
+        row[4].legend(loc="upper left", markerscale=4)
+    fig.suptitle(title)
+    _save(fig, out)

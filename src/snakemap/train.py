@@ -32,10 +32,13 @@ from lightning.fabric.plugins.environments.lightning import LightningEnvironment
 from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger
 
-from snakemap.data import ChipDataModule, ChipDataset
+from snakemap.config import ConfigError
+from snakemap.data import ChipDataModule, ChipDataset, chip_paths
+from snakemap.grid import DOWNSCALING_ARCHS as ARCHS
 from snakemap.grid import ModelOptions, learning_params
 from snakemap.io import atomic_path, read_json
 from snakemap.resume import AtomicCheckpointIO, job_fingerprint, pick_resume, prepare_state
+from snakemap.srtask import DownscalingTask
 from snakemap.stats import Normalizer
 from snakemap.task import SegmentationTask
 
@@ -142,12 +145,39 @@ def _trainer_setup(gpus: int) -> dict[str, Any]:
     return {"accelerator": "cpu", "devices": 1, "precision": "32-true", "strategy": "auto"}
 
 
+def for_task(opts: ModelOptions, task: str) -> ModelOptions:
+    """The options as a task reads them. Downscaling: every cleaned band (the field, then the
+    auxiliary fields), each grid normalised by its own statistics, no class balance, and the
+    segmentation defaults of ``loss`` and ``monitor`` read as ``{l1: 1.0}`` and ``val_rmse``.
+
+    Raises:
+        ConfigError: naming the key, for an architecture or loss the task does not have.
+    """
+    if task == "segmentation":
+        if opts.arch in ARCHS:
+            raise ConfigError(f"models arch {opts.arch!r} is a downscaling network: set task: downscaling")
+        return opts
+    if opts.arch not in ARCHS:
+        raise ConfigError(
+            f"models arch {opts.arch!r} is not a downscaling network: use one of {', '.join(ARCHS)}"
+        )
+    loss = {"l1": 1.0} if opts.loss == {"ce": 1.0} else opts.loss
+    unknown = sorted(set(loss) - {"l1", "mse"})
+    if unknown:
+        raise ConfigError(f"models loss {unknown} are segmentation losses: downscaling uses l1, mse")
+    monitor = "val_rmse" if opts.monitor == "val_iou" else opts.monitor
+    if monitor not in ("val_rmse", "val_ratio", "val_loss"):
+        raise ConfigError(f"models monitor {monitor!r}: downscaling logs val_rmse, val_ratio, val_loss")
+    return dataclasses.replace(opts, bands=None, normalize="scene", balance=None, loss=loss, monitor=monitor)
+
+
 def resolve_job(
     opts: ModelOptions, fold: int | None, classes: list[str], ignore_index: int, stats: dict[str, Any]
 ) -> dict[str, Any]:
     """A job's resolved config (``config.yaml``): what it learns, without its resources.
 
     Args:
+        opts: the options as the task reads them (:func:`for_task`).
         stats: the band statistics (``bands.json``), which give the input bands' mean and std.
     """
     available = [b["name"] for b in stats["bands"]]
@@ -177,6 +207,7 @@ def train_job(
     data: JobData,
     gpus: int | None = None,
     cpus: int | None = None,
+    task: str = "segmentation",
 ) -> Path:
     """Train one job into ``out`` (see the module docstring); return the best checkpoint.
 
@@ -188,14 +219,18 @@ def train_job(
         classes, ignore_index: from the labels config.
         data: the chip tables, folds and statistics.
         gpus, cpus: GPUs and CPU cores given to the job (its resources); None uses ``params``'.
+        task: ``segmentation`` (a :class:`SegmentationTask`) or ``downscaling`` (a
+            :class:`DownscalingTask`, ``classes`` empty).
     """
-    opts = ModelOptions(**params)
+    opts = for_task(ModelOptions(**params), task)
     gpus = opts.gpus if gpus is None else gpus
     cpus = opts.cpus if cpus is None else cpus
     out = Path(out)
     work = out / "train"
     stats = read_json(data.stats)
     resolved = resolve_job(opts, fold, classes, ignore_index, stats)
+    if task != "segmentation":
+        resolved["task"] = task
     bands, mean, std = resolved["bands"], resolved["mean"], resolved["std"]
     channels = [[b["name"] for b in stats["bands"]].index(b) for b in bands]
     prepare_state(work, job_fingerprint(resolved, data))
@@ -215,26 +250,28 @@ def train_job(
         seed=opts.seed,
         samples_per_epoch=opts.samples_per_epoch,
     )
-    task = SegmentationTask(
-        opts.arch,
-        opts.encoder_name,
-        classes,
-        bands,
-        mean,
-        std,
-        ignore_index,
-        opts.encoder_weights,
-        opts.loss,
-        opts.class_weights,
-        opts.optimizer,
-        opts.lr,
-        opts.weight_decay,
-        opts.scheduler,
-        opts.epochs,
-        opts.augment,
-        opts.normalize,
-    )
-    mode = "min" if opts.monitor.endswith("loss") else "max"
+    module_task: L.LightningModule
+    if task == "downscaling":
+        size = int(np.load(chip_paths(train[0][0]).image, mmap_mode="r").shape[-1])
+        if size % opts.scale:
+            raise ConfigError(f"chips.size {size} is not a multiple of models scale {opts.scale}")
+        module_task = DownscalingTask(
+            opts.arch,
+            opts.scale,
+            bands,
+            opts.features,
+            opts.blocks,
+            opts.loss,
+            opts.optimizer,
+            opts.lr,
+            opts.weight_decay,
+            opts.scheduler,
+            opts.epochs,
+            opts.augment,
+        )
+    else:
+        module_task = _segmentation_task(opts, classes, bands, mean, std, ignore_index)
+    mode = "min" if opts.monitor.endswith(("loss", "rmse", "ratio")) else "max"
     checkpoints = work / "checkpoints"
     # Two checkpoints, each overwritten in place: Lightning's save_last only writes when a new
     # best was saved, which would make last.ckpt the best one and lose epochs on a resume.
@@ -267,10 +304,39 @@ def train_job(
         enable_model_summary=False,
         **setup,
     )
-    trainer.fit(task, datamodule=module, ckpt_path=resume, weights_only=True)
+    trainer.fit(module_task, datamodule=module, ckpt_path=resume, weights_only=True)
     if trainer.global_rank == 0:
         _publish(out, work)
     return out / "best.ckpt"
+
+
+def _segmentation_task(
+    opts: ModelOptions,
+    classes: list[str],
+    bands: list[str],
+    mean: list[float],
+    std: list[float],
+    ignore_index: int,
+) -> SegmentationTask:
+    return SegmentationTask(
+        opts.arch,
+        opts.encoder_name,
+        classes,
+        bands,
+        mean,
+        std,
+        ignore_index,
+        opts.encoder_weights,
+        opts.loss,
+        opts.class_weights,
+        opts.optimizer,
+        opts.lr,
+        opts.weight_decay,
+        opts.scheduler,
+        opts.epochs,
+        opts.augment,
+        opts.normalize,
+    )
 
 
 def _publish(out: Path, work: Path) -> None:

@@ -60,7 +60,7 @@ rule mosaic:
     conda:
         "../envs/snakemap.yaml"
     params:
-        options=options("apply"),
+        options=options("apply", "task"),
     shell:
         "snakemap mosaic {input:q} --vrt {output.vrt:q} --overview {output.overview:q}"
         " --options {params.options:q} 2> {log:q}"
@@ -77,7 +77,7 @@ rule progress:
     conda:
         "../envs/snakemap.yaml"
     params:
-        options=options("manifest", "apply"),
+        options=options("manifest", "apply", "task"),
     shell:
         "snakemap progress --predictor {wildcards.predictor:q} --out {output:q}"
         " --options {params.options:q} > {log:q} 2>&1"

@@ -17,7 +17,7 @@ rule chips:
     resources:
         mem_mb=lambda w, attempt: config["resources"]["chips_mem_mb"] * attempt,
     params:
-        options=options("chips", "labels"),
+        options=options("chips", "labels", "task"),
     shell:
         "snakemap chips {wildcards.scene:q} --clean {input:q} --image {output.image:q}"
         " --label {output.label:q} --index {output.index:q}"
@@ -35,7 +35,7 @@ rule folds:
     conda:
         "../envs/snakemap.yaml"
     params:
-        options=options("splits"),
+        options=options("splits", "task"),
     shell:
         "snakemap folds {input.index:q} --manifest {input.manifest:q} --out {output:q}"
         " --options {params.options:q} 2> {log:q}"

@@ -18,6 +18,7 @@ from snakemap.grid import (
     learning_params,
     split_predictor,
 )
+from snakemap.grid import check_downscaling
 from snakemap.grid import expand as expand_models
 from snakemap.manifest import SCENE_ID_PATTERN, read_manifest, scenes_with_role
 from snakemap.sensors import SceneTables
@@ -33,11 +34,19 @@ validate(config, "../schemas/config.schema.yaml")
 # The sensors and label schemes, checked against bands and labels; then the manifest, whose
 # messages name the line of each bad row (and of each sensor or label scheme not in the tables).
 TABLES = SceneTables.from_config(config)
-MANIFEST = read_manifest(config["manifest"], sensors=TABLES.sensors, label_schemes=TABLES.label_schemes)
+MANIFEST = read_manifest(
+    config["manifest"],
+    sensors=TABLES.sensors,
+    label_schemes=TABLES.label_schemes,
+    labels_required=config["task"] != "downscaling",
+)
 # Row-by-row JSON-schema validation costs seconds at 100,000 rows: the package's check above
 # covers every apply row already; the schema checks the (few) training and calval rows again.
 validate(MANIFEST[MANIFEST["role"] != "apply"], "../schemas/manifest.schema.yaml")
 
+# segmentation or downscaling: the task changes the calval, report and apply rules (see Snakefile)
+TASK = config["task"]
+FIELD = TASK == "downscaling"
 TRAIN = scenes_with_role(MANIFEST, "train")
 CALVAL = scenes_with_role(MANIFEST, "calval")
 
@@ -70,14 +79,14 @@ def row_tables(rows, columns=("sensor", "label_scheme")):
 def clean_options(wildcards):
     """bands, clean and labels plus the scene's own sensor and label scheme, as JSON: changing
     another sensor's entry reruns none of this scene's jobs."""
-    found = {s: config[s] for s in ("bands", "clean", "labels") if s in config}
+    found = {s: config[s] for s in ("bands", "clean", "labels", "task", "downscaling") if s in config}
     return json.dumps({**found, **row_tables(MANIFEST.loc[[wildcards.scene]])}, sort_keys=True)
 
 
 def clean_args(wildcards):
-    """--sensor and --label-scheme of the scene being built (nothing for a row without them)."""
+    """--sensor, --label-scheme and --bounds of the scene being built (none for a row without)."""
     row = scene(wildcards)
-    flags = {"sensor": "--sensor", "label_scheme": "--label-scheme"}
+    flags = {"sensor": "--sensor", "label_scheme": "--label-scheme", "bounds": "--bounds"}
     return " ".join(f"{flag} {shlex.quote(row[col])}" for col, flag in flags.items() if row[col])
 
 
@@ -105,6 +114,8 @@ def report_outputs(wildcards=None):
     """The calval summary and the report's tables and figures (nothing without calval sites)."""
     if not calval_predictors():
         return []
+    if FIELD:
+        return ["results/calval/summary.csv"] + expand("results/reports/scale_x{s}.csv", s=SCALES)
     return [
         "results/calval/summary.csv",
         "results/reports/summary.csv",
@@ -118,7 +129,8 @@ def preview_outputs(wildcards=None):
     checkpoint, so that a dry run still lists every other job."""
     if not calval_predictors():
         return []
-    return expand("results/reports/previews/{site}.png", site=ok_sites())
+    figures = "results/reports/downscaling/{site}.png" if FIELD else "results/reports/previews/{site}.png"
+    return expand(figures, site=ok_sites())
 
 
 def model_outputs():
@@ -159,6 +171,9 @@ def calval_chips(wildcards):
     return expand("results/chips/{scene}.index.parquet", scene=CALVAL)
 
 
+# Downscaling: every model's scale factor (a config mistake stops the run here, naming the key).
+SCALES = check_downscaling(config, JOBS.values()) if FIELD else []
+
 # Calval: models' checkpoints, ensembles and baselines, each scored at the calval sites.
 CV = config["calval"]
 ENSEMBLES = CV["ensembles"]
@@ -173,10 +188,13 @@ wildcard_constraints:
 
 
 def calval_predictors():
-    """Every predictor to score: checkpoints of each model, ensembles, baselines."""
+    """Every predictor to score: checkpoints of each model, ensembles, baselines (downscaling:
+    each interpolation of downscaling.baselines at each model's scale)."""
     if not CALVAL:
         return []
     found = [f"models/{key}/{ck}" for key in JOBS for ck in CV["checkpoints"]]
+    if FIELD:
+        return found + [f"baselines/{m}-x{s}" for s in SCALES for m in config["downscaling"]["baselines"]]
     return found + [f"ensembles/{n}" for n in ENSEMBLES] + [f"baselines/{n}" for n in BASELINES]
 
 
@@ -298,7 +316,8 @@ def shard_fingerprint(wildcards):
 def shard_options(wildcards):
     """bands, clean, predict, apply and acquire plus the sensors of the shard's scenes, as JSON."""
     rows = MANIFEST.loc[shard_members(APPLY_SCENES, wildcards.shard, APPLY["shard_size"])]
-    found = {s: config[s] for s in ("bands", "clean", "predict", "apply", "acquire") if s in config}
+    sections = ("bands", "clean", "predict", "apply", "acquire", "task", "downscaling")
+    found = {s: config[s] for s in sections if s in config}
     return json.dumps({**found, **row_tables(rows, ["sensor"])}, sort_keys=True)
 
 

@@ -29,7 +29,7 @@ rule train:
     params:
         # what the job learns; its resources below are not in it, so raising them reruns nothing
         job=job_json,
-        labels=options("labels"),
+        labels=options("labels", "task"),
     shell:
         "snakemap train --job {params.job:q} --options {params.labels:q}"
         " --train-indexes {input.train:q} --calval-indexes {input.calval:q}"

@@ -75,7 +75,7 @@ def _apply_shard(args: argparse.Namespace, cfg: dict[str, Any]) -> int:
     bands = build("bands", cfg.get("bands"))
     # The workflow passes the sensors of the shard's scenes only: each is looked up here, before any work.
     tables = SceneTables(sensors=build_sensors(cfg.get("sensors"), bands))
-    manifest = read_manifest(args.manifest)
+    manifest = read_manifest(args.manifest, labels_required=cfg.get("task") != "downscaling")
     rows = manifest[manifest["role"] == "apply"]
     members = set(shard_members(rows["scene_id"].tolist(), args.shard, apply.shard_size))
     scenes = [
@@ -83,16 +83,35 @@ def _apply_shard(args: argparse.Namespace, cfg: dict[str, Any]) -> int:
         for r in manifest_rows(rows)
         if r.scene_id in members
     ]
-    runner = ShardRunner(
-        args.root,
-        _make_predictor(args, cfg),
-        bands,
-        build("clean", cfg.get("clean")),
-        build("predict", cfg.get("predict")),
-        apply,
-        build("acquire", cfg.get("acquire")),
-        args.vrt,
-    )
+    runner: ShardRunner
+    if cfg.get("task") == "downscaling":
+        import torch
+
+        from snakemap.apply import FieldShardRunner
+        from snakemap.srtask import load_downscaler
+
+        device = torch.device("cuda" if args.gpus and torch.cuda.is_available() else "cpu")
+        runner = FieldShardRunner(
+            args.root,
+            load_downscaler(args.checkpoint[0], device),
+            bands,
+            build("clean", cfg.get("clean")),
+            build("predict", cfg.get("predict")),
+            apply,
+            build("downscaling", cfg.get("downscaling")),
+            build("acquire", cfg.get("acquire")),
+        )
+    else:
+        runner = ShardRunner(
+            args.root,
+            _make_predictor(args, cfg),
+            bands,
+            build("clean", cfg.get("clean")),
+            build("predict", cfg.get("predict")),
+            apply,
+            build("acquire", cfg.get("acquire")),
+            args.vrt,
+        )
     result = runner.run_shard(args.shard, scenes)
     logging.info(
         "%s: %d scenes processed, %d already done", args.shard, result["processed"], result["skipped"]
@@ -103,7 +122,7 @@ def _apply_shard(args: argparse.Namespace, cfg: dict[str, Any]) -> int:
 def _inputs_vrt(args: argparse.Namespace, cfg: dict[str, Any]) -> int:
     from snakemap.mosaic import build_inputs_vrt
 
-    manifest = read_manifest(args.manifest)
+    manifest = read_manifest(args.manifest, labels_required=cfg.get("task") != "downscaling")
     uris = manifest.loc[manifest["role"] == "apply", "uri"].tolist()
     build_inputs_vrt(uris, args.out)
     logging.info("VRT of %d apply scenes: %s", len(uris), args.out)
@@ -115,7 +134,8 @@ def _mosaic(args: argparse.Namespace, cfg: dict[str, Any]) -> int:
     from snakemap.mosaic import build_mosaic
 
     maps = ok_scene_maps(args.shards)
-    build_mosaic(maps, args.vrt, args.overview, build("apply", cfg.get("apply")).overview_factor)
+    resampling = "average" if cfg.get("task") == "downscaling" else "mode"  # fields, or classes
+    build_mosaic(maps, args.vrt, args.overview, build("apply", cfg.get("apply")).overview_factor, resampling)
     logging.info("mosaic of %d scenes: %s", len(maps), args.vrt)
     return 0
 
@@ -147,7 +167,10 @@ def _progress(args: argparse.Namespace, cfg: dict[str, Any]) -> int:
     predictors = args.predictor or apply.predictors
     if not predictors:
         raise ConfigError("no predictor: pass --predictor NAME, or a config with apply.predictors")
-    manifest = read_manifest(cfg["manifest"] if args.manifest is None else args.manifest)
+    manifest = read_manifest(
+        cfg["manifest"] if args.manifest is None else args.manifest,
+        labels_required=cfg.get("task") != "downscaling",
+    )
     scene_ids = manifest.loc[manifest["role"] == "apply", "scene_id"].tolist()
     results = {p: progress(args.results / "maps" / p, scene_ids, apply.shard_size) for p in predictors}
     if args.out:

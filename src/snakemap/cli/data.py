@@ -10,7 +10,7 @@ from typing import Any
 
 from snakemap.cli.common import step_options
 from snakemap.config import build
-from snakemap.manifest import read_manifest
+from snakemap.manifest import parse_bounds, read_manifest
 
 
 def _demo_scene(args: argparse.Namespace, cfg: dict[str, Any]) -> int:
@@ -42,15 +42,21 @@ def _clean(args: argparse.Namespace, cfg: dict[str, Any]) -> int:
     tables = SceneTables.from_config(cfg)
     bands, clean = build("bands", cfg.get("bands")), build("clean", cfg.get("clean"))
     tables.cleaned_bands(bands, clean.qa_band, [args.sensor])  # config mistakes: exit 2, no state
+    field = cfg.get("task") == "downscaling"
     status = clean_scene(
         args.scene,
         args.acquired,
         args.out,
         bands,
         clean,
-        tables.scene_labels(args.label_scheme),
+        None if field else tables.scene_labels(args.label_scheme),
         tables.sensor(args.sensor),
+        parse_bounds(args.bounds or ""),
     )
+    if field:  # the auxiliary fields join the cleaned field as extra bands
+        from snakemap.fields import add_auxiliary
+
+        status = add_auxiliary(args.out, build("downscaling", cfg.get("downscaling")).auxiliary)
     logging.info("scene %s: %s %s", args.scene, status.status, status.reason)
     return 0
 
@@ -65,14 +71,12 @@ def _analyze(args: argparse.Namespace, cfg: dict[str, Any]) -> int:
 def _chips(args: argparse.Namespace, cfg: dict[str, Any]) -> int:
     from snakemap.chips import ChipPaths, write_chips
 
-    labels = build("labels", cfg["labels"])
-    n = write_chips(
-        args.clean,
-        ChipPaths(args.image, args.label, args.index),
-        build("chips", cfg.get("chips")),
-        labels.target_indices,
-        labels.ignore_index,
-    )
+    paths, chips = ChipPaths(args.image, args.label, args.index), build("chips", cfg.get("chips"))
+    if cfg.get("task") == "downscaling":
+        n = write_chips(args.clean, paths, chips, [], 255, field=True)
+    else:
+        labels = build("labels", cfg["labels"])
+        n = write_chips(args.clean, paths, chips, labels.target_indices, labels.ignore_index)
     logging.info("scene %s: %d chips", args.scene, n)
     return 0
 
@@ -80,7 +84,7 @@ def _chips(args: argparse.Namespace, cfg: dict[str, Any]) -> int:
 def _folds(args: argparse.Namespace, cfg: dict[str, Any]) -> int:
     from snakemap.splits import write_folds
 
-    manifest = read_manifest(args.manifest)
+    manifest = read_manifest(args.manifest, labels_required=cfg.get("task") != "downscaling")
     aoi = {str(scene): str(area) for scene, area in manifest["aoi"].items()}
     folds = write_folds(args.indexes, aoi, args.out, build("splits", cfg.get("splits")))
     logging.info("%d chips in %d folds", len(folds), folds["fold"].nunique())
@@ -94,7 +98,7 @@ def _check_manifest(args: argparse.Namespace, cfg: dict[str, Any]) -> int:
 
         tables = SceneTables.from_config(cfg)
         names = {"sensors": tables.sensors, "label_schemes": tables.label_schemes}
-    manifest = read_manifest(args.manifest, **names)
+    manifest = read_manifest(args.manifest, **names, labels_required=cfg.get("task") != "downscaling")
     counts = manifest["role"].value_counts().to_dict()
     print(
         f"{args.manifest}: {len(manifest)} scenes " + ", ".join(f"{k}={v}" for k, v in sorted(counts.items()))
@@ -130,6 +134,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument(
         "--label-scheme", default="", help="the scene's entry of label_schemes (default: labels.remap)"
     )
+    p.add_argument("--bounds", help="minx,miny,maxx,maxy in the scene's CRS: use only this part")
     p.set_defaults(func=_clean)
 
     p = sub.add_parser("analyze", parents=[common], help="per-band statistics of clean scenes")

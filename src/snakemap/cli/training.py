@@ -16,11 +16,13 @@ def _train(args: argparse.Namespace, cfg: dict[str, Any]) -> int:
     from snakemap.train import JobData, train_job
 
     job = json.loads(args.job)
-    labels = build("labels", cfg["labels"])
+    task = cfg.get("task", "segmentation")
+    classes, ignore_index = [], 255
+    if task == "segmentation":
+        labels = build("labels", cfg["labels"])
+        classes, ignore_index = labels.classes, labels.ignore_index
     data = JobData(args.train_indexes, args.calval_indexes or [], args.folds, args.stats)
-    train_job(
-        args.out, job["params"], job["fold"], labels.classes, labels.ignore_index, data, args.gpus, args.cpus
-    )
+    train_job(args.out, job["params"], job["fold"], classes, ignore_index, data, args.gpus, args.cpus, task)
     return 0
 
 

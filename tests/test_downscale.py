@@ -1,0 +1,196 @@
+"""Downscaling's array operations and files: degradation, interpolation, windowed prediction and
+the output grid, on synthetic fields and the real CONUS elevation grid."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rasterio
+import torch
+
+from snakemap.downscale import (
+    METHODS,
+    GridStats,
+    block_mean,
+    degrade,
+    downscale_grid,
+    fill_nearest,
+    interpolate_grid,
+    upsample,
+)
+from snakemap.fields import downscale_raster
+from snakemap.metrics import error_metrics
+from snakemap.srnets import ARCHS, build_srnet
+from snakemap.srtask import training_pair
+from tests.conftest import write_tif
+
+
+def test_constant_and_linear_fields_come_back_exactly_where_they_should() -> None:
+    rows, cols = np.mgrid[0:64, 0:48].astype(np.float32)
+    constant = np.full((64, 48), 7.25, dtype=np.float32)
+    linear = 3 * rows - 2 * cols + 5
+    for scale in (2, 4, 8):
+        lr = degrade(constant, scale)
+        assert lr.shape == (64 // scale, 48 // scale)
+        for method in METHODS:
+            np.testing.assert_allclose(interpolate_grid(lr, scale, method), constant, rtol=0, atol=1e-5)
+        # a block mean of a linear field is its value at the block's centre: bilinear interpolation
+        # between centres gives the field back away from the outermost half cell of LR cells
+        back = interpolate_grid(degrade(linear, scale), scale, "bilinear")
+        inner = (slice(scale, -scale), slice(scale, -scale))
+        np.testing.assert_allclose(back[inner], linear[inner], rtol=0, atol=1e-3)
+        assert np.abs(back - linear).max() > 0.1  # the edges are extrapolated flat, as they should
+
+
+def test_nodata_never_leaks_into_valid_cells() -> None:
+    field = np.full((16, 16), 10.0, dtype=np.float32)
+    field[:4, :4] = np.nan  # one whole LR block (x4) without data
+    field[4:8, 4:6] = np.nan  # half a block
+    field[8:12, 8:12] = -9999.0  # a nodata value would dominate a plain mean; NaN is what we use
+    field[8:12, 8:12] = np.nan
+    lr = degrade(field, 4)
+    assert np.isnan(lr[0, 0])  # no data at all: no value
+    assert lr[1, 1] == 10.0  # the mean of the valid half only
+    assert np.isnan(lr[2, 2])
+    assert np.nanmax(np.abs(lr - 10.0)) == 0.0
+    filled = fill_nearest(lr)
+    assert np.isfinite(filled).all() and (filled == 10.0).all()
+    # the interpolated map is NaN exactly where the LR cell had no data
+    up = interpolate_grid(lr, 4, "bicubic")
+    assert np.isnan(up[:4, :4]).all() and np.isfinite(up[4:8, 4:8]).all()
+    # a training pair's target keeps the gaps (the loss skips them); its input has none
+    images = torch.from_numpy(np.nan_to_num(field))[None, None]
+    labels = torch.from_numpy(np.isfinite(field).astype(np.int64))[None]
+    lr_t, hr_t = training_pair(images, labels, 4)
+    assert torch.isfinite(lr_t).all() and float(lr_t.max()) == 10.0 and float(lr_t.min()) == 10.0
+    assert torch.equal(torch.isnan(hr_t[0, 0]), torch.from_numpy(np.isnan(field)))
+
+
+def test_every_network_maps_lr_to_hr_and_the_recurrent_one_has_a_stage_per_doubling() -> None:
+    lr, aux = torch.zeros(2, 1, 8, 8), torch.zeros(2, 2, 64, 64)
+    for arch in ARCHS:
+        out = build_srnet(arch, 8, aux_channels=2, features=8, blocks=2)(lr, aux)
+        assert out[-1].shape == (2, 1, 64, 64)
+        # residual on bicubic: a zero input gives a field near 0, not the network's bias alone
+        assert len(out) == (3 if arch == "RecurrentSRCNN" else 1)
+    with pytest.raises(ValueError, match="power of 2"):
+        build_srnet("RecurrentSRCNN", 3)
+    with pytest.raises(ValueError, match="unknown downscaling arch"):
+        build_srnet("Unet", 4)
+
+
+def test_windowed_prediction_has_no_seams() -> None:
+    torch.manual_seed(0)
+    net = build_srnet("SRCNN", 4, features=8).eval()
+
+    def model(lr: torch.Tensor, aux: torch.Tensor | None) -> torch.Tensor:
+        out: list[torch.Tensor] = net(lr, aux)
+        return out[-1]
+
+    rng = np.random.default_rng(0)
+    lr = rng.normal(size=(37, 29)).astype(np.float32).cumsum(0)
+    lr[5:9, 3:6] = np.nan
+    whole = downscale_grid(lr, 4, model, window=64, overlap=0)
+    tiled = downscale_grid(lr, 4, model, window=12, overlap=4, batch_size=3)
+    assert whole.shape == tiled.shape == (148, 116)
+    np.testing.assert_allclose(tiled, whole, rtol=0, atol=1e-4)
+    assert np.isnan(tiled[20:36, 12:24]).all() and np.isfinite(tiled).sum() == 148 * 116 - 16 * 12
+    # the identity model (bicubic alone) is the bicubic baseline
+    plain = downscale_grid(lr, 4, lambda x, a: upsample(x, 4), window=10, overlap=3)
+    np.testing.assert_allclose(plain, interpolate_grid(lr, 4, "bicubic"), rtol=0, atol=1e-3)
+
+
+def test_grid_statistics_and_error_metrics() -> None:
+    assert GridStats.of(np.array([[1.0, 3.0], [np.nan, np.nan]], dtype=np.float32)) == GridStats(2.0, 1.0)
+    assert GridStats.of(np.full((3, 3), 5.0, dtype=np.float32)).std == 1.0  # constant: no division by 0
+    pred = np.array([1.0, 2.0, np.nan, 4.0])
+    truth = np.array([1.0, 4.0, 3.0, np.nan])
+    m = error_metrics(pred, truth)
+    assert m == {"rmse": pytest.approx(np.sqrt(2)), "mae": 1.0, "bias": -1.0, "max_error": 2.0, "cells": 2}
+
+
+def test_a_downscaled_grid_has_s_times_the_cells_on_the_same_bounds(
+    tmp_path: Path, shared_data: Path
+) -> None:
+    # 150x200 cells of the real CONUS elevation grid; the sea (0 in the file) has no data
+    with rasterio.open(shared_data / "downscaling" / "conus_elevation_4km.tif") as src:
+        window = rasterio.windows.Window(0, 400, 200, 150)
+        field = src.read(1, window=window).astype(np.float32)
+        crs, transform = src.crs, src.window_transform(window)
+    field[field == 0] = np.nan
+    assert np.isnan(field).any() and np.isfinite(field).any()
+    lr_path = write_tif(
+        tmp_path / "lr.tif", field, crs=crs.to_string(), transform=transform, nodata=float("nan")
+    )
+    torch.manual_seed(0)
+    net = build_srnet("EDSR", 4, features=8, blocks=1).eval()
+    figures = downscale_raster(
+        lr_path, tmp_path / "hr.tif", lambda x, a: net(x, a)[-1], 4, window=32, overlap=6
+    )
+    with rasterio.open(lr_path) as lr, rasterio.open(tmp_path / "hr.tif") as hr:
+        assert (hr.height, hr.width) == (4 * lr.height, 4 * lr.width)
+        assert hr.crs == lr.crs
+        assert hr.bounds == pytest.approx(lr.bounds)
+        assert hr.res == pytest.approx((lr.res[0] / 4, lr.res[1] / 4))
+        out = hr.read(1)
+    assert figures["output_shape"] == [600, 800]
+    np.testing.assert_array_equal(np.isnan(out), np.repeat(np.repeat(np.isnan(field), 4, 0), 4, 1))
+    assert block_mean(torch.from_numpy(out), 4).shape == field.shape
+
+
+def test_the_ice_thickness_example_runs_end_to_end(tmp_path: Path, shared_data: Path) -> None:
+    """The downscaling example with surface elevation as an auxiliary channel, through a real
+    snakemake (one short epoch per model): metrics table with the baselines, the apply map."""
+    import json
+    import shutil
+
+    import pandas as pd
+    import yaml
+
+    from tests.conftest import REPO
+    from tests.test_workflow import snakemake
+
+    work = tmp_path / "work"
+    shutil.copytree(REPO / "config", work / "config")
+    (tmp_path / "shared").symlink_to(shared_data.parent)
+    config = yaml.safe_load((work / "config/examples/downscaling_ice.yaml").read_text())
+    config["models"]["base"].update(epochs=1, samples_per_epoch=32, features=8, blocks=1)
+    config["models"]["grid"] = {"arch": ["RecurrentSRCNN", "EDSR"]}
+    (work / "config/test.yaml").write_text(yaml.safe_dump(config))
+    snakemake(work, "--configfile", "config/test.yaml", "--replace-workflow-config")
+
+    table = pd.read_csv(work / "results/reports/scale_x4.csv").set_index("predictor")
+    assert set(table.index) == {
+        "models/arch-RecurrentSRCNN/best",
+        "models/arch-EDSR/best",
+        "baselines/bicubic-x4",
+        "baselines/bilinear-x4",
+        "baselines/nearest-x4",
+    }
+    assert (table["cells"] == 4525).all()  # the calval site's valid cells (its third of the glacier)
+    assert table.loc["baselines/bicubic-x4", "rmse_ratio_bicubic"] == 1.0
+    assert (table.loc["baselines/nearest-x4", "rmse_ratio_bicubic"]) > 1.0  # blocky is worse
+    for column in ("rmse", "mae", "bias", "max_error", "rmse_ratio_bilinear", "rmse_ratio_nearest"):
+        assert table[column].notna().all()
+    assert table.loc["models/arch-EDSR/best", "selection"] == "held-out fold"
+    # the auxiliary field joined the cleaned field; the model knows it by name
+    status = json.loads((work / "results/clean/hef_west/status.json").read_text())
+    assert status["bands"] == ["thickness", "surface"]
+    resolved = yaml.safe_load((work / "results/models/arch-EDSR/config.yaml").read_text())
+    assert resolved["task"] == "downscaling" and resolved["bands"] == ["thickness", "surface"]
+    assert (work / "results/reports/downscaling/hef_west.png").stat().st_size > 10_000
+    # the applied map: 4 x the rows and columns on the same bounds, NaN off the glacier
+    with (
+        rasterio.open(shared_data / "downscaling/hintereisferner_ice_thickness_25m.tif") as src,
+        rasterio.open(work / "results/maps/models/arch-EDSR/best/scenes/hef_apply.tif") as out,
+    ):
+        assert (out.height, out.width) == (4 * src.height, 4 * src.width)
+        assert out.bounds == pytest.approx(src.bounds) and out.crs == src.crs
+        thickness = src.read(1)
+        mapped = out.read(1)
+    glacier = np.repeat(np.repeat(thickness > 0, 4, 0), 4, 1)
+    np.testing.assert_array_equal(np.isfinite(mapped), glacier)
+    assert 0 < np.nanmedian(mapped) < 200
+    assert (work / "results/maps/models/arch-EDSR/best/mosaic.vrt").exists()
