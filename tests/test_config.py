@@ -180,3 +180,19 @@ def test_schema_patterns_are_the_packages() -> None:
     assert dict(schema_patterns(SCHEMA)) == config
     manifest_schema = yaml.safe_load((REPO / "workflow" / "schemas" / "manifest.schema.yaml").read_text())
     assert dict(schema_patterns(manifest_schema)) == manifest
+
+
+def test_light_steps_do_not_import_torch() -> None:
+    """The local rules on a login node (summaries, reports, progress, manifest and config checks,
+    downscaling scores) run without loading torch: the modules they import must not pull it in."""
+    import subprocess
+    import sys
+
+    light = "snakemap.cli snakemap.calval snakemap.report snakemap.winners snakemap.progress"
+    light += " snakemap.fields snakemap.grid snakemap.manifest snakemap.config snakemap.clean snakemap.chips"
+    code = (
+        f"import sys\nfor m in {light.split()!r}: __import__(m)\n"
+        "print(sorted(n for n in sys.modules if n.split('.')[0] == 'torch')[:3])"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
