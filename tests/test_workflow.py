@@ -478,6 +478,7 @@ def test_dry_run_of_a_fresh_project_lists_every_job(fresh_run: FreshRun) -> None
         "calval_metrics": 3,
         "apply_inputs_vrt": 1,
         "apply_shard": 4,
+        "bundle": 1,
     }
     assert {rule: planned.get(rule) for rule in expected} == expected
     # The run then does exactly that, plus the previews of the sites whose clean ended ok.
@@ -538,3 +539,67 @@ def test_buffered_quads_equal_the_whole_scene(fresh_run: FreshRun) -> None:
     assert (plain[:, :, 80:112] != expected[:, :, 80:112]).any()
     with rasterio.open(work / "results" / "maps" / "models" / "base" / "best" / "mosaic.vrt") as src:
         assert src.shape == (192, 192)
+
+
+def test_a_bundle_and_its_onnx_export_reproduce_the_workflows_map(fresh_run: FreshRun) -> None:
+    """`snakemap predict --bundle` (and `--onnx`) on a raw scene, with nothing of the workflow but
+    the bundle, gives the map that the workflow's apply step made of the same scene."""
+    work = fresh_run[0]
+    bundle, onnx = work / "results/bundles/base.zip", work / "results/bundles/base.onnx"
+    assert bundle.stat().st_size > 100_000 and onnx.stat().st_size > 100_000
+    elsewhere = work.parent / "elsewhere"  # no config, no results: the bundle alone
+    elsewhere.mkdir()
+    shutil.copy(bundle, elsewhere / "base.zip")
+    shutil.copy(onnx, elsewhere / "base.onnx")
+    shutil.copy(work / "inputs/whole.tif", elsewhere / "raw.tif")
+    snakemap = str(Path(sys.executable).parent / "snakemap")
+    for kind in ("bundle", "onnx"):
+        cmd = [snakemap, "predict", f"--{kind}", f"base.{'zip' if kind == 'bundle' else 'onnx'}"]
+        cmd += ["raw.tif", f"{kind}.tif"]
+        subprocess.run(cmd, cwd=elsewhere, check=True, capture_output=True, timeout=600)
+    # the buffered quads of the workflow equal the whole scene's prediction (the test above)
+    maps = work / "results/maps/models/base/best/scenes"
+    workflow_map = np.concatenate(
+        [rasterio.open(maps / f"{q}.tif").read(1) for q in ("left", "right")], axis=1
+    )
+    with rasterio.open(elsewhere / "bundle.tif") as src, rasterio.open(maps / "left.tif") as ref:
+        assert src.crs == ref.crs and src.transform == ref.transform
+        np.testing.assert_array_equal(src.read(1), workflow_map)
+    with rasterio.open(elsewhere / "onnx.tif") as src:
+        agree = (src.read(1) == workflow_map).mean()
+    assert agree > 0.999  # onnxruntime's float32 sums differ from torch's by ~1e-6 at class ties
+
+
+def test_the_workflows_maps_have_stac_items_and_a_collection(fresh_run: FreshRun) -> None:
+    import pystac
+    from rasterio.warp import transform
+
+    from snakemap.stac import validate_offline
+
+    work = fresh_run[0]
+    for predictor in ("models/base/best", "ensembles/one"):
+        root = work / "results/maps" / predictor
+        collection = pystac.Collection.from_file(str(root / "collection.json"))
+        validate_offline(collection)
+        items = sorted(collection.get_items(), key=lambda i: i.id)
+        assert [i.id for i in items] == ["left", "right"]
+        for name in ("mosaic", "overview"):
+            assert (root / collection.assets[name].href).resolve().is_file()
+        for item in items:
+            validate_offline(item)
+            assert pystac.Item.from_dict(item.to_dict()).to_dict() == item.to_dict()
+            href = Path(item.get_self_href()).parent / item.assets["map"].href
+            assert href.resolve() == (root / "scenes" / f"{item.id}.tif").resolve()
+            with rasterio.open(href) as src:
+                left, bottom, right, top = src.bounds
+                lons, lats = transform(
+                    src.crs, "EPSG:4326", [left, right, right, left], [bottom, bottom, top, top]
+                )
+            west, south, east, north = item.bbox
+            assert all(west <= x <= east for x in lons) and all(south <= y <= north for y in lats)
+            classes = item.assets["map"].extra_fields["classification:classes"]
+            assert [c["name"] for c in classes] == ["land", "water", "reef", "cloud", "nodata"]
+            assert item.properties["mlm:architecture"] == "Unet"
+        assert any(link.rel == "via" and link.href.endswith(".ckpt") for link in items[0].links)
+    model_item = pystac.Item.from_file(str(work / "results/maps/models/base/best/scenes/left.stac.json"))
+    assert any(a.href.endswith("base.onnx") for a in model_item.assets.values())

@@ -15,6 +15,8 @@ sensor      optional  an entry of the config's ``sensors`` table (band names,
                       scale and offset, nodata); empty: ``bands.names``
 label_scheme optional an entry of the config's ``label_schemes`` table (a remap
                       table); empty: ``labels.remap``
+datetime    optional  the scene's acquisition time (ISO 8601, e.g. ``2024-05-01T10:30:00Z``):
+                      the STAC item of its map says it
 bounds      optional  ``minx,miny,maxx,maxy`` in the scene's CRS: a train or calval
                       scene uses only this part of its file (e.g. a calval site cut
                       from the grid that the training scenes come from)
@@ -26,6 +28,7 @@ downscaling learns from the fields themselves.
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import re
 from collections.abc import Collection
@@ -36,7 +39,7 @@ import pandas as pd
 
 ROLES = ("train", "calval", "apply")
 REQUIRED = ("scene_id", "uri", "role")
-OPTIONAL = ("sha256", "label_uri", "label_sha256", "aoi", "sensor", "label_scheme", "bounds")
+OPTIONAL = ("sha256", "label_uri", "label_sha256", "aoi", "sensor", "label_scheme", "bounds", "datetime")
 #: A scene id becomes a file name: no separators, no leading dot or dash, no whitespace.
 SCENE_ID_PATTERN = r"[A-Za-z0-9][A-Za-z0-9._-]{0,199}"
 _SCENE_ID_RE = re.compile(rf"^{SCENE_ID_PATTERN}$")
@@ -62,6 +65,7 @@ class ManifestRow(NamedTuple):
     sensor: str
     label_scheme: str
     bounds: str
+    datetime: str
 
 
 def manifest_rows(manifest: pd.DataFrame) -> list[ManifestRow]:
@@ -145,6 +149,16 @@ def check_manifest(
     return df.set_index("scene_id", drop=False)
 
 
+def parse_datetime(text: str) -> dt.datetime:
+    """An ISO 8601 time as an aware datetime (UTC where the text gives no zone).
+
+    Raises:
+        ValueError: for text that is not ISO 8601.
+    """
+    when = dt.datetime.fromisoformat(text.strip())
+    return when if when.tzinfo else when.replace(tzinfo=dt.UTC)
+
+
 def parse_bounds(text: str) -> tuple[float, float, float, float] | None:
     """A ``bounds`` cell as ``(minx, miny, maxx, maxy)``; None when empty.
 
@@ -182,6 +196,11 @@ def _row_errors(row: ManifestRow, labels_required: bool = True) -> list[str]:
             errors.append(f"scene {scene_id!r}: bounds are for train and calval rows, not apply")
     except ValueError as exc:
         errors.append(f"scene {scene_id!r}: {exc}")
+    if row.datetime:
+        try:
+            parse_datetime(row.datetime)
+        except ValueError:
+            errors.append(f"scene {scene_id!r}: datetime {row.datetime!r} is not ISO 8601")
     for col in ("sha256", "label_sha256"):
         value = getattr(row, col)
         if value and not _SHA256_RE.match(value):

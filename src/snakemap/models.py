@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import segmentation_models_pytorch as smp
 import torch
@@ -107,8 +107,9 @@ def _adapt_first_conv(weight: torch.Tensor, channels: int) -> torch.Tensor:
 class TrainedModel:
     """A trained network with what prediction needs to know about its inputs and outputs."""
 
-    #: maps normalised ``(batch, len(band_names), H, W)`` to logits ``(batch, len(classes), H, W)``
-    network: nn.Module
+    #: maps normalised ``(batch, len(band_names), H, W)`` to logits ``(batch, len(classes), H, W)``:
+    #: a torch module, or an ONNX session standing in for one (:class:`snakemap.export.OnnxNetwork`)
+    network: Any
     classes: list[str]
     band_names: list[str]
     mean: list[float]
@@ -125,9 +126,16 @@ def load_trained(checkpoint: str | Path, map_location: str | torch.device = "cpu
     read again.
     """
     ckpt = torch.load(checkpoint, map_location=map_location, weights_only=True)
-    hp = ckpt["hyper_parameters"]
-    network = build_model(hp["arch"], hp["encoder_name"], len(hp["band_names"]), len(hp["classes"]))
     state = {k.removeprefix("model."): v for k, v in ckpt["state_dict"].items() if k.startswith("model.")}
+    return trained_from(ckpt["hyper_parameters"], state, map_location)
+
+
+def trained_from(
+    hp: dict[str, Any], state: dict[str, torch.Tensor], map_location: str | torch.device = "cpu"
+) -> TrainedModel:
+    """A :class:`TrainedModel` from a checkpoint's (or a bundle's) hyperparameters and the
+    network's state dict."""
+    network = build_model(hp["arch"], hp["encoder_name"], len(hp["band_names"]), len(hp["classes"]))
     network.load_state_dict(state)
     network.to(map_location).eval()
     return TrainedModel(

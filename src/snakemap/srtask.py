@@ -17,7 +17,6 @@ from typing import Any
 import lightning as L
 import numpy as np
 import torch
-from torch import nn
 
 from snakemap.data import augment
 from snakemap.downscale import block_mean, fill_nearest, upsample
@@ -153,31 +152,36 @@ class DownscalingTask(L.LightningModule):
 class TrainedDownscaler:
     """A trained downscaling network and what prediction needs to know about it."""
 
-    #: maps normalised ``lr (B, 1, h, w)``, ``aux (B, A, h*s, w*s)`` to stage predictions
-    network: nn.Module
+    #: maps normalised ``lr (B, 1, h, w)``, ``aux (B, A, h*s, w*s)`` to stage predictions (or, as
+    #: an ONNX session, to the final one)
+    network: Any
     scale: int
     #: the input bands: the field, then the auxiliary fields
     band_names: list[str]
     arch: str
 
     def __call__(self, lr: torch.Tensor, aux: torch.Tensor | None) -> torch.Tensor:
-        """The final prediction ``(B, 1, h*s, w*s)``, normalised (a :data:`snakemap.downscale.Downscaler`)."""
-        out: list[torch.Tensor] = self.network(lr, aux)
-        return out[-1]
+        """The final prediction ``(B, 1, h*s, w*s)``, normalised (a :data:`snakemap.downscale.Downscaler`).
+
+        A torch network returns one prediction per stage; an ONNX export its final one alone.
+        """
+        out: list[torch.Tensor] | torch.Tensor = self.network(lr, aux)
+        return out[-1] if isinstance(out, list) else out
 
 
 def load_downscaler(checkpoint: str | Path, map_location: str | torch.device = "cpu") -> TrainedDownscaler:
     """Load a downscaling checkpoint for inference (``weights_only=True``, without Lightning)."""
     ckpt = torch.load(checkpoint, map_location=map_location, weights_only=True)
-    hp = ckpt["hyper_parameters"]
-    network = build_srnet(hp["arch"], hp["scale"], len(hp["band_names"]) - 1, hp["features"], hp["blocks"])
     state = {k.removeprefix("model."): v for k, v in ckpt["state_dict"].items() if k.startswith("model.")}
+    return downscaler_from(ckpt["hyper_parameters"], state, map_location)
+
+
+def downscaler_from(
+    hp: dict[str, Any], state: dict[str, torch.Tensor], map_location: str | torch.device = "cpu"
+) -> TrainedDownscaler:
+    """A :class:`TrainedDownscaler` from a checkpoint's (or a bundle's) hyperparameters and the
+    network's state dict."""
+    network = build_srnet(hp["arch"], hp["scale"], len(hp["band_names"]) - 1, hp["features"], hp["blocks"])
     network.load_state_dict(state)
     network.to(map_location).eval()
     return TrainedDownscaler(network, int(hp["scale"]), list(hp["band_names"]), str(hp["arch"]))
-
-
-def is_downscaler(checkpoint: str | Path) -> bool:
-    """Whether a checkpoint holds a downscaling model (its hyperparameters have a scale)."""
-    hp = torch.load(checkpoint, map_location="cpu", weights_only=True)["hyper_parameters"]
-    return "scale" in hp

@@ -81,3 +81,30 @@ rule progress:
     shell:
         "snakemap progress --predictor {wildcards.predictor:q} --out {output:q}"
         " --options {params.options:q} > {log:q} 2>&1"
+
+
+# STAC: an item beside each ok scene's sentinel, and the predictor's collection with the mosaic
+# and overview as its assets.
+rule stac:
+    input:
+        unpack(predictor_inputs),
+        shards=expand("results/maps/{{predictor}}/shards/{shard}.json", shard=SHARDS),
+        vrt="results/maps/{predictor}/mosaic.vrt",
+        overview="results/maps/{predictor}/overview.tif",
+        bundle=predictor_bundle,
+    output:
+        "results/maps/{predictor}/collection.json",
+    log:
+        "logs/maps/{predictor}/stac.log",
+    localrule: True
+    conda:
+        "../envs/snakemap.yaml"
+    params:
+        checkpoints=lambda w, input: " ".join(f"--checkpoint {c}" for c in input.ckpts),
+        bundle=lambda w, input: f"--bundle {input.bundle}" if input.bundle else "",
+        manifest=config["manifest"],
+        options=options("labels", "task"),
+    shell:
+        "snakemap stac {input.shards:q} --predictor {wildcards.predictor:q}"
+        " --root results/maps/{wildcards.predictor} --manifest {params.manifest:q}"
+        " {params.checkpoints} {params.bundle} --options {params.options:q} > {log:q} 2>&1"

@@ -134,10 +134,15 @@ def preview_outputs(wildcards=None):
 
 
 def model_outputs():
-    """Every job's best checkpoint and the table of models (nothing without `models:`)."""
+    """Every job's best checkpoint, its bundle and ONNX export, and the table of models (nothing
+    without `models:`)."""
     if not JOBS:
         return []
-    return expand("results/models/{model}/best.ckpt", model=JOBS) + ["results/models/models.tsv"]
+    return (
+        expand("results/models/{model}/best.ckpt", model=JOBS)
+        + expand("results/bundles/{model}.{ext}", model=JOBS, ext=["zip", "onnx"])
+        + ["results/models/models.tsv"]
+    )
 
 
 # Training jobs from the model grid: key "id" or "id/fold{k}" -> snakemap.grid.ModelJob
@@ -371,5 +376,15 @@ def apply_outputs(wildcards=None):
     if not APPLY_SCENES:
         return []
     return expand(
-        "results/maps/{predictor}/{f}", predictor=APPLY["predictors"], f=["mosaic.vrt", "progress.json"]
+        "results/maps/{predictor}/{f}",
+        predictor=APPLY["predictors"],
+        f=["mosaic.vrt", "progress.json", "collection.json"],
     )
+
+
+def predictor_bundle(wildcards):
+    """The ONNX export of a model predictor (named by its maps' STAC items); none for ensembles."""
+    kind, name = split_predictor(wildcards.predictor)
+    if kind == "models" and name.endswith("/best"):
+        return [f"results/bundles/{os.path.dirname(name)}.onnx"]
+    return []

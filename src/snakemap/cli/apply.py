@@ -46,6 +46,13 @@ def _predict(args: argparse.Namespace, cfg: dict[str, Any]) -> int:
     from snakemap.predict import predict_scene
     from snakemap.readers import CleanImageReader
 
+    if args.bundle or args.onnx:
+        return _predict_standalone(args)
+    if not args.checkpoint or (args.image is None and args.clean is None) or args.classes_out is None:
+        raise ConfigError(
+            "predict needs --checkpoint, --image or --clean and --classes-out "
+            "(or --bundle/--onnx with a raw scene IN.tif and OUT.tif)"
+        )
     image = input_image(args, args.classes_out, args.probs_out)
     if image is None:
         return 0
@@ -62,6 +69,52 @@ def _predict(args: argparse.Namespace, cfg: dict[str, Any]) -> int:
     finally:
         reader.close()
     logging.info("predicted %s: %s", image, figures)
+    return 0
+
+
+def _predict_standalone(args: argparse.Namespace) -> int:
+    """A raw scene with a bundle (torch) or an ONNX export (onnxruntime), no workflow needed."""
+    from snakemap.bundle import predict_raw, read_bundle
+
+    if args.input is None or args.output is None:
+        raise ConfigError("predict --bundle/--onnx needs a raw scene IN.tif and the map OUT.tif")
+    if bool(args.bundle) == bool(args.onnx) or args.checkpoint:
+        raise ConfigError("predict takes one of --bundle, --onnx or --checkpoint")
+    auxiliary = dict(a.split("=", 1) for a in args.auxiliary)
+    if args.bundle:
+        bundle = read_bundle(args.bundle)
+        meta, hp, network, state = bundle.meta, bundle.hyper_parameters, None, bundle.state
+    else:
+        from snakemap.export import OnnxNetwork
+
+        network = OnnxNetwork(args.onnx)
+        meta, hp, state = network.meta, network.meta["model"], {}
+    model: Any
+    if meta["task"] == "downscaling":
+        from snakemap.srtask import TrainedDownscaler, downscaler_from
+
+        model = (
+            downscaler_from(hp, state)
+            if network is None
+            else TrainedDownscaler(network, int(hp["scale"]), list(hp["band_names"]), str(hp["arch"]))
+        )
+    else:
+        from snakemap.models import TrainedModel, trained_from
+
+        model = (
+            trained_from(hp, state)
+            if network is None
+            else TrainedModel(
+                network,
+                list(hp["classes"]),
+                list(hp["band_names"]),
+                list(hp["mean"]),
+                list(hp["std"]),
+                hp.get("normalize", "dataset"),
+            )
+        )
+    figures = predict_raw(meta, model, args.input, args.output, args.sensor, auxiliary, args.probs_out)
+    logging.info("predicted %s with %s: %s", args.input, args.bundle or args.onnx, figures)
     return 0
 
 
@@ -116,6 +169,36 @@ def _apply_shard(args: argparse.Namespace, cfg: dict[str, Any]) -> int:
     logging.info(
         "%s: %d scenes processed, %d already done", args.shard, result["processed"], result["skipped"]
     )
+    return 0
+
+
+def _stac(args: argparse.Namespace, cfg: dict[str, Any]) -> int:
+    import yaml
+
+    from snakemap.manifest import parse_datetime
+    from snakemap.stac import ModelInfo, write_collection
+
+    manifest = read_manifest(args.manifest, labels_required=cfg.get("task") != "downscaling")
+    rows = manifest[(manifest["role"] == "apply") & (manifest["datetime"] != "")]
+    datetimes = {
+        str(s): parse_datetime(str(t)) for s, t in zip(rows["scene_id"], rows["datetime"], strict=True)
+    }
+    # the architecture from each checkpoint's resolved config.yaml beside it (no torch needed)
+    archs = sorted(
+        {
+            str(yaml.safe_load((c.parent / "config.yaml").read_text())["params"]["arch"])
+            for c in args.checkpoint
+        }
+    )
+    info = ModelInfo(
+        args.predictor,
+        "+".join(archs),
+        [str(c) for c in args.checkpoint],
+        str(args.bundle) if args.bundle else None,
+    )
+    classes = cfg["labels"]["classes"] if cfg.get("task") != "downscaling" and cfg.get("labels") else None
+    path = write_collection(args.root, args.predictor, args.shards, info, classes, datetimes)
+    logging.info("STAC collection of %s: %s", args.predictor, path)
     return 0
 
 
@@ -187,11 +270,21 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     common, models = step_options(), model_options()
 
     p = sub.add_parser(
-        "predict", parents=[common, models], help="predict a cleaned scene with models/an ensemble"
+        "predict",
+        parents=[common, model_options(required=False)],
+        help="predict a cleaned scene with models/an ensemble, or a raw scene with a bundle",
+        description="snakemap predict --checkpoint C [--checkpoint ...] (--image I | --clean D) "
+        "--classes-out O, or: snakemap predict (--bundle X.zip | --onnx X.onnx) IN.tif OUT.tif",
     )
-    add_image(p)
-    p.add_argument("--classes-out", type=Path, required=True)
+    add_image(p, required=False)
+    p.add_argument("--classes-out", type=Path)
     p.add_argument("--probs-out", type=Path)
+    p.add_argument("--bundle", type=Path, help="a model bundle (results/bundles/{model}.zip)")
+    p.add_argument("--onnx", type=Path, help="a model's ONNX export, run with onnxruntime")
+    p.add_argument("--sensor", default="", help="the bundled sensors entry the raw scene comes from")
+    p.add_argument("--auxiliary", action="append", default=[], help="downscaling: name=raster, per field")
+    p.add_argument("input", nargs="?", type=Path, help="with --bundle/--onnx: a raw scene")
+    p.add_argument("output", nargs="?", type=Path, help="with --bundle/--onnx: the map to write")
     p.set_defaults(func=_predict)
 
     p = sub.add_parser(
@@ -203,6 +296,17 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--retry-corrupt", choices=["True", "False", "true", "false"], default="false")
     p.add_argument("--vrt", type=Path, help="VRT of all inputs, for apply.buffer")
     p.set_defaults(func=_apply_shard)
+
+    p = sub.add_parser("stac", parents=[common], help="STAC items of a predictor's maps and its collection")
+    p.add_argument("shards", nargs="+", type=Path, help="shard manifests")
+    p.add_argument("--predictor", required=True)
+    p.add_argument("--root", type=Path, required=True, help="results/maps/{predictor}")
+    p.add_argument("--manifest", type=Path, required=True, help="the scene manifest (its datetime column)")
+    p.add_argument(
+        "--checkpoint", action="append", type=Path, required=True, help="the model's checkpoint(s)"
+    )
+    p.add_argument("--bundle", type=Path, help="the model's ONNX export or bundle")
+    p.set_defaults(func=_stac)
 
     p = sub.add_parser("inputs-vrt", parents=[common], help="VRT of all apply scenes, for apply.buffer")
     p.add_argument("--manifest", type=Path, required=True)

@@ -18,12 +18,12 @@ def step_options() -> argparse.ArgumentParser:
     return common
 
 
-def model_options() -> argparse.ArgumentParser:
+def model_options(required: bool = True) -> argparse.ArgumentParser:
     """The parent parser of the steps that run models. What makes a predictor: one checkpoint, or
-    several (an ensemble) with weights."""
+    several (an ensemble) with weights (``required``: at least one checkpoint)."""
     models = argparse.ArgumentParser(add_help=False)
     models.add_argument(
-        "--checkpoint", action="append", required=True, type=Path, help="repeat for an ensemble"
+        "--checkpoint", action="append", required=required, type=Path, help="repeat for an ensemble"
     )
     models.add_argument("--weight", action="append", type=float, help="one per checkpoint (default 1)")
     models.add_argument("--threshold", type=float, help="probability from which a pixel is --target")
@@ -54,8 +54,8 @@ def input_image(args: argparse.Namespace, *outputs: Path | None) -> Path | None:
     return site_image(args.clean, [p for p in outputs if p is not None])
 
 
-def add_image(p: argparse.ArgumentParser) -> None:
+def add_image(p: argparse.ArgumentParser, required: bool = True) -> None:
     """--image, or --clean for a calval site: the two ways predict and baseline take a scene."""
-    where = p.add_mutually_exclusive_group(required=True)
+    where = p.add_mutually_exclusive_group(required=required)
     where.add_argument("--image", type=Path, help="a cleaned image.tif")
     where.add_argument("--clean", type=Path, help="a calval site's clean folder (not ok: empty outputs)")

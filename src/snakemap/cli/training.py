@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,27 @@ def _train(args: argparse.Namespace, cfg: dict[str, Any]) -> int:
         classes, ignore_index = labels.classes, labels.ignore_index
     data = JobData(args.train_indexes, args.calval_indexes or [], args.folds, args.stats)
     train_job(args.out, job["params"], job["fold"], classes, ignore_index, data, args.gpus, args.cpus, task)
+    return 0
+
+
+def _bundle(args: argparse.Namespace, cfg: dict[str, Any]) -> int:
+    import yaml
+
+    from snakemap.bundle import read_bundle, write_bundle
+
+    resolved = yaml.safe_load(args.resolved.read_text())
+    task = cfg.get("task", "segmentation")
+    write_bundle(args.checkpoint, resolved, cfg, args.out, task)
+    if args.onnx_out:
+        from snakemap.export import export_onnx
+
+        export_onnx(read_bundle(args.out), args.onnx_out)
+    logging.info(
+        "bundle %s (%d bytes)%s",
+        args.out,
+        args.out.stat().st_size,
+        f", {args.onnx_out}" if args.onnx_out else "",
+    )
     return 0
 
 
@@ -52,6 +74,13 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--gpus", type=int, help="GPUs given to the job (default: the model's gpus)")
     p.add_argument("--cpus", type=int, help="CPU cores given to the job (default: the model's cpus)")
     p.set_defaults(func=_train)
+
+    p = sub.add_parser("bundle", parents=[common], help="a model's one-file bundle (and its ONNX export)")
+    p.add_argument("--checkpoint", type=Path, required=True)
+    p.add_argument("--resolved", type=Path, required=True, help="the job's resolved config.yaml")
+    p.add_argument("--out", type=Path, required=True, help="results/bundles/{model}.zip")
+    p.add_argument("--onnx-out", type=Path, help="results/bundles/{model}.onnx")
+    p.set_defaults(func=_bundle)
 
     p = sub.add_parser("models-table", parents=[common], help="list the models of the grid")
     p.add_argument("--out", type=Path, required=True)

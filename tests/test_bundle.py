@@ -1,0 +1,127 @@
+"""Model bundles and ONNX exports: what they hold, parity of onnxruntime with torch on a real
+scene, and the broken or malicious bundles they refuse."""
+
+from __future__ import annotations
+
+import json
+import re
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rasterio
+import torch
+
+from snakemap.bundle import FORMAT_VERSION, BundleError, predict_raw, read_bundle, write_bundle
+from snakemap.export import OnnxNetwork, export_onnx
+from snakemap.models import TrainedModel, build_model, trained_from
+
+UKIS_BANDS = ["blue", "green", "red", "nir", "swir16", "swir22"]
+
+
+def checkpoint(path: Path, bands: list[str], classes: list[str]) -> Path:
+    """A segmentation checkpoint as training writes it (hyperparameters and the ``model.`` state)."""
+    torch.manual_seed(0)
+    network = build_model("Unet", "resnet18", len(bands), len(classes))
+    hp = {
+        "arch": "Unet",
+        "encoder_name": "resnet18",
+        "classes": classes,
+        "band_names": bands,
+        "mean": [0.1] * len(bands),
+        "std": [0.05] * len(bands),
+        "normalize": "dataset",
+    }
+    state = {f"model.{k}": v for k, v in network.state_dict().items()}
+    torch.save({"hyper_parameters": hp, "state_dict": state, "epoch": 3}, path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def bundle_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("bundle")
+    ckpt = checkpoint(root / "best.ckpt", [*UKIS_BANDS, "ndwi"], ["land", "water", "shadow", "cloud"])
+    sections = {
+        "bands": {"names": UKIS_BANDS, "select": None, "indices": ["ndwi"]},
+        "clean": {"min_valid_fraction": 0.01},
+        "predict": {"window": 256, "overlap": 32, "batch_size": 2, "prob_dtype": "float32"},
+        "labels": {"classes": ["land", "water", "shadow", "cloud"]},
+        "models": {"ignored": True},
+    }
+    return write_bundle(ckpt, {"params": {"arch": "Unet"}, "fold": None}, sections, root / "model.zip")
+
+
+def test_a_bundle_holds_what_prediction_needs(bundle_file: Path) -> None:
+    bundle = read_bundle(bundle_file)
+    assert bundle.meta["format_version"] == FORMAT_VERSION and bundle.task == "segmentation"
+    assert bundle.hyper_parameters["band_names"] == [*UKIS_BANDS, "ndwi"]
+    assert bundle.hyper_parameters["classes"] == ["land", "water", "shadow", "cloud"]
+    assert bundle.section("bands")["indices"] == ["ndwi"] and "models" not in bundle.meta["sections"]
+    assert bundle.meta["config"]["params"] == {"arch": "Unet"}
+    with zipfile.ZipFile(bundle_file) as zf:
+        assert sorted(zf.namelist()) == ["bundle.json", "weights.pt"]
+
+
+def test_onnxruntime_agrees_with_torch_on_a_real_scene(
+    bundle_file: Path, shared_data: Path, tmp_path: Path
+) -> None:
+    scene = shared_data / "segmentation" / "ukis_landsat7_image.tif"
+    bundle = read_bundle(bundle_file)
+    onnx_path = export_onnx(bundle, tmp_path / "model.onnx")
+    hp = bundle.hyper_parameters
+    network = OnnxNetwork(onnx_path)
+    assert network.meta["model"]["band_names"] == hp["band_names"]
+    as_onnx = TrainedModel(network, hp["classes"], hp["band_names"], hp["mean"], hp["std"])
+    figures = {}
+    for name, model in (("torch", trained_from(hp, bundle.state)), ("onnx", as_onnx)):
+        out, probs = tmp_path / f"{name}.tif", tmp_path / f"{name}.probs.tif"
+        figures[name] = predict_raw(bundle.meta, model, scene, out, probs_out=probs)
+    with rasterio.open(tmp_path / "torch.probs.tif") as a, rasterio.open(tmp_path / "onnx.probs.tif") as b:
+        p_torch, p_onnx = a.read(), b.read()
+        assert a.shape == (512, 512) and a.count == 4 and a.dtypes[0] == "float32"
+    valid = np.isfinite(p_torch)
+    assert valid.mean() > 0.9 and np.array_equal(valid, np.isfinite(p_onnx))
+    assert np.abs(p_torch[valid] - p_onnx[valid]).max() < 1e-4
+    # different windows on the same scene: the export's batch and window size are dynamic
+    assert figures["onnx"]["windows"] >= 1
+
+
+def test_broken_and_malicious_bundles_are_refused(bundle_file: Path, tmp_path: Path) -> None:
+    good = zipfile.ZipFile(bundle_file)
+    meta, weights = json.loads(good.read("bundle.json")), good.read("weights.pt")
+
+    def make(name: str, members: dict[str, bytes]) -> Path:
+        path = tmp_path / name
+        with zipfile.ZipFile(path, "w") as zf:
+            for member, data in members.items():
+                zf.writestr(member, data)
+        return path
+
+    future = make(
+        "future.zip",
+        {"bundle.json": json.dumps(dict(meta, format_version=99)).encode(), "weights.pt": weights},
+    )
+    escape = make(
+        "escape.zip",
+        {"bundle.json": json.dumps(meta).encode(), "weights.pt": weights, "../../evil.sh": b"rm"},
+    )
+    absolute = make(
+        "absolute.zip", {"bundle.json": json.dumps(meta).encode(), "/etc/evil": b"x", "weights.pt": weights}
+    )
+    missing = make("missing.zip", {"bundle.json": json.dumps(meta).encode()})
+    truncated = tmp_path / "truncated.zip"
+    truncated.write_bytes(bundle_file.read_bytes()[: bundle_file.stat().st_size // 2])
+    cases = {
+        future: "format version 99",
+        escape: "escape the bundle's folder",
+        absolute: "escape the bundle's folder",
+        missing: "missing member(s) ['weights.pt']",
+        truncated: "unreadable",
+    }
+    for path, message in cases.items():
+        with pytest.raises(BundleError, match=re.escape(message)) as info:
+            read_bundle(path)
+        assert str(path) in str(info.value)
+    # nothing was extracted anywhere
+    assert not (tmp_path.parent / "evil.sh").exists() and not Path("/etc/evil").exists()
