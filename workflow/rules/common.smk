@@ -385,6 +385,7 @@ def apply_outputs(wildcards=None):
 def predictor_bundle(wildcards):
     """The ONNX export of a model predictor (named by its maps' STAC items); none for ensembles."""
     kind, name = split_predictor(wildcards.predictor)
-    if kind == "models" and name.endswith("/best"):
-        return [f"results/bundles/{os.path.dirname(name)}.onnx"]
+    key, checkpoint = os.path.split(name)
+    if kind == "models" and checkpoint == "best":
+        return [f"results/bundles/{key}.onnx"]
     return []
