@@ -503,3 +503,55 @@ def test_progress_without_arguments_reads_the_project_config(tmp_path: Path) -> 
         "snakemap progress: no manifest: run inside a project (with config/config.yaml)"
     )
     assert "--config FILE" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_strip_by_strip_apply_equals_the_whole_scene_path_with_scenes_prepared_ahead(tmp_path: Path) -> None:
+    """Apply reads, cleans and predicts in strips (bounded memory) and prepares the next scenes
+    while one predicts: the maps and sentinels are those of the whole-scene path, in shard order."""
+    from snakemap.clean import judge, read_clean
+    from snakemap.models import load_trained
+    from snakemap.predict import predict_scene
+    from snakemap.readers import ArrayReader
+
+    ckpt = checkpoint(tmp_path / "m.ckpt", [*BANDS, "ndwi"])
+    data = np.ascontiguousarray(scene_data(7, 1100)[:, :, :300])  # taller than one strip of 1024 rows
+    data[:, :200, :100] = 0  # a corner of nodata
+    scenes = [
+        SceneInput(f"s{i}", str(tile(tmp_path / "in" / f"s{i}.tif", data if i == 1 else scene_data(i), 0, 0)))
+        for i in range(4)
+    ]
+    bands = BandOptions(names=BANDS, indices=["ndwi"])
+    opts = PredictOptions(window=256, overlap=32, batch_size=4)
+    trained = load_trained(ckpt)
+    predictor = Predictor([Member.from_trained(trained)], trained.classes)
+    runner = ShardRunner(tmp_path / "maps", predictor, bands, CleanOptions(), opts, ApplyOptions(prefetch=2))
+    assert runner.streams()
+    shard = runner.run_shard("shard-00000", scenes)
+    assert [e["scene_id"] for e in shard["scenes"]] == ["s0", "s1", "s2", "s3"]
+    # the whole-scene path, by hand
+    cleaned = read_clean(Path(scenes[1].uri), None, bands, CleanOptions(), None)
+    expected = judge("s1", cleaned, CleanOptions(), None)
+    predict_scene(
+        ArrayReader(cleaned.image, cleaned.names, cleaned.crs, cleaned.transform),
+        predictor,
+        opts,
+        tmp_path / "whole.tif",
+    )
+    got = SceneStatus.read(tmp_path / "maps" / "scenes" / "s1.json")
+    assert (got.status, got.valid_fraction, got.bands, got.shape) == (
+        "ok",
+        expected.valid_fraction,
+        expected.bands,
+        [1500, 1500],
+    )
+    with (
+        rasterio.open(tmp_path / "whole.tif") as a,
+        rasterio.open(tmp_path / "maps" / "scenes" / "s1.tif") as b,
+    ):
+        whole, strips = a.read(1), b.read(1)
+        assert a.transform == b.transform
+    np.testing.assert_array_equal(strips, whole)
+    assert (strips[:200, :100] == 255).all() and len(np.unique(strips)) == 3
+    assert all(
+        SceneStatus.read(tmp_path / "maps" / "scenes" / f"s{i}.json").extra["predict_s"] > 0 for i in range(4)
+    )

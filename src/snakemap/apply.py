@@ -23,11 +23,14 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import itertools
 import logging
 import os
 import time
+from collections import deque
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -37,12 +40,12 @@ from rasterio.windows import Window, from_bounds
 
 from snakemap.acquire import AcquireError, AcquireOptions, fetch, local_path
 from snakemap.bands import BandOptions, cleaned_names
-from snakemap.clean import Cleaned, CleanOptions, check_georeferenced, judge, read_clean
+from snakemap.clean import Cleaned, CleanOptions, check_georeferenced, judge, judge_figures, read_clean
 from snakemap.config import ConfigError
 from snakemap.fields import DownscalingOptions, check_auxiliary, downscale_field, write_downscaled
 from snakemap.io import read_json, write_cog, write_json
 from snakemap.predict import PredictOptions, Predictor, predict_scene
-from snakemap.readers import ArrayReader
+from snakemap.readers import ArrayReader, CleaningReader, survey
 from snakemap.sensors import SensorOptions
 from snakemap.shards import ApplyOptions, MaskOptions, check_mask
 from snakemap.status import SceneError, SceneStatus, corrupt_reason
@@ -149,22 +152,39 @@ class ShardRunner:
     def run_shard(self, shard: str, scenes: Sequence[SceneInput]) -> dict[str, Any]:
         """Apply every scene of a shard that is not done; write and return the shard's manifest.
 
+        While one scene is predicted, the next ``apply.prefetch`` scenes are downloaded, opened
+        and surveyed in threads (I/O and GDAL release the GIL), so the model does not wait on the
+        network or the disk. Each scene still ends with its own sentinel, in shard order; a
+        killed job loses at most the scenes in flight.
+
         Raises:
             ConfigError: see :meth:`check`, before any scene is touched.
         """
         self.check(scenes)
         with shard_lock(self.root / "shards" / f"{shard}.lock"):
-            done = skipped = 0
-            for scene in scenes:
-                if self.is_done(scene.scene_id):
-                    skipped += 1
-                    continue
-                self._remove_leftovers(scene.scene_id)
-                status = self.run_scene(scene)
-                log.info("%s: %s %s", scene.scene_id, status.status, status.reason)
-                done += 1
+            todo = [scene for scene in scenes if not self.is_done(scene.scene_id)]
+            depth = max(1, self.apply.prefetch)
+            with ThreadPoolExecutor(depth) as pool:
+                ahead: deque[Future[Prepared]] = deque()
+                upcoming = iter(todo)
+                for scene in itertools.islice(upcoming, depth):
+                    ahead.append(pool.submit(self.prepare, scene))
+                while ahead:
+                    prepared = ahead.popleft().result()
+                    following = next(upcoming, None)
+                    if following is not None and self.apply.prefetch > 0:
+                        ahead.append(pool.submit(self.prepare, following))
+                    status = self.finish(prepared)
+                    if following is not None and self.apply.prefetch == 0:
+                        ahead.append(pool.submit(self.prepare, following))
+                    log.info("%s: %s %s", prepared.scene.scene_id, status.status, status.reason)
             entries = [SceneStatus.read(self.sentinel(scene.scene_id)).summary() for scene in scenes]
-            manifest = {"shard": shard, "scenes": entries, "processed": done, "skipped": skipped}
+            manifest = {
+                "shard": shard,
+                "scenes": entries,
+                "processed": len(todo),
+                "skipped": len(scenes) - len(todo),
+            }
             write_json(self.root / "shards" / f"{shard}.json", manifest)
             return manifest
 
@@ -175,28 +195,88 @@ class ShardRunner:
                 leftover.unlink(missing_ok=True)
         (self.root / ".scratch" / f"{scene_id}.tif").unlink(missing_ok=True)
 
-    def run_scene(self, scene: SceneInput) -> SceneStatus:
-        """Read, clean and predict one scene; end it in exactly one state with its sentinel."""
-        start = time.time()
-        scratch = self.root / ".scratch" / f"{scene.scene_id}.tif"
-        timings: dict[str, float] = {}
+    def streams(self) -> bool:
+        """Whether scenes are read, cleaned and predicted in strips (bounded memory): not with a
+        buffer (the neighbours' VRT) or a reprojection, which need the whole scene."""
+        return not (self.apply.buffer and self.vrt) and not (self.clean.crs or self.clean.resolution)
+
+    def prepare(self, scene: SceneInput) -> Prepared:
+        """Acquire, open and judge one scene (a thread may do this while another scene predicts)."""
+        self._remove_leftovers(scene.scene_id)
+        prepared = Prepared(scene, time.time(), self.root / ".scratch" / f"{scene.scene_id}.tif")
         try:
-            path = self._acquire(scene, scratch, timings)
+            path = self._acquire(scene, prepared.scratch, prepared.timings)
             t0 = time.perf_counter()
-            cleaned, crop = self._read(path, scene.sensor)
-            timings["read_clean_s"] = time.perf_counter() - t0
-            status = judge(scene.scene_id, _cropped(cleaned, crop), self.clean, None)
-            if status.status == "ok":
-                status = self._predict(scene.scene_id, cleaned, crop, status, timings)
-        except ConfigError:
-            raise  # the config's mistake, not the scene's: no final state
+            if self.streams():
+                prepared.reader = CleaningReader(path, self.bands, self.clean, scene.sensor)
+                mask = self.apply.mask if isinstance(self.apply.mask, MaskOptions) else None
+                found = survey(prepared.reader, mask)
+                prepared.status = judge_figures(
+                    scene.scene_id,
+                    found.valid_fraction,
+                    found.all_zero,
+                    prepared.reader.names,
+                    prepared.reader.profile["crs"],
+                    (prepared.reader.height, prepared.reader.width),
+                    self.clean,
+                )
+                if prepared.status.status == "ok" and mask is not None and not found.in_mask:
+                    prepared.status.status = "empty"
+                    prepared.status.reason = f"no pixel with {mask.band} in [{mask.min}, {mask.max}]"
+            else:
+                prepared.cleaned, prepared.crop = self._read(path, scene.sensor)
+                prepared.status = judge(
+                    scene.scene_id, _cropped(prepared.cleaned, prepared.crop), self.clean, None
+                )
+            prepared.timings["read_clean_s"] = time.perf_counter() - t0
+        except ConfigError as exc:
+            prepared.error = exc  # raised by finish, in shard order
         except (SceneError, RasterioError, OSError, ValueError) as exc:
-            status = SceneStatus(scene.scene_id, "corrupt", reason=corrupt_reason(exc))
+            prepared.status = SceneStatus(scene.scene_id, "corrupt", reason=corrupt_reason(exc))
+        return prepared
+
+    def finish(self, prepared: Prepared) -> SceneStatus:
+        """Predict a prepared scene if it is ok; end it in exactly one state with its sentinel."""
+        scene_id = prepared.scene.scene_id
+        try:
+            if prepared.error is not None:
+                raise prepared.error  # the config's mistake, not the scene's: no final state
+            status = prepared.status
+            assert status is not None
+            if status.status == "ok":
+                if prepared.reader is not None:
+                    status = self._predict_stream(scene_id, prepared.reader, status, prepared.timings)
+                else:
+                    assert prepared.cleaned is not None
+                    status = self._predict(
+                        scene_id, prepared.cleaned, prepared.crop, status, prepared.timings
+                    )
+        except ConfigError:
+            raise
+        except (SceneError, RasterioError, OSError, ValueError) as exc:
+            status = SceneStatus(scene_id, "corrupt", reason=corrupt_reason(exc))
         finally:
-            scratch.unlink(missing_ok=True)
-        status.extra.update(timings)
-        status.started, status.finished = start, time.time()
-        status.write(self.sentinel(scene.scene_id))
+            if prepared.reader is not None:
+                prepared.reader.close()
+            prepared.scratch.unlink(missing_ok=True)
+        status.extra.update(prepared.timings)
+        status.started, status.finished = prepared.start, time.time()
+        status.write(self.sentinel(scene_id))
+        return status
+
+    def _predict_stream(
+        self, scene_id: str, reader: CleaningReader, status: SceneStatus, timings: dict[str, float]
+    ) -> SceneStatus:
+        assert self.predictor is not None
+        missing = sorted({b for m in self.predictor.members for b in m.bands} - set(reader.names))
+        if missing:
+            raise SceneError(f"the scene's cleaned bands {reader.names} lack {missing}, the model's input")
+        out = self.scenes / f"{scene_id}.tif"
+        probs = self.scenes / "probs" / f"{scene_id}.tif" if self.apply.outputs == "both" else None
+        t0 = time.perf_counter()
+        figures = predict_scene(reader, self.predictor, self.predict, out, probs)
+        timings["predict_s"] = time.perf_counter() - t0
+        timings["model_s"] = figures.get("model_seconds", 0.0)
         return status
 
     def _acquire(self, scene: SceneInput, scratch: Path, timings: dict[str, float]) -> Path:
@@ -316,6 +396,10 @@ class FieldShardRunner(ShardRunner):
         super().__init__(root, None, bands, clean, predict, apply, acquire)
         self.downscaler, self.downscaling = downscaler, downscaling
 
+    def streams(self) -> bool:
+        """A field is downscaled whole (its gaps are filled from neighbours across the grid)."""
+        return False
+
     def check(self, scenes: Sequence[SceneInput]) -> None:
         """The model's auxiliary fields are the config's, in order; no mask, no buffer.
 
@@ -353,6 +437,26 @@ class FieldShardRunner(ShardRunner):
         timings["predict_s"] = time.perf_counter() - t0
         status.extra["scale"] = self.downscaler.scale
         return status
+
+
+@dataclass
+class Prepared:
+    """A scene made ready for its model: acquired, opened and judged, or already ended."""
+
+    scene: SceneInput
+    #: when the work on it began (seconds since the epoch)
+    start: float
+    #: where a download goes (removed when the scene ends)
+    scratch: Path
+    timings: dict[str, float] = field(default_factory=dict)
+    #: ok (to predict), or the scene's final empty or corrupt state
+    status: SceneStatus | None = None
+    #: the strip-by-strip reader (:meth:`ShardRunner.streams`), or the whole cleaned scene
+    reader: CleaningReader | None = None
+    cleaned: Cleaned | None = None
+    crop: Window | None = None
+    #: a config mistake found while preparing, raised when the scene's turn comes
+    error: ConfigError | None = None
 
 
 def _cropped(cleaned: Cleaned, crop: Window | None) -> Cleaned:

@@ -181,19 +181,41 @@ def judge(scene_id: str, cleaned: Cleaned, clean: CleanOptions, labels: LabelOpt
     """
     valid = np.isfinite(cleaned.image).all(axis=0)
     fraction = float(valid.mean()) if valid.size else 0.0
-    status = SceneStatus(
-        scene_id,
-        "ok",
-        valid_fraction=round(fraction, 6),
-        band_count=len(cleaned.names),
-        bands=cleaned.names,
-        crs=cleaned.crs.to_string() if cleaned.crs else None,
-        shape=list(valid.shape),
+    status = judge_figures(
+        scene_id, fraction, cleaned.all_zero, cleaned.names, cleaned.crs, valid.shape, clean
     )
     problem = _judge_unmapped(status, cleaned.unmapped, labels)
     if problem:
         status.status, status.reason = "corrupt", problem
-    elif cleaned.all_zero:
+    elif status.status == "ok" and cleaned.label is not None and labels is not None:
+        counts = np.bincount(cleaned.label.ravel(), minlength=256)
+        status.extra["class_pixels"] = {name: int(counts[i]) for i, name in enumerate(labels.classes)}
+        if sum(status.extra["class_pixels"].values()) == 0:
+            status.status, status.reason = "empty", "no labelled pixels on valid data"
+    return status
+
+
+def judge_figures(
+    scene_id: str,
+    fraction: float,
+    all_zero: bool,
+    names: list[str],
+    crs: CRS | None,
+    shape: tuple[int, ...],
+    clean: CleanOptions,
+) -> SceneStatus:
+    """The state of a scene from its figures alone (its valid fraction and all-zero flag, as a
+    whole scene or a pass over its strips gives them): empty when all 0 or too little is valid."""
+    status = SceneStatus(
+        scene_id,
+        "ok",
+        valid_fraction=round(fraction, 6),
+        band_count=len(names),
+        bands=names,
+        crs=crs.to_string() if crs else None,
+        shape=list(shape),
+    )
+    if all_zero:
         status.status, status.reason = "empty", ALL_ZERO
     elif fraction == 0 or fraction < clean.min_valid_fraction:
         status.status = "empty"
@@ -202,11 +224,6 @@ def judge(scene_id: str, cleaned: Cleaned, clean: CleanOptions, labels: LabelOpt
             if fraction
             else "no valid pixels"
         )
-    elif cleaned.label is not None and labels is not None:
-        counts = np.bincount(cleaned.label.ravel(), minlength=256)
-        status.extra["class_pixels"] = {name: int(counts[i]) for i, name in enumerate(labels.classes)}
-        if sum(status.extra["class_pixels"].values()) == 0:
-            status.status, status.reason = "empty", "no labelled pixels on valid data"
     return status
 
 
@@ -302,11 +319,15 @@ def _qa_position(names: list[str], clean: CleanOptions) -> int | None:
 
 
 def _all_zero(data: np.ndarray, nodata: float | None, qa_pos: int | None) -> bool:
-    """True when ``(bands, rows, cols)`` stored values hold valid pixels, all exactly 0 in every band.
+    """True when ``(bands, rows, cols)`` stored values hold valid pixels, all exactly 0 in every band."""
+    seen, nonzero = zero_figures(data, nodata, qa_pos)
+    return seen and not nonzero
 
-    Valid here: finite and not ``nodata``; the QA band, whose 0 means clear, is not looked at.
-    Band by band, so that a scene with data is known after its first band.
-    """
+
+def zero_figures(data: np.ndarray, nodata: float | None, qa_pos: int | None) -> tuple[bool, bool]:
+    """Whether ``(bands, rows, cols)`` stored values hold any valid value, and any valid value
+    that is not 0. Valid here: finite and not ``nodata``; the QA band, whose 0 means clear, is
+    not looked at. Band by band, so that a scene with data is known after its first band."""
     seen = False
     for i, band in enumerate(data):
         if i == qa_pos:
@@ -315,9 +336,9 @@ def _all_zero(data: np.ndarray, nodata: float | None, qa_pos: int | None) -> boo
         if nodata is not None and np.isfinite(nodata):
             valid &= band != nodata
         if (valid & (band != 0)).any():
-            return False
+            return True, True
         seen = seen or bool(valid.any())
-    return seen
+    return seen, False
 
 
 def clean_array(

@@ -48,6 +48,8 @@ class ApplyOptions:
     mask: MaskOptions | dict[str, Any] | None = None
     #: pixels of context read from neighbouring scenes (through a VRT of all inputs), then cropped
     buffer: int = 0
+    #: scenes downloaded, opened and surveyed ahead while one predicts (0: one after another)
+    prefetch: int = 1
     #: try corrupt scenes again on a rerun (the config's top-level ``retry_corrupt``)
     retry_corrupt: bool = field(default=False, init=False)
     #: GPUs, memory (MB) and wall time (minutes) per shard job
