@@ -542,7 +542,7 @@ def test_strip_by_strip_apply_equals_the_whole_scene_path_with_scenes_prepared_a
         "ok",
         expected.valid_fraction,
         expected.bands,
-        [1500, 1500],
+        [1100, 300],
     )
     with (
         rasterio.open(tmp_path / "whole.tif") as a,
