@@ -236,9 +236,11 @@ def predict_scene(
     """Predict a whole scene and write its class map (and probabilities) atomically.
 
     Returns:
-        Figures of the run: windows, batches, valid pixels, seconds in the models and in total.
+        Figures of the run: windows, batches, valid pixels, seconds in the models (on this scene)
+        and in total.
     """
     start = time.perf_counter()
+    model_before = predictor.model_seconds
     predictor.fit_scene(reader)
     opts = opts.fitted(reader.height, reader.width)
     pad, stride = opts.geometry()
@@ -257,16 +259,18 @@ def predict_scene(
         flushed = 0
         pending: list[Future[None]] = []
         for y, strip in prefetched(iter_strips(reader, opts)):
-            windows = np.stack([strip[:, :, pad + x : pad + x + w] for x in xs])
-            for b in range(0, len(windows), opts.batch_size):
-                probs = predictor.probabilities(windows[b : b + opts.batch_size], reader.names)
+            # One batch of windows copied out of the strip at a time: a wide scene's strip holds
+            # dozens of windows, and a copy of all of them would double the strip's memory.
+            for b in range(0, len(xs), opts.batch_size):
+                batch = np.stack([strip[:, :, pad + x : pad + x + w] for x in xs[b : b + opts.batch_size]])
+                probs = predictor.probabilities(batch, reader.names)
                 figures["batches"] += 1
                 for i, p in enumerate(probs):
                     x = xs[b + i]
                     lo, hi = max(x, 0), min(x + w, width)
                     acc[:, :, lo:hi] += p[:, :, lo - x : hi - x] * weights[:, lo - x : hi - x]
                     wsum[:, lo:hi] += weights[:, lo - x : hi - x]
-            figures["windows"] += len(windows)
+            figures["windows"] += len(xs)
             valid |= np.isfinite(strip[:, :, pad : pad + width]).all(axis=0)
             # Rows above the next window row are final: write them, then shift the buffers.
             done = height if y == last_y else min(y + stride, height)
@@ -283,6 +287,6 @@ def predict_scene(
             valid = np.concatenate([valid[stride:], np.zeros((stride, width), bool)])
         for job in pending:
             job.result()  # raises what the writer raised
-    figures["model_seconds"] = predictor.model_seconds
+    figures["model_seconds"] = predictor.model_seconds - model_before
     figures["seconds"] = time.perf_counter() - start
     return figures

@@ -12,7 +12,6 @@ import rasterio
 from rasterio.windows import Window
 
 from snakemap.bands import BandOptions, source_names
-from snakemap.stats import STRIP_ROWS
 
 if TYPE_CHECKING:
     from snakemap.clean import CleanOptions
@@ -118,6 +117,10 @@ class CleaningReader:
         self.dataset.close()
 
 
+#: rows per strip of a survey: a few hundred rows of a wide scene, cleaned, stay near 100 MB
+SURVEY_ROWS = 256
+
+
 @dataclass
 class Survey:
     """What one pass over a scene's strips knows: its valid fraction, whether every stored value
@@ -129,7 +132,7 @@ class Survey:
 
 
 def survey(reader: CleaningReader, mask: MaskOptions | None = None) -> Survey:
-    """One pass over a scene in strips of :data:`snakemap.stats.STRIP_ROWS` rows.
+    """One pass over a scene in strips of :data:`SURVEY_ROWS` rows.
 
     Raises:
         SceneError: a mask band the scene's cleaned bands lack.
@@ -141,8 +144,8 @@ def survey(reader: CleaningReader, mask: MaskOptions | None = None) -> Survey:
         raise SceneError(f"the scene's cleaned bands {reader.names} lack apply.mask.band {mask.band!r}")
     valid = 0
     nonzero = seen = in_mask = False
-    for start in range(0, reader.height, STRIP_ROWS):
-        raw = reader.raw_rows(start, min(start + STRIP_ROWS, reader.height))
+    for start in range(0, reader.height, SURVEY_ROWS):
+        raw = reader.raw_rows(start, min(start + SURVEY_ROWS, reader.height))
         if not nonzero:
             any_valid, nonzero = zero_figures(raw, reader.nodata, reader.qa_pos)
             seen = seen or any_valid

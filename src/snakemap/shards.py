@@ -50,6 +50,9 @@ class ApplyOptions:
     buffer: int = 0
     #: scenes downloaded, opened and surveyed ahead while one predicts (0: one after another)
     prefetch: int = 1
+    #: GDAL's block cache per shard job, MB (GDAL's own default is 5% of the machine's memory,
+    #: which a job's memory request does not count on); a GDAL_CACHEMAX in the environment wins
+    gdal_cache_mb: int = 128
     #: try corrupt scenes again on a rerun (the config's top-level ``retry_corrupt``)
     retry_corrupt: bool = field(default=False, init=False)
     #: GPUs, memory (MB) and wall time (minutes) per shard job

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -125,6 +126,8 @@ def _apply_shard(args: argparse.Namespace, cfg: dict[str, Any]) -> int:
 
     apply = build("apply", cfg.get("apply"))
     apply.retry_corrupt = args.retry_corrupt.lower() == "true"
+    # Read by GDAL when its block cache is first used, which is after this.
+    os.environ.setdefault("GDAL_CACHEMAX", str(apply.gdal_cache_mb))
     bands = build("bands", cfg.get("bands"))
     # The workflow passes the sensors of the shard's scenes only: each is looked up here, before any work.
     tables = SceneTables(sensors=build_sensors(cfg.get("sensors"), bands))
