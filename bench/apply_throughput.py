@@ -138,7 +138,8 @@ def shard(manifest: str, root: str, ckpt: str, prefetch: int) -> dict[str, float
 
 
 def big_stream(scene: str, root: str) -> dict[str, float]:
-    """One big scene through apply's strip-by-strip path, with a 1x1-convolution model."""
+    """One big scene through apply's strip-by-strip path, with a 1x1-convolution model and the
+    default prediction options (window 256)."""
     from snakemap.apply import SceneInput, ShardRunner
     from snakemap.bands import BandOptions
     from snakemap.clean import CleanOptions
@@ -155,7 +156,7 @@ def big_stream(scene: str, root: str) -> dict[str, float]:
         Predictor([member], ["land", "water"]),
         BandOptions(names=BANDS, indices=["ndwi"]),
         CleanOptions(),
-        PredictOptions(window=512, overlap=32, batch_size=2),
+        PredictOptions(),  # the defaults: window 256, overlap 32,
         ApplyOptions(prefetch=0),
     )
     t0 = time.perf_counter()

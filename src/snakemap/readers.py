@@ -63,6 +63,12 @@ class ArrayReader:
         return self.image[:, start:stop]
 
 
+#: rows per strip of a survey: a few hundred rows of a wide scene, cleaned, stay near 100 MB
+SURVEY_ROWS = 256
+#: rows cleaned at a time when a strip is read for prediction
+CLEAN_ROWS = 64
+
+
 class CleaningReader:
     """A raw scene cleaned as it is read, strip by strip (mask, scale, select, indices: the clean
     step's :func:`snakemap.clean.clean_array`), so memory is set by the strip, not the scene.
@@ -111,14 +117,16 @@ class CleaningReader:
         return clean_array(raw, list(self.source), self.nodata, self.bands, self.clean, self.sensor)
 
     def read_rows(self, start: int, stop: int) -> np.ndarray:
-        return self._clean(self.raw_rows(start, stop))[0]
+        """Cleaned rows ``[start, stop)``, cleaned :data:`CLEAN_ROWS` at a time into one array, so
+        that cleaning's temporary copies stay small whatever the strip."""
+        out = np.empty((len(self.names), stop - start, self.width), dtype=np.float32)
+        for top in range(start, stop, CLEAN_ROWS):
+            bottom = min(top + CLEAN_ROWS, stop)
+            out[:, top - start : bottom - start] = self._clean(self.raw_rows(top, bottom))[0]
+        return out
 
     def close(self) -> None:
         self.dataset.close()
-
-
-#: rows per strip of a survey: a few hundred rows of a wide scene, cleaned, stay near 100 MB
-SURVEY_ROWS = 256
 
 
 @dataclass
