@@ -362,7 +362,16 @@ def test_scenes_without_georeferencing_or_data_end_in_their_state(tmp_path: Path
     # With context from the neighbours (apply.buffer), the scene's own georeferencing and pixels decide.
     left = tile(inputs / "left.tif", scene_data(4), 0, 960, nodata=None)
     right = tile(inputs / "right.tif", np.zeros((4, 96, 96), np.uint16), 960, 960, nodata=None)
-    subprocess.run(["gdalbuildvrt", "-q", str(tmp_path / "inputs.vrt"), str(left), str(right)], check=True)
+    # a scene with a fifth band, beside them: gdalbuildvrt leaves it out
+    five = write_tif(
+        inputs / "five.tif",
+        np.ones((5, 96, 96), np.uint16),
+        crs="EPSG:32755",
+        transform=from_origin(0, 1920, 10, 10),
+        descriptions=[*BANDS, "extra"],
+    )
+    cmd = ["gdalbuildvrt", "-q", str(tmp_path / "inputs.vrt"), str(left), str(right), str(five)]
+    subprocess.run(cmd, check=True, capture_output=True)
     runner = ShardRunner(
         tmp_path / "buffered",
         null_predictor(),
@@ -372,10 +381,14 @@ def test_scenes_without_georeferencing_or_data_end_in_their_state(tmp_path: Path
         ApplyOptions(buffer=16),
         mosaic_vrt=tmp_path / "inputs.vrt",
     )
-    shard = runner.run_shard(
-        "shard-00000", [SceneInput("left", str(left)), SceneInput("right", str(right)), scenes[0]]
-    )
+    buffered = [SceneInput(n, str(p)) for n, p in (("left", left), ("right", right), ("five", five))]
+    shard = runner.run_shard("shard-00000", [*buffered, scenes[0]])
     states = {e["scene_id"]: (e["status"], e["reason"]) for e in shard["scenes"]}
+    assert states.pop("five") == (
+        "corrupt",
+        f"left out of the VRT of the apply scenes ({tmp_path / 'inputs.vrt'}): 5 bands in EPSG:32755, "
+        "the VRT's scenes have 4 in EPSG:32755",
+    )
     assert states == {
         "left": ("ok", ""),
         "right": ("empty", ALL_ZERO),

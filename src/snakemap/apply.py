@@ -299,8 +299,15 @@ class ShardRunner:
             res = src.res
             b = self.apply.buffer
             left, bottom, right, top = src.bounds
-            height, width = src.height, src.width
+            height, width, count, crs = src.height, src.width, src.count, src.crs
         with rasterio.open(self.vrt) as vrt:
+            # gdalbuildvrt leaves out a scene unlike the first (band count, CRS): read through
+            # the VRT, its pixels would all be nodata and the scene would pass for empty.
+            if (count, crs) != (vrt.count, vrt.crs):
+                raise SceneError(
+                    f"left out of the VRT of the apply scenes ({self.vrt}): {count} bands in {crs}, "
+                    f"the VRT's scenes have {vrt.count} in {vrt.crs}"
+                )
             window = (
                 from_bounds(
                     left - b * res[0],
