@@ -87,7 +87,8 @@ def clean_args(wildcards):
     """--sensor, --label-scheme and --bounds of the scene being built (none for a row without)."""
     row = scene(wildcards)
     flags = {"sensor": "--sensor", "label_scheme": "--label-scheme", "bounds": "--bounds"}
-    return " ".join(f"{flag} {shlex.quote(row[col])}" for col, flag in flags.items() if row[col])
+    # --flag=value: bounds west of Greenwich start with a minus sign
+    return " ".join(f"{flag}={shlex.quote(row[col])}" for col, flag in flags.items() if row[col])
 
 
 def local_inputs(wildcards):
