@@ -65,6 +65,8 @@ bench: setup
 	$(BIN)/python bench/train_efficiency.py
 	$(BIN)/python bench/predict_efficiency.py
 	$(BIN)/python bench/quality.py
+	$(BIN)/python bench/downscaling.py
+	$(BIN)/python bench/apply_throughput.py
 
 # The style gate (CI runs it before the tests): ruff's rules and format, mypy --strict on the
 # package, snakefmt on the workflow and Snakemake's own linter.
