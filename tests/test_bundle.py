@@ -13,9 +13,9 @@ import pytest
 import rasterio
 import torch
 
-from snakemap.bundle import FORMAT_VERSION, BundleError, predict_raw, read_bundle, write_bundle
+from snakemap.bundle import FORMAT_VERSION, BundleError, bundled_model, predict_raw, read_bundle, write_bundle
 from snakemap.export import OnnxNetwork, export_onnx
-from snakemap.models import TrainedModel, build_model, trained_from
+from snakemap.models import build_model
 
 UKIS_BANDS = ["blue", "green", "red", "nir", "swir16", "swir22"]
 
@@ -69,12 +69,11 @@ def test_onnxruntime_agrees_with_torch_on_a_real_scene(
     scene = shared_data / "segmentation" / "ukis_landsat7_image.tif"
     bundle = read_bundle(bundle_file)
     onnx_path = export_onnx(bundle, tmp_path / "model.onnx")
-    hp = bundle.hyper_parameters
     network = OnnxNetwork(onnx_path)
-    assert network.meta["model"]["band_names"] == hp["band_names"]
-    as_onnx = TrainedModel(network, hp["classes"], hp["band_names"], hp["mean"], hp["std"])
+    assert network.meta["model"]["band_names"] == bundle.hyper_parameters["band_names"]
+    torch_model = bundled_model(bundle.meta, bundle.state)
     figures = {}
-    for name, model in (("torch", trained_from(hp, bundle.state)), ("onnx", as_onnx)):
+    for name, model in (("torch", torch_model), ("onnx", bundled_model(network.meta, network=network))):
         out, probs = tmp_path / f"{name}.tif", tmp_path / f"{name}.probs.tif"
         figures[name] = predict_raw(bundle.meta, model, scene, out, probs_out=probs)
     with rasterio.open(tmp_path / "torch.probs.tif") as a, rasterio.open(tmp_path / "onnx.probs.tif") as b:

@@ -142,6 +142,31 @@ def read_bundle(path: str | os.PathLike[str]) -> Bundle:
     return Bundle(meta, state)
 
 
+def bundled_model(
+    meta: dict[str, Any], state: dict[str, torch.Tensor] | None = None, network: Any = None
+) -> Any:
+    """The model :func:`predict_raw` runs: built with torch from a bundle's ``state`` dict, or
+    around ``network``, an ONNX session (:class:`snakemap.export.OnnxNetwork`) of the same model.
+
+    Returns:
+        A :class:`snakemap.models.TrainedModel` (segmentation) or a
+        :class:`snakemap.srtask.TrainedDownscaler` (downscaling).
+    """
+    hp = meta["model"]
+    if meta["task"] == "downscaling":
+        from snakemap.srtask import TrainedDownscaler, downscaler_from
+
+        if network is None:
+            return downscaler_from(hp, state or {})
+        return TrainedDownscaler(network, int(hp["scale"]), list(hp["band_names"]), str(hp["arch"]))
+    from snakemap.models import TrainedModel, trained_from
+
+    if network is None:
+        return trained_from(hp, state or {})
+    bands, normalize = list(hp["band_names"]), hp.get("normalize", "dataset")
+    return TrainedModel(network, list(hp["classes"]), bands, list(hp["mean"]), list(hp["std"]), normalize)
+
+
 def predict_raw(
     meta: dict[str, Any],
     model: Any,

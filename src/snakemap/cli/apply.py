@@ -75,7 +75,7 @@ def _predict(args: argparse.Namespace, cfg: dict[str, Any]) -> int:
 
 def _predict_standalone(args: argparse.Namespace) -> int:
     """A raw scene with a bundle (torch) or an ONNX export (onnxruntime), no workflow needed."""
-    from snakemap.bundle import predict_raw, read_bundle
+    from snakemap.bundle import bundled_model, predict_raw, read_bundle
 
     if args.input is None or args.output is None:
         raise ConfigError("predict --bundle/--onnx needs a raw scene IN.tif and the map OUT.tif")
@@ -84,36 +84,12 @@ def _predict_standalone(args: argparse.Namespace) -> int:
     auxiliary = dict(a.split("=", 1) for a in args.auxiliary)
     if args.bundle:
         bundle = read_bundle(args.bundle)
-        meta, hp, network, state = bundle.meta, bundle.hyper_parameters, None, bundle.state
+        meta, model = bundle.meta, bundled_model(bundle.meta, bundle.state)
     else:
         from snakemap.export import OnnxNetwork
 
         network = OnnxNetwork(args.onnx)
-        meta, hp, state = network.meta, network.meta["model"], {}
-    model: Any
-    if meta["task"] == "downscaling":
-        from snakemap.srtask import TrainedDownscaler, downscaler_from
-
-        model = (
-            downscaler_from(hp, state)
-            if network is None
-            else TrainedDownscaler(network, int(hp["scale"]), list(hp["band_names"]), str(hp["arch"]))
-        )
-    else:
-        from snakemap.models import TrainedModel, trained_from
-
-        model = (
-            trained_from(hp, state)
-            if network is None
-            else TrainedModel(
-                network,
-                list(hp["classes"]),
-                list(hp["band_names"]),
-                list(hp["mean"]),
-                list(hp["std"]),
-                hp.get("normalize", "dataset"),
-            )
-        )
+        meta, model = network.meta, bundled_model(network.meta, network=network)
     figures = predict_raw(meta, model, args.input, args.output, args.sensor, auxiliary, args.probs_out)
     logging.info("predicted %s with %s: %s", args.input, args.bundle or args.onnx, figures)
     return 0
