@@ -190,6 +190,7 @@ def test_light_steps_do_not_import_torch() -> None:
 
     light = "snakemap.cli snakemap.calval snakemap.report snakemap.winners snakemap.progress"
     light += " snakemap.fields snakemap.grid snakemap.manifest snakemap.config snakemap.clean snakemap.chips"
+    light += " snakemap.stac"
     code = (
         f"import sys\nfor m in {light.split()!r}: __import__(m)\n"
         "print(sorted(n for n in sys.modules if n.split('.')[0] == 'torch')[:3])"
