@@ -169,6 +169,7 @@ def test_schema_patterns_are_the_packages() -> None:
         "properties.calval.properties.baselines.propertyNames": ident,
         "properties.calval.properties.ensembles.propertyNames": ident,
         "properties.apply.properties.predictors.items": f"^{APPLIED_PATTERN}$",
+        "properties.downscaling.properties.auxiliary.propertyNames": name,
     }
     manifest = {
         "properties.scene_id": f"^{SCENE_ID_PATTERN}$",
@@ -176,6 +177,8 @@ def test_schema_patterns_are_the_packages() -> None:
         "properties.label_sha256": f"^({SHA256_PATTERN})?$",
         "properties.sensor": optional_id,
         "properties.label_scheme": optional_id,
+        # four numbers, or empty; snakemap.manifest.parse_bounds checks the same
+        "properties.bounds": "^([-+0-9.eE]+,[-+0-9.eE]+,[-+0-9.eE]+,[-+0-9.eE]+)?$",
     }
     assert dict(schema_patterns(SCHEMA)) == config
     manifest_schema = yaml.safe_load((REPO / "workflow" / "schemas" / "manifest.schema.yaml").read_text())
