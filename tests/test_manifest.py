@@ -13,6 +13,7 @@ from snakemap.manifest import (
     ManifestError,
     ManifestRow,
     manifest_rows,
+    parse_bounds,
     read_manifest,
     scenes_with_role,
 )
@@ -38,8 +39,8 @@ def test_manifest_rows_are_typed_text_rows(tmp_path: Path) -> None:
     assert ManifestRow._fields == REQUIRED + OPTIONAL
     m = read_manifest(write(tmp_path, "a1,a.tif,,a_lab.tif,train,reefA\nq1,q.tif,,,apply,\n"))
     assert manifest_rows(m) == [
-        ManifestRow("a1", "a.tif", "train", "", "a_lab.tif", "", "reefA", "", ""),
-        ManifestRow("q1", "q.tif", "apply", "", "", "", "q1", "", ""),
+        ManifestRow("a1", "a.tif", "train", "", "a_lab.tif", "", "reefA", "", "", "", ""),
+        ManifestRow("q1", "q.tif", "apply", "", "", "", "q1", "", "", "", ""),
     ]
 
 
@@ -120,3 +121,34 @@ def test_sensor_and_label_scheme_must_name_config_entries(tmp_path: Path) -> Non
         read_manifest(path, sensors={}, label_schemes=["codes_a", "codes_z"])
     ok = read_manifest(path, sensors=["s2l1c", "landsat7"], label_schemes=["codes_a", "codes_z"])
     assert ok["label_scheme"].tolist() == ["codes_a", "", "codes_z"]
+
+
+def test_bounds_and_datetime_columns_are_checked(tmp_path: Path) -> None:
+    header = "scene_id,uri,role,label_uri,bounds,datetime\n"
+    good = tmp_path / "good.csv"
+    good.write_text(
+        header + 'a,a.tif,train,l.tif,"-125.5,24,-112,50",2024-05-01T10:30:00Z\nq,q.tif,apply,,,2024-05-02\n'
+    )
+    m = read_manifest(good)
+    assert parse_bounds(m.loc["a", "bounds"]) == (-125.5, 24.0, -112.0, 50.0)
+    assert m.loc["q", "bounds"] == "" and m.loc["q", "datetime"] == "2024-05-02"
+    bad = tmp_path / "bad.csv"
+    rows = [
+        'b,b.tif,train,l.tif,"1,2,3",',
+        'c,c.tif,train,l.tif,"5,0,1,9",',
+        'd,d.tif,apply,,"0,0,1,1",',
+        "e,e.tif,apply,,,May 1st",
+    ]
+    bad.write_text(header + "\n".join(rows) + "\n")
+    with pytest.raises(ManifestError) as info:
+        read_manifest(bad)
+    message = str(info.value)
+    assert "line 2: scene 'b': bounds '1,2,3' is not minx,miny,maxx,maxy" in message
+    assert "line 3: scene 'c': bounds '5,0,1,9' needs minx < maxx and miny < maxy" in message
+    assert "line 4: scene 'd': bounds are for train and calval rows, not apply" in message
+    assert "line 5: scene 'e': datetime 'May 1st' is not ISO 8601" in message
+    # downscaling's train and calval rows need no label
+    (tmp_path / "fields.csv").write_text("scene_id,uri,role\ng,g.tif,train\n")
+    assert list(read_manifest(tmp_path / "fields.csv", labels_required=False).index) == ["g"]
+    with pytest.raises(ManifestError, match="role train needs a label_uri"):
+        read_manifest(tmp_path / "fields.csv")
