@@ -1,5 +1,6 @@
-"""The workflow through a real one-node SLURM on 127.0.0.1: sbatch jobs, GPU requests, a job killed
-by scancel and resumed, results equal to a local run's, and the single-allocation mode."""
+"""The workflow through a real one-node SLURM on 127.0.0.1: sbatch jobs, GPU requests, the shards as
+one job array, a job killed by scancel and resumed, results equal to a local run's, and the
+single-allocation mode."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import rasterio
 import torch
 
 from tests.conftest import REPO
@@ -81,18 +83,24 @@ def rows() -> list[dict]:
 
 
 def squeue() -> list[dict[str, str]]:
-    """All jobs SLURM still knows (finished ones for MinJobAge): id, state, rule, GRES."""
-    fields = "JobID:|,State:|,Comment:|,tres-per-job:|,tres-per-node:|"
+    """All jobs SLURM still knows (finished ones for MinJobAge): id, array, state, rule, GRES.
+
+    ``id`` is ``<arrayid>_<task>`` for a task of a job array (``array`` is then ``<arrayid>``), the
+    job id otherwise (``array`` is empty); the plugin names log files by it.
+    """
+    fields = "JobArrayID:|,ArrayTaskID:|,ArrayJobID:|,State:|,Comment:|,tres-per-job:|,tres-per-node:|"
     out = subprocess.run(
         ["squeue", "-h", "-t", "all", "-O", fields], capture_output=True, text=True, check=True, timeout=30
     ).stdout
     jobs = []
     for line in out.splitlines():
-        job_id, state, comment, per_job, per_node = (f.strip() for f in line.split("|")[:5])
-        # The plugin's comment is rule_<name>[_wildcards_<values>]; --gpus=N shows as tres-per-job.
+        job_id, task, array, state, comment, per_job, per_node = (f.strip() for f in line.split("|")[:7])
+        # The plugin's comment is rule_<name>[_wildcards_<values>] (an array's: its first task's
+        # wildcards); --gpus=N shows as tres-per-job.
         jobs.append(
             {
                 "id": job_id,
+                "array": array if task not in ("", "N/A") else "",
                 "state": state,
                 "rule": comment.split("_wildcards_")[0],
                 "gres": f"{per_job} {per_node}",
@@ -116,7 +124,6 @@ def test_demo_through_slurm(tmp_path: Path, slurm: None) -> None:
         str(BIN / "snakemake"),
         "--snakefile", str(REPO / "workflow" / "Snakefile"),
         "--profile", str(REPO / "profiles" / "slurm"),
-        "--jobs", "4",
         "--latency-wait", "5",
         "--slurm-init-seconds-before-status-checks", "5",
     ]  # fmt: skip
@@ -147,9 +154,10 @@ def test_demo_through_slurm(tmp_path: Path, slurm: None) -> None:
     by_rule: dict[str, list[dict[str, str]]] = {}
     for j in jobs:
         by_rule.setdefault(j["rule"], []).append(j)
-    # Every job went through sbatch (ids in the plugin's log folder); local rules did not.
+    # Every job went through sbatch (ids, or <arrayid>_<task>, in the plugin's log folder); local
+    # rules did not.
     logs = list((work / ".snakemake" / "slurm_logs").glob("rule_*/**/*.log"))
-    assert {re.sub(r"\D", "", p.stem) for p in logs} >= {j["id"] for j in jobs if j["state"] == "COMPLETED"}
+    assert {p.stem for p in logs} >= {j["id"] for j in jobs if j["state"] == "COMPLETED"}
     assert {"rule_clean", "rule_chips", "rule_train", "rule_apply_shard", "rule_calval_predict"} <= set(
         by_rule
     )
@@ -169,7 +177,23 @@ def test_demo_through_slurm(tmp_path: Path, slurm: None) -> None:
     )
     metrics = pd.read_csv(work / "results" / "models" / "base" / "metrics.csv")
     assert metrics["epoch"].tolist() == list(range(EPOCHS))
-    print(f"\nSLURM demo run: {wall:.0f} s, {len(jobs)} sbatch jobs, cancelled job {cancelled}")
+    # The two shards (shard_size 1) went in one sbatch: tasks 1 and 2 of one job array, each of
+    # which mapped its scene; the other rules' jobs are no arrays.
+    shards = [j for j in by_rule["rule_apply_shard"] if j["state"] == "COMPLETED"]
+    assert len(shards) == 2 and len({j["array"] for j in shards}) == 1, shards
+    assert sorted(j["id"] for j in shards) == [f"{shards[0]['array']}_{k}" for k in (1, 2)]
+    assert not [j for r, js in by_rule.items() if r != "rule_apply_shard" for j in js if j["array"]]
+    assert re.search(rf"Submitted array job .* SLURM job ID {shards[0]['array']}\b", output)
+    maps = work / "results" / "maps" / "models" / "base" / "best"
+    for k, scene in enumerate(("q1", "q2")):
+        (entry,) = json.loads((maps / "shards" / f"shard-{k:05d}.json").read_text())["scenes"]
+        assert (entry["scene_id"], entry["status"]) == (scene, "ok")
+        with rasterio.open(maps / "scenes" / f"{scene}.tif") as src:
+            assert src.crs is not None and (src.read(1) != src.nodata).any()
+    print(
+        f"\nSLURM demo run: {wall:.0f} s, {len(jobs)} jobs (shards: array {shards[0]['array']}), "
+        f"cancelled job {cancelled}"
+    )
 
     # The same workflow on one machine gives the same data products and the same set of results.
     local = workspace(tmp_path / "local", config(), rows())
