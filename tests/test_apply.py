@@ -213,11 +213,12 @@ def test_buffered_neighbours_make_a_seamless_mosaic(tmp_path: Path) -> None:
         runner.run_shard("shard-00000", [SceneInput("left", str(left)), SceneInput("right", str(right))])
         build_mosaic(
             sorted((tmp_path / name / "scenes").glob("*.tif")),
-            tmp_path / name / "mosaic.vrt",
+            tmp_path / name / "mosaic",
             tmp_path / name / "overview.tif",
             factor=4,
+            overview_crs="EPSG:32755",
         )
-        with rasterio.open(tmp_path / name / "mosaic.vrt") as src:
+        with rasterio.open(tmp_path / name / "mosaic" / "32755.vrt") as src:
             assert sorted(Path(f).name for f in src.files[1:]) == ["left.tif", "right.tif"]
             results[name] = src.read(1)
             assert src.shape == (192, 192) and src.transform == from_origin(0, 1920, 10, 10)

@@ -79,7 +79,7 @@ def applied(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
     )
     empty.write(root / "scenes" / "quad_empty.json")
     shards = [_shard(root, "shard-00000", statuses[:2]), _shard(root, "shard-00001", [statuses[2], empty])]
-    build_mosaic([root / "scenes" / f"{s}.tif" for s in ORIGINS], root / "mosaic.vrt", root / "overview.tif")
+    build_mosaic([root / "scenes" / f"{s}.tif" for s in ORIGINS], root / "mosaic", root / "overview.tif")
     info = ModelInfo(PREDICTOR, "Unet", checkpoints=[str(checkpoint)], framework_version="2.15.0")
     collection = write_collection(root, PREDICTOR, shards, info, CLASSES, MANIFEST_TIME)
     return {"root": root, "shards": shards, "info": info, "collection": collection, "statuses": statuses}
@@ -202,10 +202,17 @@ def test_the_collection_links_the_ok_scenes_and_the_mosaic(applied: dict[str, An
         assert item.get_collection() is not None and item.get_collection().id == collection.id
     ((start, end),) = collection.extent.temporal.intervals
     assert start == MANIFEST_TIME["quad_c"] and end is not None and end > start
-    for key, name in (("mosaic", "mosaic.vrt"), ("overview", "overview.tif")):
+    for key, name in (
+        ("mosaic-32755", "mosaic/32755.vrt"),
+        ("mosaic-index", "mosaic/index.json"),
+        ("overview", "overview.tif"),
+    ):
         href = collection.assets[key].href
         assert not Path(href).is_absolute() and (root / href).resolve() == (root / name).resolve()
     assert collection.assets["overview"].media_type == pystac.MediaType.COG
+    assert collection.assets["mosaic-32755"].extra_fields["proj:code"] == "EPSG:32755"
+    assert collection.assets["overview"].extra_fields["proj:code"] == "EPSG:4326"
+    assert collection.summaries.get_list("proj:code") == ["EPSG:32755"]
     # every href is relative: the folder can move
     text = path.read_text() + "".join(item_path(root / "scenes" / f"{s}.tif").read_text() for s in ORIGINS)
     assert str(Path.cwd()) not in text

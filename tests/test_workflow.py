@@ -341,7 +341,7 @@ def test_two_processes_on_halves_of_the_shards_equal_one(tmp_path: Path) -> None
     rows += [apply_row(q) for q in quads]
     work = workspace(tmp_path, config, rows)
     snakemake(work, "results/models/base/best.ckpt")
-    mosaic = "results/maps/models/base/best/mosaic.vrt"
+    mosaic = "results/maps/models/base/best/mosaic"
     env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
     base = [
         str(Path(sys.executable).parent / "snakemake"),
@@ -370,14 +370,16 @@ def test_two_processes_on_halves_of_the_shards_equal_one(tmp_path: Path) -> None
     ]
     assert ran[0] and ran[1] and not ran[0] & ran[1], ran
     assert {p.stem for p in (maps / "shards").glob("*.json")} == ran[0] | ran[1]
-    assert not (maps / "mosaic.vrt").exists()
+    assert not (maps / "mosaic").exists()
     snakemake(work, mosaic)
     together = {q: rasterio.open(maps / "scenes" / f"{q}.tif").read() for q in quads}
     shutil.rmtree(work / "results" / "maps")
     snakemake(work, mosaic)
     for q in quads:
         np.testing.assert_array_equal(rasterio.open(maps / "scenes" / f"{q}.tif").read(), together[q])
-    with rasterio.open(maps / "mosaic.vrt") as src:
+    (zone,) = json.loads((maps / "mosaic" / "index.json").read_text())["zones"].values()
+    assert zone["scene_ids"] == quads
+    with rasterio.open(maps / "mosaic" / zone["vrt"]) as src:
         assert len(src.files) == 1 + len(quads)
 
 
@@ -537,7 +539,8 @@ def test_buffered_quads_equal_the_whole_scene(fresh_run: FreshRun) -> None:
     # Without the neighbours' context, the seam shows.
     plain = read(work / "by_hand" / "plain", ["left", "right"])
     assert (plain[:, :, 80:112] != expected[:, :, 80:112]).any()
-    with rasterio.open(work / "results" / "maps" / "models" / "base" / "best" / "mosaic.vrt") as src:
+    (vrt,) = (work / "results" / "maps" / "models" / "base" / "best" / "mosaic").glob("*.vrt")
+    with rasterio.open(vrt) as src:
         assert src.shape == (192, 192)
 
 
@@ -583,8 +586,10 @@ def test_the_workflows_maps_have_stac_items_and_a_collection(fresh_run: FreshRun
         validate_offline(collection)
         items = sorted(collection.get_items(), key=lambda i: i.id)
         assert [i.id for i in items] == ["left", "right"]
-        for name in ("mosaic", "overview"):
+        for name in ("mosaic-index", "overview"):
             assert (root / collection.assets[name].href).resolve().is_file()
+        zones = [k for k in collection.assets if k.startswith("mosaic-") and k != "mosaic-index"]
+        assert len(zones) == 1 and (root / collection.assets[zones[0]].href).resolve().is_file()
         for item in items:
             validate_offline(item)
             assert pystac.Item.from_dict(item.to_dict()).to_dict() == item.to_dict()

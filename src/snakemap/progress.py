@@ -3,6 +3,8 @@
 Finished shards are read from their manifests (one file per shard, listing
 :meth:`snakemap.status.SceneStatus.summary` of each scene); only the scenes of unfinished shards
 are looked up one by one, and only those whose sentinel exists are read (:meth:`SceneStatus.read`).
+The ok scenes per CRS come from the mosaic's ``mosaic/index.json`` (see
+:func:`snakemap.mosaic.build_mosaic`), as of the last mosaic.
 """
 
 from __future__ import annotations
@@ -27,7 +29,9 @@ def progress(
 
     Returns:
         ``{"total", "ok", "empty", "corrupt", "pending", "done_pct", "scenes_per_hour", "eta_s",
-        "corrupt_scenes": [{"scene_id", "reason"}], "shards_done", "shards"}``
+        "corrupt_scenes": [{"scene_id", "reason"}], "shards_done", "shards", "zones"}``;
+        ``zones``: ok scenes by CRS (``{"EPSG:32618": 12}``, plus ``"none"`` for maps without
+        a CRS) in the last mosaic, ``{}`` before it.
     """
     root = Path(root)
     now = time.time() if now is None else now
@@ -64,7 +68,20 @@ def progress(
         "shards": len(shards),
         "shards_done": shards_done,
         "corrupt_scenes": corrupt,
+        "zones": zones(root),
     }
+
+
+def zones(root: str | os.PathLike[str]) -> dict[str, int]:
+    """Ok scenes by CRS in the mosaic under ``root`` (``mosaic/index.json``); ``{}`` without one."""
+    index = Path(root) / "mosaic" / "index.json"
+    if not index.is_file():
+        return {}
+    data = read_json(index)
+    counts = {key: int(zone["scenes"]) for key, zone in data["zones"].items()}
+    if data.get("unreferenced"):
+        counts["none"] = len(data["unreferenced"])
+    return counts
 
 
 def format_progress(name: str, p: dict[str, Any]) -> str:
@@ -75,5 +92,7 @@ def format_progress(name: str, p: dict[str, Any]) -> str:
         f"(ok {p['ok']}, empty {p['empty']}, corrupt {p['corrupt']}, pending {p['pending']}); "
         f"shards {p['shards_done']}/{p['shards']}; {p['scenes_per_hour']:.0f} scenes/h; ETA {eta}"
     ]
+    if p.get("zones"):
+        lines.append("  mosaic: " + ", ".join(f"{k} {n}" for k, n in p["zones"].items()))
     lines += [f"  corrupt: {c['scene_id']}: {c['reason']}" for c in p["corrupt_scenes"]]
     return "\n".join(lines)

@@ -61,6 +61,8 @@ class ApplyOptions:
     runtime: int = 240
     #: downsampling factor of the mosaic's overview COG
     overview_factor: int = 8
+    #: the overview's CRS, into which every zone's maps are warped (EPSG code, WKT or PROJ string)
+    overview_crs: str = "EPSG:4326"
 
     def __post_init__(self) -> None:
         if isinstance(self.mask, dict):

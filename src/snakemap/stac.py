@@ -6,8 +6,10 @@ Layout under ``results/maps/{predictor}/`` (beside what :mod:`snakemap.apply` an
 - ``scenes/{scene}.stac.json``: the scene's STAC item, beside its sentinel ``scenes/{scene}.json``
   and its map ``scenes/{scene}.tif``. Only ok scenes get one: an empty or corrupt scene's sentinel
   says why it has no map (and a stale item of such a scene is removed).
-- ``collection.json``: the predictor's collection, linking every item and holding the mosaic
-  (``mosaic.vrt``) and overview (``overview.tif``) as collection assets.
+- ``collection.json``: the predictor's collection, linking every item and holding as collection
+  assets the mosaic of each CRS (``mosaic-{epsg}``: ``mosaic/{epsg}.vrt``, with its ``proj:code``),
+  their index (``mosaic-index``: ``mosaic/index.json``) and the overview (``overview.tif``, with
+  the ``proj:code`` it was warped to); the CRSs are the ``proj:code`` summary.
 
 Every href between these files is relative, so the results folder can move; every file is written
 atomically (see :func:`snakemap.io.atomic_path`) and rewriting them is safe.
@@ -296,32 +298,60 @@ def write_collection(
     for item, path in items:
         href = "./" + Path(os.path.relpath(path, root)).as_posix()
         collection.add_link(pystac.Link(pystac.RelType.ITEM, href, pystac.MediaType.GEOJSON, title=item.id))
-    mosaic, overview = root / "mosaic.vrt", root / "overview.tif"
-    if mosaic.is_file():
-        collection.add_asset(
-            "mosaic",
-            pystac.Asset(
-                "./mosaic.vrt",
-                title="mosaic of the maps (GDAL VRT)",
-                media_type=pystac.MediaType.XML,
-                roles=["data"],
-            ),
-        )
-    if overview.is_file():
-        collection.add_asset(
-            "overview",
-            pystac.Asset(
-                "./overview.tif",
-                title="downsampled mosaic",
-                media_type=pystac.MediaType.COG,
-                roles=["overview", "visual"],
-            ),
-        )
+    _add_mosaics(collection, root)
     if model_info is not None:
         for _, title, href in _model_files(model_info, root):
             collection.add_link(pystac.Link("via", href, _media_type(href), title=title))
     write_json(collection_path, collection.to_dict(include_self_link=False, transform_hrefs=False))
     return collection_path
+
+
+def _add_mosaics(collection: pystac.Collection, root: Path) -> None:
+    """The mosaic of each CRS (``mosaic-{epsg}``), their index (``mosaic-index``) and the overview
+    as collection assets, each mosaic and the overview with its ``proj:code``; and the CRSs under
+    the ``proj:code`` summary. Only what exists is added (no mosaic yet: no asset)."""
+    index_path = root / "mosaic" / "index.json"
+    index = read_json(index_path) if index_path.is_file() else {"zones": {}}
+    codes = []
+    for key, zone in sorted(index["zones"].items()):
+        name = Path(zone["vrt"]).stem
+        asset = pystac.Asset(
+            f"./mosaic/{zone['vrt']}",
+            title=f"mosaic of the {zone['scenes']} maps in {key} (GDAL VRT)",
+            media_type=pystac.MediaType.XML,
+            roles=["data"],
+        )
+        collection.add_asset(f"mosaic-{name}", asset)
+        _asset_crs(asset, key)
+        codes.append(key)
+    if index_path.is_file():
+        collection.add_asset(
+            "mosaic-index",
+            pystac.Asset(
+                "./mosaic/index.json",
+                title="the mosaics: CRS, VRT, scenes and bounds of each",
+                media_type=pystac.MediaType.JSON,
+                roles=["metadata"],
+            ),
+        )
+    if (root / "overview.tif").is_file():
+        asset = pystac.Asset(
+            "./overview.tif",
+            title="downsampled mosaic of all maps, in one CRS",
+            media_type=pystac.MediaType.COG,
+            roles=["overview", "visual"],
+        )
+        collection.add_asset("overview", asset)
+        if index.get("overview", {}).get("crs"):
+            _asset_crs(asset, index["overview"]["crs"])
+    if [c for c in codes if ":" in c]:
+        collection.summaries.add("proj:code", [c for c in codes if ":" in c])
+
+
+def _asset_crs(asset: pystac.Asset, code: str) -> None:
+    """``proj:code`` of a collection asset: an authority code as it is, else none (a hash key)."""
+    if ":" in code:
+        ProjectionExtension.ext(asset, add_if_missing=True).code = code
 
 
 def validate_offline(obj: pystac.STACObject | dict[str, Any]) -> list[str]:

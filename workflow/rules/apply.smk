@@ -1,4 +1,4 @@
-# Apply predictors to the apply scenes: one job per shard of scenes, then a mosaic and progress.
+# Apply predictors to the apply scenes: one job per shard of scenes, then mosaics and progress.
 
 
 # With apply.buffer, each scene is predicted with context read from its neighbours through this VRT.
@@ -49,11 +49,13 @@ rule apply_shard:
         " --options {params.options:q} 2> {log:q}"
 
 
+# One VRT per CRS of the ok maps (the CRSs are known only after apply: a folder, with its index.json),
+# and the overview of them all in apply.overview_crs.
 rule mosaic:
     input:
         expand("results/maps/{{predictor}}/shards/{shard}.json", shard=SHARDS),
     output:
-        vrt="results/maps/{predictor}/mosaic.vrt",
+        mosaic=directory("results/maps/{predictor}/mosaic"),
         overview="results/maps/{predictor}/overview.tif",
     log:
         "logs/maps/{predictor}/mosaic.log",
@@ -62,13 +64,15 @@ rule mosaic:
     params:
         options=options("apply", "task"),
     shell:
-        "snakemap mosaic {input:q} --vrt {output.vrt:q} --overview {output.overview:q}"
+        "snakemap mosaic {input:q} --out {output.mosaic:q} --overview {output.overview:q}"
         " --options {params.options:q} 2> {log:q}"
 
 
+# The counts, and the scenes per CRS from the mosaic's index.
 rule progress:
     input:
-        expand("results/maps/{{predictor}}/shards/{shard}.json", shard=SHARDS),
+        shards=expand("results/maps/{{predictor}}/shards/{shard}.json", shard=SHARDS),
+        mosaic="results/maps/{predictor}/mosaic",
     output:
         "results/maps/{predictor}/progress.json",
     log:
@@ -83,13 +87,13 @@ rule progress:
         " --options {params.options:q} > {log:q} 2>&1"
 
 
-# STAC: an item beside each ok scene's sentinel, and the predictor's collection with the mosaic
-# and overview as its assets.
+# STAC: an item beside each ok scene's sentinel, and the predictor's collection with the mosaic of
+# each CRS, its index and the overview as assets.
 rule stac:
     input:
         unpack(predictor_inputs),
         shards=expand("results/maps/{{predictor}}/shards/{shard}.json", shard=SHARDS),
-        vrt="results/maps/{predictor}/mosaic.vrt",
+        mosaic="results/maps/{predictor}/mosaic",
         overview="results/maps/{predictor}/overview.tif",
         bundle=predictor_bundle,
     output:

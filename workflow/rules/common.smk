@@ -373,13 +373,13 @@ def predictor_args(wildcards, input):
 
 
 def apply_outputs(wildcards=None):
-    """Per applied predictor: its mosaic and progress (nothing without apply scenes)."""
+    """Per applied predictor: its mosaics, progress and STAC collection (nothing without apply scenes)."""
     if not APPLY_SCENES:
         return []
     return expand(
         "results/maps/{predictor}/{f}",
         predictor=APPLY["predictors"],
-        f=["mosaic.vrt", "progress.json", "collection.json"],
+        f=["mosaic", "progress.json", "collection.json"],
     )
 
 

@@ -196,9 +196,12 @@ def _mosaic(args: argparse.Namespace, cfg: dict[str, Any]) -> int:
     from snakemap.mosaic import build_mosaic
 
     maps = ok_scene_maps(args.shards)
+    apply = build("apply", cfg.get("apply"))
     resampling = "average" if cfg.get("task") == "downscaling" else "mode"  # fields, or classes
-    build_mosaic(maps, args.vrt, args.overview, build("apply", cfg.get("apply")).overview_factor, resampling)
-    logging.info("mosaic of %d scenes: %s", len(maps), args.vrt)
+    index = build_mosaic(maps, args.out, args.overview, apply.overview_factor, resampling, apply.overview_crs)
+    for key, zone in index["zones"].items():
+        logging.info("%s: %d scenes in %s", key, zone["scenes"], args.out / zone["vrt"])
+    logging.info("overview of %d scenes in %s: %s", len(maps), apply.overview_crs, args.overview)
     return 0
 
 
@@ -292,9 +295,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--out", type=Path, required=True)
     p.set_defaults(func=_inputs_vrt)
 
-    p = sub.add_parser("mosaic", parents=[common], help="VRT and overview of the ok scenes")
+    p = sub.add_parser("mosaic", parents=[common], help="VRTs (one per CRS) and overview of the ok scenes")
     p.add_argument("shards", nargs="+", type=Path, help="shard manifests")
-    p.add_argument("--vrt", type=Path, required=True)
+    p.add_argument(
+        "--out", type=Path, required=True, help="the folder of VRTs: results/maps/{predictor}/mosaic"
+    )
     p.add_argument("--overview", type=Path, required=True)
     p.set_defaults(func=_mosaic)
 
