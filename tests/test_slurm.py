@@ -190,6 +190,11 @@ def test_demo_through_slurm(tmp_path: Path, slurm: None) -> None:
         assert (entry["scene_id"], entry["status"]) == (scene, "ok")
         with rasterio.open(maps / "scenes" / f"{scene}.tif") as src:
             assert src.crs is not None and (src.read(1) != src.nodata).any()
+    index = json.loads((maps / "mosaic" / "index.json").read_text())
+    assert sorted(s for zone in index["zones"].values() for s in zone["scene_ids"]) == ["q1", "q2"]
+    assert json.loads((maps / "progress.json").read_text())["zones"] == {
+        key: zone["scenes"] for key, zone in index["zones"].items()
+    }
     print(
         f"\nSLURM demo run: {wall:.0f} s, {len(jobs)} jobs (shards: array {shards[0]['array']}), "
         f"cancelled job {cancelled}"
