@@ -170,6 +170,8 @@ def test_schema_patterns_are_the_packages() -> None:
         "properties.calval.properties.ensembles.propertyNames": ident,
         "properties.apply.properties.predictors.items": f"^{APPLIED_PATTERN}$",
         "properties.downscaling.properties.auxiliary.propertyNames": name,
+        # snakemap.acquire.AcquireOptions checks the same
+        "properties.acquire.properties.endpoint_url": "^https?://",
     }
     manifest = {
         "properties.scene_id": f"^{SCENE_ID_PATTERN}$",

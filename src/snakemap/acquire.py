@@ -24,8 +24,10 @@ from http.client import HTTPException
 from pathlib import Path
 from typing import IO
 
+from snakemap.config import ConfigError
 from snakemap.io import atomic_path, write_json
 from snakemap.status import SceneError
+from snakemap.storage import fsspec_options, scheme
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +53,24 @@ class AcquireOptions:
     backoff_s: float = 1.0
     #: network timeout per attempt, in seconds
     timeout_s: float = 60.0
+    #: the S3 (or GCS) endpoint, e.g. ``http://127.0.0.1:9000`` for MinIO; None: the provider's
+    endpoint_url: str | None = None
+    #: the bucket's region (``s3://``); None: the environment's (``AWS_REGION``) or the default
+    region: str | None = None
+    #: unsigned requests (public buckets); credentials, if any, are not used
+    anonymous: bool = False
+    #: the reader pays for the transfer (requester-pays buckets)
+    requester_pays: bool = False
+    #: apply reads a remote tiled GeoTIFF without a sha256 where it lies (only the bands it
+    #: needs, strip by strip) instead of downloading it; untiled files are downloaded
+    read_in_place: bool = True
+
+    def __post_init__(self) -> None:
+        if self.endpoint_url is not None and urllib.parse.urlparse(self.endpoint_url).scheme not in (
+            "http",
+            "https",
+        ):
+            raise ConfigError(f"acquire.endpoint_url: {self.endpoint_url!r} is no http:// or https:// URL")
 
 
 @dataclass
@@ -80,7 +100,7 @@ def fetch(
     for attempt in range(1, attempts + 1):
         try:
             with atomic_path(dest) as tmp:
-                size, digest = _copy_to(uri, tmp, opts.timeout_s)
+                size, digest = _copy_to(uri, tmp, opts)
                 if sha256 and digest.lower() != sha256.lower():
                     raise _Transient(f"sha256 mismatch: expected {sha256.lower()}, got {digest}")
             return FetchRecord(uri=uri, bytes=size, sha256=digest, attempts=attempt)
@@ -97,32 +117,46 @@ def fetch(
     raise AcquireError(f"{uri}: failed after {attempts} attempts: {last}")
 
 
-def _copy_to(uri: str, tmp: Path, timeout_s: float) -> tuple[int, str]:
+def _copy_to(uri: str, tmp: Path, opts: AcquireOptions) -> tuple[int, str]:
     """Stream ``uri`` into ``tmp``; return its size and sha256."""
     scheme = urllib.parse.urlparse(uri).scheme.lower()
     with tmp.open("wb") as out:
         if scheme in ("http", "https"):
-            return _copy_http(uri, out, timeout_s)
+            return _copy_http(uri, out, opts.timeout_s)
         path = local_path(uri)
         if path is not None:
             if not path.is_file():
                 raise AcquireError(f"{uri}: no such file {path}")
             with path.open("rb") as src:
                 return _stream(src, out)
-        try:
-            import fsspec
+        return _copy_fsspec(uri, out, opts)
 
-            with fsspec.open(uri, "rb") as src:
-                return _stream(src, out)
-        except (ImportError, ValueError) as exc:
-            raise AcquireError(
-                f"{uri}: cannot open {scheme}:// ({exc}); install the fsspec filesystem for it "
-                "(s3fs for s3://, gcsfs for gs://)"
-            ) from exc
-        except FileNotFoundError as exc:
-            raise AcquireError(f"{uri}: not found") from exc
-        except OSError as exc:
-            raise _Transient(f"{type(exc).__name__}: {exc}") from exc
+
+def _copy_fsspec(uri: str, out: IO[bytes], opts: AcquireOptions) -> tuple[int, str]:
+    """Stream an ``s3://``, ``gs://`` (or other fsspec) object into ``out``."""
+    try:
+        import fsspec
+
+        fs, path = fsspec.core.url_to_fs(uri, **fsspec_options(uri, opts))
+        if hasattr(fs, "retries"):  # s3fs's own retry loop: one try per attempt of ours
+            fs.retries = 1
+        src = fs.open(path, "rb")
+    except (ImportError, ValueError) as exc:
+        raise AcquireError(
+            f"{uri}: cannot open {scheme(uri)}:// ({exc}); install the fsspec filesystem for it "
+            "(s3fs for s3://, gcsfs for gs://)"
+        ) from exc
+    except FileNotFoundError as exc:
+        raise AcquireError(f"{uri}: not found") from exc
+    except PermissionError as exc:
+        raise AcquireError(f"{uri}: access denied ({exc})") from exc
+    except OSError as exc:  # s3fs's answer to a 5xx or a dropped connection
+        raise _Transient(f"{type(exc).__name__}: {exc}") from exc
+    try:
+        with src:
+            return _stream(src, out)
+    except Exception as exc:  # mid-body (aiohttp's short-body error is no OSError): retry it
+        raise _Transient(f"{type(exc).__name__}: {exc}") from exc
 
 
 def local_path(uri: str) -> Path | None:

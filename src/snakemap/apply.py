@@ -44,11 +44,13 @@ from snakemap.clean import Cleaned, CleanOptions, check_georeferenced, judge, ju
 from snakemap.config import ConfigError
 from snakemap.fields import DownscalingOptions, check_auxiliary, downscale_field, write_downscaled
 from snakemap.io import read_json, write_cog, write_json
+from snakemap.mosaic import gdal_path
 from snakemap.predict import PredictOptions, Predictor, predict_scene
 from snakemap.readers import ArrayReader, CleaningReader, survey
 from snakemap.sensors import SensorOptions
 from snakemap.shards import ApplyOptions, MaskOptions, check_mask
 from snakemap.status import SceneError, SceneStatus, corrupt_reason
+from snakemap.storage import gdal_options, is_remote
 
 if TYPE_CHECKING:
     from snakemap.srtask import TrainedDownscaler
@@ -205,10 +207,12 @@ class ShardRunner:
         self._remove_leftovers(scene.scene_id)
         prepared = Prepared(scene, time.time(), self.root / ".scratch" / f"{scene.scene_id}.tif")
         try:
-            path = self._acquire(scene, prepared.scratch, prepared.timings)
+            in_place = self._in_place(scene)
+            path = in_place or self._acquire(scene, prepared.scratch, prepared.timings)
+            env = gdal_options(scene.uri, self.acquire) if in_place else None
             t0 = time.perf_counter()
             if self.streams():
-                prepared.reader = CleaningReader(path, self.bands, self.clean, scene.sensor)
+                prepared.reader = CleaningReader(path, self.bands, self.clean, scene.sensor, env)
                 mask = self.apply.mask if isinstance(self.apply.mask, MaskOptions) else None
                 found = survey(prepared.reader, mask)
                 prepared.status = judge_figures(
@@ -224,7 +228,7 @@ class ShardRunner:
                     prepared.status.status = "empty"
                     prepared.status.reason = f"no pixel with {mask.band} in [{mask.min}, {mask.max}]"
             else:
-                prepared.cleaned, prepared.crop = self._read(path, scene.sensor)
+                prepared.cleaned, prepared.crop = self._read(Path(path), scene.sensor)  # never in place
                 prepared.status = judge(
                     scene.scene_id, _cropped(prepared.cleaned, prepared.crop), self.clean, None
                 )
@@ -278,6 +282,26 @@ class ShardRunner:
         timings["predict_s"] = time.perf_counter() - t0
         timings["model_s"] = figures.get("model_seconds", 0.0)
         return status
+
+    def _in_place(self, scene: SceneInput) -> str | None:
+        """The GDAL path that reads a remote scene where it lies (``/vsis3/...``), or None to
+        download it: with ``acquire.read_in_place`` off, a sha256 to verify (that needs every
+        byte), a whole-scene read (:meth:`streams`), or a file that is not tiled (a striped
+        GeoTIFF's strips hold every band, so a band subset saves nothing). A file GDAL cannot
+        open is downloaded too, so that a missing object or a server error ends with the
+        download's reason, after its retries."""
+        if not (self.acquire.read_in_place and is_remote(scene.uri) and not scene.sha256 and self.streams()):
+            return None
+        path = gdal_path(scene.uri, self.root)
+        try:
+            with rasterio.Env(**gdal_options(scene.uri, self.acquire)), rasterio.open(path) as src:
+                tiled = bool(src.profile.get("tiled")) and src.block_shapes[0][1] < src.width
+        except RasterioError as exc:
+            log.info("%s: not read in place (%s); downloading it", scene.uri, exc)
+            return None
+        if not tiled:
+            log.info("%s: not tiled; downloading it", scene.uri)
+        return path if tiled else None
 
     def _acquire(self, scene: SceneInput, scratch: Path, timings: dict[str, float]) -> Path:
         local = local_path(scene.uri)

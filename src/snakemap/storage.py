@@ -1,0 +1,102 @@
+"""Object storage: how fsspec (downloads) and GDAL (reads in place) reach ``s3://``, ``gs://`` and
+``http(s)://`` scenes, from the ``acquire`` section of the config.
+
+Credentials never come from the config: fsspec (s3fs, gcsfs) and GDAL read the usual environment
+variables and files (``AWS_ACCESS_KEY_ID``/``AWS_SECRET_ACCESS_KEY``/``AWS_SESSION_TOKEN``,
+``AWS_PROFILE``, ``GOOGLE_APPLICATION_CREDENTIALS``). The config says where the store is
+(``endpoint_url``, ``region``) and how to ask (``anonymous``, ``requester_pays``).
+"""
+
+from __future__ import annotations
+
+import math
+import urllib.parse
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from snakemap.acquire import AcquireOptions
+
+#: schemes read over the network; fsspec downloads them, GDAL reads them in place
+REMOTE = ("s3", "gs", "http", "https")
+
+
+def scheme(uri: str) -> str:
+    """The URI's scheme in lower case; ``""`` for a plain path."""
+    return urllib.parse.urlparse(uri).scheme.lower()
+
+
+def is_remote(uri: str) -> bool:
+    """Whether ``uri`` names an object in a bucket or on a web server."""
+    return scheme(uri) in REMOTE
+
+
+def fsspec_options(uri: str, options: AcquireOptions) -> dict[str, Any]:
+    """Keyword arguments of ``fsspec.open`` (s3fs's or gcsfs's) for ``uri``.
+
+    Retries are :func:`snakemap.acquire.fetch`'s (``acquire.retries``): botocore's own are turned
+    off (and fetch sets s3fs's to one try), so that a server error costs what the config says.
+    """
+    kind = scheme(uri)
+    if kind == "s3":
+        client: dict[str, Any] = {}
+        if options.endpoint_url:
+            client["endpoint_url"] = options.endpoint_url
+        if options.region:
+            client["region_name"] = options.region
+        timeout = options.timeout_s
+        return {
+            "anon": options.anonymous,
+            "requester_pays": options.requester_pays,
+            "client_kwargs": client,
+            "config_kwargs": {
+                "retries": {"total_max_attempts": 1, "mode": "standard"},
+                "connect_timeout": timeout,
+                "read_timeout": timeout,
+            },
+            # each attempt asks the server again (a cached listing would hide a fixed object)
+            "skip_instance_cache": True,
+        }
+    if kind == "gs":
+        found: dict[str, Any] = {"requester_pays": options.requester_pays, "skip_instance_cache": True}
+        if options.anonymous:
+            found["token"] = "anon"
+        if options.endpoint_url:
+            found["endpoint_url"] = options.endpoint_url
+        return found
+    return {}
+
+
+def gdal_options(uri: str, options: AcquireOptions) -> dict[str, str]:
+    """GDAL config options (for ``rasterio.Env``) that read ``uri`` through ``/vsis3/``,
+    ``/vsigs/`` or ``/vsicurl/`` as fsspec would download it.
+
+    An ``http://`` endpoint (MinIO, a local test server) is reached without TLS and with
+    path-style addressing (``host/bucket/key``), as s3fs does with an ``endpoint_url``.
+    """
+    found = {
+        # GDAL retries 429 and 5xx answers itself, as fetch() does for downloads
+        "GDAL_HTTP_MAX_RETRY": str(max(0, options.retries)),
+        "GDAL_HTTP_RETRY_DELAY": str(options.backoff_s),
+        "GDAL_HTTP_TIMEOUT": str(max(1, math.ceil(options.timeout_s))),
+        # a scene is one object: never list its "folder" (a bucket of 100,000 scenes)
+        "GDAL_DISABLE_READDIR_ON_OPEN": "EMPTY_DIR",
+    }
+    kind = scheme(uri)
+    if kind == "s3":
+        if options.endpoint_url:
+            endpoint = urllib.parse.urlparse(options.endpoint_url)
+            found["AWS_S3_ENDPOINT"] = endpoint.netloc + endpoint.path.rstrip("/")
+            found["AWS_HTTPS"] = "NO" if endpoint.scheme == "http" else "YES"
+            found["AWS_VIRTUAL_HOSTING"] = "FALSE"
+        if options.region:
+            found["AWS_REGION"] = options.region
+        if options.anonymous:
+            found["AWS_NO_SIGN_REQUEST"] = "YES"
+        if options.requester_pays:
+            found["AWS_REQUEST_PAYER"] = "requester"
+    elif kind == "gs":
+        if options.endpoint_url:
+            found["CPL_GS_ENDPOINT"] = options.endpoint_url.rstrip("/") + "/"
+        if options.anonymous:
+            found["GS_NO_SIGN_REQUEST"] = "YES"
+    return found
