@@ -16,9 +16,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import rasterio
-import rasterio.shutil
-from rasterio.io import MemoryFile
 
 #: The class maps' nodata value (uint8 class indices elsewhere); also the probabilities' nodata.
 NODATA_CLASS = 255
@@ -105,6 +102,11 @@ def write_cog(
         tags: optional dataset-level metadata tags.
         scales: optional per-band scale factors (value * scale is the quantity).
     """
+    # rasterio loads GDAL (a quarter of a second): only the steps that write rasters pay for it,
+    # not those that read sentinels (`snakemap progress`).
+    import rasterio.shutil
+    from rasterio.io import MemoryFile
+
     if data.ndim != 3:
         raise ValueError(f"write_cog needs (bands, rows, cols), got shape {data.shape}")
     count, height, width = data.shape

@@ -9,17 +9,20 @@ The ok scenes per CRS come from the mosaic's ``mosaic/index.json`` (see
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from snakemap.io import read_json
+from snakemap.io import read_json, write_json
 from snakemap.shards import shard_ids, shard_members
 from snakemap.status import SceneStatus
 
-RECENT_S = 600.0  # throughput is measured over the scenes finished in the last ten minutes
+RECENT_S = 600.0
+#: the summaries of finished shards, beside their folder (see :func:`_shard_summaries`)
+COUNTS_CACHE = "shard-counts.json"  # throughput is measured over the scenes finished in the last ten minutes
 
 
 def progress(
@@ -39,22 +42,23 @@ def progress(
     corrupt: list[dict[str, str]] = []
     recent = 0
     shards = shard_ids(len(scene_ids), shard_size)
-    shards_done = 0
-    existing = {e.name for e in os.scandir(root / "scenes")} if (root / "scenes").is_dir() else set()
-    for shard in shards:
-        manifest = root / "shards" / f"{shard}.json"
-        if manifest.exists():
-            entries = read_json(manifest)["scenes"]
-            shards_done += 1
-        else:
-            names = (f"{s}.json" for s in shard_members(scene_ids, shard, shard_size))
-            entries = [SceneStatus.read(root / "scenes" / n).summary() for n in names if n in existing]
-        for e in entries:
-            counts[e["status"]] += 1
-            if e["status"] == "corrupt":
-                corrupt.append({"scene_id": e["scene_id"], "reason": e.get("reason", "")})
-            if e.get("finished") and now - e["finished"] <= RECENT_S:
-                recent += 1
+    finished = [shard for shard in shards if (root / "shards" / f"{shard}.json").exists()]
+    unfinished = sorted(set(shards) - set(finished))
+    shards_done = len(finished)
+    for summary in _shard_summaries(root, finished, now):
+        for status in counts:
+            counts[status] += summary[status]
+        corrupt += summary["corrupt_scenes"]
+        recent += summary["recent"]
+    pending_ids = [s for shard in unfinished for s in shard_members(scene_ids, shard, shard_size)]
+    # each finished scene left its map and its sentinel
+    files = 2 * shards_done * shard_size
+    sentinels = _sentinels(root / "scenes", pending_ids, files)
+    live = _summary([SceneStatus.read(p).summary() for p in sentinels], now)
+    for status in counts:
+        counts[status] += live[status]
+    corrupt += live["corrupt_scenes"]
+    recent += live["recent"]
     done = sum(counts.values())
     pending = len(scene_ids) - done
     per_hour = recent / RECENT_S * 3600
@@ -70,6 +74,64 @@ def progress(
         "corrupt_scenes": corrupt,
         "zones": zones(root),
     }
+
+
+def _summary(entries: Sequence[dict[str, Any]], now: float) -> dict[str, Any]:
+    """Counts by state, the corrupt scenes and how many finished in the last ``RECENT_S``."""
+    summary: dict[str, Any] = {"ok": 0, "empty": 0, "corrupt": 0, "corrupt_scenes": [], "recent": 0}
+    for e in entries:
+        summary[e["status"]] += 1
+        if e["status"] == "corrupt":
+            summary["corrupt_scenes"].append({"scene_id": e["scene_id"], "reason": e.get("reason", "")})
+        if e.get("finished") and now - e["finished"] <= RECENT_S:
+            summary["recent"] += 1
+    return summary
+
+
+def _shard_summaries(root: Path, shards: Sequence[str], now: float) -> list[dict[str, Any]]:
+    """:func:`_summary` of each finished shard's manifest.
+
+    A million scenes' entries take seconds to parse, and progress is asked for again and again
+    while a run goes: the summaries are kept in ``{root}/shard-counts.json`` under each
+    manifest's size and mtime, and a manifest is parsed again only when it changed (a rerun) or
+    when it is recent enough to hold scenes that count for the throughput.
+    """
+    cache_path = root / COUNTS_CACHE
+    try:
+        cache = read_json(cache_path)
+    except (OSError, ValueError):
+        cache = {}
+    kept, summaries, changed = {}, [], False
+    for shard in shards:
+        stat = (root / "shards" / f"{shard}.json").stat()
+        key = f"{stat.st_size}:{stat.st_mtime_ns}"
+        entry = cache.get(shard)
+        if entry is None or entry["key"] != key or now - stat.st_mtime <= RECENT_S:
+            summary = _summary(read_json(root / "shards" / f"{shard}.json")["scenes"], now)
+            entry = {"key": key, "summary": summary}
+            changed = True
+        kept[shard] = entry
+        summaries.append(entry["summary"])
+    if changed or set(cache) != set(kept):
+        with contextlib.suppress(OSError):  # a read-only results folder: no cache
+            write_json(cache_path, kept)
+    return summaries
+
+
+def _sentinels(scenes: Path, scene_ids: Sequence[str], files: int) -> list[Path]:
+    """The sentinels that exist among those of ``scene_ids`` (the scenes of unfinished shards).
+
+    Whichever costs fewer system calls: one ``stat`` per scene when they are fewer than the
+    ``files`` the folder is thought to hold (late in a run: a shard or two in flight beside a
+    million finished scenes), else one listing of the folder (early: a million pending scenes,
+    few files).
+    """
+    if not scene_ids or not scenes.is_dir():
+        return []
+    if len(scene_ids) < files:
+        return [p for p in (scenes / f"{s}.json" for s in scene_ids) if p.exists()]
+    existing = {e.name[:-5] for e in os.scandir(scenes) if e.name.endswith(".json")}
+    return [scenes / f"{s}.json" for s in scene_ids if s in existing]
 
 
 def zones(root: str | os.PathLike[str]) -> dict[str, int]:

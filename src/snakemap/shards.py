@@ -4,11 +4,19 @@ Kept free of heavy imports: the workflow and ``snakemap progress`` read it often
 
 from __future__ import annotations
 
+import csv
+import hashlib
+import io
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
 
 from snakemap.config import ConfigError
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 #: shard ids: shard-00000, shard-00001, ...
 SHARD_PATTERN = r"shard-[0-9]{5}"
@@ -23,6 +31,91 @@ def shard_members(scene_ids: Sequence[str], shard: str, size: int) -> list[str]:
     """The scenes of one shard: a fixed slice of the apply scenes in manifest order."""
     k = int(shard.split("-")[1])
     return list(scene_ids[k * size : (k + 1) * size])
+
+
+class ShardTable:
+    """The apply scenes of a checked manifest, cut into shards once for the whole plan.
+
+    The workflow asks each shard for its fingerprint, sensors and files; with a million scenes a
+    lookup of 2,000 rows in the manifest per question (pandas ``.loc``) costs seconds in all,
+    a slice of these columns costs nothing.
+    """
+
+    def __init__(self, manifest: pd.DataFrame, size: int) -> None:
+        """``manifest``: as :func:`snakemap.manifest.read_manifest` returns it; ``size``: scenes
+        per shard (``apply.shard_size``)."""
+        rows = manifest[manifest["role"] == "apply"]
+        self.size = size
+        self.rows = rows.reset_index(drop=True)
+        self.scene_ids: list[str] = self.rows["scene_id"].tolist()
+        self.ids = shard_ids(len(self.scene_ids), size)
+        self._lines: tuple[np.ndarray, np.ndarray] | None = None
+        self._quoted = False
+
+    def _slice(self, shard: str) -> slice:
+        k = int(shard.split("-")[1])
+        return slice(k * self.size, (k + 1) * self.size)
+
+    def members(self, shard: str) -> list[str]:
+        """The scene ids of ``shard``, in manifest order (as :func:`shard_members`)."""
+        return self.scene_ids[self._slice(shard)]
+
+    def column(self, shard: str, name: str) -> list[str]:
+        """One manifest column (e.g. ``uri`` or ``sensor``) of the shard's rows."""
+        return list(self.rows[name].iloc[self._slice(shard)].tolist())
+
+    def fingerprint(self, shard: str) -> str:
+        """16 hex digits that change when the shard's scenes (ids, URIs, checksums) change.
+
+        The sha256 of the rows as CSV with a ``scene_id,uri,sha256`` header: the same digits as
+        pandas' ``to_csv`` of those columns gave, so finished shards of earlier runs stay done.
+        """
+        offsets, data = self._csv_lines()
+        if self._quoted:
+            rows = zip(*(self.column(shard, c) for c in ("scene_id", "uri", "sha256")), strict=True)
+            text = io.StringIO()
+            writer = csv.writer(text, lineterminator="\n")
+            writer.writerow(["scene_id", "uri", "sha256"])
+            writer.writerows(rows)
+            return hashlib.sha256(text.getvalue().encode()).hexdigest()[:16]
+        cut = self._slice(shard)
+        start, stop = int(offsets[cut.start]), int(offsets[min(cut.stop, len(offsets) - 1)])
+        digest = hashlib.sha256(b"scene_id,uri,sha256\n")
+        digest.update(data[start:stop].tobytes())
+        return digest.hexdigest()[:16]
+
+    def _csv_lines(self) -> tuple[np.ndarray, np.ndarray]:
+        """Each apply row as ``scene_id,uri,sha256\\n`` in one byte array, and where each row
+        starts (``n + 1`` offsets): a shard's CSV is one slice of it (a million rows: tens of
+        milliseconds in all, through Arrow's string kernels)."""
+        if self._lines is None:
+            import pyarrow as pa
+            import pyarrow.compute as pc
+
+            text = pa.large_string()
+            # pandas' Arrow-backed strings pass as they are (pa.array of the Series would copy)
+            cols = [pa.array(self.rows[c].array).cast(text) for c in ("scene_id", "uri", "sha256")]
+            joined = pc.binary_join_element_wise(*cols, pa.scalar(",", text))
+            ended = pc.binary_join_element_wise(joined, pa.scalar("", text), pa.scalar("\n", text))
+            if isinstance(ended, pa.ChunkedArray):
+                ended = ended.combine_chunks()
+            ended = pa.concat_arrays([ended])  # offset 0, its own buffers
+            _, offsets, data = ended.buffers()
+            n = len(ended)
+            body = np.frombuffer(data, dtype=np.uint8) if data is not None else np.zeros(0, np.uint8)
+
+            # A field with a comma, quote or line break is quoted in CSV: then (rarely) the CSV
+            # writer makes each shard's text.
+            def count(char: str) -> int:
+                return int(np.count_nonzero(body == ord(char)))
+
+            self._quoted = count(",") != 2 * n or count("\n") != n or count('"') > 0 or count("\r") > 0
+            self._lines = (np.frombuffer(offsets, dtype=np.int64, count=n + 1), body)
+        return self._lines
+
+    def sensors(self, shard: str) -> list[str]:
+        """The sensors that the shard's rows name, sorted (no empty name)."""
+        return sorted(set(self.rows["sensor"].iloc[self._slice(shard)].unique().tolist()) - {""})
 
 
 @dataclass

@@ -1,6 +1,5 @@
 # Config and manifest checks, tables and input functions shared by the rules.
 
-import hashlib
 import json
 import os
 import shlex
@@ -20,9 +19,9 @@ from snakemap.grid import (
 )
 from snakemap.grid import check_downscaling
 from snakemap.grid import expand as expand_models
-from snakemap.manifest import SCENE_ID_PATTERN, read_manifest, scenes_with_role
+from snakemap.manifest import CACHE_DIR, SCENE_ID_PATTERN, read_manifest, scenes_with_role
 from snakemap.sensors import SceneTables
-from snakemap.shards import SHARD_PATTERN, check_mask, shard_ids, shard_members
+from snakemap.shards import SHARD_PATTERN, ShardTable, check_mask
 from snakemap.status import SceneStatus
 
 # Jobs call `snakemap`: use the one installed beside this snakemake, activated or not (an
@@ -39,6 +38,7 @@ MANIFEST = read_manifest(
     sensors=TABLES.sensors,
     label_schemes=TABLES.label_schemes,
     labels_required=config["task"] != "downscaling",
+    cache=CACHE_DIR,
 )
 # Row-by-row JSON-schema validation costs seconds at 100,000 rows: the package's check above
 # covers every apply row already; the schema checks the (few) training and calval rows again.
@@ -296,15 +296,16 @@ def baseline_maps(wildcards):
 
 # Application: apply scenes in shards; one job per shard and predictor.
 APPLY = config["apply"]
-APPLY_SCENES = scenes_with_role(MANIFEST, "apply")
-SHARDS = shard_ids(len(APPLY_SCENES), APPLY["shard_size"])
+APPLY_SHARDS = ShardTable(MANIFEST, APPLY["shard_size"])
+APPLY_SCENES = APPLY_SHARDS.scene_ids
+SHARDS = APPLY_SHARDS.ids
 # A mask band that the apply scenes' cleaned bands lack stops the run here, naming the key.
 check_mask(
     APPLY["mask"],
     TABLES.cleaned_bands(
         build("bands", config["bands"]),
         build("clean", config["clean"]).qa_band,
-        MANIFEST.loc[APPLY_SCENES, "sensor"],
+        APPLY_SHARDS.rows["sensor"].unique(),
     ),
 )
 
@@ -315,33 +316,33 @@ wildcard_constraints:
 
 def shard_fingerprint(wildcards):
     """Changes when the shard's scenes (ids, URIs, checksums) change: then it reruns."""
-    rows = MANIFEST.loc[shard_members(APPLY_SCENES, wildcards.shard, APPLY["shard_size"])]
-    return hashlib.sha256(rows[["scene_id", "uri", "sha256"]].to_csv(index=False).encode()).hexdigest()[:16]
+    return APPLY_SHARDS.fingerprint(wildcards.shard)
 
 
 def shard_options(wildcards):
     """bands, clean, predict, apply and acquire plus the sensors of the shard's scenes, as JSON."""
-    rows = MANIFEST.loc[shard_members(APPLY_SCENES, wildcards.shard, APPLY["shard_size"])]
     sections = ("bands", "clean", "predict", "apply", "acquire", "task", "downscaling")
     found = {s: config[s] for s in sections if s in config}
-    return json.dumps({**found, **row_tables(rows, ["sensor"])}, sort_keys=True)
+    names = APPLY_SHARDS.sensors(wildcards.shard)
+    if names:
+        found["sensors"] = {n: config["sensors"][n] for n in names}
+    return json.dumps(found, sort_keys=True)
 
 
-def demo_files(scene_ids):
-    """The embedded demo's scenes among `scene_ids`: files a rule writes. Real apply scenes are
-    not inputs of the DAG (a shard reads them itself), which keeps planning fast at 100,000 scenes."""
-    uris = MANIFEST.loc[scene_ids, "uri"]
-    return [u for u in uris if "demo" in config and u.startswith("resources/demo/")]
+def demo_files(uris):
+    """The embedded demo's scenes among apply `uris`: files a rule writes. Real apply scenes are
+    not inputs of the DAG (a shard reads them itself), which keeps planning fast at a million."""
+    return [u for u in uris if u.startswith("resources/demo/")]
 
 
 def demo_scenes(wildcards):
     """The embedded demo's apply scenes of a shard."""
-    return demo_files(shard_members(APPLY_SCENES, wildcards.shard, APPLY["shard_size"]))
+    return demo_files(APPLY_SHARDS.column(wildcards.shard, "uri")) if "demo" in config else []
 
 
 def apply_demo_scenes(wildcards):
     """The embedded demo's apply scenes, for the VRT of all apply inputs."""
-    return demo_files(APPLY_SCENES)
+    return demo_files(APPLY_SHARDS.rows["uri"]) if "demo" in config else []
 
 
 def apply_vrt(wildcards):

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from snakemap.cli.common import add_image, input_image, member_weights, model_options, step_options
 from snakemap.config import ConfigError, build, load_sections
-from snakemap.manifest import manifest_rows, read_manifest
+from snakemap.manifest import CACHE_DIR, apply_scene_ids, manifest_rows, read_manifest
 
 if TYPE_CHECKING:
     from snakemap.predict import Predictor
@@ -98,7 +98,7 @@ def _predict_standalone(args: argparse.Namespace) -> int:
 def _apply_shard(args: argparse.Namespace, cfg: dict[str, Any]) -> int:
     from snakemap.apply import SceneInput, ShardRunner
     from snakemap.sensors import SceneTables, build_sensors
-    from snakemap.shards import shard_members
+    from snakemap.shards import ShardTable
 
     apply = build("apply", cfg.get("apply"))
     apply.retry_corrupt = args.retry_corrupt.lower() == "true"
@@ -107,13 +107,12 @@ def _apply_shard(args: argparse.Namespace, cfg: dict[str, Any]) -> int:
     bands = build("bands", cfg.get("bands"))
     # The workflow passes the sensors of the shard's scenes only: each is looked up here, before any work.
     tables = SceneTables(sensors=build_sensors(cfg.get("sensors"), bands))
-    manifest = read_manifest(args.manifest, labels_required=cfg.get("task") != "downscaling")
-    rows = manifest[manifest["role"] == "apply"]
-    members = set(shard_members(rows["scene_id"].tolist(), args.shard, apply.shard_size))
+    manifest = read_manifest(args.manifest, labels_required=cfg.get("task") != "downscaling", cache=CACHE_DIR)
+    # Only the shard's rows become objects: a million-row manifest is sliced, not walked.
+    rows = manifest.loc[ShardTable(manifest, apply.shard_size).members(args.shard)]
     scenes = [
         SceneInput(r.scene_id, r.uri, r.sha256, tables.sensor(r.sensor), r.sensor)
         for r in manifest_rows(rows)
-        if r.scene_id in members
     ]
     runner: ShardRunner
     if cfg.get("task") == "downscaling":
@@ -157,7 +156,7 @@ def _stac(args: argparse.Namespace, cfg: dict[str, Any]) -> int:
     from snakemap.manifest import parse_datetime
     from snakemap.stac import ModelInfo, write_collection
 
-    manifest = read_manifest(args.manifest, labels_required=cfg.get("task") != "downscaling")
+    manifest = read_manifest(args.manifest, labels_required=cfg.get("task") != "downscaling", cache=CACHE_DIR)
     rows = manifest[(manifest["role"] == "apply") & (manifest["datetime"] != "")]
     datetimes = {
         str(s): parse_datetime(str(t)) for s, t in zip(rows["scene_id"], rows["datetime"], strict=True)
@@ -184,7 +183,7 @@ def _stac(args: argparse.Namespace, cfg: dict[str, Any]) -> int:
 def _inputs_vrt(args: argparse.Namespace, cfg: dict[str, Any]) -> int:
     from snakemap.mosaic import build_inputs_vrt
 
-    manifest = read_manifest(args.manifest, labels_required=cfg.get("task") != "downscaling")
+    manifest = read_manifest(args.manifest, labels_required=cfg.get("task") != "downscaling", cache=CACHE_DIR)
     uris = manifest.loc[manifest["role"] == "apply", "uri"].tolist()
     build_inputs_vrt(uris, args.out)
     logging.info("VRT of %d apply scenes: %s", len(uris), args.out)
@@ -232,11 +231,7 @@ def _progress(args: argparse.Namespace, cfg: dict[str, Any]) -> int:
     predictors = args.predictor or apply.predictors
     if not predictors:
         raise ConfigError("no predictor: pass --predictor NAME, or a config with apply.predictors")
-    manifest = read_manifest(
-        cfg["manifest"] if args.manifest is None else args.manifest,
-        labels_required=cfg.get("task") != "downscaling",
-    )
-    scene_ids = manifest.loc[manifest["role"] == "apply", "scene_id"].tolist()
+    scene_ids = apply_scene_ids(cfg["manifest"] if args.manifest is None else args.manifest, CACHE_DIR)
     results = {p: progress(args.results / "maps" / p, scene_ids, apply.shard_size) for p in predictors}
     if args.out:
         write_json(args.out, next(iter(results.values())) if len(results) == 1 else results)

@@ -1,0 +1,157 @@
+"""Planning at scale: the checked manifest's cache, shards cut once, progress from shard summaries."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from snakemap.manifest import ManifestError, apply_scene_ids, check_manifest, read_manifest
+from snakemap.progress import COUNTS_CACHE, progress
+from snakemap.shards import ShardTable
+
+HEADER = "scene_id,uri,sha256,label_uri,role,aoi\n"
+
+
+def write_manifest(path: Path, n: int, extra: str = "") -> Path:
+    rows = "".join(f"q{i:05d},s3://bucket/q{i:05d}.tif,,,apply,\n" for i in range(n))
+    path.write_text(HEADER + "t1,t1.tif,,t1_lab.tif,train,reef\n" + rows + extra)
+    return path
+
+
+def test_checked_manifest_is_cached_by_content(tmp_path: Path) -> None:
+    path, cache = write_manifest(tmp_path / "m.csv", 50), tmp_path / "cache"
+    plain = read_manifest(path)
+    first = read_manifest(path, cache=cache)
+    (entry,) = cache.glob("*.parquet")
+    again = read_manifest(path, cache=cache)
+    # the same table, columns, dtypes and index whether checked now or loaded from the cache
+    for table in (first, again):
+        pd.testing.assert_frame_equal(table, plain)
+    assert again.loc["t1", "aoi"] == "reef" and again.loc["q00003", "aoi"] == "q00003"
+    # the labels and tables are checked on every read: the entry is the file's alone
+    fields = tmp_path / "fields.csv"
+    fields.write_text(HEADER + "g1,g1.tif,,,train,\nq1,q1.tif,,,apply,\n")
+    assert list(read_manifest(fields, labels_required=False, cache=cache).index) == ["g1", "q1"]
+    with pytest.raises(ManifestError, match="fields.csv line 2: scene 'g1': role train needs a label_uri"):
+        read_manifest(fields, cache=cache)
+    # a changed file is a new key: its mistakes are found, never hidden by the old entry
+    path.write_text(path.read_text() + "q00001,x.tif,,,apply,\n")
+    with pytest.raises(ManifestError, match=r"line 53: duplicate scene_id 'q00001' \(first at line 4\)"):
+        read_manifest(path, cache=cache)
+    assert entry in cache.glob("*.parquet")
+    # so are the tables the check depends on
+    sensed = tmp_path / "s.csv"
+    sensed.write_text("scene_id,uri,role,sensor\nq1,q1.tif,apply,s2\nq2,q2.tif,apply,\n")
+    assert read_manifest(sensed, sensors=["s2"], cache=cache).loc["q1", "sensor"] == "s2"
+    with pytest.raises(ManifestError, match="sensor 's2' is not in the config's sensors"):
+        read_manifest(sensed, sensors=["l7"], cache=cache)
+
+
+def test_a_damaged_cache_entry_is_rebuilt(tmp_path: Path) -> None:
+    path, cache = write_manifest(tmp_path / "m.csv", 5), tmp_path / "cache"
+    read_manifest(path, cache=cache)
+    (entry,) = cache.glob("*.parquet")
+    entry.write_bytes(b"PAR1 truncated")
+    table = read_manifest(path, cache=cache)
+    assert list(table.index) == ["t1"] + [f"q{i:05d}" for i in range(5)]
+    assert pd.read_parquet(entry).shape[0] == 6  # written again, whole
+
+
+def test_apply_scene_ids_are_listed_beside_the_cache(tmp_path: Path) -> None:
+    path, cache = write_manifest(tmp_path / "m.csv", 7), tmp_path / "cache"
+    expected = [f"q{i:05d}" for i in range(7)]
+    assert apply_scene_ids(path) == expected  # no cache: from the checked table
+    assert apply_scene_ids(path, cache=cache) == expected
+    (listing,) = cache.glob("*.apply.txt")
+    assert listing.read_text().splitlines() == expected
+    assert apply_scene_ids(path, cache=cache) == expected
+    bad = write_manifest(tmp_path / "bad.csv", 2, extra="../evil,x.tif,,,apply,\n")
+    with pytest.raises(ManifestError, match="not a safe file name"):
+        apply_scene_ids(bad, cache=cache)
+
+
+def reference_fingerprint(rows: pd.DataFrame) -> str:
+    """What the workflow computed before shards were cut once: pandas' CSV of the rows."""
+    return hashlib.sha256(rows[["scene_id", "uri", "sha256"]].to_csv(index=False).encode()).hexdigest()[:16]
+
+
+@pytest.mark.parametrize("uri", ["plain.tif", 'with,comma "and quote".tif'])
+def test_shard_table_fingerprints_and_members(uri: str) -> None:
+    n = 11
+    table = pd.DataFrame(
+        {
+            "scene_id": [f"s{i}" for i in range(n)] + ["t"],
+            "uri": [f"{i}-{uri}" for i in range(n)] + ["t.tif"],
+            "sha256": ["ab" * 32 if i % 3 == 0 else "" for i in range(n)] + [""],
+            "sensor": ["s2" if i < 5 else "" for i in range(n)] + [""],
+            "role": ["apply"] * 5 + ["train"] + ["apply"] * (n - 5),
+            "label_uri": [""] * 5 + ["l.tif"] + [""] * (n - 5),
+        }
+    )
+    manifest = check_manifest(table)
+    shards = ShardTable(manifest, 4)
+    apply_ids = [s for s, r in zip(table["scene_id"], table["role"], strict=True) if r == "apply"]
+    assert shards.scene_ids == apply_ids and shards.ids == ["shard-00000", "shard-00001", "shard-00002"]
+    for k, shard in enumerate(shards.ids):
+        members = apply_ids[4 * k : 4 * k + 4]
+        assert shards.members(shard) == members
+        assert shards.fingerprint(shard) == reference_fingerprint(manifest.loc[members])
+        assert shards.column(shard, "uri") == manifest.loc[members, "uri"].tolist()
+    assert shards.sensors("shard-00000") == ["s2"] and shards.sensors("shard-00002") == []
+    # a changed URI changes its shard's fingerprint alone
+    table.loc[9, "uri"] = "moved.tif"
+    moved = ShardTable(check_manifest(table), 4)
+    assert [moved.fingerprint(s) == shards.fingerprint(s) for s in shards.ids] == [True, True, False]
+    assert ShardTable(check_manifest(table[table["role"] == "train"]), 4).ids == []
+
+
+def shard_manifest(root: Path, shard: str, ids: list[str], finished: float, corrupt: str = "") -> Path:
+    entries = [
+        {
+            "scene_id": s,
+            "status": "corrupt" if s == corrupt else "ok",
+            "reason": "bad" if s == corrupt else "",
+            "finished": finished,
+        }
+        for s in ids
+    ]
+    path = root / "shards" / f"{shard}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"shard": shard, "scenes": entries}))
+    os.utime(path, (finished, finished))
+    return path
+
+
+def test_progress_keeps_finished_shards_summaries(tmp_path: Path) -> None:
+    now = time.time()
+    ids = [f"s{i}" for i in range(10)]
+    shard_manifest(tmp_path, "shard-00000", ids[:4], now - 3600, corrupt="s1")
+    shard_manifest(tmp_path, "shard-00001", ids[4:8], now - 30)
+    (tmp_path / "scenes").mkdir()
+    (tmp_path / "scenes" / "s8.json").write_text(
+        json.dumps({"scene_id": "s8", "status": "empty", "finished": now})
+    )
+    first = progress(tmp_path, ids, 4, now=now)
+    counts = [first[k] for k in ("ok", "empty", "corrupt", "pending", "shards_done")]
+    assert counts == [7, 1, 1, 1, 2]
+    assert first["corrupt_scenes"] == [{"scene_id": "s1", "reason": "bad"}]
+    assert first["scenes_per_hour"] == 5 / 600 * 3600  # shard-00001's four and s8 finished lately
+    kept = json.loads((tmp_path / COUNTS_CACHE).read_text())
+    assert kept["shard-00000"]["summary"]["corrupt"] == 1
+    # the old shard's summary is used as kept, without reading its manifest again ...
+    kept["shard-00000"]["summary"]["ok"] = 99
+    (tmp_path / COUNTS_CACHE).write_text(json.dumps(kept))
+    assert progress(tmp_path, ids, 4, now=now)["ok"] == 99 + 4
+    # ... until a rerun rewrites the manifest (retry_corrupt): then it is read again
+    shard_manifest(tmp_path, "shard-00000", ids[:4], now - 3500)
+    again = progress(tmp_path, ids, 4, now=now)
+    assert (again["ok"], again["corrupt"], again["corrupt_scenes"]) == (8, 0, [])
+    # a damaged cache is rebuilt, not trusted
+    (tmp_path / COUNTS_CACHE).write_text("{not json")
+    assert progress(tmp_path, ids, 4, now=now) == again
