@@ -67,6 +67,7 @@ bench: setup
 	$(BIN)/python bench/quality.py
 	$(BIN)/python bench/downscaling.py
 	$(BIN)/python bench/apply_throughput.py
+	$(BIN)/python bench/cloud_read.py
 
 # The style gate (CI runs it before the tests): ruff's rules and format, mypy --strict on the
 # package, snakefmt on the workflow and Snakemake's own linter.

@@ -12,6 +12,7 @@ import http.client
 import http.server
 import socket
 import threading
+import time
 from pathlib import Path
 
 import boto3
@@ -46,6 +47,9 @@ class ObjectStore:
         #: response body bytes the proxy sent back, all requests together
         self.bytes_sent = 0
         self.requests = 0
+        #: a slower network for benchmarks: seconds before each answer, and Mbit/s per connection
+        self.latency_s = 0.0
+        self.mbps = 0.0
         self._lock = threading.Lock()
         self.proxy = http.server.ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self._thread = threading.Thread(target=self.proxy.serve_forever, daemon=True)
@@ -117,6 +121,8 @@ class ObjectStore:
                         first, stop = store.fault_range.get(path, (0, 0))
                         if store.faults.get(path) and first <= _first_byte(self.headers) < stop:
                             fault = store.faults[path].pop(0)
+                if store.latency_s:
+                    time.sleep(store.latency_s)
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length) if length else None
                 if fault == "500":
@@ -155,7 +161,11 @@ class ObjectStore:
                 if close:
                     self.send_header("Connection", "close")
                 self.end_headers()
-                self.wfile.write(body)
+                step = 1 << 16
+                for start in range(0, len(body), step):
+                    self.wfile.write(body[start : start + step])
+                    if store.mbps:
+                        time.sleep(len(body[start : start + step]) * 8 / (store.mbps * 1e6))
                 with store._lock:
                     store.bytes_sent += len(body)
                 if close:

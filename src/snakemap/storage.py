@@ -10,6 +10,7 @@ variables and files (``AWS_ACCESS_KEY_ID``/``AWS_SECRET_ACCESS_KEY``/``AWS_SESSI
 from __future__ import annotations
 
 import math
+import os
 import urllib.parse
 from typing import TYPE_CHECKING, Any
 
@@ -57,7 +58,9 @@ def fsspec_options(uri: str, options: AcquireOptions) -> dict[str, Any]:
             "skip_instance_cache": True,
         }
     if kind == "gs":
-        found: dict[str, Any] = {"requester_pays": options.requester_pays, "skip_instance_cache": True}
+        # gcsfs bills the project it is given, GDAL the one in GS_USER_PROJECT: the same one
+        payer: bool | str = options.requester_pays and (os.environ.get("GS_USER_PROJECT") or True)
+        found: dict[str, Any] = {"requester_pays": payer, "skip_instance_cache": True}
         if options.anonymous:
             found["token"] = "anon"
         if options.endpoint_url:
