@@ -258,6 +258,28 @@ def predict_scene(
         and in total.
     """
     start = time.perf_counter()
+    figures, staged = predict_staged(reader, predictor, opts, class_path, prob_path)
+    staged.publish()
+    figures["seconds"] = time.perf_counter() - start
+    return figures
+
+
+def predict_staged(
+    reader: SceneReader,
+    predictor: Predictor,
+    opts: PredictOptions,
+    class_path: str | os.PathLike[str],
+    prob_path: str | os.PathLike[str] | None = None,
+) -> tuple[dict[str, Any], SceneOutputs]:
+    """Predict a whole scene into staged (uncompressed, hidden) GeoTIFFs beside its outputs.
+
+    The caller publishes them (:meth:`SceneOutputs.publish`: COGs renamed into place), perhaps in
+    a thread while the next scene predicts, or discards them; on an error they are discarded.
+
+    Returns:
+        The figures of :func:`predict_scene` (``seconds``: until staged), and the staged outputs.
+    """
+    start = time.perf_counter()
     model_before = predictor.model_seconds
     if opts.compile:
         predictor.compile()
@@ -275,7 +297,8 @@ def predict_scene(
     figures: dict[str, float] = {"windows": 0, "batches": 0, "valid_pixels": 0}
     # One thread reads the next strip and one writes finished rows while the model runs: GDAL's
     # decompression and compression release the GIL.
-    with SceneOutputs(reader, k, opts, class_path, prob_path) as outputs, ThreadPoolExecutor(1) as writer:
+    outputs = SceneOutputs(reader, k, opts, class_path, prob_path)
+    with outputs.staging(), ThreadPoolExecutor(1) as writer:
         flushed = 0
         pending: list[Future[None]] = []
         for y, strip in prefetched(iter_strips(reader, opts)):
@@ -317,4 +340,4 @@ def predict_scene(
             job.result()  # raises what the writer raised
     figures["model_seconds"] = predictor.model_seconds - model_before
     figures["seconds"] = time.perf_counter() - start
-    return figures
+    return figures, outputs

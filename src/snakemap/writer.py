@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -36,7 +37,24 @@ class SceneOutputs:
         self.tmps = [p.with_name(f".{p.name}.{os.getpid()}.stage.tif") for p in self.paths]
         self.stack = contextlib.ExitStack()
 
+    @contextlib.contextmanager
+    def staging(self) -> Iterator[SceneOutputs]:
+        """Open the staged files for :meth:`write`; close them at the end of the block, or
+        discard them if it raises."""
+        try:
+            self._open()
+            yield self
+            self.stack.close()
+        except BaseException:
+            self.discard()
+            raise
+
     def __enter__(self) -> SceneOutputs:
+        """Stage, and publish at the end of the block (discard if it raises)."""
+        self._open()
+        return self
+
+    def _open(self) -> None:
         base = {
             "driver": "GTiff",
             "height": self.reader.height,
@@ -67,7 +85,6 @@ class SceneOutputs:
             )
             if u8:
                 self.prob_ds.scales = [1 / PROB_SCALE] * self.classes
-        return self
 
     def write(self, row: int, probs: np.ndarray, predictor: Predictor, valid: np.ndarray) -> None:
         """Classify and write rows ``row..row+n`` of ``(classes, n, width)`` probabilities."""
@@ -84,17 +101,29 @@ class SceneOutputs:
                 data = np.where(valid, probs, np.nan).astype(np.float32)
             self.prob_ds.write(data, window=window)
 
-    def __exit__(self, *exc: object) -> None:
+    def publish(self) -> None:
+        """Copy the staged files to Cloud-Optimized GeoTIFFs at their paths (atomically), then
+        remove them."""
         try:
             self.stack.close()
-            if exc[0] is None:
-                # Staged uncompressed; compressed once, quickly, into the COG. Class overviews
-                # keep classes (nearest), probability overviews average.
-                for tmp, path, resampling in zip(self.tmps, self.paths, ("nearest", "average"), strict=False):
-                    _to_cog(tmp, path, resampling=resampling, level=1)
+            # Staged uncompressed; compressed once, quickly, into the COG. Class overviews keep
+            # classes (nearest), probability overviews average.
+            for tmp, path, resampling in zip(self.tmps, self.paths, ("nearest", "average"), strict=False):
+                _to_cog(tmp, path, resampling=resampling, level=1)
         finally:
-            for tmp in self.tmps:
-                tmp.unlink(missing_ok=True)
+            self.discard()
+
+    def discard(self) -> None:
+        """Remove the staged files (the outputs are left as they were)."""
+        self.stack.close()
+        for tmp in self.tmps:
+            tmp.unlink(missing_ok=True)
+
+    def __exit__(self, *exc: object) -> None:
+        if exc[0] is None:
+            self.publish()
+        else:
+            self.discard()
 
 
 def _to_cog(staged: Path, path: Path, **options: Any) -> None:
