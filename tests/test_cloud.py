@@ -222,7 +222,8 @@ def test_the_reader_reads_only_the_bands_it_needs(tmp_path: Path) -> None:
     path = s2_scene(tmp_path / "s.tif", 64)
     clean = CleanOptions(qa={"band": 11, "values": [5]})  # b10 by number
     bands = BandOptions(names=S2, select=[2, "b08"], indices=[{"name": "ndre", "a": "b8a", "b": "b05"}])
-    reader = CleaningReader(path, bands, clean)
+    assert CleaningReader(path, bands, clean).indexes == list(range(1, 14))  # local: every band
+    reader = CleaningReader(path, bands, clean, needed_only=True)
     assert reader.indexes == [2, 5, 8, 9, 11] and reader.names == ["b02", "b08", "ndre"]
     with rasterio.open(path) as src:
         stored = src.read().astype(np.float32)

@@ -212,7 +212,9 @@ class ShardRunner:
             env = gdal_options(scene.uri, self.acquire) if in_place else None
             t0 = time.perf_counter()
             if self.streams():
-                prepared.reader = CleaningReader(path, self.bands, self.clean, scene.sensor, env)
+                prepared.reader = CleaningReader(
+                    path, self.bands, self.clean, scene.sensor, env, needed_only=in_place is not None
+                )
                 mask = self.apply.mask if isinstance(self.apply.mask, MaskOptions) else None
                 found = survey(prepared.reader, mask)
                 prepared.status = judge_figures(
@@ -284,12 +286,13 @@ class ShardRunner:
         return status
 
     def _in_place(self, scene: SceneInput) -> str | None:
-        """The GDAL path that reads a remote scene where it lies (``/vsis3/...``), or None to
-        download it: with ``acquire.read_in_place`` off, a sha256 to verify (that needs every
-        byte), a whole-scene read (:meth:`streams`), or a file that is not tiled (a striped
-        GeoTIFF's strips hold every band, so a band subset saves nothing). A file GDAL cannot
-        open is downloaded too, so that a missing object or a server error ends with the
-        download's reason, after its retries."""
+        """The GDAL path that reads a remote scene where it lies (``/vsis3/...``), only the bands
+        that cleaning uses (:func:`snakemap.readers.band_subset`), or None to download it: with
+        ``acquire.read_in_place`` off, a sha256 to verify (that needs every byte), a whole-scene
+        read (:meth:`streams`), or a file that is not tiled (a striped GeoTIFF's strips hold
+        every band, so a band subset saves nothing). A file GDAL cannot open is downloaded too,
+        so that a missing object or a server error ends with the download's reason, after its
+        retries."""
         if not (self.acquire.read_in_place and is_remote(scene.uri) and not scene.sha256 and self.streams()):
             return None
         path = gdal_path(scene.uri, self.root)

@@ -76,15 +76,16 @@ class CleaningReader:
     """A raw scene cleaned as it is read, strip by strip (mask, scale, select, indices: the clean
     step's :func:`snakemap.clean.clean_array`), so memory is set by the strip, not the scene.
 
-    Only the source bands that cleaning uses are read (see :func:`band_subset`): with 4 of 13
-    bands selected, a band-interleaved COG read in place sends about 4/13 of its bytes. Pixels are
-    judged valid on those bands. For scenes that are not reprojected (``clean.crs`` and
-    ``clean.resolution`` unset).
+    For scenes that are not reprojected (``clean.crs`` and ``clean.resolution`` unset).
 
     Args:
         path: a local file, or a GDAL path (``/vsis3/bucket/key``) read in place.
         gdal_env: GDAL config options for reading ``path`` (:func:`snakemap.storage.gdal_options`),
             set around every read, in whichever thread reads.
+        needed_only: read only the source bands that cleaning uses (:func:`band_subset`): with 4
+            of 13 bands selected, a band-interleaved file read in place sends about 4/13 of its
+            bytes. Pixels are then judged valid on those bands alone; without it, on every band,
+            as the clean step and ``snakemap predict`` judge them.
 
     Raises:
         SceneError: a scene without georeferencing or with another band count than the config's.
@@ -97,6 +98,7 @@ class CleaningReader:
         clean: CleanOptions,
         sensor: SensorOptions | None = None,
         gdal_env: Mapping[str, str] | None = None,
+        needed_only: bool = False,
     ) -> None:
         from snakemap.clean import _qa_position, check_georeferenced
 
@@ -107,7 +109,9 @@ class CleaningReader:
             check_georeferenced(self.dataset)
             layout = bands if sensor is None else BandOptions(names=sensor.bands)
             source = source_names(self.dataset.descriptions, layout)
-            positions, self.bands, self.clean = band_subset(source, bands, clean)
+            positions, self.bands, self.clean = (
+                band_subset(source, bands, clean) if needed_only else (list(range(len(source))), bands, clean)
+            )
         except Exception:
             self.dataset.close()
             raise
