@@ -287,3 +287,40 @@ def test_read_in_place_off_downloads(tmp_path: Path, store: ObjectStore) -> None
     status = SceneStatus.read(tmp_path / "maps/scenes/s.json")
     assert status.status == "ok" and "acquire_s" in status.extra
     assert store.bytes_sent >= path.stat().st_size
+
+
+def test_apply_in_place_sends_the_storage_options(tmp_path: Path, store: ObjectStore) -> None:
+    """GDAL's requests carry what s3fs's do: the region in the signature, the requester-pays
+    header, and no signature at all when anonymous."""
+    path = s2_scene(tmp_path / "s.tif", 256)
+    uri = store.put("scenes", "t13/s.tif", path, public=True)
+    runner(tmp_path / "signed", store, requester_pays=True).run_shard("shard-00000", [SceneInput("s", uri)])
+    assert SceneStatus.read(tmp_path / "signed/scenes/s.json").status == "ok"
+    assert store.bytes_sent < path.stat().st_size / 2  # in place, not downloaded
+    assert all("/eu-central-1/s3/aws4_request" in h["authorization"] for h in store.seen)
+    assert all(h.get("x-amz-request-payer") == "requester" for h in store.seen)
+    uri = store.put("scenes", "t13/again.tif", path, public=True)  # not from GDAL's cache of the first
+    store.reset_counts()
+    runner(tmp_path / "anon", store, anonymous=True).run_shard("shard-00000", [SceneInput("s", uri)])
+    assert SceneStatus.read(tmp_path / "anon/scenes/s.json").status == "ok"
+    assert store.seen and not any("authorization" in h for h in store.seen)
+
+
+def test_apply_downloads_from_a_server_without_ranges(tmp_path: Path, http_server) -> None:
+    """GDAL cannot read in place from a web server that ignores ``Range``: apply downloads."""
+    path = s2_scene(tmp_path / "s.tif", 128)
+    uri = http_server.serve("/s.tif", path.read_bytes())
+    root = tmp_path / "maps"
+    ShardRunner(
+        root,
+        blue_predictor(),
+        BandOptions(names=S2, select=list(SELECT)),
+        CleanOptions(),
+        PredictOptions(window=64, overlap=8),
+        ApplyOptions(),
+        AcquireOptions(retries=0),
+    ).run_shard("shard-00000", [SceneInput("s", uri)])
+    status = SceneStatus.read(root / "scenes/s.json")
+    assert status.status == "ok" and "acquire_s" in status.extra
+    with rasterio.open(root / "scenes/s.tif") as src:
+        assert src.crs == "EPSG:32755" and src.shape == (128, 128)
