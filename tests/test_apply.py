@@ -569,3 +569,34 @@ def test_strip_by_strip_apply_equals_the_whole_scene_path_with_scenes_prepared_a
     assert all(
         SceneStatus.read(tmp_path / "maps" / "scenes" / f"s{i}.json").extra["predict_s"] > 0 for i in range(4)
     )
+
+
+@pytest.mark.parametrize("prefetch", [0, 1])
+def test_maps_are_published_behind_the_next_scene(tmp_path: Path, prefetch: int) -> None:
+    """A scene's COGs are published (and its sentinel written) in a thread while the next scene
+    predicts; a map that cannot be published ends its scene corrupt, and the others go on."""
+    scenes = [
+        SceneInput(f"s{i}", str(tile(tmp_path / "in" / f"s{i}.tif", scene_data(i), 0, 0))) for i in range(3)
+    ]
+    blocked = tmp_path / "maps" / "scenes" / "s1.tif"
+    blocked.mkdir(parents=True)  # a folder where s1's class map goes: renaming onto it fails
+    runner = ShardRunner(
+        tmp_path / "maps",
+        null_predictor(),
+        BandOptions(names=BANDS),
+        CleanOptions(),
+        PredictOptions(window=64, overlap=8),
+        ApplyOptions(prefetch=prefetch),
+    )
+    shard = runner.run_shard("shard-00000", scenes)
+    assert [e["status"] for e in shard["scenes"]] == ["ok", "corrupt", "ok"]
+    assert "s1.tif" in shard["scenes"][1]["reason"]
+    for sid in ("s0", "s2"):
+        status = SceneStatus.read(tmp_path / "maps" / "scenes" / f"{sid}.json")
+        assert status.extra["publish_s"] > 0 and status.extra["model_s"] > 0
+        with rasterio.open(tmp_path / "maps" / "scenes" / f"{sid}.tif") as src:
+            assert src.tags(ns="IMAGE_STRUCTURE")["LAYOUT"] == "COG" and (src.read(1) == 0).all()
+    finished = [SceneStatus.read(tmp_path / "maps" / "scenes" / f"s{i}.json").finished for i in range(3)]
+    assert finished == sorted(finished)  # sentinels in shard order
+    leftovers = [p.name for p in (tmp_path / "maps").rglob(".*")]
+    assert leftovers == []  # staged files of the failed publication were removed too

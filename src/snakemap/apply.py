@@ -28,7 +28,7 @@ import logging
 import os
 import time
 from collections import deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,7 +45,7 @@ from snakemap.config import ConfigError
 from snakemap.fields import DownscalingOptions, check_auxiliary, downscale_field, write_downscaled
 from snakemap.io import read_json, write_cog, write_json
 from snakemap.mosaic import gdal_path
-from snakemap.predict import PredictOptions, Predictor, predict_scene
+from snakemap.predict import PredictOptions, Predictor, predict_scene, predict_staged
 from snakemap.readers import ArrayReader, CleaningReader, survey
 from snakemap.sensors import SensorOptions
 from snakemap.shards import ApplyOptions, MaskOptions, check_mask
@@ -54,6 +54,7 @@ from snakemap.storage import gdal_options, is_remote
 
 if TYPE_CHECKING:
     from snakemap.srtask import TrainedDownscaler
+    from snakemap.writer import SceneOutputs
 
 log = logging.getLogger(__name__)
 
@@ -155,9 +156,10 @@ class ShardRunner:
         """Apply every scene of a shard that is not done; write and return the shard's manifest.
 
         While one scene is predicted, the next ``apply.prefetch`` scenes are downloaded, opened
-        and surveyed in threads (I/O and GDAL release the GIL), so the model does not wait on the
-        network or the disk. Each scene still ends with its own sentinel, in shard order; a
-        killed job loses at most the scenes in flight.
+        and surveyed in threads, and the scene before it is published (its COGs compressed and
+        renamed into place, then its sentinel): I/O and GDAL release the GIL, so the model does
+        not wait on the network or the disk. Each scene still ends with its own sentinel, in
+        shard order; a killed job loses at most the scenes in flight.
 
         Raises:
             ConfigError: see :meth:`check`, before any scene is touched.
@@ -166,8 +168,9 @@ class ShardRunner:
         with shard_lock(self.root / "shards" / f"{shard}.lock"):
             todo = [scene for scene in scenes if not self.is_done(scene.scene_id)]
             depth = max(1, self.apply.prefetch)
-            with ThreadPoolExecutor(depth) as pool:
+            with ThreadPoolExecutor(depth) as pool, ThreadPoolExecutor(1) as publisher:
                 ahead: deque[Future[Prepared]] = deque()
+                publishing: Future[SceneStatus] | None = None
                 upcoming = iter(todo)
                 for scene in itertools.islice(upcoming, depth):
                     ahead.append(pool.submit(self.prepare, scene))
@@ -176,10 +179,18 @@ class ShardRunner:
                     following = next(upcoming, None)
                     if following is not None and self.apply.prefetch > 0:
                         ahead.append(pool.submit(self.prepare, following))
-                    status = self.finish(prepared)
-                    if following is not None and self.apply.prefetch == 0:
-                        ahead.append(pool.submit(self.prepare, following))
-                    log.info("%s: %s %s", prepared.scene.scene_id, status.status, status.reason)
+                    complete = self.finish(prepared)
+                    if publishing is not None:
+                        self._log(publishing.result())  # one scene published at a time, in order
+                    if self.apply.prefetch > 0:
+                        publishing = publisher.submit(complete)
+                    else:
+                        publishing = None
+                        self._log(complete())
+                        if following is not None:
+                            ahead.append(pool.submit(self.prepare, following))
+                if publishing is not None:
+                    self._log(publishing.result())
             entries = [SceneStatus.read(self.sentinel(scene.scene_id)).summary() for scene in scenes]
             manifest = {
                 "shard": shard,
@@ -241,9 +252,21 @@ class ShardRunner:
             prepared.status = SceneStatus(scene.scene_id, "corrupt", reason=corrupt_reason(exc))
         return prepared
 
-    def finish(self, prepared: Prepared) -> SceneStatus:
-        """Predict a prepared scene if it is ok; end it in exactly one state with its sentinel."""
+    @staticmethod
+    def _log(status: SceneStatus) -> None:
+        log.info("%s: %s %s", status.scene_id, status.status, status.reason)
+
+    def finish(self, prepared: Prepared) -> Callable[[], SceneStatus]:
+        """Predict a prepared scene if it is ok; return what ends it in exactly one state.
+
+        The returned step publishes the scene's staged maps (COGs renamed into place) and then
+        writes its sentinel; :meth:`run_shard` runs it in a thread while the next scene predicts.
+
+        Raises:
+            ConfigError: found while preparing or predicting (no scene state is written).
+        """
         scene_id = prepared.scene.scene_id
+        staged: SceneOutputs | None = None
         try:
             if prepared.error is not None:
                 raise prepared.error  # the config's mistake, not the scene's: no final state
@@ -251,7 +274,7 @@ class ShardRunner:
             assert status is not None
             if status.status == "ok":
                 if prepared.reader is not None:
-                    status = self._predict_stream(scene_id, prepared.reader, status, prepared.timings)
+                    staged = self._predict_stream(scene_id, prepared.reader, prepared.timings)
                 else:
                     assert prepared.cleaned is not None
                     status = self._predict(
@@ -265,14 +288,28 @@ class ShardRunner:
             if prepared.reader is not None:
                 prepared.reader.close()
             prepared.scratch.unlink(missing_ok=True)
-        status.extra.update(prepared.timings)
-        status.started, status.finished = prepared.start, time.time()
-        status.write(self.sentinel(scene_id))
-        return status
+
+        def complete() -> SceneStatus:
+            ended = status
+            assert ended is not None
+            if staged is not None:
+                t0 = time.perf_counter()
+                try:
+                    staged.publish()
+                except (RasterioError, OSError, ValueError) as exc:
+                    ended = SceneStatus(scene_id, "corrupt", reason=corrupt_reason(exc))
+                prepared.timings["publish_s"] = time.perf_counter() - t0
+            ended.extra.update(prepared.timings)
+            ended.started, ended.finished = prepared.start, time.time()
+            ended.write(self.sentinel(scene_id))
+            return ended
+
+        return complete
 
     def _predict_stream(
-        self, scene_id: str, reader: CleaningReader, status: SceneStatus, timings: dict[str, float]
-    ) -> SceneStatus:
+        self, scene_id: str, reader: CleaningReader, timings: dict[str, float]
+    ) -> SceneOutputs:
+        """Predict a scene strip by strip into staged outputs (published by :meth:`finish`'s step)."""
         assert self.predictor is not None
         missing = sorted({b for m in self.predictor.members for b in m.bands} - set(reader.names))
         if missing:
@@ -280,10 +317,10 @@ class ShardRunner:
         out = self.scenes / f"{scene_id}.tif"
         probs = self.scenes / "probs" / f"{scene_id}.tif" if self.apply.outputs == "both" else None
         t0 = time.perf_counter()
-        figures = predict_scene(reader, self.predictor, self.predict, out, probs)
+        figures, staged = predict_staged(reader, self.predictor, self.predict, out, probs)
         timings["predict_s"] = time.perf_counter() - t0
         timings["model_s"] = figures.get("model_seconds", 0.0)
-        return status
+        return staged
 
     def _in_place(self, scene: SceneInput) -> str | None:
         """The GDAL path that reads a remote scene where it lies (``/vsis3/...``), only the bands
