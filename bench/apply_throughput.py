@@ -14,6 +14,7 @@ Every measurement runs in a fresh process; ``ru_maxrss`` of that process is its 
 
     .venv/bin/python bench/apply_throughput.py            # 8 x 4096^2, latency 1 s, big 10980
     .venv/bin/python bench/apply_throughput.py --quick    # 8 x 1024^2, big 4096: a smoke test
+    .venv/bin/python bench/apply_throughput.py --parts 1 --prefetch 1   # the full shard, prefetched
 """
 
 from __future__ import annotations
@@ -200,6 +201,9 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=Path("/tmp/snakemap-apply-bench"))
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--parts", nargs="+", type=int, default=[1, 2], choices=[1, 2])
+    parser.add_argument(
+        "--prefetch", nargs="+", type=int, default=[0, 1], help="apply.prefetch depths of part 1"
+    )
     parser.add_argument("--child", choices=CHILDREN, help=argparse.SUPPRESS)
     parser.add_argument("--kwargs", default="{}", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -230,7 +234,7 @@ def shard_throughput(args: argparse.Namespace) -> None:
         f"part 1: {args.scenes} scenes of {args.size}x{args.size}x6 uint16 over HTTP"
         f" (latency {args.latency:g} s), Unet/resnet18, window 512, {torch.get_num_threads()} threads"
     )
-    for prefetch in (0, 1):
+    for prefetch in args.prefetch:
         root = work / f"maps-prefetch{prefetch}"
         shutil.rmtree(root, ignore_errors=True)
         f = measured("shard", manifest=manifest, root=root, ckpt=work / "unet.ckpt", prefetch=prefetch)
