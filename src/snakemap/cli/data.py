@@ -92,13 +92,15 @@ def _folds(args: argparse.Namespace, cfg: dict[str, Any]) -> int:
 
 
 def _check_manifest(args: argparse.Namespace, cfg: dict[str, Any]) -> int:
-    names: dict[str, Collection[str]] = {}
+    sensors: Collection[str] | None = None
+    schemes: Collection[str] | None = None
     if cfg:  # with --config: the sensors and label schemes too, and that the rows name entries of them
         from snakemap.sensors import SceneTables
 
         tables = SceneTables.from_config(cfg)
-        names = {"sensors": tables.sensors, "label_schemes": tables.label_schemes}
-    manifest = read_manifest(args.manifest, **names, labels_required=cfg.get("task") != "downscaling")
+        sensors, schemes = tables.sensors, tables.label_schemes
+    labels = cfg.get("task") != "downscaling"
+    manifest = read_manifest(args.manifest, sensors, schemes, labels_required=labels)
     counts = manifest["role"].value_counts().to_dict()
     print(
         f"{args.manifest}: {len(manifest)} scenes " + ", ".join(f"{k}={v}" for k, v in sorted(counts.items()))
