@@ -123,6 +123,8 @@ def shard(manifest: str, root: str, ckpt: str, prefetch: int) -> dict[str, float
         "bands": {"names": BANDS, "indices": ["ndwi"]},
         "predict": {"window": 512, "overlap": 32, "batch_size": 2},
         "apply": {"shard_size": 1000, "prefetch": prefetch},
+        # downloads, as from a plain web server (this one answers no Range requests)
+        "acquire": {"read_in_place": False},
     }
     t0 = time.perf_counter()
     cmd = ["apply-shard", "shard-00000", "--manifest", manifest, "--root", root, "--checkpoint", ckpt]
