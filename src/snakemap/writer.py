@@ -106,10 +106,15 @@ class SceneOutputs:
         remove them."""
         try:
             self.stack.close()
-            # Staged uncompressed; compressed once, quickly, into the COG. Class overviews keep
-            # classes (nearest), probability overviews average.
+            # Staged uncompressed; compressed once, quickly, into the COG, by as many GDAL
+            # threads as this process may use (half the time on 2 cores: this runs after the
+            # scene's last window, or beside the next scene's model in a shard). Class overviews
+            # keep classes (nearest), probability overviews average.
+            threads = str(
+                len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+            )
             for tmp, path, resampling in zip(self.tmps, self.paths, ("nearest", "average"), strict=False):
-                _to_cog(tmp, path, resampling=resampling, level=1)
+                _to_cog(tmp, path, resampling=resampling, level=1, num_threads=threads)
         finally:
             self.discard()
 
