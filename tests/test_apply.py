@@ -573,30 +573,42 @@ def test_strip_by_strip_apply_equals_the_whole_scene_path_with_scenes_prepared_a
 
 @pytest.mark.parametrize("prefetch", [0, 1])
 def test_maps_are_published_behind_the_next_scene(tmp_path: Path, prefetch: int) -> None:
-    """A scene's COGs are published (and its sentinel written) in a thread while the next scene
-    predicts; a map that cannot be published ends its scene corrupt, and the others go on."""
+    """With prefetch, a scene's COGs are published (then its sentinel written) in a thread while
+    the next scene predicts; without, one after the other. A map that cannot be published ends
+    its scene corrupt, and the others go on."""
+    size = 512
     scenes = [
-        SceneInput(f"s{i}", str(tile(tmp_path / "in" / f"s{i}.tif", scene_data(i), 0, 0))) for i in range(3)
+        SceneInput(f"s{i}", str(tile(tmp_path / "in" / f"s{i}.tif", scene_data(i, size), 0, 0)))
+        for i in range(4)
     ]
-    blocked = tmp_path / "maps" / "scenes" / "s1.tif"
-    blocked.mkdir(parents=True)  # a folder where s1's class map goes: renaming onto it fails
+    blocked = tmp_path / "maps" / "scenes" / "s2.tif"
+    blocked.mkdir(parents=True)  # a folder where s2's class map goes: renaming onto it fails
+    calls: list[float] = []  # when the model was called, scene after scene
+    predictor = null_predictor()
+    model = predictor.members[0].model
+    predictor.members[0].model = lambda x: (calls.append(time.time()), model(x))[1]
     runner = ShardRunner(
         tmp_path / "maps",
-        null_predictor(),
+        predictor,
         BandOptions(names=BANDS),
         CleanOptions(),
-        PredictOptions(window=64, overlap=8),
-        ApplyOptions(prefetch=prefetch),
+        PredictOptions(window=128, overlap=8),
+        dataclasses.replace(ApplyOptions(prefetch=prefetch), outputs="both"),
     )
     shard = runner.run_shard("shard-00000", scenes)
-    assert [e["status"] for e in shard["scenes"]] == ["ok", "corrupt", "ok"]
-    assert "s1.tif" in shard["scenes"][1]["reason"]
-    for sid in ("s0", "s2"):
-        status = SceneStatus.read(tmp_path / "maps" / "scenes" / f"{sid}.json")
-        assert status.extra["publish_s"] > 0 and status.extra["model_s"] > 0
-        with rasterio.open(tmp_path / "maps" / "scenes" / f"{sid}.tif") as src:
+    assert [e["status"] for e in shard["scenes"]] == ["ok", "ok", "corrupt", "ok"]
+    assert "s2.tif" in shard["scenes"][2]["reason"]
+    statuses = [SceneStatus.read(tmp_path / "maps" / "scenes" / f"s{i}.json") for i in range(4)]
+    per_scene = len(calls) // 4
+    assert per_scene * 4 == len(calls)
+    for i in (0, 1, 3):
+        assert statuses[i].extra["publish_s"] > 0 and statuses[i].extra["model_s"] > 0
+        with rasterio.open(tmp_path / "maps" / "scenes" / f"s{i}.tif") as src:
             assert src.tags(ns="IMAGE_STRUCTURE")["LAYOUT"] == "COG" and (src.read(1) == 0).all()
-    finished = [SceneStatus.read(tmp_path / "maps" / "scenes" / f"s{i}.json").finished for i in range(3)]
+    finished = [s.finished for s in statuses]
     assert finished == sorted(finished)  # sentinels in shard order
+    # the next scene's model ran before (prefetch) or after (none) this scene's sentinel
+    overlapped = [calls[per_scene * (i + 1)] < finished[i] for i in range(3)]
+    assert overlapped == [bool(prefetch)] * 3
     leftovers = [p.name for p in (tmp_path / "maps").rglob(".*")]
     assert leftovers == []  # staged files of the failed publication were removed too

@@ -155,3 +155,53 @@ def test_progress_keeps_finished_shards_summaries(tmp_path: Path) -> None:
     # a damaged cache is rebuilt, not trusted
     (tmp_path / COUNTS_CACHE).write_text("{not json")
     assert progress(tmp_path, ids, 4, now=now) == again
+
+
+def test_cached_or_not_a_manifest_gets_the_same_messages(tmp_path: Path) -> None:
+    path = tmp_path / "m.csv"
+    path.write_text(HEADER + "t1,t1.tif,zz,,train,\nq1,q1.tif,,,apply,\n")
+    messages = []
+    for cache in (None, tmp_path / "cache", tmp_path / "cache"):
+        with pytest.raises(ManifestError) as err:
+            read_manifest(path, cache=cache)
+        messages.append(str(err.value))
+    assert messages[0] == messages[1] == messages[2]
+    assert "needs a label_uri" in messages[0] and "sha256 'zz'" in messages[0]
+
+
+def test_ids_with_line_breaks_and_empty_cells(tmp_path: Path) -> None:
+    broken = tmp_path / "broken.csv"
+    broken.write_text('scene_id,uri,role\n"abc\n",a.tif,apply\nq1,q1.tif,apply\n')
+    with pytest.raises(ManifestError, match="line 2: scene_id 'abc\\\\n' is not a safe file name"):
+        apply_scene_ids(broken, cache=tmp_path / "cache")
+    # empty cells of a Parquet manifest (nulls) are empty, not the text "nan"
+    table = pd.DataFrame(
+        {
+            "scene_id": ["q1", "q2"],
+            "uri": ["q1.tif", "q2.tif"],
+            "role": ["apply", "apply"],
+            "sha256": [None, "ab" * 32],
+        }
+    )
+    table.to_parquet(tmp_path / "m.parquet")
+    for cache in (None, tmp_path / "cache"):
+        checked = read_manifest(tmp_path / "m.parquet", cache=cache)
+        assert checked["sha256"].tolist() == ["", "ab" * 32]
+    shards = ShardTable(checked, 1)
+    assert shards.fingerprint("shard-00000") == reference_fingerprint(checked.loc[["q1"]])
+    # a shard past the end (a target named before the manifest shrank) has no rows
+    header_only = hashlib.sha256(b"scene_id,uri,sha256\n").hexdigest()[:16]
+    assert shards.fingerprint("shard-00007") == header_only and shards.members("shard-00007") == []
+
+
+def test_kept_summaries_count_no_recent_scene_once_old(tmp_path: Path) -> None:
+    now = time.time()
+    ids = [f"s{i}" for i in range(4)]
+    shard_manifest(tmp_path, "shard-00000", ids, now - 30)
+    assert progress(tmp_path, ids, 4, now=now)["scenes_per_hour"] == 4 / 600 * 3600
+    later = progress(tmp_path, ids, 4, now=now + 3600)  # the kept summary counted 4 recent ones
+    assert (later["ok"], later["scenes_per_hour"], later["eta_s"]) == (4, 0.0, 0.0)
+    (tmp_path / COUNTS_CACHE).write_text(json.dumps({"shard-00000": {"key": "x"}}))  # another shape
+    assert progress(tmp_path, ids, 4, now=now + 3600) == later
+    (tmp_path / COUNTS_CACHE).write_text("[1, 2]")
+    assert progress(tmp_path, ids, 4, now=now + 3600) == later

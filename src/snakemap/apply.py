@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import glob
 import itertools
 import logging
 import os
@@ -179,6 +180,9 @@ class ShardRunner:
                     following = next(upcoming, None)
                     if following is not None and self.apply.prefetch > 0:
                         ahead.append(pool.submit(self.prepare, following))
+                    if publishing is not None and publishing.done():
+                        self._log(publishing.result())  # a failed publication stops the job now
+                        publishing = None
                     complete = self.finish(prepared)
                     if publishing is not None:
                         self._log(publishing.result())  # one scene published at a time, in order
@@ -203,9 +207,12 @@ class ShardRunner:
 
     def _remove_leftovers(self, scene_id: str) -> None:
         """Temporary files of this scene left by a killed job (we hold the shard's lock)."""
+        # Temporary names start with ".{file name}." ({scene}.tif or {scene}.json): not
+        # ".{scene}.*", which would also catch scene "{scene}.x"'s, published in a thread now.
         for folder in (self.scenes, self.scenes / "probs", self.root / ".scratch"):
-            for leftover in folder.glob(f".{scene_id}.*"):
-                leftover.unlink(missing_ok=True)
+            for name in (f"{scene_id}.tif", f"{scene_id}.json"):
+                for leftover in folder.glob(f".{glob.escape(name)}.*"):
+                    leftover.unlink(missing_ok=True)
         (self.root / ".scratch" / f"{scene_id}.tif").unlink(missing_ok=True)
 
     def streams(self) -> bool:

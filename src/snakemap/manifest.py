@@ -31,13 +31,14 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import hashlib
+import io
 import json
 import logging
 import os
 import re
 from collections.abc import Collection
 from pathlib import Path
-from typing import TYPE_CHECKING, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 
@@ -51,10 +52,10 @@ REQUIRED = ("scene_id", "uri", "role")
 OPTIONAL = ("sha256", "label_uri", "label_sha256", "aoi", "sensor", "label_scheme", "bounds", "datetime")
 #: A scene id becomes a file name: no separators, no leading dot or dash, no whitespace.
 SCENE_ID_PATTERN = r"[A-Za-z0-9][A-Za-z0-9._-]{0,199}"
-_SCENE_ID_RE = re.compile(rf"^{SCENE_ID_PATTERN}$")
+_SCENE_ID_RE = re.compile(SCENE_ID_PATTERN)
 #: A checksum: 64 hexadecimal digits (the column may also be empty).
 SHA256_PATTERN = r"[0-9a-fA-F]{64}"
-_SHA256_RE = re.compile(rf"^{SHA256_PATTERN}$")
+_SHA256_RE = re.compile(SHA256_PATTERN)
 
 
 log = logging.getLogger(__name__)
@@ -63,7 +64,7 @@ log = logging.getLogger(__name__)
 #: (beside Snakemake's own records; safe to delete).
 CACHE_DIR = ".snakemake/snakemap/manifests"
 #: Bump when the checked table's columns or checks change: older entries are then not used.
-CACHE_VERSION = 3
+CACHE_VERSION = 4
 #: checked manifests kept in the cache folder, the most recently written ones
 CACHE_KEEP = 8
 
@@ -122,33 +123,37 @@ def read_manifest(
     path = Path(path)
     if not path.exists():
         raise ManifestError(f"manifest {path} does not exist")
+    data = path.read_bytes()  # once: what is checked is what the key names, whatever edits the file
+    args = (str(path), *_where(path), sensors, label_schemes, labels_required)
     if cache is None:
-        return check_manifest(_read(path), str(path), *_where(path), sensors, label_schemes, labels_required)
-    cached = Path(cache) / f"{_cache_key(path)}.parquet"
+        return check_manifest(_read(path, data), *args)
+    return _cached(path, data, Path(cache) / f"{_cache_key(path, data)}.parquet", args)
+
+
+def _cached(path: Path, data: bytes, entry: Path, args: tuple[Any, ...]) -> pd.DataFrame:
+    """The checked table of ``data`` from the cache ``entry``, or checked now and kept there. The
+    rows' references to the tables and labels (``args``) are checked on every read: they only
+    reject rows, so the kept table does not depend on them."""
     try:
-        checked = _load(cached)
+        checked = _load(entry)
     except (OSError, ValueError):  # not kept yet, or damaged: read and check the file
-        checked = check_manifest(_read(path), str(path), *_where(path), labels_required=False)
-        _store(checked, cached)
+        checked = check_manifest(_read(path, data), *args)
+        _store(checked, entry)
+        return checked
+    name, where, first, sensors, label_schemes, labels_required = args
     known = {"sensor": ("sensors", sensors), "label_scheme": ("label_schemes", label_schemes)}
-    _raise_for(
-        checked,
-        str(path),
-        *_where(path),
-        _reference_suspects(checked, labels_required, known),
-        labels_required,
-        known,
-    )
+    suspect = _reference_suspects(checked, labels_required, known)
+    _raise_for(checked, name, where, first, suspect, labels_required, known)
     return checked
 
 
-def _read(path: Path) -> pd.DataFrame:
-    """The manifest file as a table of text."""
+def _read(path: Path, data: bytes) -> pd.DataFrame:
+    """The manifest's bytes (from ``path``) as a table of text."""
     import pandas as pd  # not at import: `snakemap progress` reads the cached ids without it
 
     if path.suffix.lower() in (".parquet", ".pq"):
-        return pd.read_parquet(path)
-    return pd.read_csv(path, dtype=str, keep_default_na=False, skipinitialspace=False)
+        return pd.read_parquet(io.BytesIO(data))
+    return pd.read_csv(io.BytesIO(data), dtype=str, keep_default_na=False, skipinitialspace=False)
 
 
 def _where(path: Path) -> tuple[str, int]:
@@ -157,10 +162,9 @@ def _where(path: Path) -> tuple[str, int]:
     return ("row {}", 1) if path.suffix.lower() in (".parquet", ".pq") else ("line {}", 2)
 
 
-def _cache_key(path: Path) -> str:
+def _cache_key(path: Path, data: bytes) -> str:
     """The sha256 of the manifest's bytes, its format and the cache's version."""
-    with path.open("rb") as fh:
-        digest = hashlib.file_digest(fh, "sha256")
+    digest = hashlib.sha256(data)
     digest.update(json.dumps([CACHE_VERSION, path.suffix.lower()]).encode())
     return digest.hexdigest()
 
@@ -188,7 +192,10 @@ def _store(checked: pd.DataFrame, cached: Path) -> None:
                 empty.append("aoi")
             checked.drop(columns=empty).reset_index(drop=True).to_parquet(tmp, index=False)
         # A handful of manifests (the project's, a test config's) at most: drop the oldest.
-        kept = sorted(cached.parent.glob("*.*"), key=lambda p: p.stat().st_mtime, reverse=True)
+        entries = [
+            p for p in cached.parent.glob("*.*") if not p.name.startswith(".")
+        ]  # not others' temporaries
+        kept = sorted(entries, key=lambda p: p.stat().st_mtime, reverse=True)
         for old in kept[2 * CACHE_KEEP :]:
             old.unlink(missing_ok=True)
     except OSError as exc:  # a read-only project still plans, only without the cache
@@ -209,10 +216,13 @@ def apply_scene_ids(path: str | os.PathLike[str], cache: str | os.PathLike[str] 
     path = Path(path)
     if cache is None or not path.exists():
         return scenes_with_role(read_manifest(path, labels_required=False), "apply")
-    listing = Path(cache) / f"{_cache_key(path)}.apply.txt"
+    data = path.read_bytes()
+    key = _cache_key(path, data)
+    listing = Path(cache) / f"{key}.apply.txt"
     with contextlib.suppress(OSError):
-        return listing.read_text().splitlines()
-    ids = scenes_with_role(read_manifest(path, labels_required=False, cache=cache), "apply")
+        return listing.read_text().split("\n")[:-1]
+    args = (str(path), *_where(path), None, None, False)
+    ids = scenes_with_role(_cached(path, data, Path(cache) / f"{key}.parquet", args), "apply")
     with contextlib.suppress(OSError), atomic_path(listing) as tmp:
         tmp.write_text("".join(f"{i}\n" for i in ids))
     return ids
@@ -242,7 +252,8 @@ def check_manifest(
     for col in OPTIONAL:
         if col not in df.columns:
             df[col] = ""
-    df = df.astype({c: str for c in REQUIRED + OPTIONAL}).replace({"nan": "", "None": ""})
+    # empty cells: "" whatever the reader made of them (NaN, None; pandas 3 keeps NaN in astype)
+    df = df.fillna("").astype({c: str for c in REQUIRED + OPTIONAL}).replace({"nan": "", "None": ""})
     # Whole-column checks find the rows that may be bad (a million rows in about a second); only
     # those are then looked at one by one, for their messages.
     repeated = df["scene_id"].duplicated(keep=False).to_numpy()
@@ -354,7 +365,7 @@ def parse_bounds(text: str) -> tuple[float, float, float, float] | None:
 def _row_errors(row: ManifestRow, labels_required: bool = True) -> list[str]:
     scene_id = row.scene_id
     errors = []
-    if not _SCENE_ID_RE.match(scene_id):
+    if not _SCENE_ID_RE.fullmatch(scene_id):  # not .match with $: it allows a final newline
         errors.append(
             f"scene_id {scene_id!r} is not a safe file name "
             "(letters, digits, '.', '_', '-'; starting with a letter or digit; no '/' or spaces)"
@@ -378,7 +389,7 @@ def _row_errors(row: ManifestRow, labels_required: bool = True) -> list[str]:
             errors.append(f"scene {scene_id!r}: datetime {row.datetime!r} is not ISO 8601")
     for col in ("sha256", "label_sha256"):
         value = getattr(row, col)
-        if value and not _SHA256_RE.match(value):
+        if value and not _SHA256_RE.fullmatch(value):
             errors.append(f"scene {scene_id!r}: {col} {value!r} is not 64 hex digits")
     return errors
 

@@ -168,8 +168,8 @@ class Predictor:
 
     def compile(self) -> None:
         """Compile each member network with ``torch.compile`` (once; other callables, such as an
-        ONNX session, are left as they are). Window shapes repeat, so each compiles once or twice
-        (the last, smaller batch)."""
+        ONNX session, are left as they are). Each new input shape (the last, smaller batch; a
+        scene smaller than the window, which gets a fitted one) compiles again, once."""
         for m in self.members:
             if isinstance(m.model, torch.nn.Module) and not m.compiled:
                 m.model = torch.compile(m.model)

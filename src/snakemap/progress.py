@@ -20,9 +20,10 @@ from snakemap.io import read_json, write_json
 from snakemap.shards import shard_ids, shard_members
 from snakemap.status import SceneStatus
 
+#: throughput is measured over the scenes finished in the last ten minutes
 RECENT_S = 600.0
 #: the summaries of finished shards, beside their folder (see :func:`_shard_summaries`)
-COUNTS_CACHE = "shard-counts.json"  # throughput is measured over the scenes finished in the last ten minutes
+COUNTS_CACHE = "shard-counts.json"
 
 
 def progress(
@@ -99,23 +100,39 @@ def _shard_summaries(root: Path, shards: Sequence[str], now: float) -> list[dict
     cache_path = root / COUNTS_CACHE
     try:
         cache = read_json(cache_path)
+        if not isinstance(cache, dict):
+            raise ValueError(f"{cache_path} is not a table of shards")
     except (OSError, ValueError):
         cache = {}
     kept, summaries, changed = {}, [], False
     for shard in shards:
         stat = (root / "shards" / f"{shard}.json").stat()
         key = f"{stat.st_size}:{stat.st_mtime_ns}"
-        entry = cache.get(shard)
-        if entry is None or entry["key"] != key or now - stat.st_mtime <= RECENT_S:
-            summary = _summary(read_json(root / "shards" / f"{shard}.json")["scenes"], now)
-            entry = {"key": key, "summary": summary}
+        entry: Any = cache.get(shard)
+        recent = now - stat.st_mtime <= RECENT_S
+        if not _usable(entry, key) or recent:
+            entry = {
+                "key": key,
+                "summary": _summary(read_json(root / "shards" / f"{shard}.json")["scenes"], now),
+            }
             changed = True
         kept[shard] = entry
-        summaries.append(entry["summary"])
+        # a manifest written before the last RECENT_S holds no recent scene, whatever was kept
+        summaries.append(entry["summary"] if recent else {**entry["summary"], "recent": 0})
     if changed or set(cache) != set(kept):
         with contextlib.suppress(OSError):  # a read-only results folder: no cache
             write_json(cache_path, kept)
     return summaries
+
+
+def _usable(entry: Any, key: str) -> bool:
+    """A kept summary of the manifest as it is now (and of the expected shape)."""
+    return (
+        isinstance(entry, dict)
+        and entry.get("key") == key
+        and isinstance(entry.get("summary"), dict)
+        and all(k in entry["summary"] for k in ("ok", "empty", "corrupt", "corrupt_scenes", "recent"))
+    )
 
 
 def _sentinels(scenes: Path, scene_ids: Sequence[str], files: int) -> list[Path]:
