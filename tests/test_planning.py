@@ -205,3 +205,23 @@ def test_kept_summaries_count_no_recent_scene_once_old(tmp_path: Path) -> None:
     assert progress(tmp_path, ids, 4, now=now + 3600) == later
     (tmp_path / COUNTS_CACHE).write_text("[1, 2]")
     assert progress(tmp_path, ids, 4, now=now + 3600) == later
+
+
+def test_shard_fingerprints_are_kept_beside_the_cached_manifest(tmp_path: Path) -> None:
+    path, cache = write_manifest(tmp_path / "m.csv", 10), tmp_path / "cache"
+    plain = ShardTable(read_manifest(path), 4)
+    expected = {s: plain.fingerprint(s) for s in plain.ids}
+    assert list(expected) == ["shard-00000", "shard-00001", "shard-00002"]
+    assert ShardTable(read_manifest(path, cache=cache), 4).fingerprints() == expected
+    (kept,) = cache.glob("*.shards-4.json")
+    assert json.loads(kept.read_text()) == expected
+    # read back on the next plan (a planted value shows it is used, not recomputed) ...
+    kept.write_text(json.dumps({**expected, "shard-00001": "from-the-cache"}))
+    assert ShardTable(read_manifest(path, cache=cache), 4).fingerprint("shard-00001") == "from-the-cache"
+    # ... for its shard size only, and a kept file for other shards is not trusted
+    assert ShardTable(read_manifest(path, cache=cache), 3).fingerprints() == {
+        s: ShardTable(read_manifest(path), 3).fingerprint(s)
+        for s in ("shard-00000", "shard-00001", "shard-00002", "shard-00003")
+    }
+    kept.write_text(json.dumps({"shard-00000": "x"}))
+    assert ShardTable(read_manifest(path, cache=cache), 4).fingerprints() == expected

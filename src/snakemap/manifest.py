@@ -67,6 +67,8 @@ CACHE_DIR = ".snakemake/snakemap/manifests"
 CACHE_VERSION = 4
 #: checked manifests kept in the cache folder, the most recently written ones
 CACHE_KEEP = 8
+#: the key of a cached table's ``attrs`` naming its cache entry (``{folder}/{sha256}.parquet``)
+CACHE_ENTRY = "snakemap_cache_entry"
 
 
 class ManifestError(ValueError):
@@ -127,7 +129,11 @@ def read_manifest(
     args = (str(path), *_where(path), sensors, label_schemes, labels_required)
     if cache is None:
         return check_manifest(_read(path, data), *args)
-    return _cached(path, data, Path(cache) / f"{_cache_key(path, data)}.parquet", args)
+    entry = Path(cache) / f"{_cache_key(path, data)}.parquet"
+    checked = _cached(path, data, entry, args)
+    # where derived tables of this content may be kept too (snakemap.shards.ShardTable)
+    checked.attrs[CACHE_ENTRY] = str(entry)
+    return checked
 
 
 def _cached(path: Path, data: bytes, entry: Path, args: tuple[Any, ...]) -> pd.DataFrame:

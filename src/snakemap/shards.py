@@ -4,16 +4,21 @@ Kept free of heavy imports: the workflow and ``snakemap progress`` read it often
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import hashlib
 import io
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from snakemap.config import ConfigError
+from snakemap.io import atomic_path
+from snakemap.manifest import CACHE_ENTRY
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -44,12 +49,16 @@ class ShardTable:
     def __init__(self, manifest: pd.DataFrame, size: int) -> None:
         """``manifest``: as :func:`snakemap.manifest.read_manifest` returns it; ``size``: scenes
         per shard (``apply.shard_size``)."""
-        rows = manifest[manifest["role"] == "apply"]
+        apply = manifest["role"] == "apply"
         self.size = size
-        self.rows = rows.reset_index(drop=True)
+        # positions, not labels, slice the rows (iloc); a manifest of apply rows alone (a big
+        # run's) is not copied
+        self.rows = manifest if apply.all() else manifest[apply]
         self.scene_ids: list[str] = self.rows["scene_id"].tolist()
         self.ids = shard_ids(len(self.scene_ids), size)
         self._lines: tuple[np.ndarray, memoryview] | None = None
+        self._fingerprints: dict[str, str] | None = None
+        self._entry: str = manifest.attrs.get(CACHE_ENTRY, "")
         self._quoted = False
         self._sensorless = not (self.rows["sensor"] != "").any()
 
@@ -65,12 +74,35 @@ class ShardTable:
         """One manifest column (e.g. ``uri`` or ``sensor``) of the shard's rows."""
         return list(self.rows[name].iloc[self._slice(shard)].tolist())
 
+    def fingerprints(self) -> dict[str, str]:
+        """:meth:`fingerprint` of every shard. For a manifest read through the cache (see
+        :func:`snakemap.manifest.read_manifest`) they are kept beside it, by shard size: the
+        next plan of the same manifest reads 16 digits per shard instead of hashing every row."""
+        if self._fingerprints is not None:
+            return self._fingerprints
+        entry = self._entry
+        kept = Path(f"{entry.removesuffix('.parquet')}.shards-{self.size}.json") if entry else None
+        if kept is not None:
+            with contextlib.suppress(OSError, ValueError):
+                found = json.loads(kept.read_text())
+                if isinstance(found, dict) and list(found) == self.ids:
+                    self._fingerprints = found
+                    return found
+        self._fingerprints = {shard: self._hash(shard) for shard in self.ids}
+        if kept is not None:
+            with contextlib.suppress(OSError), atomic_path(kept) as tmp:
+                tmp.write_text(json.dumps(self._fingerprints))
+        return self._fingerprints
+
     def fingerprint(self, shard: str) -> str:
         """16 hex digits that change when the shard's scenes (ids, URIs, checksums) change.
 
         The sha256 of the rows as CSV with a ``scene_id,uri,sha256`` header: the same digits as
         pandas' ``to_csv`` of those columns gave, so finished shards of earlier runs stay done.
         """
+        return self.fingerprints().get(shard) or self._hash(shard)
+
+    def _hash(self, shard: str) -> str:
         offsets, data = self._csv_lines()
         if self._quoted:
             rows = zip(*(self.column(shard, c) for c in ("scene_id", "uri", "sha256")), strict=True)
