@@ -6,7 +6,8 @@ classes out), the same normalisation and the same overlap (context cropped at ea
 
   efficiency  the bare model's time on exactly the windows and batches snakemap's predictor used,
               over the predictor's wall time (read, normalise, windows, model, stitch, write COGs),
-              both warm (the predictor's second run is timed, the model having seen its shapes);
+              both warm (after an untimed first run, the model having seen its shapes), the median
+              of --repeats back-to-back pairs;
   speed       scene pixels/s of snakemap (windows of --window) over TorchGeo's GridGeoSampler +
               DataLoader with centre-crop stitching (patches of --tg-window), the way its users
               write it (TorchGeo has no stitcher of its own), output written as a GeoTIFF;
@@ -84,7 +85,13 @@ def normalizer(path: Path) -> Normalizer:
     return Normalizer(np.nanmean(data, axis=(1, 2)), np.nanstd(data, axis=(1, 2)) + 1e-6)
 
 
-def run_snakemap(path: Path, model: torch.nn.Module, norm: Normalizer, args: argparse.Namespace, out: Path):
+def run_snakemap(
+    path: Path, model: torch.nn.Module, norm: Normalizer, args: argparse.Namespace, out: Path
+) -> tuple[list[float], list[float], dict[str, float]]:
+    """The predictor's wall times and the bare model's on the same batches, in ``--repeats`` pairs
+    (each pair back to back, so that the machine's drift hits both alike), after a first pass
+    that is not timed: the first call at a new input shape sets up oneDNN's kernels (a tenth of a
+    second and more on a small scene), which the bare model's timing never pays."""
     shapes: list[tuple[int, ...]] = []
 
     def recording(x: torch.Tensor) -> torch.Tensor:
@@ -94,16 +101,19 @@ def run_snakemap(path: Path, model: torch.nn.Module, norm: Normalizer, args: arg
     member = Member(recording, [f"b{i}" for i in range(1, 7)], norm)
     predictor = Predictor([member], CLASSES)
     opts = PredictOptions(window=args.window, overlap=args.overlap, batch_size=args.batch_size)
-    # A first pass, not timed: the first call at a new input shape sets up oneDNN's kernels (a
-    # tenth of a second and more on a small scene), which the bare model's timing never pays.
-    for _ in range(2):
+    walls, bares = [], []
+    for run in range(1 + args.repeats):
         shapes.clear()
         reader = CleanImageReader(path)
         start = time.perf_counter()
         figures = predict_scene(reader, predictor, opts, out / "classes.tif", out / "probs.tif")
         wall = time.perf_counter() - start
         reader.close()
-    return wall, shapes, figures
+        if run:
+            walls.append(wall)
+            bares.append(bare_time(model, shapes))
+    figures["batches_run"] = len(shapes)
+    return walls, bares, figures
 
 
 def bare_time(model: torch.nn.Module, shapes: list[tuple[int, ...]]) -> float:
@@ -171,6 +181,7 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=1)
     ap.add_argument("--tg-window", type=int, default=256)
     ap.add_argument("--tg-batch-size", type=int, default=8)
+    ap.add_argument("--repeats", type=int, default=3, help="timed predictor / bare model pairs")
     args = ap.parse_args()
     torch.manual_seed(0)
     model = build_model("Unet", "resnet18", 6, len(CLASSES)).eval()
@@ -194,17 +205,20 @@ def main() -> None:
             norm = normalizer(path)
             with rasterio.open(path) as src:
                 pixels = src.width * src.height
-            wall, shapes, figures = run_snakemap(path, model, norm, args, out)
-            bare = bare_time(model, shapes)
+            walls, bares, figures = run_snakemap(path, model, norm, args, out)
+            wall, bare = float(np.median(walls)), float(np.median(bares))
+            efficiency = float(np.median([b / w for b, w in zip(bares, walls, strict=True)]))
             tg_wall = run_torchgeo(path, model, norm, args, out)
             print(f"\n{name}")
             print(
-                f"  snakemap: {figures['windows']} windows in {len(shapes)} batches, {wall:.2f} s, "
-                f"{pixels / wall / 1e6:.3f} Mpx/s, coverage {coverage(out / 'classes.tif', path):.4f}"
+                f"  snakemap: {figures['windows']} windows in {figures['batches_run']:.0f} batches,"
+                f" {wall:.2f} s, {pixels / wall / 1e6:.3f} Mpx/s,"
+                f" coverage {coverage(out / 'classes.tif', path):.4f}"
             )
             print(
-                f"  bare model on the same batches: {bare:.2f} s -> efficiency {bare / wall:.3f} "
-                f"(goal >= 0.95); inside the predictor the model took {figures['model_seconds']:.2f} s"
+                f"  bare model on the same batches: {bare:.2f} s -> efficiency {efficiency:.3f} "
+                f"(goal >= 0.95; medians of {args.repeats} back-to-back pairs, each pair's ratio "
+                f"{', '.join(f'{b / w:.3f}' for b, w in zip(bares, walls, strict=True))})"
             )
             print(
                 f"  TorchGeo GridGeoSampler + centre crops: {tg_wall:.2f} s, "
