@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import rasterio
+from rasterio.enums import Interleaving
 from rasterio.errors import RasterioError
 from rasterio.windows import Window, from_bounds
 
@@ -333,22 +334,24 @@ class ShardRunner:
         """The GDAL path that reads a remote scene where it lies (``/vsis3/...``), only the bands
         that cleaning uses (:func:`snakemap.readers.band_subset`), or None to download it: with
         ``acquire.read_in_place`` off, a sha256 to verify (that needs every byte), a whole-scene
-        read (:meth:`streams`), or a file that is not tiled (a striped GeoTIFF's strips hold
-        every band, so a band subset saves nothing). A file GDAL cannot open is downloaded too,
-        so that a missing object or a server error ends with the download's reason, after its
-        retries."""
+        read (:meth:`streams`), or a file whose blocks hold every band (pixel-interleaved, as GDAL
+        3.10's COGs are: a band subset then saves nothing, and the many range requests cost more
+        than one download). A file GDAL cannot open is downloaded too, so that a missing object
+        or a server error ends with the download's reason, after its retries; the probe itself
+        does not retry (the download does, ``acquire.retries`` times, not twice that)."""
         if not (self.acquire.read_in_place and is_remote(scene.uri) and not scene.sha256 and self.streams()):
             return None
         path = gdal_path(scene.uri, self.root)
+        probe = {**gdal_options(scene.uri, self.acquire), "GDAL_HTTP_MAX_RETRY": "0"}
         try:
-            with rasterio.Env(**gdal_options(scene.uri, self.acquire)), rasterio.open(path) as src:
-                tiled = bool(src.profile.get("tiled")) and src.block_shapes[0][1] < src.width
+            with rasterio.Env(**probe), rasterio.open(path) as src:
+                by_band = src.count == 1 or src.interleaving == Interleaving.band
         except RasterioError as exc:
             log.info("%s: not read in place (%s); downloading it", scene.uri, exc)
             return None
-        if not tiled:
-            log.info("%s: not tiled; downloading it", scene.uri)
-        return path if tiled else None
+        if not by_band:
+            log.info("%s: every block holds every band; downloading it", scene.uri)
+        return path if by_band else None
 
     def _acquire(self, scene: SceneInput, scratch: Path, timings: dict[str, float]) -> Path:
         local = local_path(scene.uri)

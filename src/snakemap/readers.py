@@ -112,19 +112,20 @@ class CleaningReader:
             positions, self.bands, self.clean = (
                 band_subset(source, bands, clean) if needed_only else (list(range(len(source))), bands, clean)
             )
+            #: 1-based band numbers read, in file order, and their names
+            self.indexes = [i + 1 for i in positions]
+            self.source = [source[i] for i in positions]
+            given = (sensor.nodata if sensor else None, clean.nodata, self.dataset.nodata)
+            self.nodata = next((v for v in given if v is not None), None)
+            self.sensor = sensor
+            self.qa_pos = _qa_position(self.source, self.clean)
+            self.height, self.width = self.dataset.height, self.dataset.width
+            self.profile = {"crs": self.dataset.crs, "transform": self.dataset.transform}
+            # the first row read: a bad block or a server error here closes the file too
+            self.names = self._clean(self.raw_rows(0, 1))[1]
         except Exception:
             self.dataset.close()
             raise
-        #: 1-based band numbers read, in file order, and their names
-        self.indexes = [i + 1 for i in positions]
-        self.source = [source[i] for i in positions]
-        given = (sensor.nodata if sensor else None, clean.nodata, self.dataset.nodata)
-        self.nodata = next((v for v in given if v is not None), None)
-        self.sensor = sensor
-        self.qa_pos = _qa_position(self.source, self.clean)
-        self.height, self.width = self.dataset.height, self.dataset.width
-        self.profile = {"crs": self.dataset.crs, "transform": self.dataset.transform}
-        self.names = self._clean(self.raw_rows(0, 1))[1]
 
     def raw_rows(self, start: int, stop: int) -> np.ndarray:
         """Stored values of rows ``[start, stop)`` as float32 ``(bands read, rows, width)``.
