@@ -20,6 +20,7 @@ from snakemap.acquire import AcquireError, AcquireOptions, acquire_scene, fetch
 from snakemap.apply import SceneInput, ShardRunner
 from snakemap.bands import BandOptions
 from snakemap.clean import CleanOptions, clean_scene
+from snakemap.cli import main
 from snakemap.config import ConfigError, build
 from snakemap.predict import Member, PredictOptions, Predictor
 from snakemap.readers import CleaningReader
@@ -66,7 +67,12 @@ def options(store: ObjectStore, **kw: object) -> AcquireOptions:
 
 
 def s2_scene(
-    path: Path, size: int = 256, tiled: bool = True, seed: int = 0, interleave: str = "band"
+    path: Path,
+    size: int = 256,
+    tiled: bool = True,
+    seed: int = 0,
+    interleave: str = "band",
+    west: float = 500000,
 ) -> Path:
     """A 13-band uint16 GeoTIFF (EPSG:32755, nodata 0), band- or pixel-interleaved, tiled 64 x 64
     or striped."""
@@ -83,7 +89,7 @@ def s2_scene(
         width=size,
         dtype="uint16",
         crs="EPSG:32755",
-        transform=from_origin(500000, 8000000, 10, 10),
+        transform=from_origin(west, 8000000, 10, 10),
         nodata=0,
         interleave=interleave,
         compress="deflate",
@@ -296,6 +302,45 @@ def test_apply_in_place_recovers_from_a_transient_error(tmp_path: Path, store: O
         rasterio.open(tmp_path / "local/scenes/s.tif") as b,
     ):
         assert (a.read(1) == b.read(1)).all()
+
+
+def test_buffered_apply_reads_its_neighbours_from_the_store(tmp_path: Path, store: ObjectStore) -> None:
+    """apply.buffer over s3:// scenes: the inputs' VRT is built, and the neighbours read, with the
+    acquire section's endpoint and region (GDAL alone would ask AWS)."""
+    uris = [
+        store.put("scenes", f"t13/{name}.tif", s2_scene(tmp_path / f"{name}.tif", 128, seed=i, west=west))
+        for i, (name, west) in enumerate([("a", 500000), ("b", 501280)])
+    ]
+    manifest = tmp_path / "m.csv"
+    manifest.write_text(
+        "scene_id,uri,role\n" + "".join(f"{n},{u},apply\n" for n, u in zip("ab", uris, strict=True))
+    )
+    acquire = {"endpoint_url": store.endpoint_url, "region": "eu-central-1", "retries": 1, "backoff_s": 0.01}
+    vrt = tmp_path / "maps" / "inputs.vrt"
+    main(
+        [
+            "inputs-vrt",
+            "--manifest",
+            str(manifest),
+            "--out",
+            str(vrt),
+            "--options",
+            json.dumps({"acquire": acquire}),
+        ]
+    )
+    with rasterio.open(vrt) as src:
+        assert len(src.files) == 3 and src.width == 256  # the VRT and both scenes, side by side
+    shard = ShardRunner(
+        tmp_path / "maps",
+        blue_predictor(),
+        BandOptions(names=S2, select=list(SELECT)),
+        CleanOptions(),
+        PredictOptions(window=64, overlap=8),
+        ApplyOptions(prefetch=0, buffer=16),
+        options(store),
+        mosaic_vrt=vrt,
+    ).run_shard("shard-00000", [SceneInput(n, u) for n, u in zip("ab", uris, strict=True)])
+    assert [e["status"] for e in shard["scenes"]] == ["ok", "ok"]
 
 
 def test_apply_with_sha256_downloads_and_verifies(tmp_path: Path, store: ObjectStore) -> None:

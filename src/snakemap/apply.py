@@ -249,7 +249,9 @@ class ShardRunner:
                     prepared.status.status = "empty"
                     prepared.status.reason = f"no pixel with {mask.band} in [{mask.min}, {mask.max}]"
             else:
-                prepared.cleaned, prepared.crop = self._read(Path(path), scene.sensor)  # never in place
+                # never in place; the neighbours, through the VRT, may be remote
+                with rasterio.Env(**(gdal_options(scene.uri, self.acquire) if is_remote(scene.uri) else {})):
+                    prepared.cleaned, prepared.crop = self._read(Path(path), scene.sensor)
                 prepared.status = judge(
                     scene.scene_id, _cropped(prepared.cleaned, prepared.crop), self.clean, None
                 )

@@ -7,6 +7,7 @@ GDAL's command-line tools build them (Debian's ``gdal-bin``, or conda's ``gdal``
 
 from __future__ import annotations
 
+import glob
 import hashlib
 import logging
 import math
@@ -15,7 +16,7 @@ import shutil
 import subprocess
 import urllib.parse
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -94,6 +95,9 @@ def build_mosaic(
     for path in unreferenced:
         log.warning("%s has no CRS: it is in no mosaic and not in the overview", path)
     folder.parent.mkdir(parents=True, exist_ok=True)
+    # what a killed mosaic job left (it held no lock: a rule's outputs have one writer at a time)
+    for leftover in folder.parent.glob(f".{glob.escape(folder.name)}.*.tmp"):
+        shutil.rmtree(leftover, ignore_errors=True)
     # mkdir (not mkdtemp, which makes it private) gives the folder the umask's mode
     tmp = folder.parent / f".{folder.name}.{uuid.uuid4().hex[:12]}.tmp"
     tmp.mkdir()
@@ -105,9 +109,13 @@ def build_mosaic(
         }
         index["overview"] = _write_overview(list(zones.values()), tmp, overview, target, factor, resampling)
         write_json(tmp / INDEX_FILE, index)
-        # A folder cannot be renamed onto a non-empty one: the old mosaic goes first.
-        shutil.rmtree(folder, ignore_errors=True)
+        # A folder cannot be renamed onto a non-empty one: the old mosaic is renamed aside first
+        # (whole, at once), the new one takes its name, then the old one is removed.
+        old = folder.parent / f".{folder.name}.{uuid.uuid4().hex[:12]}.old.tmp"
+        if folder.exists():
+            os.replace(folder, old)
         os.replace(tmp, folder)
+        shutil.rmtree(old, ignore_errors=True)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return index
@@ -241,13 +249,14 @@ def _write_overview(
     return {"path": path, "crs": crs.to_string(), "bounds": out_bounds, "resolution": res, "shape": shape}
 
 
-def _build_vrt(paths: Sequence[str], vrt: Path) -> None:
-    """Run gdalbuildvrt into ``vrt`` (absolute) over ``paths``, as GDAL opens them from its folder."""
+def _build_vrt(paths: Sequence[str], vrt: Path, env: Mapping[str, str] | None = None) -> None:
+    """Run gdalbuildvrt into ``vrt`` (absolute) over ``paths``, as GDAL opens them from its folder,
+    with GDAL config options ``env`` (where remote scenes are: endpoint, region, signing)."""
     listing = vrt.with_suffix(".txt")
     try:
         listing.write_text("".join(f"{p}\n" for p in paths))
         command = [_tool("gdalbuildvrt"), "-q", "-overwrite", "-input_file_list", str(listing), str(vrt)]
-        subprocess.run(command, check=True, cwd=vrt.parent)
+        subprocess.run(command, check=True, cwd=vrt.parent, env={**os.environ, **(env or {})})
     finally:
         listing.unlink(missing_ok=True)
 
@@ -273,8 +282,11 @@ def gdal_path(uri: str, folder: str | os.PathLike[str]) -> str:
     return _VSI[scheme] + (uri if scheme.startswith("http") else uri.split("://", 1)[1])
 
 
-def build_inputs_vrt(uris: Sequence[str], vrt: str | os.PathLike[str]) -> None:
-    """Write ``vrt`` over the scenes at ``uris`` (the apply scenes, quads tiling the ground).
+def build_inputs_vrt(
+    uris: Sequence[str], vrt: str | os.PathLike[str], env: Mapping[str, str] | None = None
+) -> None:
+    """Write ``vrt`` over the scenes at ``uris`` (the apply scenes, quads tiling the ground),
+    reading remote ones with GDAL config options ``env`` (:func:`snakemap.storage.gdal_options`).
 
     A scene GDAL cannot add (unreadable, another band count or CRS) is left out with a warning
     in the log: its neighbours then predict without its context.
@@ -282,7 +294,7 @@ def build_inputs_vrt(uris: Sequence[str], vrt: str | os.PathLike[str]) -> None:
     vrt = Path(vrt)
     paths = [gdal_path(u, vrt.parent) for u in uris]
     with atomic_path(vrt, suffix=".vrt") as tmp:
-        _build_vrt(paths, tmp)
+        _build_vrt(paths, tmp, env)
         with rasterio.open(tmp) as src:
             listed = {os.path.normpath(os.path.join(tmp.parent, f)) for f in src.files[1:]}
     for uri, path in zip(uris, paths, strict=True):

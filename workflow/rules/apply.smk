@@ -12,8 +12,11 @@ rule apply_inputs_vrt:
         "logs/maps/inputs_vrt.log",
     conda:
         "../envs/snakemap.yaml"
+    params:
+        options=options("acquire", "task"),
     shell:
-        "snakemap inputs-vrt --manifest {input.manifest:q} --out {output:q} 2> {log:q}"
+        "snakemap inputs-vrt --manifest {input.manifest:q} --out {output:q} --options {params.options:q}"
+        " 2> {log:q}"
 
 
 rule apply_shard:

@@ -182,10 +182,15 @@ def _stac(args: argparse.Namespace, cfg: dict[str, Any]) -> int:
 
 def _inputs_vrt(args: argparse.Namespace, cfg: dict[str, Any]) -> int:
     from snakemap.mosaic import build_inputs_vrt
+    from snakemap.storage import gdal_options, is_remote
 
     manifest = read_manifest(args.manifest, labels_required=cfg.get("task") != "downscaling", cache=CACHE_DIR)
     uris = manifest.loc[manifest["role"] == "apply", "uri"].tolist()
-    build_inputs_vrt(uris, args.out)
+    acquire = build("acquire", cfg.get("acquire"))
+    # acquire's storage options for each remote scheme of the scenes (one URI stands for each)
+    schemes = {u.split("://", 1)[0]: u for u in uris if is_remote(u)}
+    env = {k: v for u in schemes.values() for k, v in gdal_options(u, acquire).items()}
+    build_inputs_vrt(uris, args.out, env)
     logging.info("VRT of %d apply scenes: %s", len(uris), args.out)
     return 0
 
