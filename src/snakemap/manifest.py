@@ -147,7 +147,7 @@ def _cached(path: Path, data: bytes, entry: Path, args: tuple[Any, ...]) -> pd.D
         _store(checked, entry)
         return checked
     name, where, first, sensors, label_schemes, labels_required = args
-    known = {"sensor": ("sensors", sensors), "label_scheme": ("label_schemes", label_schemes)}
+    known = _known(sensors, label_schemes)
     suspect = _reference_suspects(checked, labels_required, known)
     _raise_for(checked, name, where, first, suspect, labels_required, known)
     return checked
@@ -198,9 +198,8 @@ def _store(checked: pd.DataFrame, cached: Path) -> None:
                 empty.append("aoi")
             checked.drop(columns=empty).reset_index(drop=True).to_parquet(tmp, index=False)
         # A handful of manifests (the project's, a test config's) at most: drop the oldest.
-        entries = [
-            p for p in cached.parent.glob("*.*") if not p.name.startswith(".")
-        ]  # not others' temporaries
+        # (not the dot-named temporaries of other writers)
+        entries = [p for p in cached.parent.glob("*.*") if not p.name.startswith(".")]
         kept = sorted(entries, key=lambda p: p.stat().st_mtime, reverse=True)
         for old in kept[2 * CACHE_KEEP :]:
             old.unlink(missing_ok=True)
@@ -244,7 +243,7 @@ def check_manifest(
     labels_required: bool = True,
 ) -> pd.DataFrame:
     """Check a manifest table; see :func:`read_manifest`."""
-    known = {"sensor": ("sensors", sensors), "label_scheme": ("label_schemes", label_schemes)}
+    known = _known(sensors, label_schemes)
     missing = [c for c in REQUIRED if c not in df.columns]
     if missing:
         raise ManifestError(f"{name}: missing column(s) {', '.join(missing)}")
@@ -268,6 +267,13 @@ def check_manifest(
     return df[list(REQUIRED + OPTIONAL)].set_index("scene_id", drop=False)
 
 
+def _known(
+    sensors: Collection[str] | None, label_schemes: Collection[str] | None
+) -> dict[str, tuple[str, Collection[str] | None]]:
+    """Column -> (the config table it names, that table's names; None: not checked)."""
+    return {"sensor": ("sensors", sensors), "label_scheme": ("label_schemes", label_schemes)}
+
+
 def _raise_for(
     df: pd.DataFrame,
     name: str,
@@ -289,8 +295,8 @@ def _raise_for(
     for pos in np.flatnonzero(repeated).tolist():
         firsts.setdefault(str(ids.iat[pos]), pos)
     errors: list[str] = []
-    for pos in np.flatnonzero(suspect | repeated).tolist():
-        row = ManifestRow(*(str(df[c].iat[pos]) for c in ManifestRow._fields))
+    positions = np.flatnonzero(suspect | repeated).tolist()
+    for pos, row in zip(positions, manifest_rows(df.iloc[positions]), strict=True):
         loc = where.format(pos + first)
         errors += [f"{name} {loc}: {e}" for e in _row_errors(row, labels_required) + _name_errors(row, known)]
         if firsts.get(row.scene_id, pos) != pos:

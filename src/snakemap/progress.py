@@ -46,20 +46,16 @@ def progress(
     finished = [shard for shard in shards if (root / "shards" / f"{shard}.json").exists()]
     unfinished = sorted(set(shards) - set(finished))
     shards_done = len(finished)
-    for summary in _shard_summaries(root, finished, now):
-        for status in counts:
-            counts[status] += summary[status]
-        corrupt += summary["corrupt_scenes"]
-        recent += summary["recent"]
     pending_ids = [s for shard in unfinished for s in shard_members(scene_ids, shard, shard_size)]
     # each finished scene left its map and its sentinel
     files = 2 * shards_done * shard_size
     sentinels = _sentinels(root / "scenes", pending_ids, files)
     live = _summary([SceneStatus.read(p).summary() for p in sentinels], now)
-    for status in counts:
-        counts[status] += live[status]
-    corrupt += live["corrupt_scenes"]
-    recent += live["recent"]
+    for summary in [*_shard_summaries(root, finished, now), live]:
+        for status in counts:
+            counts[status] += summary[status]
+        corrupt += summary["corrupt_scenes"]
+        recent += summary["recent"]
     done = sum(counts.values())
     pending = len(scene_ids) - done
     per_hour = recent / RECENT_S * 3600

@@ -34,8 +34,13 @@ def shard_ids(n_scenes: int, size: int) -> list[str]:
 
 def shard_members(scene_ids: Sequence[str], shard: str, size: int) -> list[str]:
     """The scenes of one shard: a fixed slice of the apply scenes in manifest order."""
+    return list(scene_ids[shard_slice(shard, size)])
+
+
+def shard_slice(shard: str, size: int) -> slice:
+    """The positions of a shard's scenes among the apply scenes."""
     k = int(shard.split("-")[1])
-    return list(scene_ids[k * size : (k + 1) * size])
+    return slice(k * size, (k + 1) * size)
 
 
 class ShardTable:
@@ -63,12 +68,11 @@ class ShardTable:
         self._sensorless = not (self.rows["sensor"] != "").any()
 
     def _slice(self, shard: str) -> slice:
-        k = int(shard.split("-")[1])
-        return slice(k * self.size, (k + 1) * self.size)
+        return shard_slice(shard, self.size)
 
     def members(self, shard: str) -> list[str]:
-        """The scene ids of ``shard``, in manifest order (as :func:`shard_members`)."""
-        return self.scene_ids[self._slice(shard)]
+        """The scene ids of ``shard``, in manifest order."""
+        return shard_members(self.scene_ids, shard, self.size)
 
     def column(self, shard: str, name: str) -> list[str]:
         """One manifest column (e.g. ``uri`` or ``sensor``) of the shard's rows."""

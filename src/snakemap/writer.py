@@ -26,7 +26,8 @@ if TYPE_CHECKING:
 
 
 class SceneOutputs:
-    """Tiled GeoTIFFs written strip by strip, then copied to COGs and renamed into place."""
+    """Tiled GeoTIFFs written strip by strip (:meth:`staging`), then copied to COGs and renamed
+    into place (:meth:`publish`) or removed (:meth:`discard`)."""
 
     def __init__(
         self, reader: SceneReader, classes: int, opts: PredictOptions, class_path: Any, prob_path: Any
@@ -48,11 +49,6 @@ class SceneOutputs:
         except BaseException:
             self.discard()
             raise
-
-    def __enter__(self) -> SceneOutputs:
-        """Stage, and publish at the end of the block (discard if it raises)."""
-        self._open()
-        return self
 
     def _open(self) -> None:
         base = {
@@ -123,12 +119,6 @@ class SceneOutputs:
         self.stack.close()
         for tmp in self.tmps:
             tmp.unlink(missing_ok=True)
-
-    def __exit__(self, *exc: object) -> None:
-        if exc[0] is None:
-            self.publish()
-        else:
-            self.discard()
 
 
 def _to_cog(staged: Path, path: Path, **options: Any) -> None:
