@@ -75,6 +75,7 @@ lint: setup
 	$(BIN)/ruff check src tests bench
 	$(BIN)/ruff format --check src tests bench
 	$(BIN)/mypy src
+	$(BIN)/lint-imports
 	$(BIN)/snakefmt --check workflow
 	$(BIN)/snakemake --lint
 

@@ -27,10 +27,10 @@ from pathlib import Path
 paths = sorted(Path(sys.argv[1]).glob("*.tif"))
 start = time.perf_counter()
 if sys.argv[2] == "stats":
-    from snakemap.stats import band_statistics
+    from snakemap.data.stats import band_statistics
     band_statistics(paths, ["b1", "b2", "b3", "b4"])
 else:
-    import rasterio, snakemap.stats
+    import rasterio, snakemap.data.stats
     with rasterio.open(paths[0]) as src:
         src.read()
 print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, time.perf_counter() - start)

@@ -69,7 +69,7 @@ def write_scene(path: Path, size: int, seed: int) -> None:
 
 def checkpoint(path: Path) -> None:
     """A checkpoint as training writes it: Unet/resnet18 with random weights, 7 bands in."""
-    from snakemap.models import build_model
+    from snakemap.tasks.networks import build_model
 
     torch.manual_seed(0)
     hp = {
@@ -143,12 +143,13 @@ def shard(manifest: str, root: str, ckpt: str, prefetch: int) -> dict[str, float
 def big_stream(scene: str, root: str) -> dict[str, float]:
     """One big scene through apply's strip-by-strip path, with a 1x1-convolution model and the
     default prediction options (window 256)."""
-    from snakemap.apply import SceneInput, ShardRunner
-    from snakemap.bands import BandOptions
-    from snakemap.clean import CleanOptions
-    from snakemap.predict import Member, PredictOptions, Predictor
-    from snakemap.shards import ApplyOptions
-    from snakemap.stats import Normalizer
+    from snakemap.data.bands import BandOptions
+    from snakemap.data.clean import CleanOptions
+    from snakemap.data.stats import Normalizer
+    from snakemap.inference.predict import Member, Predictor
+    from snakemap.inference.shard import SceneInput, ShardRunner
+    from snakemap.inference.windows import PredictOptions
+    from snakemap.plan.shards import ApplyOptions
 
     os.environ.setdefault("GDAL_CACHEMAX", str(ApplyOptions().gdal_cache_mb))  # as apply-shard does
     baseline = rss_mib()
@@ -170,9 +171,9 @@ def big_stream(scene: str, root: str) -> dict[str, float]:
 
 def big_whole(scene: str) -> dict[str, float]:
     """The whole-scene path that apply took before: the scene read and cleaned in memory."""
-    import snakemap.apply  # noqa: F401 - the same imports (and baseline RSS) as the strip path
-    from snakemap.bands import BandOptions
-    from snakemap.clean import CleanOptions, judge, read_clean
+    import snakemap.inference.shard  # noqa: F401 - the same imports (and baseline RSS) as the strip path
+    from snakemap.data.bands import BandOptions
+    from snakemap.data.clean import CleanOptions, judge, read_clean
 
     baseline = rss_mib()
     t0 = time.perf_counter()

@@ -84,8 +84,8 @@ def setup(root: Path, n: int, shard_size: int, per_scene_max: int) -> tuple[Path
 
 
 def progress_timing(ours: Path, n: int, shard_size: int) -> tuple[float, list[float], str]:
-    from snakemap.progress import progress
-    from snakemap.shards import shard_ids, shard_members
+    from snakemap.outputs.progress import progress
+    from snakemap.plan.shards import shard_ids, shard_members
 
     ids = [f"quad_{i:07d}" for i in range(n)]
     root = ours / "results" / "maps" / "models" / "base" / "best"

@@ -7,16 +7,16 @@ least ``val_rmse`` is kept) and the rest trains:
 
 - the training area (test and validation blocks set to no data) and the validation area (test
   blocks set to no data) are written as two cleaned scenes (``status.json`` + ``image.tif``) under
-  ``--work``, and their chips are cut with :func:`snakemap.chips.write_chips` (``field=True``);
+  ``--work``, and their chips are cut with :func:`snakemap.data.chips.write_chips` (``field=True``);
   the validation chips are those whose centre lies in a validation block;
-- each model is a :class:`snakemap.srtask.DownscalingTask` trained by Lightning on
-  :class:`snakemap.data.ChipDataset` (``normalize: scene``, each grid by its own statistics) and
-  :class:`snakemap.data.ChipDataModule` (``samples_per_epoch``), then loaded with
-  :func:`snakemap.srtask.load_downscaler`;
-- the WHOLE grid is degraded by block means (:func:`snakemap.downscale.degrade`), downscaled by
-  :func:`snakemap.downscale.downscale_grid` (normalised by the LR grid's own statistics) and by
-  the interpolation baselines (:func:`snakemap.downscale.interpolate_grid`), and scored with
-  :func:`snakemap.metrics.error_metrics` on the valid HR cells of the test blocks only.
+- each model is a :class:`snakemap.tasks.downscaling.DownscalingTask` trained by Lightning on
+  :class:`snakemap.training.datasets.ChipDataset` (``normalize: scene``, each grid by its own statistics) and
+  :class:`snakemap.training.datasets.ChipDataModule` (``samples_per_epoch``), then loaded with
+  :func:`snakemap.tasks.downscaling.load_downscaler`;
+- the WHOLE grid is degraded by block means (:func:`snakemap.tasks.fieldops.degrade`), downscaled by
+  :func:`snakemap.tasks.fieldops.downscale_grid` (normalised by the LR grid's own statistics) and by
+  the interpolation baselines (:func:`snakemap.tasks.fieldops.interpolate_grid`), and scored with
+  :func:`snakemap.core.metrics.error_metrics` on the valid HR cells of the test blocks only.
 
     .venv/bin/python bench/downscaling.py [--scales 4 8 16] [--archs SRCNN EDSR ...] [--seeds 0 1 2]
         [--quick] [--steps N] [--threads N] [--work DIR] [--fresh]
@@ -45,15 +45,15 @@ import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger
 
-from snakemap.chips import ChipOptions, ChipPaths, write_chips
-from snakemap.data import ChipDataModule, ChipDataset
-from snakemap.downscale import METHODS, Downscaler, degrade, downscale_grid, interpolate_grid
-from snakemap.io import read_json, write_cog, write_json
-from snakemap.metrics import error_metrics
-from snakemap.srnets import ARCHS
-from snakemap.srtask import DownscalingTask, load_downscaler
-from snakemap.stats import Normalizer
-from snakemap.status import SceneStatus, status_path
+from snakemap.core.io import read_json, write_cog, write_json
+from snakemap.core.metrics import error_metrics
+from snakemap.core.status import SceneStatus, status_path
+from snakemap.data.chips import ChipOptions, ChipPaths, write_chips
+from snakemap.data.stats import Normalizer
+from snakemap.tasks.downscaling import DownscalingTask, load_downscaler
+from snakemap.tasks.fieldops import METHODS, Downscaler, degrade, downscale_grid, interpolate_grid
+from snakemap.tasks.srnets import ARCHS
+from snakemap.training.datasets import ChipDataModule, ChipDataset
 
 GRID = Path(__file__).resolve().parents[2] / "shared" / "data" / "downscaling" / "conus_elevation_4km.tif"
 BAND = "elevation"

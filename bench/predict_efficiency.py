@@ -29,12 +29,13 @@ import rasterio
 import torch
 from rasterio.transform import from_origin
 
-from snakemap.bands import BandOptions
-from snakemap.clean import CleanOptions, clean_scene
-from snakemap.models import build_model
-from snakemap.predict import Member, PredictOptions, Predictor, predict_scene
-from snakemap.readers import CleanImageReader
-from snakemap.stats import Normalizer
+from snakemap.data.bands import BandOptions
+from snakemap.data.clean import CleanOptions, clean_scene
+from snakemap.data.stats import Normalizer
+from snakemap.inference.predict import Member, Predictor, predict_scene
+from snakemap.inference.readers import CleanImageReader
+from snakemap.inference.windows import PredictOptions
+from snakemap.tasks.networks import build_model
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 CLASSES = ["a", "b", "c", "d"]

@@ -33,18 +33,20 @@ import rasterio
 from sklearn.ensemble import RandomForestClassifier
 from sklearn.metrics import f1_score
 
-from snakemap.acquire import acquire_scene
-from snakemap.bands import BandOptions
-from snakemap.chips import ChipOptions, ChipPaths, write_chips
-from snakemap.clean import CleanOptions, clean_scene
-from snakemap.labels import LabelOptions
-from snakemap.metrics import confusion_matrix, scores
-from snakemap.models import load_trained
-from snakemap.predict import Member, PredictOptions, Predictor, predict_scene
-from snakemap.readers import CleanImageReader
-from snakemap.splits import SplitOptions, write_folds
-from snakemap.stats import write_band_statistics
-from snakemap.train import JobData, train_job
+from snakemap.core.metrics import confusion_matrix, scores
+from snakemap.data.acquire import acquire_scene
+from snakemap.data.bands import BandOptions
+from snakemap.data.chips import ChipOptions, ChipPaths, write_chips
+from snakemap.data.clean import CleanOptions, clean_scene
+from snakemap.data.labels import LabelOptions
+from snakemap.data.splits import SplitOptions, write_folds
+from snakemap.data.stats import write_band_statistics
+from snakemap.inference.predict import Member, Predictor, predict_scene
+from snakemap.inference.readers import CleanImageReader
+from snakemap.inference.windows import PredictOptions
+from snakemap.tasks.networks import load_trained
+from snakemap.training.resume import JobData
+from snakemap.training.train import train_job
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "segmentation"
 UKIS = LabelOptions(

@@ -25,10 +25,10 @@ import numpy as np
 import pandas as pd
 import torch
 
-from snakemap.chips import INDEX_COLUMNS
-from snakemap.data import ChipDataModule, ChipDataset
-from snakemap.stats import Normalizer
-from snakemap.task import SegmentationTask
+from snakemap.data.chips import INDEX_COLUMNS
+from snakemap.data.stats import Normalizer
+from snakemap.tasks.segmentation import SegmentationTask
+from snakemap.training.datasets import ChipDataModule, ChipDataset
 
 CLASSES = ["land", "water", "reef", "cloud"]
 

@@ -56,19 +56,19 @@ def demo_chips(
         root: where everything is written.
         aois: scene name -> AOI, in order.
         labels: the ``labels`` config section.
-        chips: a :class:`snakemap.chips.ChipOptions`.
+        chips: a :class:`snakemap.data.chips.ChipOptions`.
 
     Returns:
         ``indexes`` (one chip table per scene), ``folds``, ``stats`` and ``clean`` (folders).
     """
-    from snakemap.acquire import acquire_scene
-    from snakemap.bands import BandOptions
-    from snakemap.chips import ChipPaths, write_chips
-    from snakemap.clean import CleanOptions, clean_scene
-    from snakemap.demo import DemoOptions, write_demo_scene
-    from snakemap.labels import LabelOptions
-    from snakemap.splits import SplitOptions, write_folds
-    from snakemap.stats import write_band_statistics
+    from snakemap.data.acquire import acquire_scene
+    from snakemap.data.bands import BandOptions
+    from snakemap.data.chips import ChipPaths, write_chips
+    from snakemap.data.clean import CleanOptions, clean_scene
+    from snakemap.data.demo import DemoOptions, write_demo_scene
+    from snakemap.data.labels import LabelOptions
+    from snakemap.data.splits import SplitOptions, write_folds
+    from snakemap.data.stats import write_band_statistics
 
     options = LabelOptions(**labels)
     indexes, dirs = [], []

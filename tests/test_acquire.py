@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from snakemap.acquire import AcquireError, AcquireOptions, acquire_scene, fetch
+from snakemap.core.storage import AcquireOptions
+from snakemap.data.acquire import AcquireError, acquire_scene, fetch
 
 FAST = AcquireOptions(retries=2, backoff_s=0.01, timeout_s=5)
 BODY = bytes(range(256)) * 400  # 100 kB

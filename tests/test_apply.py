@@ -19,19 +19,20 @@ import torch
 from affine import Affine
 from rasterio.transform import from_origin
 
-from snakemap.apply import SceneInput, ShardRunner
-from snakemap.bands import BandOptions
-from snakemap.clean import ALL_ZERO, CleanOptions
 from snakemap.cli import main
-from snakemap.config import ConfigError
-from snakemap.models import build_model
-from snakemap.mosaic import build_mosaic
-from snakemap.predict import Member, PredictOptions, Predictor
-from snakemap.progress import progress
-from snakemap.sensors import SensorOptions
-from snakemap.shards import ApplyOptions, shard_ids, shard_members
-from snakemap.stats import Normalizer
-from snakemap.status import SceneStatus
+from snakemap.core.config import ConfigError
+from snakemap.core.status import SceneStatus
+from snakemap.data.bands import BandOptions
+from snakemap.data.clean import ALL_ZERO, CleanOptions
+from snakemap.data.sensors import SensorOptions
+from snakemap.data.stats import Normalizer
+from snakemap.inference.predict import Member, Predictor
+from snakemap.inference.shard import SceneInput, ShardRunner
+from snakemap.inference.windows import PredictOptions
+from snakemap.outputs.mosaic import build_mosaic
+from snakemap.outputs.progress import progress
+from snakemap.plan.shards import ApplyOptions, shard_ids, shard_members
+from snakemap.tasks.networks import build_model
 from tests.conftest import write_tif
 
 BANDS = ["blue", "green", "red", "nir"]
@@ -522,10 +523,10 @@ def test_progress_without_arguments_reads_the_project_config(tmp_path: Path) -> 
 def test_strip_by_strip_apply_equals_the_whole_scene_path_with_scenes_prepared_ahead(tmp_path: Path) -> None:
     """Apply reads, cleans and predicts in strips (bounded memory) and prepares the next scenes
     while one predicts: the maps and sentinels are those of the whole-scene path, in shard order."""
-    from snakemap.clean import judge, read_clean
-    from snakemap.models import load_trained
-    from snakemap.predict import predict_scene
-    from snakemap.readers import ArrayReader
+    from snakemap.data.clean import judge, read_clean
+    from snakemap.inference.predict import predict_scene
+    from snakemap.inference.readers import ArrayReader
+    from snakemap.tasks.networks import load_trained
 
     ckpt = checkpoint(tmp_path / "m.ckpt", [*BANDS, "ndwi"])
     data = np.ascontiguousarray(scene_data(7, 1100)[:, :, :300])  # taller than one strip of 1024 rows

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import rasterio
 
-from snakemap.clean import ALL_ZERO, NO_CRS
-from snakemap.demo import DemoOptions, write_demo_scene
+from snakemap.data.clean import ALL_ZERO, NO_CRS
+from snakemap.data.demo import DemoOptions, write_demo_scene
 from tests.conftest import write_tif
 from tests.test_workflow import CONFIG, apply_row, demo_row, snakemake, workspace
 

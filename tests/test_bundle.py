@@ -13,9 +13,16 @@ import pytest
 import rasterio
 import torch
 
-from snakemap.bundle import FORMAT_VERSION, BundleError, bundled_model, predict_raw, read_bundle, write_bundle
-from snakemap.export import OnnxNetwork, export_onnx
-from snakemap.models import build_model
+from snakemap.outputs.bundle import (
+    FORMAT_VERSION,
+    BundleError,
+    bundled_model,
+    predict_raw,
+    read_bundle,
+    write_bundle,
+)
+from snakemap.outputs.export import OnnxNetwork, export_onnx
+from snakemap.tasks.networks import build_model
 
 UKIS_BANDS = ["blue", "green", "red", "nir", "swir16", "swir22"]
 

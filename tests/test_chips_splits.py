@@ -8,9 +8,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from snakemap.chips import ChipOptions, ChipPaths, select_chips, window_origins, write_chips
-from snakemap.splits import SplitOptions, make_folds, write_folds
-from snakemap.status import SceneStatus
+from snakemap.core.status import SceneStatus
+from snakemap.data.chips import ChipOptions, ChipPaths, select_chips, window_origins, write_chips
+from snakemap.data.splits import SplitOptions, make_folds, write_folds
 from tests.conftest import write_tif
 
 

@@ -11,11 +11,11 @@ import pytest
 import rasterio
 from affine import Affine
 
-from snakemap.bands import BandOptions
-from snakemap.clean import ALL_ZERO, CleanOptions, clean_scene
 from snakemap.cli import main
-from snakemap.config import ConfigError
-from snakemap.labels import LabelOptions
+from snakemap.core.config import ConfigError
+from snakemap.data.bands import BandOptions
+from snakemap.data.clean import ALL_ZERO, CleanOptions, clean_scene
+from snakemap.data.labels import LabelOptions
 from tests.conftest import write_tif
 
 NAMES = ["blue", "green", "red", "nir"]

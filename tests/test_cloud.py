@@ -16,17 +16,19 @@ import rasterio
 import torch
 from rasterio.transform import from_origin
 
-from snakemap.acquire import AcquireError, AcquireOptions, acquire_scene, fetch
-from snakemap.apply import SceneInput, ShardRunner
-from snakemap.bands import BandOptions
-from snakemap.clean import CleanOptions, clean_scene
 from snakemap.cli import main
-from snakemap.config import ConfigError, build
-from snakemap.predict import Member, PredictOptions, Predictor
-from snakemap.readers import CleaningReader
-from snakemap.shards import ApplyOptions
-from snakemap.stats import Normalizer
-from snakemap.status import SceneStatus
+from snakemap.core.config import ConfigError, build
+from snakemap.core.status import SceneStatus
+from snakemap.core.storage import AcquireOptions
+from snakemap.data.acquire import AcquireError, acquire_scene, fetch
+from snakemap.data.bands import BandOptions
+from snakemap.data.clean import CleanOptions, clean_scene
+from snakemap.data.stats import Normalizer
+from snakemap.inference.predict import Member, Predictor
+from snakemap.inference.readers import CleaningReader
+from snakemap.inference.shard import SceneInput, ShardRunner
+from snakemap.inference.windows import PredictOptions
+from snakemap.plan.shards import ApplyOptions
 from tests.objectstore import ObjectStore
 
 #: a Sentinel-2 L1C layout: 13 bands, of which the model uses 4

@@ -9,10 +9,10 @@ from typing import Any
 import pytest
 import yaml
 
-from snakemap.config import SECTIONS, ConfigError, build, options_class
-from snakemap.grid import APPLIED_PATTERN, ID_PATTERN, ModelOptions
-from snakemap.manifest import SCENE_ID_PATTERN, SHA256_PATTERN
-from snakemap.sensors import SceneTables, SensorOptions
+from snakemap.core.config import SECTIONS, ConfigError, build, options_class
+from snakemap.data.sensors import SceneTables, SensorOptions
+from snakemap.plan.grid import APPLIED_PATTERN, ID_PATTERN, ModelOptions
+from snakemap.plan.manifest import SCENE_ID_PATTERN, SHA256_PATTERN
 from tests.conftest import REPO
 
 SCHEMA = yaml.safe_load((REPO / "workflow" / "schemas" / "config.schema.yaml").read_text())
@@ -170,7 +170,7 @@ def test_schema_patterns_are_the_packages() -> None:
         "properties.calval.properties.ensembles.propertyNames": ident,
         "properties.apply.properties.predictors.items": f"^{APPLIED_PATTERN}$",
         "properties.downscaling.properties.auxiliary.propertyNames": name,
-        # snakemap.acquire.AcquireOptions checks the same
+        # snakemap.core.storage.AcquireOptions checks the same
         "properties.acquire.properties.endpoint_url": "^https?://",
     }
     manifest = {
@@ -179,7 +179,7 @@ def test_schema_patterns_are_the_packages() -> None:
         "properties.label_sha256": f"^({SHA256_PATTERN})?$",
         "properties.sensor": optional_id,
         "properties.label_scheme": optional_id,
-        # four numbers, or empty; snakemap.manifest.parse_bounds checks the same
+        # four numbers, or empty; snakemap.plan.manifest.parse_bounds checks the same
         "properties.bounds": "^([-+0-9.eE]+,[-+0-9.eE]+,[-+0-9.eE]+,[-+0-9.eE]+)?$",
     }
     assert dict(schema_patterns(SCHEMA)) == config
@@ -193,11 +193,22 @@ def test_light_steps_do_not_import_torch() -> None:
     import subprocess
     import sys
 
-    light = "snakemap.cli snakemap.calval snakemap.report snakemap.winners snakemap.progress"
-    light += " snakemap.fields snakemap.grid snakemap.manifest snakemap.config snakemap.clean snakemap.chips"
-    light += " snakemap.stac"
+    light = [
+        "snakemap.cli",
+        "snakemap.core.config",
+        "snakemap.plan.grid",
+        "snakemap.plan.manifest",
+        "snakemap.data.clean",
+        "snakemap.data.chips",
+        "snakemap.inference.fields",
+        "snakemap.evaluation.calval",
+        "snakemap.evaluation.report",
+        "snakemap.evaluation.winners",
+        "snakemap.outputs.progress",
+        "snakemap.outputs.stac",
+    ]
     code = (
-        f"import sys\nfor m in {light.split()!r}: __import__(m)\n"
+        f"import sys\nfor m in {light!r}: __import__(m)\n"
         "print(sorted(n for n in sys.modules if n.split('.')[0] == 'torch')[:3])"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout

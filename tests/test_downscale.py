@@ -10,7 +10,10 @@ import pytest
 import rasterio
 import torch
 
-from snakemap.downscale import (
+from snakemap.core.metrics import error_metrics
+from snakemap.inference.fields import downscale_raster
+from snakemap.tasks.downscaling import training_pair
+from snakemap.tasks.fieldops import (
     METHODS,
     GridStats,
     block_mean,
@@ -20,10 +23,7 @@ from snakemap.downscale import (
     interpolate_grid,
     upsample,
 )
-from snakemap.fields import downscale_raster
-from snakemap.metrics import error_metrics
-from snakemap.srnets import ARCHS, build_srnet
-from snakemap.srtask import training_pair
+from snakemap.tasks.srnets import ARCHS, build_srnet
 from tests.conftest import write_tif
 
 

@@ -12,15 +12,17 @@ import rasterio
 import torch
 import yaml
 
-from snakemap.chips import ChipOptions
-from snakemap.data import ChipDataModule, ChipDataset, augment, zoom
-from snakemap.models import build_model
-from snakemap.predict import Member, PredictOptions, Predictor, predict_scene
-from snakemap.readers import ArrayReader
-from snakemap.stats import Normalizer, scene_normalizer
-from snakemap.task import SegmentationTask
-from snakemap.tuning import TUNED_ON, TuningMember, tune_threshold
-from snakemap.writer import read_probabilities
+from snakemap.data.chips import ChipOptions
+from snakemap.data.stats import Normalizer, scene_normalizer
+from snakemap.evaluation.tuning import TUNED_ON, TuningMember, tune_threshold
+from snakemap.inference.predict import Member, Predictor, predict_scene
+from snakemap.inference.readers import ArrayReader
+from snakemap.inference.windows import PredictOptions
+from snakemap.inference.writer import read_probabilities
+from snakemap.tasks.augment import augment, zoom
+from snakemap.tasks.networks import build_model
+from snakemap.tasks.segmentation import SegmentationTask
+from snakemap.training.datasets import ChipDataModule, ChipDataset
 from tests.conftest import demo_chips
 
 LABELS = {

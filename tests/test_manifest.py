@@ -7,7 +7,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from snakemap.manifest import (
+from snakemap.plan.manifest import (
     OPTIONAL,
     REQUIRED,
     ManifestError,

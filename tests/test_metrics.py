@@ -7,8 +7,8 @@ import pytest
 from sklearn.metrics import confusion_matrix as sk_confusion
 from sklearn.metrics import jaccard_score, precision_recall_fscore_support
 
-from snakemap.calval import pr_curve
-from snakemap.metrics import confusion_matrix, scores
+from snakemap.core.metrics import confusion_matrix, scores
+from snakemap.evaluation.calval import pr_curve
 
 
 def test_hand_computed_with_ignore_and_nodata() -> None:

@@ -15,12 +15,12 @@ from rasterio.transform import from_origin
 from rasterio.warp import transform_bounds
 
 from snakemap.cli import main
-from snakemap.config import ConfigError
-from snakemap.io import NODATA_CLASS, write_cog, write_json
-from snakemap.mosaic import build_mosaic
-from snakemap.progress import progress
-from snakemap.stac import validate_offline, write_collection
-from snakemap.status import SceneStatus
+from snakemap.core.config import ConfigError
+from snakemap.core.io import NODATA_CLASS, write_cog, write_json
+from snakemap.core.status import SceneStatus
+from snakemap.outputs.mosaic import build_mosaic
+from snakemap.outputs.progress import progress
+from snakemap.outputs.stac import validate_offline, write_collection
 
 PREDICTOR = "models/arch-Unet/best"
 #: ok scenes: their source in ../shared/data/scenes and the zone it lies in

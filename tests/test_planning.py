@@ -11,9 +11,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from snakemap.manifest import ManifestError, apply_scene_ids, check_manifest, read_manifest
-from snakemap.progress import COUNTS_CACHE, progress
-from snakemap.shards import ShardTable
+from snakemap.outputs.progress import COUNTS_CACHE, progress
+from snakemap.plan.manifest import ManifestError, apply_scene_ids, check_manifest, read_manifest
+from snakemap.plan.shards import ShardTable
 
 HEADER = "scene_id,uri,sha256,label_uri,role,aoi\n"
 

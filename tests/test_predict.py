@@ -10,11 +10,11 @@ import rasterio
 import torch
 from rasterio.transform import from_origin
 
-from snakemap.predict import Member, PredictOptions, Predictor, predict_scene
-from snakemap.readers import CleanImageReader
-from snakemap.stats import Normalizer
-from snakemap.windows import window_origins
-from snakemap.writer import read_probabilities
+from snakemap.data.stats import Normalizer
+from snakemap.inference.predict import Member, Predictor, predict_scene
+from snakemap.inference.readers import CleanImageReader
+from snakemap.inference.windows import PredictOptions, window_origins
+from snakemap.inference.writer import read_probabilities
 from tests.conftest import write_tif
 
 

@@ -11,10 +11,10 @@ import pandas as pd
 import pytest
 import rasterio
 
-from snakemap.acquire import acquire_scene
-from snakemap.bands import BandOptions
-from snakemap.clean import CleanOptions, clean_scene
-from snakemap.labels import LabelOptions
+from snakemap.data.acquire import acquire_scene
+from snakemap.data.bands import BandOptions
+from snakemap.data.clean import CleanOptions, clean_scene
+from snakemap.data.labels import LabelOptions
 from tests.conftest import REPO
 from tests.test_workflow import snakemake
 

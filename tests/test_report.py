@@ -13,9 +13,9 @@ import pandas as pd
 import pytest
 import rasterio
 
-from snakemap.demo import DemoOptions, write_demo_scene
-from snakemap.report import display_bands, image_panel, preview, stretch
-from snakemap.winners import winners, write_winners
+from snakemap.data.demo import DemoOptions, write_demo_scene
+from snakemap.evaluation.report import display_bands, image_panel, preview, stretch
+from snakemap.evaluation.winners import winners, write_winners
 from tests.test_workflow import CONFIG, demo_row, snakemake, workspace
 
 CHROMIUM = shutil.which("chromium")

@@ -17,10 +17,10 @@ import rasterio
 from rasterio.transform import from_origin
 from rasterio.warp import transform as warp_transform
 
-from snakemap.io import NODATA_CLASS, PROB_SCALE, write_cog, write_json
-from snakemap.mosaic import build_mosaic
-from snakemap.stac import ModelInfo, item_path, scene_item, validate_offline, write_collection
-from snakemap.status import SceneStatus
+from snakemap.core.io import NODATA_CLASS, PROB_SCALE, write_cog, write_json
+from snakemap.core.status import SceneStatus
+from snakemap.outputs.mosaic import build_mosaic
+from snakemap.outputs.stac import ModelInfo, item_path, scene_item, validate_offline, write_collection
 
 PREDICTOR = "models/arch-Unet/best"
 CLASSES = ["land", "deep water", "shallow water", "reef", "cloud"]
@@ -43,7 +43,7 @@ def _class_map(
 
 
 def _shard(root: Path, shard: str, statuses: list[SceneStatus]) -> Path:
-    """A shard's manifest as :meth:`snakemap.apply.ShardRunner.run_shard` writes it."""
+    """A shard's manifest as :meth:`snakemap.inference.shard.ShardRunner.run_shard` writes it."""
     path = root / "shards" / f"{shard}.json"
     manifest = {
         "shard": shard,

@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from snakemap.stats import band_statistics, percentile_from_histogram, write_band_statistics
-from snakemap.status import SceneStatus
+from snakemap.core.status import SceneStatus
+from snakemap.data.stats import band_statistics, percentile_from_histogram, write_band_statistics
 from tests.conftest import write_tif
 
 

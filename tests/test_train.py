@@ -15,11 +15,11 @@ import pytest
 import segmentation_models_pytorch as smp
 import torch
 
-from snakemap.chips import ChipOptions
-from snakemap.grid import ModelOptions, expand, model_id
-from snakemap.models import WeightsError, build_model
-from snakemap.resume import job_fingerprint
-from snakemap.train import JobData, resolve_job
+from snakemap.data.chips import ChipOptions
+from snakemap.plan.grid import ModelOptions, expand, model_id
+from snakemap.tasks.networks import WeightsError, build_model
+from snakemap.training.resume import JobData, job_fingerprint
+from snakemap.training.train import resolve_job
 from tests.conftest import demo_chips
 
 EPOCHS = 8

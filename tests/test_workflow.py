@@ -17,7 +17,7 @@ import pytest
 import rasterio
 import yaml
 
-from snakemap.demo import DemoOptions, write_demo_scene
+from snakemap.data.demo import DemoOptions, write_demo_scene
 from tests.conftest import REPO, write_tif
 
 pytestmark = pytest.mark.workflow
@@ -577,7 +577,7 @@ def test_the_workflows_maps_have_stac_items_and_a_collection(fresh_run: FreshRun
     import pystac
     from rasterio.warp import transform
 
-    from snakemap.stac import validate_offline
+    from snakemap.outputs.stac import validate_offline
 
     work = fresh_run[0]
     for predictor in ("models/base/best", "ensembles/one"):

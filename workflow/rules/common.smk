@@ -7,9 +7,9 @@ import sys
 
 from snakemake.utils import validate
 
-from snakemap.acquire import local_path
-from snakemap.config import build
-from snakemap.grid import (
+from snakemap.core.storage import local_path
+from snakemap.core.config import build
+from snakemap.plan.grid import (
     APPLIED_PATTERN,
     ID_PATTERN,
     MODEL_KEY_PATTERN,
@@ -17,12 +17,12 @@ from snakemap.grid import (
     learning_params,
     split_predictor,
 )
-from snakemap.grid import check_downscaling
-from snakemap.grid import expand as expand_models
-from snakemap.manifest import CACHE_DIR, SCENE_ID_PATTERN, read_manifest, scenes_with_role
-from snakemap.sensors import SceneTables
-from snakemap.shards import SHARD_PATTERN, ShardTable, check_mask
-from snakemap.status import SceneStatus
+from snakemap.plan.grid import check_downscaling
+from snakemap.plan.grid import expand as expand_models
+from snakemap.plan.manifest import CACHE_DIR, SCENE_ID_PATTERN, read_manifest, scenes_with_role
+from snakemap.data.sensors import SceneTables
+from snakemap.plan.shards import SHARD_PATTERN, ShardTable, check_mask
+from snakemap.core.status import SceneStatus
 
 # Jobs call `snakemap`: use the one installed beside this snakemake, activated or not (an
 # activated conda environment under --sdm conda still comes first).
@@ -149,7 +149,7 @@ def model_outputs():
     )
 
 
-# Training jobs from the model grid: key "id" or "id/fold{k}" -> snakemap.grid.ModelJob
+# Training jobs from the model grid: key "id" or "id/fold{k}" -> snakemap.plan.grid.ModelJob
 JOBS = (
     {j.key: j for j in expand_models(config["models"], config["splits"]["folds"])}
     if "models" in config

@@ -15,8 +15,8 @@ from collections.abc import Sequence
 
 from snakemap import __version__
 from snakemap.cli import apply, calval, data, downscaling, report, training
-from snakemap.config import ConfigError, load_sections
-from snakemap.manifest import ManifestError
+from snakemap.core.config import ConfigError, load_sections
+from snakemap.plan.manifest import ManifestError
 
 
 def parser() -> argparse.ArgumentParser:

@@ -9,19 +9,19 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from snakemap.cli.common import add_image, input_image, member_weights, model_options, step_options
-from snakemap.config import ConfigError, build, load_sections
-from snakemap.manifest import CACHE_DIR, apply_scene_ids, manifest_rows, read_manifest
+from snakemap.core.config import ConfigError, build, load_sections
+from snakemap.plan.manifest import CACHE_DIR, apply_scene_ids, manifest_rows, read_manifest
 
 if TYPE_CHECKING:
-    from snakemap.predict import Predictor
+    from snakemap.inference.predict import Predictor
 
 
 def _make_predictor(args: argparse.Namespace, cfg: dict[str, Any]) -> Predictor:
     """The Predictor of --checkpoint/--weight/--threshold/--target/--gpus."""
     import torch
 
-    from snakemap.models import load_trained
-    from snakemap.predict import Member, Predictor
+    from snakemap.inference.predict import Member, Predictor
+    from snakemap.tasks.networks import load_trained
 
     device = torch.device("cuda" if args.gpus and torch.cuda.is_available() else "cpu")
     weights = member_weights(args)
@@ -33,7 +33,7 @@ def _make_predictor(args: argparse.Namespace, cfg: dict[str, Any]) -> Predictor:
     target = classes.index(args.target) if args.target else None
     threshold = args.threshold
     if args.threshold_from:
-        from snakemap.io import read_json
+        from snakemap.core.io import read_json
 
         tuned = read_json(args.threshold_from)
         threshold = tuned["threshold"]
@@ -44,8 +44,8 @@ def _make_predictor(args: argparse.Namespace, cfg: dict[str, Any]) -> Predictor:
 
 
 def _predict(args: argparse.Namespace, cfg: dict[str, Any]) -> int:
-    from snakemap.predict import predict_scene
-    from snakemap.readers import CleanImageReader
+    from snakemap.inference.predict import predict_scene
+    from snakemap.inference.readers import CleanImageReader
 
     if args.bundle or args.onnx:
         return _predict_standalone(args)
@@ -75,7 +75,7 @@ def _predict(args: argparse.Namespace, cfg: dict[str, Any]) -> int:
 
 def _predict_standalone(args: argparse.Namespace) -> int:
     """A raw scene with a bundle (torch) or an ONNX export (onnxruntime), no workflow needed."""
-    from snakemap.bundle import bundled_model, predict_raw, read_bundle
+    from snakemap.outputs.bundle import bundled_model, predict_raw, read_bundle
 
     if args.input is None or args.output is None:
         raise ConfigError("predict --bundle/--onnx needs a raw scene IN.tif and the map OUT.tif")
@@ -86,7 +86,7 @@ def _predict_standalone(args: argparse.Namespace) -> int:
         bundle = read_bundle(args.bundle)
         meta, model = bundle.meta, bundled_model(bundle.meta, bundle.state)
     else:
-        from snakemap.export import OnnxNetwork
+        from snakemap.outputs.export import OnnxNetwork
 
         network = OnnxNetwork(args.onnx)
         meta, model = network.meta, bundled_model(network.meta, network=network)
@@ -96,9 +96,9 @@ def _predict_standalone(args: argparse.Namespace) -> int:
 
 
 def _apply_shard(args: argparse.Namespace, cfg: dict[str, Any]) -> int:
-    from snakemap.apply import SceneInput, ShardRunner
-    from snakemap.sensors import SceneTables, build_sensors
-    from snakemap.shards import ShardTable
+    from snakemap.data.sensors import SceneTables, build_sensors
+    from snakemap.inference.shard import SceneInput, ShardRunner
+    from snakemap.plan.shards import ShardTable
 
     apply = build("apply", cfg.get("apply"))
     apply.retry_corrupt = args.retry_corrupt.lower() == "true"
@@ -118,8 +118,8 @@ def _apply_shard(args: argparse.Namespace, cfg: dict[str, Any]) -> int:
     if cfg.get("task") == "downscaling":
         import torch
 
-        from snakemap.apply import FieldShardRunner
-        from snakemap.srtask import load_downscaler
+        from snakemap.inference.shard import FieldShardRunner
+        from snakemap.tasks.downscaling import load_downscaler
 
         device = torch.device("cuda" if args.gpus and torch.cuda.is_available() else "cpu")
         runner = FieldShardRunner(
@@ -153,8 +153,8 @@ def _apply_shard(args: argparse.Namespace, cfg: dict[str, Any]) -> int:
 def _stac(args: argparse.Namespace, cfg: dict[str, Any]) -> int:
     import yaml
 
-    from snakemap.manifest import parse_datetime
-    from snakemap.stac import ModelInfo, write_collection
+    from snakemap.outputs.stac import ModelInfo, write_collection
+    from snakemap.plan.manifest import parse_datetime
 
     manifest = read_manifest(args.manifest, labels_required=cfg.get("task") != "downscaling", cache=CACHE_DIR)
     rows = manifest[(manifest["role"] == "apply") & (manifest["datetime"] != "")]
@@ -181,8 +181,8 @@ def _stac(args: argparse.Namespace, cfg: dict[str, Any]) -> int:
 
 
 def _inputs_vrt(args: argparse.Namespace, cfg: dict[str, Any]) -> int:
-    from snakemap.mosaic import build_inputs_vrt
-    from snakemap.storage import gdal_options, is_remote
+    from snakemap.core.storage import gdal_options, is_remote
+    from snakemap.outputs.mosaic import build_inputs_vrt
 
     manifest = read_manifest(args.manifest, labels_required=cfg.get("task") != "downscaling", cache=CACHE_DIR)
     uris = manifest.loc[manifest["role"] == "apply", "uri"].tolist()
@@ -196,8 +196,8 @@ def _inputs_vrt(args: argparse.Namespace, cfg: dict[str, Any]) -> int:
 
 
 def _mosaic(args: argparse.Namespace, cfg: dict[str, Any]) -> int:
-    from snakemap.apply import ok_scene_maps
-    from snakemap.mosaic import build_mosaic
+    from snakemap.inference.shard import ok_scene_maps
+    from snakemap.outputs.mosaic import build_mosaic
 
     maps = ok_scene_maps(args.shards)
     apply = build("apply", cfg.get("apply"))
@@ -223,8 +223,8 @@ def _project_config(args: argparse.Namespace, cfg: dict[str, Any]) -> dict[str, 
 def _progress(args: argparse.Namespace, cfg: dict[str, Any]) -> int:
     import json
 
-    from snakemap.io import write_json
-    from snakemap.progress import format_progress, progress
+    from snakemap.core.io import write_json
+    from snakemap.outputs.progress import format_progress, progress
 
     cfg = _project_config(args, cfg)
     apply = build("apply", cfg.get("apply"))

@@ -8,13 +8,13 @@ from pathlib import Path
 from typing import Any
 
 from snakemap.cli.common import add_image, input_image, member_weights, model_options, step_options
-from snakemap.config import ConfigError, build
+from snakemap.core.config import ConfigError, build
 
 
 def _baseline(args: argparse.Namespace, cfg: dict[str, Any]) -> int:
     import json
 
-    from snakemap.calval import BaselineSpec, baseline_map
+    from snakemap.evaluation.calval import BaselineSpec, baseline_map
 
     labels = build("labels", cfg["labels"])
     image = input_image(args, args.out)
@@ -25,8 +25,8 @@ def _baseline(args: argparse.Namespace, cfg: dict[str, Any]) -> int:
 
 
 def _calval_metrics(args: argparse.Namespace, cfg: dict[str, Any]) -> int:
-    from snakemap.calval import score_predictor, site_files, write_scores
-    from snakemap.io import read_json
+    from snakemap.core.io import read_json
+    from snakemap.evaluation.calval import score_predictor, site_files, write_scores
 
     labels = build("labels", cfg["labels"])
     files, skipped = site_files(args.clean, args.maps, args.probs)
@@ -40,8 +40,8 @@ def _calval_metrics(args: argparse.Namespace, cfg: dict[str, Any]) -> int:
 
 
 def _tune_threshold(args: argparse.Namespace, cfg: dict[str, Any]) -> int:
-    from snakemap.io import write_json
-    from snakemap.tuning import TuningMember, tune_threshold
+    from snakemap.core.io import write_json
+    from snakemap.evaluation.tuning import TuningMember, tune_threshold
 
     if not args.target:
         raise ConfigError("tune-threshold needs --target, the class whose threshold is tuned")
@@ -59,7 +59,7 @@ def _tune_threshold(args: argparse.Namespace, cfg: dict[str, Any]) -> int:
 
 
 def _calval_summary(args: argparse.Namespace, cfg: dict[str, Any]) -> int:
-    from snakemap.calval import write_summary
+    from snakemap.evaluation.calval import write_summary
 
     print(write_summary(args.metrics, args.out).to_string(index=False))
     return 0

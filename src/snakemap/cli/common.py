@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from snakemap.config import ConfigError
+from snakemap.core.config import ConfigError
 
 
 def step_options() -> argparse.ArgumentParser:
@@ -49,7 +49,7 @@ def input_image(args: argparse.Namespace, *outputs: Path | None) -> Path | None:
     if args.clean is None:
         image: Path | None = args.image
         return image
-    from snakemap.calval import site_image
+    from snakemap.evaluation.calval import site_image
 
     return site_image(args.clean, [p for p in outputs if p is not None])
 

@@ -9,19 +9,19 @@ from pathlib import Path
 from typing import Any
 
 from snakemap.cli.common import step_options
-from snakemap.config import build
-from snakemap.manifest import parse_bounds, read_manifest
+from snakemap.core.config import build
+from snakemap.plan.manifest import parse_bounds, read_manifest
 
 
 def _demo_scene(args: argparse.Namespace, cfg: dict[str, Any]) -> int:
-    from snakemap.demo import write_demo_scene
+    from snakemap.data.demo import write_demo_scene
 
     write_demo_scene(args.name, args.image, args.label, build("demo", cfg.get("demo")), args.empty)
     return 0
 
 
 def _acquire(args: argparse.Namespace, cfg: dict[str, Any]) -> int:
-    from snakemap.acquire import acquire_scene
+    from snakemap.data.acquire import acquire_scene
 
     acquire_scene(
         args.scene,
@@ -36,8 +36,8 @@ def _acquire(args: argparse.Namespace, cfg: dict[str, Any]) -> int:
 
 
 def _clean(args: argparse.Namespace, cfg: dict[str, Any]) -> int:
-    from snakemap.clean import clean_scene
-    from snakemap.sensors import SceneTables
+    from snakemap.data.clean import clean_scene
+    from snakemap.data.sensors import SceneTables
 
     tables = SceneTables.from_config(cfg)
     bands, clean = build("bands", cfg.get("bands")), build("clean", cfg.get("clean"))
@@ -54,7 +54,7 @@ def _clean(args: argparse.Namespace, cfg: dict[str, Any]) -> int:
         parse_bounds(args.bounds or ""),
     )
     if field:  # the auxiliary fields join the cleaned field as extra bands
-        from snakemap.fields import add_auxiliary
+        from snakemap.inference.fields import add_auxiliary
 
         status = add_auxiliary(args.out, build("downscaling", cfg.get("downscaling")).auxiliary)
     logging.info("scene %s: %s %s", args.scene, status.status, status.reason)
@@ -62,14 +62,14 @@ def _clean(args: argparse.Namespace, cfg: dict[str, Any]) -> int:
 
 
 def _analyze(args: argparse.Namespace, cfg: dict[str, Any]) -> int:
-    from snakemap.stats import write_band_statistics
+    from snakemap.data.stats import write_band_statistics
 
     write_band_statistics(args.clean_dirs, args.out)
     return 0
 
 
 def _chips(args: argparse.Namespace, cfg: dict[str, Any]) -> int:
-    from snakemap.chips import ChipPaths, write_chips
+    from snakemap.data.chips import ChipPaths, write_chips
 
     paths, chips = ChipPaths(args.image, args.label, args.index), build("chips", cfg.get("chips"))
     if cfg.get("task") == "downscaling":
@@ -82,7 +82,7 @@ def _chips(args: argparse.Namespace, cfg: dict[str, Any]) -> int:
 
 
 def _folds(args: argparse.Namespace, cfg: dict[str, Any]) -> int:
-    from snakemap.splits import write_folds
+    from snakemap.data.splits import write_folds
 
     manifest = read_manifest(args.manifest, labels_required=cfg.get("task") != "downscaling")
     aoi = {str(scene): str(area) for scene, area in manifest["aoi"].items()}
@@ -95,7 +95,7 @@ def _check_manifest(args: argparse.Namespace, cfg: dict[str, Any]) -> int:
     sensors: Collection[str] | None = None
     schemes: Collection[str] | None = None
     if cfg:  # with --config: the sensors and label schemes too, and that the rows name entries of them
-        from snakemap.sensors import SceneTables
+        from snakemap.data.sensors import SceneTables
 
         tables = SceneTables.from_config(cfg)
         sensors, schemes = tables.sensors, tables.label_schemes

@@ -9,14 +9,14 @@ from pathlib import Path
 from typing import Any
 
 from snakemap.cli.common import step_options
-from snakemap.config import ConfigError, build
+from snakemap.core.config import ConfigError, build
 
 
 def _downscale(args: argparse.Namespace, cfg: dict[str, Any]) -> int:
     import torch
 
-    from snakemap.fields import check_auxiliary, downscale_raster, predict_site
-    from snakemap.srtask import load_downscaler
+    from snakemap.inference.fields import check_auxiliary, downscale_raster, predict_site
+    from snakemap.tasks.downscaling import load_downscaler
 
     opts = build("downscaling", cfg.get("downscaling"))
     batch = build("predict", cfg.get("predict")).batch_size
@@ -45,7 +45,7 @@ def _downscale(args: argparse.Namespace, cfg: dict[str, Any]) -> int:
 
 
 def _downscale_metrics(args: argparse.Namespace, cfg: dict[str, Any]) -> int:
-    from snakemap.fields import score_sites, write_scores
+    from snakemap.inference.fields import score_sites, write_scores
 
     result = score_sites(args.predictor, args.clean, args.maps, args.scale, args.method, args.selection)
     write_scores(result, args.out_json, args.out_csv)
@@ -53,8 +53,8 @@ def _downscale_metrics(args: argparse.Namespace, cfg: dict[str, Any]) -> int:
 
 
 def _downscale_summary(args: argparse.Namespace, cfg: dict[str, Any]) -> int:
-    from snakemap.fields import write_summary
-    from snakemap.io import atomic_path
+    from snakemap.core.io import atomic_path
+    from snakemap.inference.fields import write_summary
 
     table = write_summary(args.metrics, args.out)
     for scale in args.scales:
@@ -67,8 +67,8 @@ def _downscale_summary(args: argparse.Namespace, cfg: dict[str, Any]) -> int:
 def _downscale_figure(args: argparse.Namespace, cfg: dict[str, Any]) -> int:
     import pandas as pd
 
-    from snakemap.calval import site_image
-    from snakemap.report import downscaling_figure
+    from snakemap.evaluation.calval import site_image
+    from snakemap.evaluation.report import downscaling_figure
 
     image = site_image(args.clean, [args.out])
     if image is None:

@@ -7,11 +7,11 @@ from pathlib import Path
 from typing import Any
 
 from snakemap.cli.common import step_options
-from snakemap.config import ConfigError, build
+from snakemap.core.config import ConfigError, build
 
 
 def _report_plots(args: argparse.Namespace, cfg: dict[str, Any]) -> int:
-    from snakemap import report
+    from snakemap.evaluation import report
 
     report.iou_bars(args.metrics, args.bars)
     report.pr_curves(args.metrics, args.pr)
@@ -21,7 +21,7 @@ def _report_plots(args: argparse.Namespace, cfg: dict[str, Any]) -> int:
 
 
 def _preview(args: argparse.Namespace, cfg: dict[str, Any]) -> int:
-    from snakemap import report
+    from snakemap.evaluation import report
 
     labels = build("labels", cfg["labels"])
     best = report.best_predictor(args.summary)
@@ -44,7 +44,7 @@ def _preview(args: argparse.Namespace, cfg: dict[str, Any]) -> int:
 
 
 def _report_winners(args: argparse.Namespace, cfg: dict[str, Any]) -> int:
-    from snakemap.winners import write_winners
+    from snakemap.evaluation.winners import write_winners
 
     print(write_winners(args.summary, args.out).to_string(index=False))
     return 0

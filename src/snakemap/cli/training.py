@@ -8,13 +8,14 @@ from pathlib import Path
 from typing import Any
 
 from snakemap.cli.common import step_options
-from snakemap.config import build
+from snakemap.core.config import build
 
 
 def _train(args: argparse.Namespace, cfg: dict[str, Any]) -> int:
     import json
 
-    from snakemap.train import JobData, train_job
+    from snakemap.training.resume import JobData
+    from snakemap.training.train import train_job
 
     job = json.loads(args.job)
     task = cfg.get("task", "segmentation")
@@ -30,13 +31,13 @@ def _train(args: argparse.Namespace, cfg: dict[str, Any]) -> int:
 def _bundle(args: argparse.Namespace, cfg: dict[str, Any]) -> int:
     import yaml
 
-    from snakemap.bundle import read_bundle, write_bundle
+    from snakemap.outputs.bundle import read_bundle, write_bundle
 
     resolved = yaml.safe_load(args.resolved.read_text())
     task = cfg.get("task", "segmentation")
     write_bundle(args.checkpoint, resolved, cfg, args.out, task)
     if args.onnx_out:
-        from snakemap.export import export_onnx
+        from snakemap.outputs.export import export_onnx
 
         export_onnx(read_bundle(args.out), args.onnx_out)
     logging.info(
@@ -51,8 +52,8 @@ def _bundle(args: argparse.Namespace, cfg: dict[str, Any]) -> int:
 def _models_table(args: argparse.Namespace, cfg: dict[str, Any]) -> int:
     import pandas as pd
 
-    from snakemap.grid import expand, jobs_table
-    from snakemap.io import atomic_path
+    from snakemap.core.io import atomic_path
+    from snakemap.plan.grid import expand, jobs_table
 
     jobs = expand(cfg["models"], build("splits", cfg.get("splits")).folds)
     with atomic_path(args.out, suffix=".tsv") as tmp:

@@ -1,0 +1,189 @@
+"""Acquire: copy or download a scene (and its label), verify it, retry transient failures.
+
+Output layout of one scene, ``resources/scenes/{scene}/``:
+
+- ``acquire.json``: always; ``status`` is ``ok`` or ``failed`` with the reason, and per file the
+  URI, size, sha256 and the number of attempts.
+- ``image.tif`` and, when the manifest gives a ``label_uri``, ``label.tif``: only when ok.
+
+A scene that cannot be acquired is not an error of the run: its record says why, and the clean
+step turns it into a corrupt scene while every other scene goes on.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from dataclasses import asdict, dataclass
+from http.client import HTTPException
+from pathlib import Path
+from typing import IO
+
+from snakemap.core.io import atomic_path, write_json
+from snakemap.core.status import SceneError
+from snakemap.core.storage import AcquireOptions, fsspec_options, local_path, scheme
+
+log = logging.getLogger(__name__)
+
+CHUNK = 1 << 20
+RECORD = "acquire.json"
+
+
+class AcquireError(SceneError):
+    """A file that could not be acquired, after all retries: its scene is corrupt."""
+
+
+class _Transient(Exception):
+    """A failure worth retrying: a 5xx answer, a dropped connection, a short or bad read."""
+
+
+@dataclass
+class FetchRecord:
+    """What was fetched: written into ``acquire.json``."""
+
+    uri: str
+    bytes: int
+    sha256: str
+    attempts: int
+
+
+def fetch(
+    uri: str, dest: str | os.PathLike[str], sha256: str = "", options: AcquireOptions | None = None
+) -> FetchRecord:
+    """Copy or download ``uri`` to ``dest`` atomically, verifying ``sha256`` when given.
+
+    Transient failures (HTTP 5xx and 429, dropped connections, truncated bodies, checksum
+    mismatches) are retried with exponential backoff; anything else fails at once.
+
+    Raises:
+        AcquireError: naming the URI and the last reason.
+    """
+    opts = options or AcquireOptions()
+    attempts = 1 + max(0, opts.retries)
+    last = ""
+    for attempt in range(1, attempts + 1):
+        try:
+            with atomic_path(dest) as tmp:
+                size, digest = _copy_to(uri, tmp, opts)
+                if sha256 and digest.lower() != sha256.lower():
+                    raise _Transient(f"sha256 mismatch: expected {sha256.lower()}, got {digest}")
+            return FetchRecord(uri=uri, bytes=size, sha256=digest, attempts=attempt)
+        except _Transient as exc:
+            last = str(exc)
+            if attempt < attempts:
+                delay = opts.backoff_s * 2 ** (attempt - 1)
+                log.warning("%s: attempt %d failed (%s); retrying in %.1fs", uri, attempt, last, delay)
+                time.sleep(delay)
+        except AcquireError:
+            raise
+        except Exception as exc:  # any other failure is final and reported
+            raise AcquireError(f"{uri}: {type(exc).__name__}: {exc}") from exc
+    raise AcquireError(f"{uri}: failed after {attempts} attempts: {last}")
+
+
+def _copy_to(uri: str, tmp: Path, opts: AcquireOptions) -> tuple[int, str]:
+    """Stream ``uri`` into ``tmp``; return its size and sha256."""
+    scheme = urllib.parse.urlparse(uri).scheme.lower()
+    with tmp.open("wb") as out:
+        if scheme in ("http", "https"):
+            return _copy_http(uri, out, opts.timeout_s)
+        path = local_path(uri)
+        if path is not None:
+            if not path.is_file():
+                raise AcquireError(f"{uri}: no such file {path}")
+            with path.open("rb") as src:
+                return _stream(src, out)
+        return _copy_fsspec(uri, out, opts)
+
+
+def _copy_fsspec(uri: str, out: IO[bytes], opts: AcquireOptions) -> tuple[int, str]:
+    """Stream an ``s3://``, ``gs://`` (or other fsspec) object into ``out``."""
+    try:
+        import fsspec
+
+        fs, path = fsspec.core.url_to_fs(uri, **fsspec_options(uri, opts))
+        if hasattr(fs, "retries"):  # s3fs's own retry loop: one try per attempt of ours
+            fs.retries = 1
+        src = fs.open(path, "rb")
+    except (ImportError, ValueError) as exc:
+        raise AcquireError(
+            f"{uri}: cannot open {scheme(uri)}:// ({exc}); install the fsspec filesystem for it "
+            "(s3fs for s3://, gcsfs for gs://)"
+        ) from exc
+    except FileNotFoundError as exc:
+        raise AcquireError(f"{uri}: not found") from exc
+    except PermissionError as exc:
+        raise AcquireError(f"{uri}: access denied ({exc})") from exc
+    except OSError as exc:  # s3fs's answer to a 5xx or a dropped connection
+        raise _Transient(f"{type(exc).__name__}: {exc}") from exc
+    try:
+        with src:
+            return _stream(src, out)
+    except Exception as exc:  # mid-body (aiohttp's short-body error is no OSError): retry it
+        raise _Transient(f"{type(exc).__name__}: {exc}") from exc
+
+
+def _copy_http(uri: str, out: IO[bytes], timeout_s: float) -> tuple[int, str]:
+    request = urllib.request.Request(uri, headers={"User-Agent": "snakemap"})
+    try:
+        with urllib.request.urlopen(request, timeout=timeout_s) as resp:  # fetch() sends only http(s) here
+            expected = resp.headers.get("Content-Length")
+            size, digest = _stream(resp, out)
+    except urllib.error.HTTPError as exc:
+        if exc.code >= 500 or exc.code == 429:
+            raise _Transient(f"HTTP {exc.code} {exc.reason}") from exc
+        raise AcquireError(f"{uri}: HTTP {exc.code} {exc.reason}") from exc
+    except (urllib.error.URLError, HTTPException, TimeoutError, ConnectionError) as exc:
+        raise _Transient(f"{type(exc).__name__}: {exc}") from exc
+    if expected is not None and int(expected) != size:
+        raise _Transient(f"truncated download: {size} of {expected} bytes")
+    return size, digest
+
+
+def _stream(src: IO[bytes], out: IO[bytes]) -> tuple[int, str]:
+    digest = hashlib.sha256()
+    size = 0
+    while chunk := src.read(CHUNK):
+        digest.update(chunk)
+        out.write(chunk)
+        size += len(chunk)
+    return size, digest.hexdigest()
+
+
+def acquire_scene(
+    scene_id: str,
+    uri: str,
+    out_dir: str | os.PathLike[str],
+    sha256: str = "",
+    label_uri: str = "",
+    label_sha256: str = "",
+    options: AcquireOptions | None = None,
+) -> bool:
+    """Acquire one scene into ``out_dir`` (see the module docstring for the layout).
+
+    Returns:
+        True when every file was acquired; False when the record says ``failed``.
+    """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    record: dict[str, object] = {"scene_id": scene_id, "status": "ok", "reason": "", "files": {}}
+    files: dict[str, object] = {}
+    wanted = [("image", uri, sha256)] + ([("label", label_uri, label_sha256)] if label_uri else [])
+    for kind, file_uri, checksum in wanted:
+        try:
+            files[kind] = asdict(fetch(file_uri, out / f"{kind}.tif", checksum, options))
+        except AcquireError as exc:
+            log.error("scene %s: %s failed: %s", scene_id, kind, exc)
+            record.update(status="failed", reason=f"{kind}: {exc}")
+            # Never leave a partial scene: a failed scene holds its record alone.
+            for name in ("image.tif", "label.tif"):
+                (out / name).unlink(missing_ok=True)
+            break
+    record["files"] = files
+    write_json(out / RECORD, record)
+    return record["status"] == "ok"

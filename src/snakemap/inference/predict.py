@@ -1,0 +1,285 @@
+"""Predict a scene of any size with overlapping windows, seam-free and in bounded memory.
+
+Windows of ``window`` pixels start every ``stride`` pixels, beginning ``pad`` pixels before the
+scene's edge (the outside reads as nodata). Each window's output is weighted and summed into a
+strip accumulator, and every row that no later window touches is normalised and written:
+
+- centre crop (default, Raster Vision's ``crop_sz``): ``pad = overlap``, ``stride = window -
+  2 * overlap``, weight 1 in the window's centre and 0 in its ``overlap``-wide border, so every
+  pixel comes from exactly one window's low-error centre;
+- blending (``blend: true``): ``stride = window - overlap``, weights ramp linearly over the
+  ``overlap`` at each side, so neighbouring windows fade into each other.
+
+Memory is bounded by one strip of ``window`` rows of the scene, whatever its size. Outputs, on
+exactly the input's grid and CRS: a class map (uint8, nodata 255) and class probabilities
+(uint8 scaled by 250 with nodata 255, or float32 with NaN), both Cloud-Optimized GeoTIFFs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import time
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+import torch
+
+from snakemap.data.stats import STRIP_ROWS, Normalizer, scene_normalizer
+from snakemap.inference.readers import SceneReader
+from snakemap.inference.windows import PredictOptions, iter_strips, prefetched, window_origins
+from snakemap.inference.writer import SceneOutputs
+from snakemap.tasks.networks import TrainedModel
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Member:
+    """One model of a prediction: its input bands, normalisation, weight and activation.
+
+    ``model`` maps a normalised ``(batch, len(bands), h, w)`` tensor to ``(batch, classes, h, w)``
+    scores; ``activation`` turns them into probabilities (``softmax``) or takes them as they are.
+    With ``normalize: scene`` the ``normalizer`` is replaced by each scene's own statistics
+    (:meth:`Predictor.fit_scene`) before the scene is predicted.
+    """
+
+    model: Callable[[torch.Tensor], torch.Tensor]
+    bands: list[str]
+    normalizer: Normalizer
+    weight: float = 1.0
+    activation: Literal["softmax", "none"] = "softmax"
+    normalize: Literal["dataset", "scene"] = "dataset"
+    #: the checkpoint it was loaded from, for messages; ``""`` for a model built in memory
+    source: str = ""
+    #: ``model`` is ``torch.compile``'s wrapper (:meth:`Predictor.compile`)
+    compiled: bool = False
+
+    def prepare(self, windows: np.ndarray, names: list[str], device: torch.device) -> torch.Tensor:
+        """The member's bands of ``(n, bands, h, w)`` windows, normalised, NaN -> 0, on ``device``.
+
+        Done with torch (multi-threaded, or on the GPU) rather than numpy: it is on the hot path.
+        """
+        x = torch.from_numpy(windows[:, [names.index(b) for b in self.bands]])
+        if device.type == "cuda":
+            # from page-locked memory the copy runs asynchronously, beside the previous batch
+            x = x.pin_memory()
+        x = x.to(device, non_blocking=True)
+        mean = torch.as_tensor(self.normalizer.mean, device=device).view(1, -1, 1, 1)
+        std = torch.as_tensor(self.normalizer.std, device=device).view(1, -1, 1, 1)
+        return x.sub_(mean).div_(std).nan_to_num_(0.0)
+
+    @classmethod
+    def from_trained(cls, trained: TrainedModel, weight: float = 1.0, source: str = "") -> Member:
+        """A member from a checkpoint (``source``) loaded with
+        :func:`snakemap.tasks.networks.load_trained`."""
+        norm = Normalizer(
+            np.asarray(trained.mean, dtype=np.float32), np.asarray(trained.std, dtype=np.float32)
+        )
+        return cls(
+            trained.network, trained.band_names, norm, weight, normalize=trained.normalize, source=source
+        )
+
+
+@dataclass
+class Predictor:
+    """Class probabilities of image windows from one model or a weighted ensemble.
+
+    Args:
+        members: the models; probabilities are their weighted mean.
+        classes: class names, one per output channel.
+        device: where the models run; bf16 autocast is used on CUDA.
+        tta: average over the identity, a horizontal and a vertical flip.
+        threshold: with ``target`` set, a pixel is ``target`` when its probability reaches this,
+            otherwise the most probable of the other classes (None: plain argmax).
+        target: the class index the threshold applies to.
+    """
+
+    members: list[Member]
+    classes: list[str]
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    tta: bool = False
+    threshold: float | None = None
+    target: int | None = None
+    #: seconds spent in the models alone (for the efficiency benchmark)
+    model_seconds: float = 0.0
+
+    def compile(self) -> None:
+        """Compile each member network with ``torch.compile`` (once; other callables, such as an
+        ONNX session, are left as they are). Each new input shape (the last, smaller batch; a
+        scene smaller than the window, which gets a fitted one) compiles again, once."""
+        for m in self.members:
+            if isinstance(m.model, torch.nn.Module) and not m.compiled:
+                m.model = torch.compile(m.model)
+                m.compiled = True
+
+    def fit_scene(self, reader: SceneReader) -> None:
+        """Give ``normalize: scene`` members this scene's own band statistics (one pass over it)."""
+        scene_members = [m for m in self.members if m.normalize == "scene"]
+        if not scene_members:
+            return
+        strips = (
+            reader.read_rows(r, min(r + STRIP_ROWS, reader.height))
+            for r in range(0, reader.height, STRIP_ROWS)
+        )
+        norm = scene_normalizer(strips)
+        for m in scene_members:
+            keep = [reader.names.index(b) for b in m.bands]
+            m.normalizer = Normalizer(norm.mean[keep], norm.std[keep])
+
+    def probabilities(self, windows: np.ndarray, names: list[str]) -> np.ndarray:
+        """``(n, bands, h, w)`` float32 windows (NaN invalid) -> ``(n, classes, h, w)`` probabilities."""
+        total = None
+        weight_sum = sum(m.weight for m in self.members)
+        for member in self.members:
+            probs = self._run(member, member.prepare(windows, names, self.device))
+            total = (
+                probs * (member.weight / weight_sum)
+                if total is None
+                else total + probs * (member.weight / weight_sum)
+            )
+        assert total is not None
+        return total.float().cpu().numpy()
+
+    def _run(self, member: Member, x: torch.Tensor) -> torch.Tensor:
+        start = time.perf_counter()
+        views = [(x, None)] + ([(x.flip(-1), -1), (x.flip(-2), -2)] if self.tta else [])
+        out = None
+        autocast = torch.autocast("cuda", dtype=torch.bfloat16) if x.is_cuda else contextlib.nullcontext()
+        with torch.inference_mode(), autocast:
+            for view, dim in views:
+                if x.is_cuda:
+                    view = view.contiguous(memory_format=torch.channels_last)
+                scores = member.model(view).float()
+                probs = scores.softmax(1) if member.activation == "softmax" else scores
+                probs = probs if dim is None else probs.flip(dim)
+                out = probs if out is None else out + probs
+        assert out is not None
+        out = out / len(views)
+        if x.is_cuda:
+            torch.cuda.synchronize()
+        self.model_seconds += time.perf_counter() - start
+        return out
+
+    def classify(self, probs: np.ndarray) -> np.ndarray:
+        """``(classes, ...)`` probabilities -> class indices, by argmax or the target threshold."""
+        return classify(probs, self.threshold, self.target)
+
+
+def classify(probs: np.ndarray, threshold: float | None = None, target: int | None = None) -> np.ndarray:
+    """``(classes, ...)`` probabilities -> uint8 class indices.
+
+    With ``threshold`` and ``target``, a pixel is ``target`` where its probability reaches the
+    threshold (in the units of ``probs``: 0..1, or 0..250 for stored uint8), otherwise the most
+    probable of the other classes; without them, the plain argmax.
+    """
+    if threshold is None or target is None:
+        best: np.ndarray = probs.argmax(0)
+    else:
+        others = probs.astype(np.float32)  # a copy, where -1 is below any probability
+        others[target] = -1
+        best = np.where(probs[target] >= threshold, target, others.argmax(0))
+    return best.astype(np.uint8)
+
+
+def predict_scene(
+    reader: SceneReader,
+    predictor: Predictor,
+    opts: PredictOptions,
+    class_path: str | os.PathLike[str],
+    prob_path: str | os.PathLike[str] | None = None,
+) -> dict[str, Any]:
+    """Predict a whole scene and write its class map (and probabilities) atomically.
+
+    Returns:
+        Figures of the run: windows, batches, valid pixels, seconds in the models (on this scene)
+        and in total.
+    """
+    start = time.perf_counter()
+    figures, staged = predict_staged(reader, predictor, opts, class_path, prob_path)
+    staged.publish()
+    figures["seconds"] = time.perf_counter() - start
+    return figures
+
+
+def predict_staged(
+    reader: SceneReader,
+    predictor: Predictor,
+    opts: PredictOptions,
+    class_path: str | os.PathLike[str],
+    prob_path: str | os.PathLike[str] | None = None,
+) -> tuple[dict[str, Any], SceneOutputs]:
+    """Predict a whole scene into staged (uncompressed, hidden) GeoTIFFs beside its outputs.
+
+    The caller publishes them (:meth:`SceneOutputs.publish`: COGs renamed into place), perhaps in
+    a thread while the next scene predicts, or discards them; on an error they are discarded.
+
+    Returns:
+        The figures of :func:`predict_scene` (``seconds``: until staged), and the staged outputs.
+    """
+    start = time.perf_counter()
+    model_before = predictor.model_seconds
+    if opts.compile:
+        predictor.compile()
+    predictor.fit_scene(reader)
+    opts = opts.fitted(reader.height, reader.width)
+    pad, stride = opts.geometry()
+    w, o, height, width = opts.window, opts.overlap, reader.height, reader.width
+    k = len(predictor.classes)
+    weights = opts.weights()
+    xs = window_origins(width, pad, stride)
+    last_y = window_origins(height, pad, stride)[-1]
+    acc = np.zeros((k, w, width), dtype=np.float32)
+    wsum = np.zeros((w, width), dtype=np.float32)
+    valid = np.zeros((w, width), dtype=bool)
+    figures: dict[str, float] = {"windows": 0, "batches": 0, "valid_pixels": 0}
+    # One thread reads the next strip and one writes finished rows while the model runs: GDAL's
+    # decompression and compression release the GIL.
+    outputs = SceneOutputs(reader, k, opts, class_path, prob_path)
+    with outputs.staging(), ThreadPoolExecutor(1) as writer:
+        flushed = 0
+        pending: list[Future[None]] = []
+        for y, strip in prefetched(iter_strips(reader, opts)):
+            # One batch of windows copied out of the strip at a time: a wide scene's strip holds
+            # dozens of windows, and a copy of all of them would double the strip's memory.
+            for b in range(0, len(xs), opts.batch_size):
+                batch = np.stack([strip[:, :, pad + x : pad + x + w] for x in xs[b : b + opts.batch_size]])
+                probs = predictor.probabilities(batch, reader.names)
+                figures["batches"] += 1
+                for i, p in enumerate(probs):
+                    x = xs[b + i]
+                    if opts.blend:
+                        lo, hi = max(x, 0), min(x + w, width)
+                        acc[:, :, lo:hi] += p[:, :, lo - x : hi - x] * weights[:, lo - x : hi - x]
+                        wsum[:, lo:hi] += weights[:, lo - x : hi - x]
+                    else:
+                        # Centre crop: the weights are 1 on the centre and 0 around it, so only
+                        # the centre is added (a quarter of the work of weighting the window).
+                        lo, hi = max(x + o, 0), min(x + w - o, width)
+                        acc[:, o : w - o, lo:hi] += p[:, o : w - o, lo - x : hi - x]
+                        wsum[o : w - o, lo:hi] += 1.0
+            figures["windows"] += len(xs)
+            valid |= np.isfinite(strip[:, :, pad : pad + width]).all(axis=0)
+            # Rows above the next window row are final: write them, then shift the buffers.
+            done = height if y == last_y else min(y + stride, height)
+            n = done - flushed
+            if n > 0:
+                top = flushed - y
+                rows = acc[:, top : top + n] / np.maximum(wsum[top : top + n], 1e-12)
+                ok = valid[top : top + n]
+                figures["valid_pixels"] += int(ok.sum())
+                pending.append(writer.submit(outputs.write, flushed, rows, predictor.classify, ok.copy()))
+                flushed = done
+            # Shift the buffers up by a stride, in place (no new arrays per strip).
+            for buffer in (acc[:, :], wsum[None], valid[None]):
+                buffer[:, : w - stride] = buffer[:, stride:]
+                buffer[:, w - stride :] = 0
+        for job in pending:
+            job.result()  # raises what the writer raised
+    figures["model_seconds"] = predictor.model_seconds - model_before
+    figures["seconds"] = time.perf_counter() - start
+    return figures, outputs

@@ -1,0 +1,228 @@
+"""Model bundles: one zip file with what a trained model needs to predict anywhere, and its ONNX
+export.
+
+``results/bundles/{model}.zip`` holds two members:
+
+- ``bundle.json``: ``format_version`` (:data:`FORMAT_VERSION`), ``snakemap_version``, ``task``
+  (``segmentation`` or ``downscaling``), ``model`` (the checkpoint's hyperparameters: architecture,
+  band names in input order, their normalisation (``mean``, ``std``, ``normalize``), the classes,
+  or the scale factor and auxiliary fields), ``config`` (the job's resolved ``config.yaml``) and
+  ``sections``: the ``bands``, ``clean``, ``sensors``, ``labels``, ``predict`` and ``downscaling``
+  config sections, which clean a raw scene into the model's input bands and predict it as the
+  workflow's calval step does.
+- ``weights.pt``: the network's state dict (``torch.save``; read back with ``weights_only=True``).
+
+A bundle is read without extracting anything to disk: a member whose path is absolute or
+escapes the archive's folder, a missing or unexpected member, a truncated archive or a format
+version newer than this snakemap reads is refused with a :class:`BundleError`.
+
+``results/bundles/{model}.onnx``: the network alone (normalised input to logits, or LR field and
+auxiliary fields to the downscaled field), batch and window size dynamic, with ``bundle.json``
+in the model's metadata (key ``snakemap``), so a runtime without torch can read the band names,
+statistics and classes.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+import torch
+
+from snakemap import __version__
+from snakemap.core.io import atomic_path
+
+#: the bundle format this snakemap writes and the newest it reads
+FORMAT_VERSION = 1
+MEMBERS = ("bundle.json", "weights.pt")
+#: the config sections a bundle carries
+SECTIONS = ("bands", "clean", "sensors", "labels", "predict", "downscaling")
+
+
+class BundleError(ValueError):
+    """A bundle that cannot be used; the message names the file and what is wrong."""
+
+
+@dataclass
+class Bundle:
+    """A read bundle: its ``bundle.json`` and the network's state dict."""
+
+    meta: dict[str, Any]
+    state: dict[str, torch.Tensor]
+
+    @property
+    def task(self) -> str:
+        return str(self.meta["task"])
+
+    @property
+    def hyper_parameters(self) -> dict[str, Any]:
+        hp: dict[str, Any] = self.meta["model"]
+        return hp
+
+    def section(self, name: str) -> dict[str, Any]:
+        """A bundled config section (empty when the workflow had none)."""
+        found: dict[str, Any] = self.meta["sections"].get(name) or {}
+        return found
+
+
+def write_bundle(
+    checkpoint: str | os.PathLike[str],
+    resolved: dict[str, Any],
+    sections: dict[str, Any],
+    out: str | os.PathLike[str],
+    task: str = "segmentation",
+) -> Path:
+    """Write a bundle of a checkpoint (see the module docstring) atomically.
+
+    Args:
+        checkpoint: a training checkpoint, read with ``weights_only=True``.
+        resolved: the job's resolved config (its ``config.yaml``).
+        sections: the workflow's config sections; those in :data:`SECTIONS` are kept.
+    """
+    ckpt = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    state = {k.removeprefix("model."): v for k, v in ckpt["state_dict"].items() if k.startswith("model.")}
+    meta = {
+        "format_version": FORMAT_VERSION,
+        "snakemap_version": __version__,
+        "task": task,
+        "model": ckpt["hyper_parameters"],
+        "config": resolved,
+        "sections": {k: v for k, v in sections.items() if k in SECTIONS},
+    }
+    weights = io.BytesIO()
+    torch.save(state, weights)
+    with atomic_path(out, suffix=".zip") as tmp, zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr("bundle.json", json.dumps(meta, indent=1, sort_keys=True, default=str))
+        zf.writestr("weights.pt", weights.getvalue())
+    return Path(out)
+
+
+def _safe_name(name: str) -> bool:
+    path = PurePosixPath(name.replace("\\", "/"))
+    return not path.is_absolute() and ".." not in path.parts and not name.startswith("/")
+
+
+def read_bundle(path: str | os.PathLike[str]) -> Bundle:
+    """Read and check a bundle, in memory.
+
+    Raises:
+        BundleError: naming ``path``: not a zip or truncated, a member path that is absolute or
+            escapes the archive, a missing or unexpected member, a newer format version, or
+            weights that do not load with ``weights_only=True``.
+    """
+    try:
+        with zipfile.ZipFile(path) as zf:
+            names = zf.namelist()
+            unsafe = [n for n in names if not _safe_name(n)]
+            if unsafe:
+                raise BundleError(f"bundle {path}: member path(s) {unsafe} escape the bundle's folder")
+            missing = [m for m in MEMBERS if m not in names]
+            if missing:
+                raise BundleError(f"bundle {path}: missing member(s) {missing}")
+            extra = sorted(set(names) - set(MEMBERS))
+            if extra:
+                raise BundleError(f"bundle {path}: unexpected member(s) {extra}")
+            meta = json.loads(zf.read("bundle.json"))
+            version = meta.get("format_version") if isinstance(meta, dict) else None
+            if not isinstance(version, int) or version > FORMAT_VERSION:
+                raise BundleError(
+                    f"bundle {path}: format version {version!r} is not one this snakemap "
+                    f"{__version__} reads (up to {FORMAT_VERSION}): upgrade snakemap"
+                )
+            state = torch.load(io.BytesIO(zf.read("weights.pt")), map_location="cpu", weights_only=True)
+    except BundleError:
+        raise
+    except (zipfile.BadZipFile, EOFError, OSError, KeyError, json.JSONDecodeError, RuntimeError) as exc:
+        raise BundleError(f"bundle {path}: unreadable ({type(exc).__name__}: {exc})") from exc
+    return Bundle(meta, state)
+
+
+def bundled_model(
+    meta: dict[str, Any], state: dict[str, torch.Tensor] | None = None, network: Any = None
+) -> Any:
+    """The model :func:`predict_raw` runs: built with torch from a bundle's ``state`` dict, or
+    around ``network``, an ONNX session (:class:`snakemap.outputs.export.OnnxNetwork`) of the same model.
+
+    Returns:
+        A :class:`snakemap.tasks.networks.TrainedModel` (segmentation) or a
+        :class:`snakemap.tasks.downscaling.TrainedDownscaler` (downscaling).
+    """
+    hp = meta["model"]
+    if meta["task"] == "downscaling":
+        from snakemap.tasks.downscaling import TrainedDownscaler, downscaler_from
+
+        if network is None:
+            return downscaler_from(hp, state or {})
+        return TrainedDownscaler(network, int(hp["scale"]), list(hp["band_names"]), str(hp["arch"]))
+    from snakemap.tasks.networks import TrainedModel, trained_from
+
+    if network is None:
+        return trained_from(hp, state or {})
+    bands, normalize = list(hp["band_names"]), hp.get("normalize", "dataset")
+    return TrainedModel(network, list(hp["classes"]), bands, list(hp["mean"]), list(hp["std"]), normalize)
+
+
+def predict_raw(
+    meta: dict[str, Any],
+    model: Any,
+    image: str | os.PathLike[str],
+    out: str | os.PathLike[str],
+    sensor: str = "",
+    auxiliary: dict[str, str] | None = None,
+    probs_out: str | os.PathLike[str] | None = None,
+) -> dict[str, Any]:
+    """Predict a raw scene of any size with a bundled model, cleaning it with the bundled options.
+
+    Args:
+        meta: the bundle's ``bundle.json``.
+        model: segmentation: a :class:`snakemap.tasks.networks.TrainedModel` (or one whose ``network`` is
+            an ONNX session, :class:`snakemap.outputs.export.OnnxNetwork`); downscaling: a
+            :data:`snakemap.tasks.fieldops.Downscaler` with ``scale``.
+        sensor: an entry of the bundled ``sensors`` table the scene comes from ("": ``bands.names``).
+        auxiliary: downscaling: name -> raster of each auxiliary field the model takes.
+
+    Raises:
+        BundleError: a sensor or auxiliary field the bundle does not know or lacks.
+        SceneError: a scene that is empty or corrupt after cleaning (the reason says why).
+    """
+    from snakemap.core.status import SceneError
+    from snakemap.data.bands import BandOptions
+    from snakemap.data.clean import CleanOptions, judge, read_clean
+    from snakemap.data.sensors import build_sensors
+    from snakemap.inference.predict import Member, Predictor, predict_scene
+    from snakemap.inference.readers import ArrayReader
+    from snakemap.inference.windows import PredictOptions
+
+    sections = meta["sections"]
+    bands = BandOptions(**(sections.get("bands") or {}))
+    clean = CleanOptions(**(sections.get("clean") or {}))
+    sensors = build_sensors(sections.get("sensors"), bands)
+    if sensor and sensor not in sensors:
+        known = ", ".join(sensors) or "none"
+        raise BundleError(f"sensor {sensor!r} is not in the bundle's sensors ({known})")
+    if meta["task"] == "downscaling":
+        from snakemap.inference.fields import DownscalingOptions, check_auxiliary, downscale_raster
+
+        opts = DownscalingOptions(**(sections.get("downscaling") or {}))
+        names = list(meta["model"]["band_names"])
+        given = {n: (auxiliary or {})[n] for n in names[1:] if n in (auxiliary or {})}
+        try:
+            check_auxiliary("the bundle's model", names, given)
+        except ValueError as exc:
+            raise BundleError(f"{exc}: pass --auxiliary name=raster for each") from exc
+        batch = PredictOptions(**(sections.get("predict") or {})).batch_size
+        return downscale_raster(image, out, model, model.scale, given, opts.window, opts.overlap, batch)
+    cleaned = read_clean(Path(image), None, bands, clean, None, sensor=sensors.get(sensor))
+    status = judge(Path(image).stem, cleaned, clean, None)
+    if status.status != "ok":
+        raise SceneError(f"{image} is {status.status}: {status.reason}")
+    member = Member.from_trained(model, 1.0, "bundle")
+    predictor = Predictor([member], list(model.classes))
+    reader = ArrayReader(cleaned.image, cleaned.names, cleaned.crs, cleaned.transform)
+    options = PredictOptions(**(sections.get("predict") or {}))
+    return predict_scene(reader, predictor, options, out, probs_out)

@@ -1,0 +1,173 @@
+"""Progress of an application run, from files alone, fast enough to call while it runs.
+
+Finished shards are read from their manifests (one file per shard, listing
+:meth:`snakemap.core.status.SceneStatus.summary` of each scene); only the scenes of unfinished shards
+are looked up one by one, and only those whose sentinel exists are read (:meth:`SceneStatus.read`).
+The ok scenes per CRS come from the mosaic's ``mosaic/index.json`` (see
+:func:`snakemap.outputs.mosaic.build_mosaic`), as of the last mosaic.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from snakemap.core.io import read_json, write_json
+from snakemap.core.status import SceneStatus
+from snakemap.plan.shards import shard_ids, shard_members
+
+#: throughput is measured over the scenes finished in the last ten minutes
+RECENT_S = 600.0
+#: the summaries of finished shards, beside their folder (see :func:`_shard_summaries`)
+COUNTS_CACHE = "shard-counts.json"
+
+
+def progress(
+    root: str | os.PathLike[str], scene_ids: Sequence[str], shard_size: int, now: float | None = None
+) -> dict[str, Any]:
+    """Counts of done, empty, corrupt and pending scenes under one predictor's ``root``.
+
+    Returns:
+        ``{"total", "ok", "empty", "corrupt", "pending", "done_pct", "scenes_per_hour", "eta_s",
+        "corrupt_scenes": [{"scene_id", "reason"}], "shards_done", "shards", "zones"}``;
+        ``zones``: ok scenes by CRS (``{"EPSG:32618": 12}``, plus ``"none"`` for maps without
+        a CRS) in the last mosaic, ``{}`` before it.
+    """
+    root = Path(root)
+    now = time.time() if now is None else now
+    counts = {"ok": 0, "empty": 0, "corrupt": 0}
+    corrupt: list[dict[str, str]] = []
+    recent = 0
+    shards = shard_ids(len(scene_ids), shard_size)
+    finished = [shard for shard in shards if (root / "shards" / f"{shard}.json").exists()]
+    unfinished = sorted(set(shards) - set(finished))
+    shards_done = len(finished)
+    pending_ids = [s for shard in unfinished for s in shard_members(scene_ids, shard, shard_size)]
+    # each finished scene left its map and its sentinel
+    files = 2 * shards_done * shard_size
+    sentinels = _sentinels(root / "scenes", pending_ids, files)
+    live = _summary([SceneStatus.read(p).summary() for p in sentinels], now)
+    for summary in [*_shard_summaries(root, finished, now), live]:
+        for status in counts:
+            counts[status] += summary[status]
+        corrupt += summary["corrupt_scenes"]
+        recent += summary["recent"]
+    done = sum(counts.values())
+    pending = len(scene_ids) - done
+    per_hour = recent / RECENT_S * 3600
+    return {
+        "total": len(scene_ids),
+        **counts,
+        "pending": pending,
+        "done_pct": 100.0 * done / len(scene_ids) if scene_ids else 100.0,
+        "scenes_per_hour": per_hour,
+        "eta_s": pending / per_hour * 3600 if per_hour > 0 else (0.0 if pending == 0 else None),
+        "shards": len(shards),
+        "shards_done": shards_done,
+        "corrupt_scenes": corrupt,
+        "zones": zones(root),
+    }
+
+
+def _summary(entries: Sequence[dict[str, Any]], now: float) -> dict[str, Any]:
+    """Counts by state, the corrupt scenes and how many finished in the last ``RECENT_S``."""
+    summary: dict[str, Any] = {"ok": 0, "empty": 0, "corrupt": 0, "corrupt_scenes": [], "recent": 0}
+    for e in entries:
+        summary[e["status"]] += 1
+        if e["status"] == "corrupt":
+            summary["corrupt_scenes"].append({"scene_id": e["scene_id"], "reason": e.get("reason", "")})
+        if e.get("finished") and now - e["finished"] <= RECENT_S:
+            summary["recent"] += 1
+    return summary
+
+
+def _shard_summaries(root: Path, shards: Sequence[str], now: float) -> list[dict[str, Any]]:
+    """:func:`_summary` of each finished shard's manifest.
+
+    A million scenes' entries take seconds to parse, and progress is asked for again and again
+    while a run goes: the summaries are kept in ``{root}/shard-counts.json`` under each
+    manifest's size and mtime, and a manifest is parsed again only when it changed (a rerun) or
+    when it is recent enough to hold scenes that count for the throughput.
+    """
+    cache_path = root / COUNTS_CACHE
+    try:
+        cache = read_json(cache_path)
+        if not isinstance(cache, dict):
+            raise ValueError(f"{cache_path} is not a table of shards")
+    except (OSError, ValueError):
+        cache = {}
+    kept, summaries, changed = {}, [], False
+    for shard in shards:
+        stat = (root / "shards" / f"{shard}.json").stat()
+        key = f"{stat.st_size}:{stat.st_mtime_ns}"
+        entry: Any = cache.get(shard)
+        recent = now - stat.st_mtime <= RECENT_S
+        if not _usable(entry, key) or recent:
+            entry = {
+                "key": key,
+                "summary": _summary(read_json(root / "shards" / f"{shard}.json")["scenes"], now),
+            }
+            changed = True
+        kept[shard] = entry
+        # a manifest written before the last RECENT_S holds no recent scene, whatever was kept
+        summaries.append(entry["summary"] if recent else {**entry["summary"], "recent": 0})
+    if changed or set(cache) != set(kept):
+        with contextlib.suppress(OSError):  # a read-only results folder: no cache
+            write_json(cache_path, kept)
+    return summaries
+
+
+def _usable(entry: Any, key: str) -> bool:
+    """A kept summary of the manifest as it is now (and of the expected shape)."""
+    return (
+        isinstance(entry, dict)
+        and entry.get("key") == key
+        and isinstance(entry.get("summary"), dict)
+        and all(k in entry["summary"] for k in ("ok", "empty", "corrupt", "corrupt_scenes", "recent"))
+    )
+
+
+def _sentinels(scenes: Path, scene_ids: Sequence[str], files: int) -> list[Path]:
+    """The sentinels that exist among those of ``scene_ids`` (the scenes of unfinished shards).
+
+    Whichever costs fewer system calls: one ``stat`` per scene when they are fewer than the
+    ``files`` the folder is thought to hold (late in a run: a shard or two in flight beside a
+    million finished scenes), else one listing of the folder (early: a million pending scenes,
+    few files).
+    """
+    if not scene_ids or not scenes.is_dir():
+        return []
+    if len(scene_ids) < files:
+        return [p for p in (scenes / f"{s}.json" for s in scene_ids) if p.exists()]
+    existing = {e.name[:-5] for e in os.scandir(scenes) if e.name.endswith(".json")}
+    return [scenes / f"{s}.json" for s in scene_ids if s in existing]
+
+
+def zones(root: str | os.PathLike[str]) -> dict[str, int]:
+    """Ok scenes by CRS in the mosaic under ``root`` (``mosaic/index.json``); ``{}`` without one."""
+    index = Path(root) / "mosaic" / "index.json"
+    if not index.is_file():
+        return {}
+    data = read_json(index)
+    counts = {key: int(zone["scenes"]) for key, zone in data["zones"].items()}
+    if data.get("unreferenced"):
+        counts["none"] = len(data["unreferenced"])
+    return counts
+
+
+def format_progress(name: str, p: dict[str, Any]) -> str:
+    """A few human-readable lines."""
+    eta = "done" if p["pending"] == 0 else ("unknown" if p["eta_s"] is None else f"{p['eta_s'] / 3600:.1f} h")
+    lines = [
+        f"{name}: {p['done_pct']:.1f}% of {p['total']} scenes "
+        f"(ok {p['ok']}, empty {p['empty']}, corrupt {p['corrupt']}, pending {p['pending']}); "
+        f"shards {p['shards_done']}/{p['shards']}; {p['scenes_per_hour']:.0f} scenes/h; ETA {eta}"
+    ]
+    if p.get("zones"):
+        lines.append("  mosaic: " + ", ".join(f"{k} {n}" for k, n in p["zones"].items()))
+    lines += [f"  corrupt: {c['scene_id']}: {c['reason']}" for c in p["corrupt_scenes"]]
+    return "\n".join(lines)

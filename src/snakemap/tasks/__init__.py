@@ -1,0 +1,5 @@
+"""What a task is made of: the networks, the Lightning modules that train them (losses, metrics,
+augmentation) and the array operations they rest on. ``segmentation`` maps classes with
+segmentation-models-pytorch networks; ``downscaling`` maps a gridded field at a finer resolution
+with the super-resolution networks of :mod:`.srnets`.
+"""
