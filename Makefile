@@ -6,7 +6,7 @@ BIN := $(CURDIR)/$(VENV)/bin
 # Rules call the `snakemap` command: the virtualenv comes first on PATH.
 export PATH := $(BIN):$(PATH)
 
-.PHONY: setup gdal browser slurm demo test bench lint clean-results
+.PHONY: setup gdal browser slurm demo test test-fast bench lint clean-results
 
 setup: $(VENV)/.installed gdal
 
@@ -58,6 +58,10 @@ test: setup browser slurm
 	if [ "$$(id -u)" = 0 ] && command -v slurmctld >/dev/null 2>&1; then bash tests/slurm/stop-slurm.sh; fi; \
 	exit $$status
 
+# The quick tier (under 3 minutes on 2 cores): no real snakemake, SLURM, browser or slow tests.
+test-fast: setup
+	$(BIN)/python -m pytest -m "not (workflow or slurm or browser or slow)"
+
 # Benchmarks print their figures; the TorchGeo comparison needs the bench extra.
 bench: setup
 	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
@@ -70,12 +74,15 @@ bench: setup
 	$(BIN)/python bench/cloud_read.py
 
 # The style gate (CI runs it before the tests): ruff's rules and format, mypy --strict on the
-# package, snakefmt on the workflow and Snakemake's own linter.
+# package, the stage packages' import contracts, the generated config schema up to date, snakefmt
+# on the workflow and Snakemake's own linter.
 lint: setup
 	$(BIN)/ruff check src tests bench
 	$(BIN)/ruff format --check src tests bench
 	$(BIN)/mypy src
 	$(BIN)/lint-imports
+	$(BIN)/snakemap config-schema | diff -u workflow/schemas/config.schema.json - \
+		|| { echo "the config schema is stale: snakemap config-schema > workflow/schemas/config.schema.json"; exit 1; }
 	$(BIN)/snakefmt --check workflow
 	$(BIN)/snakemake --lint
 

@@ -143,13 +143,12 @@ def shard(manifest: str, root: str, ckpt: str, prefetch: int) -> dict[str, float
 def big_stream(scene: str, root: str) -> dict[str, float]:
     """One big scene through apply's strip-by-strip path, with a 1x1-convolution model and the
     default prediction options (window 256)."""
-    from snakemap.data.bands import BandOptions
-    from snakemap.data.clean import CleanOptions
+    from snakemap.core.model_sections import ApplyOptions, PredictOptions
+    from snakemap.core.sections import BandOptions, CleanOptions
     from snakemap.data.stats import Normalizer
     from snakemap.inference.predict import Member, Predictor
-    from snakemap.inference.shard import SceneInput, ShardRunner
-    from snakemap.inference.windows import PredictOptions
-    from snakemap.plan.shards import ApplyOptions
+    from snakemap.inference.scenes import SceneInput
+    from snakemap.inference.shard import ShardRunner
 
     os.environ.setdefault("GDAL_CACHEMAX", str(ApplyOptions().gdal_cache_mb))  # as apply-shard does
     baseline = rss_mib()
@@ -172,8 +171,8 @@ def big_stream(scene: str, root: str) -> dict[str, float]:
 def big_whole(scene: str) -> dict[str, float]:
     """The whole-scene path that apply took before: the scene read and cleaned in memory."""
     import snakemap.inference.shard  # noqa: F401 - the same imports (and baseline RSS) as the strip path
-    from snakemap.data.bands import BandOptions
-    from snakemap.data.clean import CleanOptions, judge, read_clean
+    from snakemap.core.sections import BandOptions, CleanOptions
+    from snakemap.data.clean import judge, read_clean
 
     baseline = rss_mib()
     t0 = time.perf_counter()

@@ -7,7 +7,7 @@ sends and can play a slower network), in two layouts:
 - ``band``: tiled 512 x 512, band-interleaved (each tile holds one band);
 - ``cog``: GDAL 3.10's COG driver (tiled 512 x 512, pixel-interleaved: each tile holds all 13).
 
-Each is read the way apply reads it (:meth:`snakemap.inference.shard.ShardRunner.prepare`: acquire or
+Each is read the way apply reads it (:meth:`snakemap.inference.scenes.ScenePreparer.prepare`: acquire or
 open, then the survey pass; then the prediction pass, strip by strip), with ``bands.select``
 keeping 4 bands, once with ``acquire.read_in_place: false`` (download, then read the local copy,
 all 13 bands, as apply reads local scenes) and once with it on (the 4 bands alone). Printed: bytes
@@ -36,13 +36,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests.objectstor
 
 from tests.objectstore import ObjectStore
 
-from snakemap.core.storage import AcquireOptions
-from snakemap.data.bands import BandOptions
-from snakemap.data.clean import CleanOptions
+from snakemap.core.model_sections import ApplyOptions, PredictOptions
+from snakemap.core.sections import AcquireOptions, BandOptions, CleanOptions
 from snakemap.inference.readers import SURVEY_ROWS
-from snakemap.inference.shard import SceneInput, ShardRunner
-from snakemap.inference.windows import PredictOptions
-from snakemap.plan.shards import ApplyOptions
+from snakemap.inference.scenes import SceneInput
+from snakemap.inference.shard import ShardRunner
 
 S2 = ["b01", "b02", "b03", "b04", "b05", "b06", "b07", "b08", "b8a", "b09", "b10", "b11", "b12"]
 SELECT = ["b02", "b03", "b04", "b08"]
@@ -100,7 +98,7 @@ def read_like_apply(root: Path, uri: str, options: AcquireOptions) -> None:
         ApplyOptions(),
         options,
     )
-    prepared = runner.prepare(SceneInput("s", uri))
+    prepared = runner.preparer.prepare(SceneInput("s", uri))
     assert prepared.reader is not None and prepared.status is not None, prepared.status
     assert prepared.status.status == "ok", prepared.status
     reader = prepared.reader

@@ -47,8 +47,9 @@ from lightning.pytorch.loggers import CSVLogger
 
 from snakemap.core.io import read_json, write_cog, write_json
 from snakemap.core.metrics import error_metrics
+from snakemap.core.sections import ChipOptions
 from snakemap.core.status import SceneStatus, status_path
-from snakemap.data.chips import ChipOptions, ChipPaths, write_chips
+from snakemap.data.chips import ChipPaths, write_chips
 from snakemap.data.stats import Normalizer
 from snakemap.tasks.downscaling import DownscalingTask, load_downscaler
 from snakemap.tasks.fieldops import METHODS, Downscaler, degrade, downscale_grid, interpolate_grid

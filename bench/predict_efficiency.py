@@ -29,12 +29,12 @@ import rasterio
 import torch
 from rasterio.transform import from_origin
 
-from snakemap.data.bands import BandOptions
-from snakemap.data.clean import CleanOptions, clean_scene
+from snakemap.core.model_sections import PredictOptions
+from snakemap.core.sections import BandOptions, CleanOptions
+from snakemap.data.clean import clean_scene
 from snakemap.data.stats import Normalizer
 from snakemap.inference.predict import Member, Predictor, predict_scene
 from snakemap.inference.readers import CleanImageReader
-from snakemap.inference.windows import PredictOptions
 from snakemap.tasks.networks import build_model
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"

@@ -34,16 +34,15 @@ from sklearn.ensemble import RandomForestClassifier
 from sklearn.metrics import f1_score
 
 from snakemap.core.metrics import confusion_matrix, scores
+from snakemap.core.model_sections import PredictOptions
+from snakemap.core.sections import BandOptions, ChipOptions, CleanOptions, LabelOptions, SplitOptions
 from snakemap.data.acquire import acquire_scene
-from snakemap.data.bands import BandOptions
-from snakemap.data.chips import ChipOptions, ChipPaths, write_chips
-from snakemap.data.clean import CleanOptions, clean_scene
-from snakemap.data.labels import LabelOptions
-from snakemap.data.splits import SplitOptions, write_folds
+from snakemap.data.chips import ChipPaths, write_chips
+from snakemap.data.clean import clean_scene
+from snakemap.data.splits import write_folds
 from snakemap.data.stats import write_band_statistics
 from snakemap.inference.predict import Member, Predictor, predict_scene
 from snakemap.inference.readers import CleanImageReader
-from snakemap.inference.windows import PredictOptions
 from snakemap.tasks.networks import load_trained
 from snakemap.training.resume import JobData
 from snakemap.training.train import train_job
@@ -55,7 +54,9 @@ UKIS = LabelOptions(
     target=["water"],
 )
 NC_CLASSES = ["developed", "agriculture", "herbaceous", "shrubland", "forest", "water", "sediment"]
-NC = LabelOptions(NC_CLASSES, {i + 1: c for i, c in enumerate(NC_CLASSES)} | {0: "ignore"}, target=NC_CLASSES)
+NC = LabelOptions(
+    classes=NC_CLASSES, remap={i + 1: c for i, c in enumerate(NC_CLASSES)} | {0: "ignore"}, target=NC_CLASSES
+)
 BANDS = BandOptions(indices=["ndwi", "mndwi", "ndvi"])
 #: The options measured: each on its own over ``plain``, then all together.
 BASE: dict[str, Any] = {

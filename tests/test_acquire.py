@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from snakemap.core.storage import AcquireOptions
+from snakemap.core.sections import AcquireOptions
 from snakemap.data.acquire import AcquireError, acquire_scene, fetch
 
 FAST = AcquireOptions(retries=2, backoff_s=0.01, timeout_s=5)

@@ -21,17 +21,17 @@ from rasterio.transform import from_origin
 
 from snakemap.cli import main
 from snakemap.core.config import ConfigError
+from snakemap.core.model_sections import ApplyOptions, PredictOptions
+from snakemap.core.sections import BandOptions, CleanOptions, SensorOptions
 from snakemap.core.status import SceneStatus
-from snakemap.data.bands import BandOptions
-from snakemap.data.clean import ALL_ZERO, CleanOptions
-from snakemap.data.sensors import SensorOptions
+from snakemap.data.clean import ALL_ZERO
 from snakemap.data.stats import Normalizer
 from snakemap.inference.predict import Member, Predictor
-from snakemap.inference.shard import SceneInput, ShardRunner
-from snakemap.inference.windows import PredictOptions
+from snakemap.inference.scenes import SceneInput
+from snakemap.inference.shard import ShardRunner
 from snakemap.outputs.mosaic import build_mosaic
 from snakemap.outputs.progress import progress
-from snakemap.plan.shards import ApplyOptions, shard_ids, shard_members
+from snakemap.plan.shards import shard_ids, shard_members
 from snakemap.tasks.networks import build_model
 from tests.conftest import write_tif
 
@@ -97,6 +97,7 @@ def test_shard_ids_and_members() -> None:
     assert shard_members(list("abcde"), "shard-00002", 2) == ["e"]
 
 
+@pytest.mark.slow
 def test_killed_shard_reruns_only_missing_scenes(tmp_path: Path) -> None:
     scenes = {
         f"q{i:02d}": str(tile(tmp_path / "in" / f"q{i:02d}.tif", scene_data(i, 160), 0, 0)) for i in range(40)
@@ -244,6 +245,7 @@ def test_buffered_neighbours_make_a_seamless_mosaic(tmp_path: Path) -> None:
     assert (results["plain"][:, border] != expected[:, border]).any()
 
 
+@pytest.mark.slow
 def test_real_unlabelled_scenes_keep_their_grid(tmp_path: Path, shared_data: Path) -> None:
     rgb, l7 = shared_data / "scenes" / "RGB.byte.tif", shared_data / "scenes" / "L7_ETMs.tif"
     cases = [
@@ -297,7 +299,7 @@ def test_a_scene_of_a_sensor_is_cleaned_like_in_the_clean_step(tmp_path: Path, c
         PredictOptions(window=64, overlap=8),
         ApplyOptions(),
     )
-    sensor = SensorOptions(BANDS, scale=0.0001)
+    sensor = SensorOptions(bands=BANDS, scale=0.0001)
     scenes = [SceneInput("dn", str(stored), sensor=sensor), SceneInput("refl", str(reflectance))]
     runner.run_shard("shard-00000", scenes)
     maps = tmp_path / "maps" / "scenes"
@@ -501,7 +503,12 @@ def test_progress_without_arguments_reads_the_project_config(tmp_path: Path) -> 
     project = tmp_path / "project"
     (project / "config").mkdir(parents=True)
     manifest(project / "config" / "scenes.csv", {"a": "a.tif", "b": "b.tif"})
-    config = {"manifest": "config/scenes.csv", "apply": {"predictors": ["models/m/best"], "shard_size": 1}}
+    config = {
+        "manifest": "config/scenes.csv",
+        "bands": {},
+        "labels": {"classes": ["land", "water"], "remap": {"0": "land", "1": "water"}},
+        "apply": {"predictors": ["models/m/best"], "shard_size": 1},
+    }
     (project / "config" / "config.yaml").write_text(json.dumps(config))  # JSON is YAML
     SceneStatus("a", "ok", finished=time.time()).write(
         project / "results" / "maps" / "models" / "m" / "best" / "scenes" / "a.json"
@@ -594,7 +601,7 @@ def test_maps_are_published_behind_the_next_scene(tmp_path: Path, prefetch: int)
         BandOptions(names=BANDS),
         CleanOptions(),
         PredictOptions(window=128, overlap=8),
-        dataclasses.replace(ApplyOptions(prefetch=prefetch), outputs="both"),
+        ApplyOptions(prefetch=prefetch, outputs="both"),
     )
     shard = runner.run_shard("shard-00000", scenes)
     assert [e["status"] for e in shard["scenes"]] == ["ok", "ok", "corrupt", "ok"]

@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 import rasterio
 
+from snakemap.core.sections import DemoOptions
 from snakemap.data.clean import ALL_ZERO, NO_CRS
-from snakemap.data.demo import DemoOptions, write_demo_scene
-from tests.conftest import write_tif
-from tests.test_workflow import CONFIG, apply_row, demo_row, snakemake, workspace
+from snakemap.data.demo import write_demo_scene
+from tests.conftest import CONFIG, apply_row, demo_row, snakemake, workspace, write_tif
 
 pytestmark = pytest.mark.workflow
 

@@ -8,17 +8,18 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from snakemap.core.sections import ChipOptions, SplitOptions
 from snakemap.core.status import SceneStatus
-from snakemap.data.chips import ChipOptions, ChipPaths, select_chips, window_origins, write_chips
-from snakemap.data.splits import SplitOptions, make_folds, write_folds
+from snakemap.data.chips import ChipPaths, origins_inside, select_chips, write_chips
+from snakemap.data.splits import make_folds, write_folds
 from tests.conftest import write_tif
 
 
-def test_window_origins_cover_the_far_edge() -> None:
-    assert window_origins(100, 32, 32) == [0, 32, 64, 68]
-    assert window_origins(96, 32, 32) == [0, 32, 64]
-    assert window_origins(64, 32, 24) == [0, 24, 32]
-    assert window_origins(20, 32, 32) == []
+def test_origins_inside_cover_the_far_edge() -> None:
+    assert origins_inside(100, 32, 32) == [0, 32, 64, 68]
+    assert origins_inside(96, 32, 32) == [0, 32, 64]
+    assert origins_inside(64, 32, 24) == [0, 24, 32]
+    assert origins_inside(20, 32, 32) == []
 
 
 def scene_arrays() -> tuple[np.ndarray, np.ndarray]:

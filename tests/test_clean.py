@@ -13,9 +13,8 @@ from affine import Affine
 
 from snakemap.cli import main
 from snakemap.core.config import ConfigError
-from snakemap.data.bands import BandOptions
-from snakemap.data.clean import ALL_ZERO, CleanOptions, clean_scene
-from snakemap.data.labels import LabelOptions
+from snakemap.core.sections import BandOptions, CleanOptions, LabelOptions
+from snakemap.data.clean import ALL_ZERO, clean_scene
 from tests.conftest import write_tif
 
 NAMES = ["blue", "green", "red", "nir"]
@@ -107,7 +106,7 @@ def test_label_remap_ignore_and_invalid_pixels(tmp_path: Path) -> None:
     label[25, 25] = 9  # the file's nodata
     label[5, 5] = 1  # on invalid image data: ignored
     folder = acquired(tmp_path, img, label, label_nodata=9)
-    labels = LabelOptions(LABELS.classes, LABELS.remap, max_unmapped_fraction=0.3)
+    labels = LabelOptions(classes=LABELS.classes, remap=LABELS.remap, max_unmapped_fraction=0.3)
     status, out = run(tmp_path, folder, labels=labels)
     lab, profile, _ = read(out / "label.tif")
     lab = lab[0]

@@ -18,17 +18,16 @@ from rasterio.transform import from_origin
 
 from snakemap.cli import main
 from snakemap.core.config import ConfigError, build
+from snakemap.core.model_sections import ApplyOptions, PredictOptions
+from snakemap.core.sections import AcquireOptions, BandOptions, CleanOptions
 from snakemap.core.status import SceneStatus
-from snakemap.core.storage import AcquireOptions
 from snakemap.data.acquire import AcquireError, acquire_scene, fetch
-from snakemap.data.bands import BandOptions
-from snakemap.data.clean import CleanOptions, clean_scene
+from snakemap.data.clean import clean_scene
 from snakemap.data.stats import Normalizer
 from snakemap.inference.predict import Member, Predictor
 from snakemap.inference.readers import CleaningReader
-from snakemap.inference.shard import SceneInput, ShardRunner
-from snakemap.inference.windows import PredictOptions
-from snakemap.plan.shards import ApplyOptions
+from snakemap.inference.scenes import SceneInput
+from snakemap.inference.shard import ShardRunner
 from tests.objectstore import ObjectStore
 
 #: a Sentinel-2 L1C layout: 13 bands, of which the model uses 4

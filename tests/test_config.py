@@ -2,43 +2,78 @@
 
 from __future__ import annotations
 
-import dataclasses
+import json
+import subprocess
+import sys
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 import yaml
 
-from snakemap.core.config import SECTIONS, ConfigError, build, options_class
-from snakemap.data.sensors import SceneTables, SensorOptions
-from snakemap.plan.grid import APPLIED_PATTERN, ID_PATTERN, ModelOptions
+from snakemap.core.config import SECTIONS, ConfigError, build, config_schema, load_config, resolve
+from snakemap.core.model_sections import ID_PATTERN
+from snakemap.core.sections import SensorOptions
+from snakemap.data.sensors import SceneTables
 from snakemap.plan.manifest import SCENE_ID_PATTERN, SHA256_PATTERN
 from tests.conftest import REPO
 
-SCHEMA = yaml.safe_load((REPO / "workflow" / "schemas" / "config.schema.yaml").read_text())
+SCHEMA_FILE = REPO / "workflow" / "schemas" / "config.schema.json"
 
 
-@pytest.mark.parametrize("section", sorted(SECTIONS))
-def test_schema_defaults_equal_option_defaults(section: str) -> None:
-    props = SCHEMA["properties"][section]["properties"]
-    for f in dataclasses.fields(options_class(section)):
-        if not f.init:
-            continue
-        assert f.name in props, f"{section}.{f.name} is missing from the schema"
-        if "default" not in props[f.name]:
-            continue
-        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
-        assert props[f.name]["default"] == default, f"{section}.{f.name}"
-    assert set(props) <= {f.name for f in dataclasses.fields(options_class(section))}
+def test_the_committed_schema_is_the_generated_one() -> None:
+    """workflow/schemas/config.schema.json is what `snakemap config-schema` prints (regenerate it
+    with `snakemap config-schema > workflow/schemas/config.schema.json`)."""
+    assert json.loads(SCHEMA_FILE.read_text()) == config_schema()
+    out = subprocess.run(
+        [sys.executable, "-m", "snakemap", "config-schema"], capture_output=True, text=True, check=True
+    ).stdout
+    assert out == SCHEMA_FILE.read_text()
 
 
-def test_model_schema_defaults_equal_model_options() -> None:
-    props = SCHEMA["properties"]["models"]["properties"]["base"]["properties"]
-    fields = {f.name: f for f in dataclasses.fields(ModelOptions)}
-    assert set(props) == set(fields)
-    for name, f in fields.items():
-        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
-        assert props[name]["default"] == default, name
+def test_configs_resolve_as_the_schema_validation_did() -> None:
+    """The demo and the examples resolve to what snakemake's schema validation gave before the
+    typed config (the golden file): the options each rule passes keep their text, nothing reruns."""
+    golden = yaml.safe_load((REPO / "tests" / "golden" / "resolved_configs.yaml").read_text())
+    assert sorted(golden) == sorted(str(p.relative_to(REPO)) for p in (REPO / "config").rglob("*.yaml"))
+    for path, expected in golden.items():
+        resolved = resolve(yaml.safe_load((REPO / path).read_text()))
+        assert json.dumps(resolved, sort_keys=True) == json.dumps(expected, sort_keys=True), path
+
+
+def test_a_resolved_config_keeps_numbers_as_given_and_omits_what_has_no_default() -> None:
+    config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+    config["clean"] = {"qa": {"band": "qa", "bits": [1]}}
+    config["acquire"] = {"timeout_s": 10}
+    resolved = resolve(config)
+    assert resolved["clean"]["qa"] == {"band": "qa", "bits": [1]}  # no values: none given
+    assert resolved["acquire"]["timeout_s"] == 10 and isinstance(resolved["acquire"]["timeout_s"], int)
+    assert resolved["apply"]["mask"] == {"band": "ndwi", "min": -0.1, "max": 1.0}
+    assert "models" in resolved and "demo" in resolved and "label_schemes" in resolved
+    assert resolve({**config, "retry_corrupt": "true"})["retry_corrupt"] is True  # --config k=v
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"chips": {"sise": 32}}, "chips: unknown key(s) sise; known: background_fraction"),
+        ({"models": {"base": {"lr": 0}}}, "models.base.lr: must be > 0, got 0"),
+        (
+            {"calval": {"ensembles": {"e": {"members": {"a": 1}, "thresold": 0.5}}}},
+            "calval.ensembles.e: unknown key",
+        ),
+        ({"apply": {"predictors": ["models/x"]}}, "apply.predictors.0: String should match pattern"),
+        ({"labels": None}, "labels: required"),
+        ({"retry_corrupt": "maybe"}, "retry_corrupt: Input should be a valid boolean"),
+        ({"acquire": {"endpoint_url": "ftp://x"}}, "acquire.endpoint_url: String should match pattern"),
+        ({"sensors": {"s2": {"bands": ["a", "a"]}}}, "sensors.s2.bands: band name(s) a given more than once"),
+    ],
+)
+def test_a_config_mistake_names_its_section_and_key(change: dict[str, Any], message: str) -> None:
+    config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+    with pytest.raises(ConfigError) as err:
+        load_config({**config, **change})
+    assert message in str(err.value)
 
 
 def test_unknown_key_is_named() -> None:
@@ -52,10 +87,10 @@ def test_bad_label_table_is_named() -> None:
 
 
 def test_demo_config_builds() -> None:
-    config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+    config = resolve(yaml.safe_load((REPO / "config" / "config.yaml").read_text()))
     for section in SECTIONS:
         if section in config:
-            build(section, config[section])
+            assert build(section, config[section]).resolved() == config[section]
 
 
 LANDSAT = ["blue", "green", "red", "nir", "swir16", "swir22"]
@@ -65,15 +100,6 @@ TABLES = {
 }
 
 
-def test_sensor_schema_defaults_equal_sensor_options() -> None:
-    props = SCHEMA["properties"]["sensors"]["additionalProperties"]["properties"]
-    fields = {f.name: f for f in dataclasses.fields(SensorOptions)}
-    assert set(props) == set(fields)
-    for name, f in fields.items():
-        if f.default is not dataclasses.MISSING:
-            assert props[name]["default"] == f.default, name
-
-
 def test_scene_tables_build() -> None:
     cfg = dict(
         TABLES,
@@ -81,7 +107,9 @@ def test_scene_tables_build() -> None:
         label_schemes={"b": {"3": "water", "7": "ignore"}},
     )
     tables = SceneTables.from_config(cfg)
-    assert tables.sensor("s2") == SensorOptions(["coastal", *LANDSAT], 0.0001, 0.0, 0.0)
+    assert tables.sensor("s2") == SensorOptions(
+        bands=["coastal", *LANDSAT], scale=0.0001, offset=0.0, nodata=0
+    )
     assert tables.sensor("") is None
     assert tables.scene_labels("b").table == {3: 1, 7: 255}  # type: ignore[union-attr]
     assert tables.scene_labels("") is tables.labels and tables.labels.table == {0: 0, 1: 1}  # type: ignore[union-attr]
@@ -154,25 +182,9 @@ def schema_patterns(node: Any, path: tuple[str, ...] = ()) -> Iterator[tuple[str
 
 
 def test_schema_patterns_are_the_packages() -> None:
-    """Each id pattern in the schemas is the package's (a new pattern must be listed here too)."""
-    ident, optional_id = f"^{ID_PATTERN}$", f"^({ID_PATTERN})?$"
-    name, value = "^[A-Za-z][A-Za-z0-9_]*$", "^-?[0-9]+$"  # band, index and class names; label values
-    config = {
-        "properties.bands.properties.indices.items.oneOf.1.properties.name": name,
-        "properties.sensors.propertyNames": ident,
-        "properties.labels.properties.classes.items": name,
-        "properties.labels.properties.remap.propertyNames": value,
-        "properties.label_schemes.propertyNames": ident,
-        "properties.label_schemes.additionalProperties.propertyNames": value,
-        "properties.models.properties.base.properties.monitor": "^val_",
-        "properties.models.properties.list.items.properties.name": ident,
-        "properties.calval.properties.baselines.propertyNames": ident,
-        "properties.calval.properties.ensembles.propertyNames": ident,
-        "properties.apply.properties.predictors.items": f"^{APPLIED_PATTERN}$",
-        "properties.downscaling.properties.auxiliary.propertyNames": name,
-        # snakemap.core.storage.AcquireOptions checks the same
-        "properties.acquire.properties.endpoint_url": "^https?://",
-    }
+    """Each pattern of the manifest schema is the package's (a new pattern must be listed here too;
+    the config's schema is generated from the package's types)."""
+    optional_id = f"^({ID_PATTERN})?$"
     manifest = {
         "properties.scene_id": f"^{SCENE_ID_PATTERN}$",
         "properties.sha256": f"^({SHA256_PATTERN})?$",
@@ -182,7 +194,6 @@ def test_schema_patterns_are_the_packages() -> None:
         # four numbers, or empty; snakemap.plan.manifest.parse_bounds checks the same
         "properties.bounds": "^([-+0-9.eE]+,[-+0-9.eE]+,[-+0-9.eE]+,[-+0-9.eE]+)?$",
     }
-    assert dict(schema_patterns(SCHEMA)) == config
     manifest_schema = yaml.safe_load((REPO / "workflow" / "schemas" / "manifest.schema.yaml").read_text())
     assert dict(schema_patterns(manifest_schema)) == manifest
 
@@ -198,6 +209,7 @@ def test_light_steps_do_not_import_torch() -> None:
         "snakemap.core.config",
         "snakemap.plan.grid",
         "snakemap.plan.manifest",
+        "snakemap.plan.manifest_cache",
         "snakemap.data.clean",
         "snakemap.data.chips",
         "snakemap.inference.fields",
@@ -206,6 +218,8 @@ def test_light_steps_do_not_import_torch() -> None:
         "snakemap.evaluation.winners",
         "snakemap.outputs.progress",
         "snakemap.outputs.stac",
+        "snakemap.outputs.stac_collection",
+        "snakemap.outputs.stac_model",
     ]
     code = (
         f"import sys\nfor m in {light!r}: __import__(m)\n"

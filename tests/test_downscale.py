@@ -140,6 +140,7 @@ def test_a_downscaled_grid_has_s_times_the_cells_on_the_same_bounds(
     assert block_mean(torch.from_numpy(out), 4).shape == field.shape
 
 
+@pytest.mark.workflow
 def test_the_ice_thickness_example_runs_end_to_end(tmp_path: Path, shared_data: Path) -> None:
     """The downscaling example with surface elevation as an auxiliary channel, through a real
     snakemake (one short epoch per model): metrics table with the baselines, the apply map."""
@@ -149,8 +150,7 @@ def test_the_ice_thickness_example_runs_end_to_end(tmp_path: Path, shared_data: 
     import pandas as pd
     import yaml
 
-    from tests.conftest import REPO
-    from tests.test_workflow import snakemake
+    from tests.conftest import REPO, snakemake
 
     work = tmp_path / "work"
     shutil.copytree(REPO / "config", work / "config")

@@ -20,7 +20,8 @@ from snakemap.core.io import NODATA_CLASS, write_cog, write_json
 from snakemap.core.status import SceneStatus
 from snakemap.outputs.mosaic import build_mosaic
 from snakemap.outputs.progress import progress
-from snakemap.outputs.stac import validate_offline, write_collection
+from snakemap.outputs.stac import validate_offline
+from snakemap.outputs.stac_collection import write_collection
 
 PREDICTOR = "models/arch-Unet/best"
 #: ok scenes: their source in ../shared/data/scenes and the zone it lies in

@@ -10,10 +10,11 @@ import rasterio
 import torch
 from rasterio.transform import from_origin
 
+from snakemap.core.model_sections import PredictOptions
 from snakemap.data.stats import Normalizer
 from snakemap.inference.predict import Member, Predictor, predict_scene
 from snakemap.inference.readers import CleanImageReader
-from snakemap.inference.windows import PredictOptions, window_origins
+from snakemap.inference.windows import padded_origins
 from snakemap.inference.writer import read_probabilities
 from tests.conftest import write_tif
 
@@ -85,9 +86,9 @@ def test_threshold_on_a_target_class() -> None:
     assert p.classify(probs)[:, 0].tolist() == [0, 2]
 
 
-def test_window_origins_cover_everything() -> None:
-    assert window_origins(100, 8, 48) == [-8, 40, 88]
-    assert window_origins(10, 8, 48) == [-8]
+def test_padded_origins_cover_everything() -> None:
+    assert padded_origins(100, 8, 48) == [-8, 40, 88]
+    assert padded_origins(10, 8, 48) == [-8]
 
 
 def test_crashed_run_leaves_old_outputs(tmp_path: Path) -> None:
@@ -109,6 +110,7 @@ def test_crashed_run_leaves_old_outputs(tmp_path: Path) -> None:
     assert not list(tmp_path.glob(".*"))
 
 
+@pytest.mark.slow
 def test_compiled_networks_give_the_same_maps(tmp_path: Path) -> None:
     """`predict.compile`: the members' networks run through torch.compile, compiled once for all
     scenes; the maps equal the eager ones to float tolerance."""

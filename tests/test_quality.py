@@ -1,10 +1,10 @@
 """Golden quality: the embedded demo, run by the real snakemake, learns its target.
 
 The demo's own config (config/config.yaml, the demo manifest, the demo scenes its rule writes) is
-run up to the calval summary in a temporary directory. The best model's per-class IoU at the
-calval site must stay within +-0.05 of the stored values in ``golden/demo_calval.json``, reef IoU
-at or above 0.60, and its macro IoU above every baseline's: a change that breaks learning (or the
-scenes, the chips, the normalisation) fails here.
+run whole in a temporary directory, once per session (the ``demo_run`` fixture of conftest.py).
+The best model's per-class IoU at the calval site must stay within +-0.05 of the stored values in
+``golden/demo_calval.json``, reef IoU at or above 0.60, and its macro IoU above every baseline's:
+a change that breaks learning (or the scenes, the chips, the normalisation) fails here.
 
 After an intended change of quality, update the stored values from a run's summary::
 
@@ -14,14 +14,10 @@ After an intended change of quality, update the stored values from a run's summa
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import pandas as pd
 import pytest
-
-from tests.conftest import REPO
-from tests.test_workflow import snakemake
 
 pytestmark = pytest.mark.workflow
 
@@ -30,14 +26,9 @@ TOLERANCE = 0.05
 
 
 @pytest.fixture(scope="module")
-def demo_summary(tmp_path_factory: pytest.TempPathFactory) -> pd.DataFrame:
-    work = tmp_path_factory.mktemp("demo")
-    (work / "config").mkdir()
-    shutil.copy(REPO / "config" / "config.yaml", work / "config" / "config.yaml")
-    shutil.copy(REPO / "config" / "demo_manifest.csv", work / "config" / "demo_manifest.csv")
-    # About 3 minutes on 2 idle cores; the margin is for a machine that is busy with other work.
-    snakemake(work, "results/calval/summary.csv", timeout=1800)
-    return pd.read_csv(work / "results" / "calval" / "summary.csv")
+def demo_summary(demo_run: Path) -> pd.DataFrame:
+    """The calval summary of the session's demo run."""
+    return pd.read_csv(demo_run / "results" / "calval" / "summary.csv")
 
 
 def test_demo_best_model_matches_the_golden_ious(

@@ -11,12 +11,10 @@ import pandas as pd
 import pytest
 import rasterio
 
+from snakemap.core.sections import BandOptions, CleanOptions, LabelOptions
 from snakemap.data.acquire import acquire_scene
-from snakemap.data.bands import BandOptions
-from snakemap.data.clean import CleanOptions, clean_scene
-from snakemap.data.labels import LabelOptions
-from tests.conftest import REPO
-from tests.test_workflow import snakemake
+from snakemap.data.clean import clean_scene
+from tests.conftest import REPO, snakemake
 
 NC_CLASSES = ["developed", "agriculture", "herbaceous", "shrubland", "forest", "water", "sediment"]
 
@@ -47,6 +45,7 @@ def test_nc_landsat_sparse_labels_and_nodata(tmp_path: Path, shared_data: Path) 
     assert sum(status.extra["class_pixels"].values()) == keep.sum()
 
 
+@pytest.mark.workflow
 def test_ukis_example_config(tmp_path: Path, shared_data: Path) -> None:
     # The example's manifest points at ../shared/data from the working directory.
     work = tmp_path / "work"

@@ -13,10 +13,11 @@ import pandas as pd
 import pytest
 import rasterio
 
-from snakemap.data.demo import DemoOptions, write_demo_scene
+from snakemap.core.sections import DemoOptions
+from snakemap.data.demo import write_demo_scene
 from snakemap.evaluation.report import display_bands, image_panel, preview, stretch
 from snakemap.evaluation.winners import winners, write_winners
-from tests.test_workflow import CONFIG, demo_row, snakemake, workspace
+from tests.conftest import CONFIG, demo_row, snakemake, workspace
 
 CHROMIUM = shutil.which("chromium")
 SITES = ["s1", "s2"]
@@ -177,6 +178,7 @@ PREDICTORS = [
 ]
 
 
+@pytest.mark.workflow
 def test_every_predictor_is_scored(calval_run: Path) -> None:
     summary = pd.read_csv(calval_run / "results" / "calval" / "summary.csv")
     assert sorted(summary["predictor"]) == sorted(PREDICTORS)
@@ -220,6 +222,7 @@ def test_every_predictor_is_scored(calval_run: Path) -> None:
     assert fixed["threshold_used"] is None  # a fixed threshold is applied in the maps themselves
 
 
+@pytest.mark.workflow
 def test_best_by_class_table_is_in_the_report(calval_run: Path) -> None:
     table = pd.read_csv(calval_run / "results" / "reports" / "best_by_class.csv")
     assert table["class"].tolist() == ["cloud", "land", "reef", "water", "macro"]
@@ -231,6 +234,8 @@ def test_best_by_class_table_is_in_the_report(calval_run: Path) -> None:
     assert "best predictor per class" in (calval_run / "report.html").read_text()
 
 
+@pytest.mark.workflow
+@pytest.mark.browser
 @pytest.mark.skipif(
     CHROMIUM is None, reason="Debian's chromium is not installed (make test installs it as root)"
 )

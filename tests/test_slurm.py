@@ -19,8 +19,10 @@ import pytest
 import rasterio
 import torch
 
-from tests.conftest import REPO
-from tests.test_workflow import CONFIG, apply_row, demo_row, workspace
+from tests.conftest import CONFIG, REPO, apply_row, demo_row, workspace
+
+# A local SLURM runs the real snakemake's jobs.
+pytestmark = [pytest.mark.slurm, pytest.mark.workflow]
 
 SCRIPTS = Path(__file__).parent / "slurm"
 BIN = Path(sys.executable).parent

@@ -20,7 +20,9 @@ from rasterio.warp import transform as warp_transform
 from snakemap.core.io import NODATA_CLASS, PROB_SCALE, write_cog, write_json
 from snakemap.core.status import SceneStatus
 from snakemap.outputs.mosaic import build_mosaic
-from snakemap.outputs.stac import ModelInfo, item_path, scene_item, validate_offline, write_collection
+from snakemap.outputs.stac import item_path, scene_item, validate_offline
+from snakemap.outputs.stac_collection import write_collection
+from snakemap.outputs.stac_model import ModelInfo
 
 PREDICTOR = "models/arch-Unet/best"
 CLASSES = ["land", "deep water", "shallow water", "reef", "cloud"]

@@ -15,8 +15,9 @@ import pytest
 import segmentation_models_pytorch as smp
 import torch
 
-from snakemap.data.chips import ChipOptions
-from snakemap.plan.grid import ModelOptions, expand, model_id
+from snakemap.core.model_sections import ModelOptions
+from snakemap.core.sections import ChipOptions
+from snakemap.plan.grid import expand, model_id
 from snakemap.tasks.networks import WeightsError, build_model
 from snakemap.training.resume import JobData, job_fingerprint
 from snakemap.training.train import resolve_job
@@ -150,6 +151,7 @@ def start_and_kill(cmd: list[str], out: Path, log: Path) -> int:
     return epoch
 
 
+@pytest.mark.slow
 def test_sigkill_then_rerun_continues_the_epoch_counter(tmp_path: Path, training_data: dict) -> None:
     out = tmp_path / "model"
     cmd = train_cmd(training_data, out, epochs=EPOCHS)
@@ -172,6 +174,7 @@ def test_sigkill_then_rerun_continues_the_epoch_counter(tmp_path: Path, training
     assert {"best.ckpt", "last.ckpt", "metrics.csv", "config.yaml"} <= {p.name for p in out.iterdir()}
 
 
+@pytest.mark.slow
 def test_corrupt_last_checkpoint_is_kept_aside(tmp_path: Path, training_data: dict) -> None:
     out = tmp_path / "model"
     cmd = train_cmd(training_data, out, epochs=EPOCHS)

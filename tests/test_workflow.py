@@ -17,80 +17,21 @@ import pytest
 import rasterio
 import yaml
 
-from snakemap.data.demo import DemoOptions, write_demo_scene
-from tests.conftest import REPO, write_tif
+from snakemap.core.sections import DemoOptions
+from snakemap.data.demo import write_demo_scene
+from tests.conftest import (
+    CONFIG,
+    DEMO,
+    REPO,
+    apply_row,
+    demo_row,
+    planned_jobs,
+    snakemake,
+    workspace,
+    write_tif,
+)
 
 pytestmark = pytest.mark.workflow
-
-CONFIG = {
-    "manifest": "config/manifest.csv",
-    "demo": {"size": 96, "empty": ["e1"]},
-    "bands": {
-        "names": ["blue", "green", "red", "nir", "swir16", "swir22"],
-        "select": ["blue", "green", "red", "nir"],
-        "indices": ["ndwi"],
-    },
-    "acquire": {"retries": 2, "backoff_s": 0.05, "timeout_s": 10},
-    "labels": {
-        "classes": ["land", "water", "reef", "cloud"],
-        "remap": {0: "land", 1: "water", 2: "water", 3: "reef", 4: "cloud"},
-        "target": ["reef"],
-    },
-    "chips": {"size": 32, "max_nodata_fraction": 0.5},
-    "splits": {"folds": 3},
-}
-DEMO = ["a1", "a2", "b1", "c1", "e1"]
-AOI = {"a1": "A", "a2": "A", "b1": "B", "c1": "C", "e1": "E"}
-
-
-def snakemake(
-    workdir: Path, *args: str, check: bool = True, timeout: float = 600
-) -> subprocess.CompletedProcess[str]:
-    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
-    cmd = [
-        str(Path(sys.executable).parent / "snakemake"),
-        "--snakefile", str(REPO / "workflow" / "Snakefile"),
-        "--workflow-profile", str(REPO / "profiles" / "default"),
-        "--cores", "2",
-        *args,
-    ]  # fmt: skip
-    proc = subprocess.run(cmd, cwd=workdir, env=env, capture_output=True, text=True, timeout=timeout)
-    if check and proc.returncode != 0:
-        raise AssertionError(f"snakemake failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
-    return proc
-
-
-def planned_jobs(workdir: Path) -> dict[str, int]:
-    """The job counts of a dry run, by rule."""
-    out = snakemake(workdir, "--dry-run").stdout
-    if "Nothing to be done" in out:
-        return {}
-    table = out.split("Job stats:")[1].split("total")[0]
-    return {m[1]: int(m[2]) for m in re.finditer(r"^(\w+)\s+(\d+)$", table, re.M)}
-
-
-def workspace(tmp_path: Path, config: dict, manifest: list[dict]) -> Path:
-    (tmp_path / "config").mkdir(parents=True, exist_ok=True)
-    (tmp_path / "config" / "config.yaml").write_text(yaml.safe_dump(config))
-    pd.DataFrame(manifest).to_csv(tmp_path / "config" / "manifest.csv", index=False)
-    return tmp_path
-
-
-def demo_row(name: str) -> dict:
-    return {
-        "scene_id": name,
-        "uri": f"resources/demo/images/{name}.tif",
-        "sha256": "",
-        "label_uri": f"resources/demo/labels/{name}.tif",
-        "role": "train",
-        "aoi": AOI[name],
-    }
-
-
-def apply_row(name: str, uri: str | None = None) -> dict:
-    """A manifest row of an apply scene (no label), by default the demo quad ``name``."""
-    return {**demo_row("a1"), "scene_id": name, "uri": uri or f"resources/demo/images/{name}.tif",
-            "label_uri": "", "role": "apply", "aoi": ""}  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -608,3 +549,9 @@ def test_the_workflows_maps_have_stac_items_and_a_collection(fresh_run: FreshRun
         assert any(link.rel == "via" and link.href.endswith(".ckpt") for link in items[0].links)
     model_item = pystac.Item.from_file(str(work / "results/maps/models/base/best/scenes/left.stac.json"))
     assert any(a.href.endswith("base.onnx") for a in model_item.assets.values())
+
+
+def test_a_dry_run_after_the_demo_plans_nothing(demo_run: Path) -> None:
+    """The whole embedded demo, once finished, is up to date: a dry run has no job to plan."""
+    assert (demo_run / "results" / "calval" / "summary.csv").is_file()
+    assert planned_jobs(demo_run) == {}

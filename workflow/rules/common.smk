@@ -5,21 +5,14 @@ import os
 import shlex
 import sys
 
-from snakemake.utils import validate
-
+from snakemap.core.config import build, resolve
+from snakemap.core.model_sections import APPLIED_PATTERN, ID_PATTERN, MODEL_KEY_PATTERN
 from snakemap.core.storage import local_path
-from snakemap.core.config import build
-from snakemap.plan.grid import (
-    APPLIED_PATTERN,
-    ID_PATTERN,
-    MODEL_KEY_PATTERN,
-    PREDICTOR_PATTERN,
-    learning_params,
-    split_predictor,
-)
+from snakemap.plan.grid import PREDICTOR_PATTERN, learning_params, split_predictor
 from snakemap.plan.grid import check_downscaling
 from snakemap.plan.grid import expand as expand_models
-from snakemap.plan.manifest import CACHE_DIR, SCENE_ID_PATTERN, read_manifest, scenes_with_role
+from snakemap.plan.manifest import SCENE_ID_PATTERN, read_manifest, scenes_with_role
+from snakemap.plan.manifest_cache import CACHE_DIR
 from snakemap.data.sensors import SceneTables
 from snakemap.plan.shards import SHARD_PATTERN, ShardTable, check_mask
 from snakemap.core.status import SceneStatus
@@ -28,7 +21,11 @@ from snakemap.core.status import SceneStatus
 # activated conda environment under --sdm conda still comes first).
 os.environ["PATH"] = os.pathsep.join([os.path.dirname(sys.executable), os.environ.get("PATH", "")])
 
-validate(config, "../schemas/config.schema.yaml")
+# The typed config (snakemap.core.config): every key checked (a mistake stops the run here, naming
+# the section and the key), defaults filled in; --config overrides go through it too.
+_RESOLVED = resolve(config)
+config.clear()
+config.update(_RESOLVED)
 
 # The sensors and label schemes, checked against bands and labels; then the manifest, whose
 # messages name the line of each bad row (and of each sensor or label scheme not in the tables).
@@ -40,12 +37,7 @@ MANIFEST = read_manifest(
     labels_required=config["task"] != "downscaling",
     cache=CACHE_DIR,
 )
-# Row-by-row JSON-schema validation costs seconds at 100,000 rows: the package's check above
-# covers every apply row already; the schema checks the (few) training and calval rows again.
-# (Rows picked by position: a boolean mask over a million Arrow-backed rows costs a third of a second.)
-validate(
-    MANIFEST.iloc[MANIFEST["role"].ne("apply").to_numpy().nonzero()[0]], "../schemas/manifest.schema.yaml"
-)
+
 
 # segmentation or downscaling: the task changes the calval, report and apply rules (see Snakefile)
 TASK = config["task"]

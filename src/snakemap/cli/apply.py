@@ -10,7 +10,8 @@ from typing import TYPE_CHECKING, Any
 
 from snakemap.cli.common import add_image, input_image, member_weights, model_options, step_options
 from snakemap.core.config import ConfigError, build, load_sections
-from snakemap.plan.manifest import CACHE_DIR, apply_scene_ids, manifest_rows, read_manifest
+from snakemap.plan.manifest import apply_scene_ids, manifest_rows, read_manifest
+from snakemap.plan.manifest_cache import CACHE_DIR
 
 if TYPE_CHECKING:
     from snakemap.inference.predict import Predictor
@@ -97,7 +98,8 @@ def _predict_standalone(args: argparse.Namespace) -> int:
 
 def _apply_shard(args: argparse.Namespace, cfg: dict[str, Any]) -> int:
     from snakemap.data.sensors import SceneTables, build_sensors
-    from snakemap.inference.shard import SceneInput, ShardRunner
+    from snakemap.inference.scenes import SceneInput
+    from snakemap.inference.shard import ShardRunner
     from snakemap.plan.shards import ShardTable
 
     apply = build("apply", cfg.get("apply"))
@@ -118,7 +120,7 @@ def _apply_shard(args: argparse.Namespace, cfg: dict[str, Any]) -> int:
     if cfg.get("task") == "downscaling":
         import torch
 
-        from snakemap.inference.shard import FieldShardRunner
+        from snakemap.inference.field_shard import FieldShardRunner
         from snakemap.tasks.downscaling import load_downscaler
 
         device = torch.device("cuda" if args.gpus and torch.cuda.is_available() else "cpu")
@@ -153,7 +155,8 @@ def _apply_shard(args: argparse.Namespace, cfg: dict[str, Any]) -> int:
 def _stac(args: argparse.Namespace, cfg: dict[str, Any]) -> int:
     import yaml
 
-    from snakemap.outputs.stac import ModelInfo, write_collection
+    from snakemap.outputs.stac_collection import write_collection
+    from snakemap.outputs.stac_model import ModelInfo
     from snakemap.plan.manifest import parse_datetime
 
     manifest = read_manifest(args.manifest, labels_required=cfg.get("task") != "downscaling", cache=CACHE_DIR)

@@ -26,7 +26,8 @@ def _baseline(args: argparse.Namespace, cfg: dict[str, Any]) -> int:
 
 def _calval_metrics(args: argparse.Namespace, cfg: dict[str, Any]) -> int:
     from snakemap.core.io import read_json
-    from snakemap.evaluation.calval import score_predictor, site_files, write_scores
+    from snakemap.evaluation.calval import score_predictor, site_files, sites_table
+    from snakemap.evaluation.scores import write_scores
 
     labels = build("labels", cfg["labels"])
     files, skipped = site_files(args.clean, args.maps, args.probs)
@@ -35,7 +36,7 @@ def _calval_metrics(args: argparse.Namespace, cfg: dict[str, Any]) -> int:
     result = score_predictor(
         args.predictor, files, labels.classes, labels.ignore_index, target, tuned, args.selection, skipped
     )
-    write_scores(result, args.out_json, args.out_csv)
+    write_scores(result, sites_table(result), args.out_json, args.out_csv)
     return 0
 
 
@@ -59,9 +60,10 @@ def _tune_threshold(args: argparse.Namespace, cfg: dict[str, Any]) -> int:
 
 
 def _calval_summary(args: argparse.Namespace, cfg: dict[str, Any]) -> int:
-    from snakemap.evaluation.calval import write_summary
+    from snakemap.core.io import write_csv
+    from snakemap.evaluation.calval import summary
 
-    print(write_summary(args.metrics, args.out).to_string(index=False))
+    print(write_csv(summary(args.metrics), args.out).to_string(index=False))
     return 0
 
 

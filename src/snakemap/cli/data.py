@@ -108,6 +108,15 @@ def _check_manifest(args: argparse.Namespace, cfg: dict[str, Any]) -> int:
     return 0
 
 
+def _config_schema(args: argparse.Namespace, cfg: dict[str, Any]) -> int:
+    import json
+
+    from snakemap.core.config import config_schema
+
+    print(json.dumps(config_schema(), indent=2))
+    return 0
+
+
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add the data steps and the manifest check to the ``snakemap`` command."""
     common = step_options()
@@ -161,3 +170,10 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("check-manifest", parents=[common], help="check a scene manifest")
     p.add_argument("manifest", type=Path)
     p.set_defaults(func=_check_manifest)
+
+    p = sub.add_parser(
+        "config-schema",
+        parents=[common],
+        help="print the config's JSON schema (workflow/schemas/config.schema.json), made from its types",
+    )
+    p.set_defaults(func=_config_schema)

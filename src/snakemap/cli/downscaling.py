@@ -45,21 +45,21 @@ def _downscale(args: argparse.Namespace, cfg: dict[str, Any]) -> int:
 
 
 def _downscale_metrics(args: argparse.Namespace, cfg: dict[str, Any]) -> int:
-    from snakemap.inference.fields import score_sites, write_scores
+    from snakemap.evaluation.field_scores import score_sites, sites_table
+    from snakemap.evaluation.scores import write_scores
 
     result = score_sites(args.predictor, args.clean, args.maps, args.scale, args.method, args.selection)
-    write_scores(result, args.out_json, args.out_csv)
+    write_scores(result, sites_table(result), args.out_json, args.out_csv)
     return 0
 
 
 def _downscale_summary(args: argparse.Namespace, cfg: dict[str, Any]) -> int:
-    from snakemap.core.io import atomic_path
-    from snakemap.inference.fields import write_summary
+    from snakemap.core.io import write_csv
+    from snakemap.evaluation.field_scores import summary
 
-    table = write_summary(args.metrics, args.out)
+    table = write_csv(summary(args.metrics), args.out)
     for scale in args.scales:
-        with atomic_path(args.tables / f"scale_x{scale}.csv", suffix=".csv") as tmp:
-            table[table["scale"] == scale].to_csv(tmp, index=False)
+        write_csv(table[table["scale"] == scale], args.tables / f"scale_x{scale}.csv")
     print(table.to_string(index=False))
     return 0
 

@@ -52,12 +52,11 @@ def _bundle(args: argparse.Namespace, cfg: dict[str, Any]) -> int:
 def _models_table(args: argparse.Namespace, cfg: dict[str, Any]) -> int:
     import pandas as pd
 
-    from snakemap.core.io import atomic_path
+    from snakemap.core.io import write_csv
     from snakemap.plan.grid import expand, jobs_table
 
     jobs = expand(cfg["models"], build("splits", cfg.get("splits")).folds)
-    with atomic_path(args.out, suffix=".tsv") as tmp:
-        pd.DataFrame(jobs_table(jobs)).to_csv(tmp, sep="\t", index=False)
+    write_csv(pd.DataFrame(jobs_table(jobs)), args.out, sep="\t")
     return 0
 
 

@@ -1,71 +1,241 @@
-"""Typed options built from the sections of the workflow config (``config/config.yaml``).
+"""The config, typed: one loader for the workflow and for every ``snakemap`` command.
 
-The workflow validates the whole config against ``workflow/schemas/config.schema.yaml`` (which
-also fills the defaults) and hands each step the sections it needs as JSON; by hand, a step
-reads the same YAML file. Defaults here equal the schema's (a test holds them together).
+:class:`Config` is the whole file (``config/config.yaml`` or an example), made of the section
+classes of :mod:`snakemap.core.sections` and :mod:`snakemap.core.model_sections`, which are the
+only place where a key, a default or a constraint is written. The Snakefile replaces its
+``config`` with :func:`resolve`'s result (so ``--config key=value`` overrides go through the same
+checks), steps get the sections they need as JSON and :func:`build` them, and a command run by
+hand with ``--config`` loads the file through :func:`load_sections`. ``snakemap config-schema``
+prints the JSON schema generated from these classes (``workflow/schemas/config.schema.json``).
 """
 
 from __future__ import annotations
 
-import dataclasses
-import importlib
 import json
 import os
+import types
+import typing
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, ClassVar, Literal
 
 import yaml
+from pydantic import BaseModel, Field, ValidationError, model_validator
 
-#: config section -> ``module:class`` of its options; imported on use, so that light steps
-#: (acquire, clean, chips) do not pay for importing torch.
-SECTIONS: dict[str, str] = {
-    "acquire": "snakemap.core.storage:AcquireOptions",
-    "bands": "snakemap.data.bands:BandOptions",
-    "clean": "snakemap.data.clean:CleanOptions",
-    "labels": "snakemap.data.labels:LabelOptions",
-    "chips": "snakemap.data.chips:ChipOptions",
-    "splits": "snakemap.data.splits:SplitOptions",
-    "demo": "snakemap.data.demo:DemoOptions",
-    "predict": "snakemap.inference.predict:PredictOptions",
-    "apply": "snakemap.plan.shards:ApplyOptions",
-    "downscaling": "snakemap.inference.fields:DownscalingOptions",
-}
+from snakemap.core.model_sections import (
+    ID_PATTERN,
+    ApplyOptions,
+    CalvalOptions,
+    DownscalingOptions,
+    ModelsSection,
+    PredictOptions,
+)
+from snakemap.core.section_base import Section
+from snakemap.core.sections import (
+    LABEL_VALUE_PATTERN,
+    AcquireOptions,
+    BandOptions,
+    ChipOptions,
+    CleanOptions,
+    DemoOptions,
+    LabelOptions,
+    ResourceOptions,
+    SensorOptions,
+    SplitOptions,
+)
 
-
-def options_class(section: str) -> type:
-    """The options class of a config section."""
-    module, name = SECTIONS[section].split(":")
-    cls: type = getattr(importlib.import_module(module), name)
-    return cls
+Id = Annotated[str, Field(pattern=f"^{ID_PATTERN}$")]
+LabelValue = int | Annotated[str, Field(pattern=LABEL_VALUE_PATTERN)]
 
 
 class ConfigError(ValueError):
-    """A config section that cannot be used; the message names the key."""
+    """A config that cannot be used; the message names the section and the key."""
 
 
-def build(section: str, values: dict[str, Any] | None) -> Any:
-    """Build the options object of ``section`` from its dict, naming any unknown key."""
+class Config(Section):
+    """The workflow's config file. ``manifest`` and ``bands`` are required, and ``labels`` too
+    unless the task is ``downscaling`` (which learns from the fields themselves)."""
+
+    OMIT_UNSET: ClassVar[frozenset[str]] = frozenset({"demo", "labels", "models"})
+
+    #: segmentation: class maps from labelled scenes; downscaling: a gridded field (band 1 of each
+    #: scene) at ``scale`` times the resolution, learnt by degrading the scenes themselves
+    task: Literal["segmentation", "downscaling"] = Field(
+        "segmentation",
+        description="segmentation: class maps from labelled scenes; downscaling: a gridded field (band 1 "
+        "of each scene) at `scale` times the resolution, learnt by degrading the scenes themselves",
+    )
+    downscaling: DownscalingOptions = Field(
+        default_factory=DownscalingOptions, description="task: downscaling only"
+    )
+    #: apply shards try their corrupt scenes again
+    retry_corrupt: bool = Field(
+        False,
+        description="apply shards try their corrupt scenes again: snakemake --forcerun apply_shard "
+        "--config retry_corrupt=true",
+    )
+    #: path of the scene manifest (CSV or Parquet), relative to the working directory
+    manifest: str = Field(
+        description="path of the scene manifest (CSV or Parquet), relative to the working directory"
+    )
+    demo: DemoOptions | None = Field(
+        None,
+        description="present only in the embedded demo: a rule then writes the synthetic scenes under "
+        "resources/demo/ that the demo manifest points at",
+    )
+    bands: BandOptions
+    sensors: dict[Id, SensorOptions] = Field(
+        default_factory=dict,
+        description="how each sensor's files are stored, for manifest rows whose `sensor` column names "
+        "it (rows without one use bands.names): every scene then cleans to bands.select (by name) plus "
+        "bands.indices, in reflectance",
+    )
+    acquire: AcquireOptions = Field(default_factory=AcquireOptions)
+    clean: CleanOptions = Field(default_factory=CleanOptions)
+    labels: LabelOptions | None = None
+    label_schemes: dict[Id, dict[LabelValue, str]] = Field(
+        default_factory=dict,
+        description="remap tables like labels.remap, for manifest rows whose `label_scheme` column names "
+        "one (rows without one use labels.remap); classes and ignore_index are the labels section's",
+    )
+    chips: ChipOptions = Field(default_factory=ChipOptions)
+    splits: SplitOptions = Field(default_factory=SplitOptions)
+    resources: ResourceOptions = Field(
+        default_factory=ResourceOptions, description="what the heavier jobs ask of the executor"
+    )
+    models: ModelsSection | None = Field(
+        None, description="a base model, a grid of values expanded over it, and/or an explicit list"
+    )
+    predict: PredictOptions = Field(
+        default_factory=PredictOptions, description="how scenes are predicted (calval and application)"
+    )
+    calval: CalvalOptions = Field(
+        default_factory=CalvalOptions,
+        description="scoring models, ensembles and baselines at the calval sites",
+    )
+    apply: ApplyOptions = Field(
+        default_factory=ApplyOptions,
+        description="applying predictors to the manifest's apply scenes, in shards",
+    )
+
+    @model_validator(mode="after")
+    def _labels_for_segmentation(self) -> Config:
+        if self.task != "downscaling" and self.labels is None:
+            raise ValueError("labels: required (the classes and the remap table) unless task is downscaling")
+        return self
+
+
+#: config section -> its options class, for :func:`build`
+SECTIONS: dict[str, type[Section]] = {
+    name: info.annotation
+    for name, info in Config.model_fields.items()
+    if isinstance(info.annotation, type) and issubclass(info.annotation, Section)
+} | {"demo": DemoOptions, "labels": LabelOptions, "models": ModelsSection}
+
+
+def options_class(section: str) -> type[Section]:
+    """The options class of a config section."""
+    return SECTIONS[section]
+
+
+def build(section: str, values: Mapping[str, Any] | None) -> Any:
+    """The typed options of ``section`` from its dict; a :class:`ConfigError` names the key."""
     cls = options_class(section)
-    values = dict(values or {})
-    known = {f.name for f in dataclasses.fields(cls) if f.init}
-    unknown = sorted(set(values) - known)
-    if unknown:
-        raise ConfigError(
-            f"{section}: unknown key(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}"
-        )
     try:
-        return cls(**values)
-    except (TypeError, ValueError) as exc:
-        raise ConfigError(f"{section}: {exc}") from exc
+        return cls.model_validate(dict(values or {}))
+    except ValidationError as exc:
+        raise ConfigError(message(exc, (section,))) from None
+
+
+def load_config(data: Mapping[str, Any]) -> Config:
+    """The typed config of a config dict (a YAML file's, with ``--config`` overrides merged in).
+
+    Raises:
+        ConfigError: naming every bad key, with its section, before any job runs.
+    """
+    try:
+        return Config.model_validate(dict(data))
+    except ValidationError as exc:
+        raise ConfigError(message(exc)) from None
+
+
+def resolve(data: Mapping[str, Any]) -> dict[str, Any]:
+    """The config as the workflow uses it: checked, defaults filled in, values as given."""
+    return load_config(data).resolved()
+
+
+def read_config(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Read and :func:`resolve` a config YAML file."""
+    data = yaml.safe_load(Path(path).read_text()) or {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping of config sections, got {type(data).__name__}")
+    return resolve(data)
 
 
 def load_sections(
     config_file: str | os.PathLike[str] | None = None, options_json: str | None = None
 ) -> dict[str, Any]:
-    """Read the config YAML (if given), overlay the JSON sections (if given), return a dict."""
-    data: dict[str, Any] = {}
-    if config_file:
-        data.update(yaml.safe_load(Path(config_file).read_text()) or {})
+    """The config file's sections (checked, defaults filled in), overlaid with the JSON sections
+    a rule passes (each checked when a step builds it)."""
+    data: dict[str, Any] = read_config(config_file) if config_file else {}
     if options_json:
         data.update(json.loads(options_json))
     return data
+
+
+def config_schema() -> dict[str, Any]:
+    """The JSON schema of the config, generated from :class:`Config` (for editors and docs)."""
+    schema = Config.model_json_schema(by_alias=True)
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    return schema
+
+
+def message(exc: ValidationError, prefix: tuple[str, ...] = ()) -> str:
+    """One line per bad key of a pydantic error, each naming its dotted key; the unknown keys of
+    one section are named together, with the keys it knows."""
+    lines: list[str] = []
+    unknown: dict[tuple[str, ...], list[str]] = {}
+    for err in exc.errors():
+        loc = (*prefix, *(str(p) for p in err["loc"]))
+        if err["type"] == "extra_forbidden":
+            unknown.setdefault(loc[:-1], []).append(loc[-1])
+            continue
+        text = "required" if err["type"] == "missing" else err["msg"].removeprefix("Value error, ")
+        lines.append(f"{'.'.join(loc)}: {text}" if loc else text)
+    for where, keys in unknown.items():
+        known = _known(where)
+        hint = f"; known: {', '.join(known)}" if known else ""
+        lines.insert(0, f"{'.'.join(where) or 'config'}: unknown key(s) {', '.join(keys)}{hint}")
+    return "\n".join(lines)
+
+
+def _known(where: tuple[str, ...]) -> list[str]:
+    """The keys that the section at dotted ``where`` accepts; empty where that is no section."""
+    node: Any = Config
+    for part in where:
+        node = _unwrap(node)
+        if isinstance(node, type) and issubclass(node, BaseModel) and part in node.model_fields:
+            node = node.model_fields[part].annotation
+        elif typing.get_origin(node) is dict:
+            node = typing.get_args(node)[1]  # a table's entry, whatever its name
+        else:
+            return []
+    node = _unwrap(node)
+    if isinstance(node, type) and issubclass(node, BaseModel):
+        return sorted(f.alias or n for n, f in node.model_fields.items())
+    return []
+
+
+def _unwrap(annotation: Any) -> Any:
+    """``X`` of ``X | None`` and ``Annotated[X, ...]``."""
+    while True:
+        origin = typing.get_origin(annotation)
+        if origin is typing.Annotated:
+            annotation = typing.get_args(annotation)[0]
+        elif origin in (typing.Union, types.UnionType):
+            options = [a for a in typing.get_args(annotation) if a is not type(None)]
+            if len(options) != 1:
+                return annotation
+            annotation = options[0]
+        else:
+            return annotation

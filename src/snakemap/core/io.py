@@ -13,9 +13,12 @@ import os
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+if TYPE_CHECKING:  # pandas is imported by the callers that have tables, not by every light step
+    import pandas as pd
 
 #: The class maps' nodata value (uint8 class indices elsewhere); also the probabilities' nodata.
 NODATA_CLASS = 255
@@ -69,6 +72,14 @@ def write_json(path: str | os.PathLike[str], data: Any) -> None:
     """Write ``data`` as indented JSON, atomically."""
     with atomic_path(path) as tmp:
         tmp.write_text(json.dumps(data, indent=2, sort_keys=True, default=_json_default) + "\n")
+
+
+def write_csv(table: pd.DataFrame, path: str | os.PathLike[str], sep: str = ",") -> pd.DataFrame:
+    """Write ``table`` as CSV (or TSV, ``sep="\\t"``) without its index, atomically; return it."""
+    suffix = ".tsv" if sep == "\t" else ".csv"
+    with atomic_path(path, suffix=suffix) as tmp:
+        table.to_csv(tmp, sep=sep, index=False)
+    return table
 
 
 def read_json(path: str | os.PathLike[str]) -> Any:

@@ -13,11 +13,10 @@ import math
 import os
 import urllib.parse
 import urllib.request
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from snakemap.core.config import ConfigError
+from snakemap.core.sections import AcquireOptions
 
 #: GDAL's virtual file systems for remote schemes
 _VSI = {"http": "/vsicurl/", "https": "/vsicurl/", "s3": "/vsis3/", "gs": "/vsigs/"}
@@ -108,36 +107,6 @@ def gdal_options(uri: str, options: AcquireOptions) -> dict[str, str]:
         if options.anonymous:
             found["GS_NO_SIGN_REQUEST"] = "YES"
     return found
-
-
-@dataclass
-class AcquireOptions:
-    """How files are fetched; mirrors the ``acquire`` section of the config."""
-
-    #: further attempts after the first one fails for a transient reason
-    retries: int = 3
-    #: seconds before the first retry; doubled before each further one
-    backoff_s: float = 1.0
-    #: network timeout per attempt, in seconds
-    timeout_s: float = 60.0
-    #: the S3 (or GCS) endpoint, e.g. ``http://127.0.0.1:9000`` for MinIO; None: the provider's
-    endpoint_url: str | None = None
-    #: the bucket's region (``s3://``); None: the environment's (``AWS_REGION``) or the default
-    region: str | None = None
-    #: unsigned requests (public buckets); credentials, if any, are not used
-    anonymous: bool = False
-    #: the reader pays for the transfer (requester-pays buckets)
-    requester_pays: bool = False
-    #: apply reads a remote tiled GeoTIFF without a sha256 where it lies (only the bands it
-    #: needs, strip by strip) instead of downloading it; untiled files are downloaded
-    read_in_place: bool = True
-
-    def __post_init__(self) -> None:
-        if self.endpoint_url is not None and urllib.parse.urlparse(self.endpoint_url).scheme not in (
-            "http",
-            "https",
-        ):
-            raise ConfigError(f"acquire.endpoint_url: {self.endpoint_url!r} is no http:// or https:// URL")
 
 
 def local_path(uri: str) -> Path | None:

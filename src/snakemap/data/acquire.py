@@ -25,8 +25,9 @@ from pathlib import Path
 from typing import IO
 
 from snakemap.core.io import atomic_path, write_json
+from snakemap.core.sections import AcquireOptions
 from snakemap.core.status import SceneError
-from snakemap.core.storage import AcquireOptions, fsspec_options, local_path, scheme
+from snakemap.core.storage import fsspec_options, local_path, scheme
 
 log = logging.getLogger(__name__)
 

@@ -3,57 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 
 import numpy as np
 
 from snakemap.core.config import ConfigError
+from snakemap.core.sections import BandOptions, IndexSpec
 from snakemap.core.status import SceneError
-
-#: Named normalized differences ``(a - b) / (a + b)`` over source band names.
-PRESET_INDICES: dict[str, tuple[str, str]] = {
-    "ndvi": ("nir", "red"),
-    "ndwi": ("green", "nir"),  # McFeeters (1996): open water > 0
-    "mndwi": ("green", "swir16"),
-    "nbr": ("nir", "swir22"),
-}
-
-
-@dataclass
-class IndexSpec:
-    """A normalized difference ``(a - b) / (a + b)`` of two source bands, added as a channel."""
-
-    name: str
-    a: str
-    b: str
-
-
-@dataclass
-class BandOptions:
-    """Which bands to keep and which indices to add; mirrors the ``bands`` config section."""
-
-    #: names of the source bands in file order; when given, also the expected band count
-    names: list[str] | None = None
-    #: bands to keep, in order, by name or 1-based index; None keeps all
-    select: list[str | int] | None = None
-    #: indices to append: preset names (``ndvi``, ``ndwi``, ``mndwi``, ``nbr``) or ``{name, a, b}``
-    indices: list[str | dict[str, str]] = field(default_factory=list)
-
-    def index_specs(self) -> list[IndexSpec]:
-        """The indices as :class:`IndexSpec`, presets expanded."""
-        specs = []
-        for item in self.indices:
-            if isinstance(item, str):
-                if item.lower() not in PRESET_INDICES:
-                    raise ValueError(
-                        f"bands.indices: unknown index {item!r}; use one of "
-                        f"{', '.join(PRESET_INDICES)} or {{name, a, b}}"
-                    )
-                a, b = PRESET_INDICES[item.lower()]
-                specs.append(IndexSpec(item.lower(), a, b))
-            else:
-                specs.append(IndexSpec(**item))
-        return specs
 
 
 def source_names(descriptions: tuple[str | None, ...], options: BandOptions) -> list[str]:

@@ -25,6 +25,7 @@ import pandas as pd
 import rasterio
 
 from snakemap.core.io import atomic_path
+from snakemap.core.sections import ChipOptions
 from snakemap.core.status import SceneStatus, status_path
 from snakemap.data.stats import scene_normalizer
 
@@ -42,24 +43,6 @@ INDEX_COLUMNS = [
 
 
 @dataclass
-class ChipOptions:
-    """How chips are cut; mirrors the ``chips`` config section."""
-
-    #: chip side in pixels
-    size: int = 64
-    #: step between chips in pixels; None = size (no overlap)
-    stride: int | None = None
-    #: a chip with a larger fraction of invalid pixels is dropped
-    max_nodata_fraction: float = 0.2
-    #: keep at most this many chips per scene (a seeded sample); None keeps all
-    max_per_scene: int | None = None
-    #: fraction of the chips without any target pixel that is kept (1 keeps all)
-    background_fraction: float = 1.0
-    #: seed of the sampling
-    seed: int = 0
-
-
-@dataclass
 class ChipPaths:
     """The three files of one scene's chips."""
 
@@ -68,8 +51,10 @@ class ChipPaths:
     index: Path
 
 
-def window_origins(length: int, size: int, stride: int) -> list[int]:
-    """Start offsets of windows of ``size`` every ``stride`` that cover ``[0, length)``.
+def origins_inside(length: int, size: int, stride: int) -> list[int]:
+    """Start offsets of windows of ``size`` every ``stride`` that lie inside ``[0, length)`` and
+    cover it (chips, and the windows a field is downscaled in; the predictor's windows overhang
+    the edge instead: :func:`snakemap.inference.windows.padded_origins`).
 
     The last window is moved back to end at ``length``, so the far edge is covered too.
     A ``length`` shorter than ``size`` gives no window.
@@ -109,8 +94,8 @@ def select_chips(
     labelled = (label != ignore_index) & ~invalid
     is_target = np.isin(label, target) & labelled
     rows = []
-    for r in window_origins(image.shape[1], size, stride):
-        for c in window_origins(image.shape[2], size, stride):
+    for r in origins_inside(image.shape[1], size, stride):
+        for c in origins_inside(image.shape[2], size, stride):
             win = (slice(r, r + size), slice(c, c + size))
             nodata = float(invalid[win].mean())
             lab = float(labelled[win].mean())

@@ -8,15 +8,18 @@ Output layout of one scene, ``results/clean/{scene}/``:
   sensor (:mod:`snakemap.data.sensors`), in reflectance (stored value * scale + offset).
 - ``label.tif``: only when ok and the scene has a label. uint8 class indices on the image's
   grid, ``ignore_index`` (also the nodata value) for unlabelled, ignored and invalid pixels.
+
+Holds reading a scene (image and label, windowed, reprojected), judging its state and writing its
+outputs; the masks, scaling and indices applied to its pixels live in :mod:`snakemap.data.masks`,
+the ``clean`` section's options in :mod:`snakemap.core.sections`.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import rasterio
@@ -29,58 +32,14 @@ from rasterio.windows import Window, from_bounds
 
 from snakemap.core.config import ConfigError
 from snakemap.core.io import read_json, write_cog
+from snakemap.core.sections import BandOptions, CleanOptions, LabelOptions, SensorOptions
 from snakemap.core.status import SceneError, SceneStatus, corrupt_reason, status_path
 from snakemap.data.acquire import RECORD
-from snakemap.data.bands import BandOptions, add_indices, cleaned_names, select_indices, source_names
-from snakemap.data.labels import LabelOptions, Unmapped, remap_labels
-from snakemap.data.sensors import SensorOptions
+from snakemap.data.bands import cleaned_names, source_names
+from snakemap.data.labels import Unmapped, remap_labels
+from snakemap.data.masks import clean_array, is_all_zero, qa_position
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class QAOptions:
-    """A quality band whose flagged pixels are masked."""
-
-    #: the QA band, by name or 1-based index; it is never part of the cleaned image
-    band: str | int
-    #: QA values that mark a pixel invalid
-    values: list[int] = field(default_factory=list)
-    #: bit positions (0 = least significant) any of which, when set, mark a pixel invalid
-    bits: list[int] = field(default_factory=list)
-
-
-@dataclass
-class CleanOptions:
-    """How scenes are cleaned; mirrors the ``clean`` config section."""
-
-    #: nodata value of the source bands; None uses the file's own
-    nodata: float | None = None
-    #: a pixel whose source bands are all 0 is nodata (common in L1/L2 tiles without nodata)
-    zero_is_nodata: bool = False
-    #: a QA band to mask with
-    qa: QAOptions | dict[str, Any] | None = None
-    #: reproject to this CRS (e.g. ``EPSG:32755``); None keeps the scene's
-    crs: str | None = None
-    #: reproject to this pixel size in CRS units; None keeps the scene's
-    resolution: float | None = None
-    #: resampling of the image when reprojecting (labels always use nearest)
-    resampling: str = "bilinear"
-    #: a scene with a smaller fraction of valid pixels is empty
-    min_valid_fraction: float = 0.01
-
-    def __post_init__(self) -> None:
-        if isinstance(self.qa, dict):
-            self.qa = QAOptions(**self.qa)
-        if self.crs is not None:
-            CRS.from_user_input(self.crs)  # a CRSError (a ValueError) names the bad value
-        if self.resampling not in Resampling.__members__:
-            raise ValueError(f"clean.resampling {self.resampling!r} is not a GDAL resampling method")
-
-    @property
-    def qa_band(self) -> str | int | None:
-        """The QA band's name or 1-based index, if any."""
-        return self.qa.band if isinstance(self.qa, QAOptions) else None
 
 
 #: the reason of a scene without a CRS or a geotransform
@@ -280,8 +239,8 @@ def read_clean(
         transform = src.window_transform(window) if window is not None else src.transform
     r, c = (int(own.row_off), int(own.col_off)) if own is not None else (0, 0)
     h, w = (int(own.height), int(own.width)) if own is not None else data.shape[1:]
-    all_zero = _all_zero(data[:, r : r + h, c : c + w], nodata, _qa_position(names, clean))
-    image, out_names = clean_array(data, names, nodata, bands, clean, sensor)
+    all_zero = is_all_zero(data[:, r : r + h, c : c + w], nodata, qa_position(names, clean.qa_band))
+    image, out_names = clean_array(data, names, nodata, bands, clean.qa_options, clean.zero_is_nodata, sensor)
     label, unmapped = None, None
     if label_path is not None and labels is not None:
         label, unmapped = _read_label(label_path, labels, crs, transform, image.shape[1:])
@@ -310,92 +269,6 @@ def check_georeferenced(src: rasterio.io.DatasetReader) -> None:
     """Raise ``SceneError(NO_CRS)`` for an open file without a CRS or with an identity geotransform."""
     if src.crs is None or src.transform.is_identity:
         raise SceneError(NO_CRS)
-
-
-def _qa_position(names: list[str], clean: CleanOptions) -> int | None:
-    """0-based position of the QA band among the source bands ``names``; None without one."""
-    qa = clean.qa_band
-    return None if qa is None else select_indices(names, BandOptions(select=[qa]))[0]
-
-
-def _all_zero(data: np.ndarray, nodata: float | None, qa_pos: int | None) -> bool:
-    """True when ``(bands, rows, cols)`` stored values hold valid pixels, all exactly 0 in every band."""
-    seen, nonzero = zero_figures(data, nodata, qa_pos)
-    return seen and not nonzero
-
-
-def zero_figures(data: np.ndarray, nodata: float | None, qa_pos: int | None) -> tuple[bool, bool]:
-    """Whether ``(bands, rows, cols)`` stored values hold any valid value, and any valid value
-    that is not 0. Valid here: finite and not ``nodata``; the QA band, whose 0 means clear, is
-    not looked at. Band by band, so that a scene with data is known after its first band."""
-    seen = False
-    for i, band in enumerate(data):
-        if i == qa_pos:
-            continue
-        valid = np.isfinite(band)
-        if nodata is not None and np.isfinite(nodata):
-            valid &= band != nodata
-        if (valid & (band != 0)).any():
-            return True, True
-        seen = seen or bool(valid.any())
-    return seen, False
-
-
-def clean_array(
-    data: np.ndarray,
-    names: list[str],
-    nodata: float | None,
-    bands: BandOptions,
-    clean: CleanOptions,
-    sensor: SensorOptions | None = None,
-) -> tuple[np.ndarray, list[str]]:
-    """Mask, scale, select and add indices to ``(source bands, rows, cols)`` float32 (changed in place).
-
-    Nodata, zero and QA masks apply to the stored values; then every source band but the QA
-    band becomes ``value * sensor.scale + sensor.offset``, and indices are computed from that.
-
-    Returns:
-        ``(selected bands + indices, rows, cols)`` float32 with NaN where invalid, and band names.
-    """
-    qa = clean.qa if isinstance(clean.qa, QAOptions) else None
-    qa_pos = _qa_position(names, clean)
-    invalid = _invalid_mask(data, nodata, clean.zero_is_nodata, qa, qa_pos)
-    data[:, invalid] = np.nan
-    if sensor is not None and not sensor.is_reflectance:
-        for i in range(len(names)):
-            if i != qa_pos:  # band by band, in place: no copy of the scene
-                data[i] *= sensor.scale
-                data[i] += sensor.offset
-    keep = select_indices(names, bands)
-    if bands.select is None:
-        keep = [i for i in keep if i != qa_pos]
-    elif qa_pos in keep:
-        raise ConfigError(f"bands.select keeps clean.qa.band {clean.qa_band!r}: a QA band is never cleaned")
-    index_arrays, index_names = add_indices(data, names, bands.index_specs())
-    image = np.stack([data[i] for i in keep] + index_arrays)
-    return image, [names[i] for i in keep] + index_names
-
-
-def _invalid_mask(
-    data: np.ndarray,
-    nodata: float | None,
-    zero_is_nodata: bool,
-    qa: QAOptions | None,
-    qa_pos: int | None,
-) -> np.ndarray:
-    """``(rows, cols)`` bool: True where any band is nodata/NaN, all are 0, or QA flags it."""
-    invalid: np.ndarray = ~np.isfinite(data).all(axis=0)
-    if nodata is not None and np.isfinite(nodata):
-        invalid |= (data == nodata).any(axis=0)
-    if zero_is_nodata:
-        invalid |= (data == 0).all(axis=0)
-    if qa is not None and qa_pos is not None:
-        flags = np.nan_to_num(data[qa_pos]).astype(np.int64)
-        if qa.values:
-            invalid |= np.isin(flags, qa.values)
-        for bit in qa.bits:
-            invalid |= (flags >> bit) & 1 == 1
-    return invalid
 
 
 def _read_label(

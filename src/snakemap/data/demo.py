@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import os
 import zlib
-from dataclasses import dataclass, field
 
 import numpy as np
 import rasterio
@@ -30,6 +29,7 @@ from rasterio.transform import from_origin
 from scipy import ndimage
 
 from snakemap.core.io import atomic_path
+from snakemap.core.sections import DemoOptions
 
 BANDS = ["blue", "green", "red", "nir", "swir16", "swir22"]
 #: Mean reflectance per class and band (rows: land, deep, shallow, reef, cloud).
@@ -44,20 +44,6 @@ SPECTRA = np.array(
     dtype=np.float32,
 )
 LABEL_NODATA = 255
-
-
-@dataclass
-class DemoOptions:
-    """Size and place of demo scenes; mirrors the ``demo`` config section."""
-
-    #: rows and columns of a scene
-    size: int = 256
-    #: pixel size in metres
-    resolution: float = 10.0
-    #: CRS of the scenes (UTM 55S: the Great Barrier Reef)
-    crs: str = "EPSG:32755"
-    #: names of demo scenes written as all nodata, to show the empty state
-    empty: list[str] = field(default_factory=list)
 
 
 def _smooth(rng: np.random.Generator, shape: tuple[int, int], sigma: float) -> np.ndarray:

@@ -18,34 +18,15 @@ to the same bands, ``bands.select`` (by name) plus ``bands.indices``, whatever i
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from snakemap.core.config import ConfigError, build
-from snakemap.data.bands import BandOptions, check_layout, cleaned_names
-from snakemap.data.labels import LabelOptions
+from pydantic import ValidationError
 
-_SENSOR_KEYS = ("bands", "scale", "offset", "nodata")
-
-
-@dataclass
-class SensorOptions:
-    """How one sensor's files are stored; an entry of the ``sensors`` config table."""
-
-    #: names of the source bands in file order; also the expected band count
-    bands: list[str]
-    #: reflectance = stored value * scale + offset (every source band but a QA band)
-    scale: float = 1.0
-    offset: float = 0.0
-    #: the stored value of nodata pixels; None: ``clean.nodata``, else the file's own
-    nodata: float | None = None
-
-    @property
-    def is_reflectance(self) -> bool:
-        """True when the stored values are reflectance already (scale 1, offset 0)."""
-        return self.scale == 1.0 and self.offset == 0.0
+from snakemap.core.config import ConfigError, build, message
+from snakemap.core.sections import BandOptions, LabelOptions, SensorOptions
+from snakemap.data.bands import check_layout, cleaned_names
 
 
 def build_sensors(table: Mapping[str, Any] | None, bands: BandOptions) -> dict[str, SensorOptions]:
@@ -67,31 +48,13 @@ def build_sensors(table: Mapping[str, Any] | None, bands: BandOptions) -> dict[s
 def _sensor(key: str, values: Any) -> SensorOptions:
     """One entry of the table, every value checked; errors name ``key`` and the field."""
     if not isinstance(values, Mapping):
-        raise ConfigError(f"{key}: expected a table with {', '.join(_SENSOR_KEYS)}, got {values!r}")
-    unknown = sorted(set(values) - set(_SENSOR_KEYS))
-    if unknown:
-        known = ", ".join(_SENSOR_KEYS)
-        raise ConfigError(f"{key}: unknown key(s) {', '.join(map(str, unknown))}; known: {known}")
-    names = values.get("bands")
-    if not isinstance(names, list) or not names or not all(isinstance(b, str) and b for b in names):
-        raise ConfigError(f"{key}.bands: expected a non-empty list of band names (file order), got {names!r}")
-    twice = sorted({b for b in names if names.count(b) > 1})
-    if twice:
-        raise ConfigError(f"{key}.bands: band name(s) {', '.join(twice)} given more than once")
-    scale, offset = _number(key, values, "scale", 1.0), _number(key, values, "offset", 0.0)
-    if scale == 0:
-        raise ConfigError(f"{key}.scale: must not be 0 (reflectance = value * scale + offset)")
-    nodata = values.get("nodata")
-    if nodata is not None:
-        nodata = _number(key, values, "nodata", 0.0)
-    return SensorOptions(list(names), scale, offset, nodata)
-
-
-def _number(key: str, values: Mapping[str, Any], name: str, default: float) -> float:
-    value = values.get(name, default)
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-        raise ConfigError(f"{key}.{name}: expected a finite number, got {value!r}")
-    return float(value)
+        raise ConfigError(
+            f"{key}: expected a table with {', '.join(SensorOptions.model_fields)}, got {values!r}"
+        )
+    try:
+        return SensorOptions.model_validate(dict(values))
+    except ValidationError as exc:
+        raise ConfigError(message(exc, tuple(key.split(".", 1)))) from None
 
 
 def _check_bands(name: str, sensor: SensorOptions, bands: BandOptions) -> None:

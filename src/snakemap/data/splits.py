@@ -11,28 +11,13 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
-from typing import Literal
 
 import numpy as np
 import pandas as pd
 from sklearn.model_selection import GroupKFold, StratifiedGroupKFold
 
 from snakemap.core.io import atomic_path
-
-
-@dataclass
-class SplitOptions:
-    """How folds are made; mirrors the ``splits`` config section."""
-
-    #: number of folds, k
-    folds: int = 3
-    #: ``group``: GroupKFold; ``stratified_group``: StratifiedGroupKFold on chips with target
-    method: Literal["group", "stratified_group"] = "stratified_group"
-    #: seed of the shuffling
-    seed: int = 0
-    #: group by blocks of this many pixels within each AOI instead of by AOI; None = by AOI
-    block_size: int | None = None
+from snakemap.core.sections import SplitOptions
 
 
 def make_folds(chips: pd.DataFrame, aois: Mapping[str, str], options: SplitOptions) -> pd.DataFrame:

@@ -32,7 +32,7 @@ PERCENTILES = (1, 2, 98, 99)
 STRIP_ROWS = 1024
 
 
-def iter_strips(path: str | os.PathLike[str], rows: int = STRIP_ROWS) -> Iterator[np.ndarray]:
+def raster_strips(path: str | os.PathLike[str], rows: int = STRIP_ROWS) -> Iterator[np.ndarray]:
     """Yield a raster as ``(bands, rows<=STRIP_ROWS, cols)`` float64 strips."""
     with rasterio.open(path) as src:
         for row in range(0, src.height, rows):
@@ -144,12 +144,12 @@ def band_statistics(
     """
     moments = BandMoments(len(names))
     for path in paths:
-        for strip in iter_strips(path):
+        for strip in raster_strips(path):
             _check_bands(path, strip, names)
             moments.update(strip)
     hist = np.zeros((len(names), bins), dtype=np.int64)
     for path in paths:
-        for strip in iter_strips(path):
+        for strip in raster_strips(path):
             for b, values in enumerate(strip):
                 if moments.count[b] == 0:
                     continue

@@ -29,7 +29,7 @@ import rasterio
 from rasterio.enums import Resampling
 from rasterio.warp import reproject
 
-from snakemap.core.io import NODATA_CLASS, PROB_SCALE, atomic_path, read_json, write_cog, write_json
+from snakemap.core.io import NODATA_CLASS, PROB_SCALE, read_json, write_cog
 from snakemap.core.metrics import confusion_matrix, scores
 from snakemap.core.status import SceneStatus, status_path, write_no_map
 
@@ -254,15 +254,6 @@ def sites_table(result: Mapping[str, Any]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def write_scores(
-    result: Mapping[str, Any], json_path: str | os.PathLike[str], csv_path: str | os.PathLike[str]
-) -> None:
-    """Write ``metrics.json`` and ``sites.csv`` atomically."""
-    write_json(json_path, result)
-    with atomic_path(csv_path, suffix=".csv") as tmp:
-        sites_table(result).to_csv(tmp, index=False)
-
-
 def summary(metrics_files: Sequence[str | os.PathLike[str]]) -> pd.DataFrame:
     """One row per predictor: its kind, overall accuracy, macro F1 and IoU, per-class IoU."""
     rows = []
@@ -288,12 +279,3 @@ def summary(metrics_files: Sequence[str | os.PathLike[str]]) -> pd.DataFrame:
         )
         rows.append(row)
     return pd.DataFrame(rows).sort_values("macro_iou", ascending=False, na_position="last")
-
-
-def write_summary(
-    metrics_files: Sequence[str | os.PathLike[str]], out: str | os.PathLike[str]
-) -> pd.DataFrame:
-    table = summary(metrics_files)
-    with atomic_path(out, suffix=".csv") as tmp:
-        table.to_csv(tmp, index=False)
-    return table

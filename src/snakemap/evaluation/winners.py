@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from snakemap.core.io import atomic_path
+from snakemap.core.io import write_csv
 
 #: Kinds of predictor that can win; baselines are what they are measured against.
 CONTENDERS = ("model", "ensemble")
@@ -97,6 +97,5 @@ def write_winners(summary_csv: str | os.PathLike[str], out: str | os.PathLike[st
     """Write :func:`winners` of a summary CSV as a CSV (IoUs to 3 decimals, margins to 1), atomically."""
     table = winners(pd.read_csv(summary_csv))
     rounded = table.round({"winner_iou": 3, "baseline_iou": 3, "margin_points": 1})
-    with atomic_path(out, suffix=".csv") as tmp:
-        rounded.to_csv(tmp, index=False)
+    write_csv(rounded, out)
     return rounded

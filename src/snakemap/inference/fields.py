@@ -1,15 +1,12 @@
 """Downscaling's files: auxiliary fields resampled onto a scene's grid, calval sites predicted from
-their own degraded field, interpolation baselines, and the scores of each predictor.
+their own degraded field (by a model or an interpolation baseline), and scenes downscaled whole
+(their scores: :mod:`snakemap.evaluation.field_scores`).
 
 A calval site's cleaned ``image.tif`` holds the high-resolution field (band 1) and the auxiliary
 fields (bands 2..). A predictor sees the field degraded by its scale factor ``s`` (block means;
 the site is first cut to a multiple of ``s`` rows and columns from its top-left corner) and is
 scored against the field itself. Its map ``results/calval/{predictor}/{site}.tif`` is float32, NaN
 where there is no data, on the cut site grid.
-
-``metrics.json`` of a predictor: ``{predictor, scale, method, selection, sites: {site: errors},
-overall: errors, skipped}``, where errors are :func:`snakemap.core.metrics.error_metrics`' (RMSE, MAE,
-bias, max error, cells) in the field's units; ``overall`` pools every site's cells.
 """
 
 from __future__ import annotations
@@ -17,40 +14,21 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pandas as pd
 import rasterio
 from affine import Affine
 from rasterio.warp import Resampling, reproject
 
-from snakemap.core.io import atomic_path, read_json, write_cog, write_json
-from snakemap.core.metrics import error_metrics
+from snakemap.core.io import write_cog
 from snakemap.core.status import SceneStatus, status_path, write_no_map
 
 if TYPE_CHECKING:  # torch is imported where a model runs, not by the light steps (clean, scores)
     from snakemap.tasks.fieldops import Downscaler, Method
 
 log = logging.getLogger(__name__)
-
-#: the columns of a downscaling summary, before the ratios to each baseline
-SUMMARY_COLUMNS = ["predictor", "kind", "scale", "rmse", "mae", "bias", "max_error", "cells", "selection"]
-
-
-@dataclass
-class DownscalingOptions:
-    """Mirrors the ``downscaling`` config section."""
-
-    #: name -> raster of a co-registered high-resolution field, an extra input channel
-    auxiliary: dict[str, str] = field(default_factory=dict)
-    #: interpolation baselines scored at the calval sites at every model's scale
-    baselines: list[str] = field(default_factory=lambda: ["bicubic", "bilinear", "nearest"])
-    #: low-resolution cells per prediction window side, and of context cropped at inner edges
-    window: int = 64
-    overlap: int = 8
 
 
 def check_auxiliary(source: str, band_names: Sequence[str], auxiliary: Mapping[str, str]) -> None:
@@ -219,90 +197,3 @@ def write_downscaled(out: str | os.PathLike[str], pred: np.ndarray, crs: Any, tr
     write_cog(
         out, pred[None].astype(np.float32), {"crs": crs, "transform": transform, "nodata": float("nan")}
     )
-
-
-def score_sites(
-    predictor: str,
-    clean_dirs: Sequence[str | os.PathLike[str]],
-    maps: Sequence[str | os.PathLike[str]],
-    scale: int,
-    method: str | None = None,
-    selection: str = "",
-) -> dict[str, Any]:
-    """Score a predictor's maps against each ok site's field (see the module docstring)."""
-    result: dict[str, Any] = {
-        "predictor": predictor,
-        "scale": scale,
-        "method": method,
-        "selection": selection,
-        "sites": {},
-        "skipped": {},
-    }
-    errors, truths = [], []
-    for clean, path in zip(clean_dirs, maps, strict=True):
-        status = SceneStatus.read(status_path(clean))
-        if status.status != "ok":
-            result["skipped"][status.scene_id] = f"{status.status}: {status.reason}"
-            continue
-        with rasterio.open(path) as src:
-            pred = src.read(1)
-        with rasterio.open(Path(clean) / "image.tif") as src:
-            truth = src.read(1, window=((0, pred.shape[0]), (0, pred.shape[1]))).astype(np.float32)
-        result["sites"][status.scene_id] = error_metrics(pred, truth)
-        valid = np.isfinite(pred) & np.isfinite(truth)
-        errors.append(pred[valid])
-        truths.append(truth[valid])
-    pooled = (np.concatenate(errors), np.concatenate(truths)) if errors else (np.zeros(0), np.zeros(0))
-    result["overall"] = error_metrics(*pooled)
-    return result
-
-
-def sites_table(result: Mapping[str, Any]) -> pd.DataFrame:
-    """One row per site (and ``overall``) with its errors."""
-    rows = [
-        {"predictor": result["predictor"], "scale": result["scale"], "site": site, **errors}
-        for site, errors in [*result["sites"].items(), ("overall", result["overall"])]
-    ]
-    return pd.DataFrame(rows)
-
-
-def write_scores(
-    result: Mapping[str, Any], json_path: str | os.PathLike[str], csv_path: str | os.PathLike[str]
-) -> None:
-    """Write ``metrics.json`` and ``sites.csv`` atomically."""
-    write_json(json_path, result)
-    with atomic_path(csv_path, suffix=".csv") as tmp:
-        sites_table(result).to_csv(tmp, index=False)
-
-
-def summary(metrics_files: Sequence[str | os.PathLike[str]]) -> pd.DataFrame:
-    """One row per predictor with its overall errors, and ``rmse_ratio_<method>``: its RMSE over
-    that interpolation baseline's at the same scale (below 1: better than the baseline)."""
-    results = [read_json(p) for p in metrics_files]
-    rows = [
-        {
-            "predictor": m["predictor"],
-            "kind": m["predictor"].split("/")[0].rstrip("s"),
-            "scale": m["scale"],
-            **{k: m["overall"][k] for k in ("rmse", "mae", "bias", "max_error", "cells")},
-            "selection": m.get("selection", ""),
-            "method": m.get("method"),
-        }
-        for m in results
-    ]
-    table = pd.DataFrame(rows, columns=[*SUMMARY_COLUMNS, "method"])
-    baselines = table[table["kind"] == "baseline"]
-    for method in sorted(baselines["method"].dropna().unique()):
-        ref = baselines[baselines["method"] == method].set_index("scale")["rmse"]
-        table[f"rmse_ratio_{method}"] = table["rmse"] / table["scale"].map(ref)
-    table = table.drop(columns="method")
-    return table.sort_values(["scale", "rmse"], na_position="last").reset_index(drop=True)
-
-
-def write_summary(
-    metrics_files: Sequence[str | os.PathLike[str]], out: str | os.PathLike[str]
-) -> pd.DataFrame:
-    table = summary(metrics_files)
-    with atomic_path(out, suffix=".csv") as tmp:
-        table.to_csv(tmp, index=False)
-    return table

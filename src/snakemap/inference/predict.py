@@ -29,9 +29,10 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
+from snakemap.core.model_sections import PredictOptions
 from snakemap.data.stats import STRIP_ROWS, Normalizer, scene_normalizer
 from snakemap.inference.readers import SceneReader
-from snakemap.inference.windows import PredictOptions, iter_strips, prefetched, window_origins
+from snakemap.inference.windows import padded_origins, prefetched, window_strips
 from snakemap.inference.writer import SceneOutputs
 from snakemap.tasks.networks import TrainedModel
 
@@ -231,8 +232,8 @@ def predict_staged(
     w, o, height, width = opts.window, opts.overlap, reader.height, reader.width
     k = len(predictor.classes)
     weights = opts.weights()
-    xs = window_origins(width, pad, stride)
-    last_y = window_origins(height, pad, stride)[-1]
+    xs = padded_origins(width, pad, stride)
+    last_y = padded_origins(height, pad, stride)[-1]
     acc = np.zeros((k, w, width), dtype=np.float32)
     wsum = np.zeros((w, width), dtype=np.float32)
     valid = np.zeros((w, width), dtype=bool)
@@ -243,7 +244,7 @@ def predict_staged(
     with outputs.staging(), ThreadPoolExecutor(1) as writer:
         flushed = 0
         pending: list[Future[None]] = []
-        for y, strip in prefetched(iter_strips(reader, opts)):
+        for y, strip in prefetched(window_strips(reader, opts)):
             # One batch of windows copied out of the strip at a time: a wide scene's strip holds
             # dozens of windows, and a copy of all of them would double the strip's memory.
             for b in range(0, len(xs), opts.batch_size):

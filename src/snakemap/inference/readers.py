@@ -3,7 +3,6 @@ scene cleaned strip by strip as it is read (apply's bounded-memory path)."""
 
 from __future__ import annotations
 
-import dataclasses
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -14,12 +13,12 @@ import rasterio
 from rasterio.errors import RasterioIOError
 from rasterio.windows import Window
 
-from snakemap.data.bands import BandOptions, select_indices, source_names
+from snakemap.core.sections import BandOptions
+from snakemap.data.bands import select_indices, source_names
 
 if TYPE_CHECKING:
-    from snakemap.data.clean import CleanOptions
-    from snakemap.data.sensors import SensorOptions
-    from snakemap.plan.shards import MaskOptions
+    from snakemap.core.model_sections import MaskOptions
+    from snakemap.core.sections import CleanOptions, SensorOptions
 
 
 class SceneReader(Protocol):
@@ -74,7 +73,7 @@ CLEAN_ROWS = 64
 
 class CleaningReader:
     """A raw scene cleaned as it is read, strip by strip (mask, scale, select, indices: the clean
-    step's :func:`snakemap.data.clean.clean_array`), so memory is set by the strip, not the scene.
+    step's :func:`snakemap.data.masks.clean_array`), so memory is set by the strip, not the scene.
 
     For scenes that are not reprojected (``clean.crs`` and ``clean.resolution`` unset).
 
@@ -100,7 +99,8 @@ class CleaningReader:
         gdal_env: Mapping[str, str] | None = None,
         needed_only: bool = False,
     ) -> None:
-        from snakemap.data.clean import _qa_position, check_georeferenced
+        from snakemap.data.clean import check_georeferenced
+        from snakemap.data.masks import qa_position
 
         self.env = dict(gdal_env or {})
         with rasterio.Env(**self.env):
@@ -118,7 +118,7 @@ class CleaningReader:
             given = (sensor.nodata if sensor else None, clean.nodata, self.dataset.nodata)
             self.nodata = next((v for v in given if v is not None), None)
             self.sensor = sensor
-            self.qa_pos = _qa_position(self.source, self.clean)
+            self.qa_pos = qa_position(self.source, self.clean.qa_band)
             self.height, self.width = self.dataset.height, self.dataset.width
             self.profile = {"crs": self.dataset.crs, "transform": self.dataset.transform}
             # the first row read: a bad block or a server error here closes the file too
@@ -146,9 +146,10 @@ class CleaningReader:
         return data
 
     def _clean(self, raw: np.ndarray) -> tuple[np.ndarray, list[str]]:
-        from snakemap.data.clean import clean_array
+        from snakemap.data.masks import clean_array
 
-        return clean_array(raw, list(self.source), self.nodata, self.bands, self.clean, self.sensor)
+        qa, zero_is_nodata = self.clean.qa_options, self.clean.zero_is_nodata
+        return clean_array(raw, list(self.source), self.nodata, self.bands, qa, zero_is_nodata, self.sensor)
 
     def read_rows(self, start: int, stop: int) -> np.ndarray:
         """Cleaned rows ``[start, stop)``, cleaned :data:`CLEAN_ROWS` at a time into one array, so
@@ -179,7 +180,8 @@ def band_subset(
     Raises:
         SceneError: a selected band the file lacks (as :func:`snakemap.data.bands.select_indices`).
     """
-    from snakemap.data.clean import QAOptions, _qa_position
+    from snakemap.core.sections import QAOptions
+    from snakemap.data.masks import qa_position
 
     everything = list(range(len(source)))
     if bands.select is None or len(set(source)) != len(source):
@@ -187,12 +189,12 @@ def band_subset(
     keep = select_indices(source, bands)
     needed = set(keep)
     needed |= {source.index(b) for s in bands.index_specs() for b in (s.a, s.b) if b in source}
-    qa = _qa_position(source, clean)
+    qa = qa_position(source, clean.qa_band)
     if qa is not None:
         needed.add(qa)
     by_name = BandOptions(names=None, select=[source[i] for i in keep], indices=bands.indices)
     if isinstance(clean.qa, QAOptions) and qa is not None:
-        clean = dataclasses.replace(clean, qa=dataclasses.replace(clean.qa, band=source[qa]))
+        clean = clean.model_copy(update={"qa": clean.qa.model_copy(update={"band": source[qa]})})
     return sorted(needed), by_name, clean
 
 
@@ -213,7 +215,7 @@ def survey(reader: CleaningReader, mask: MaskOptions | None = None) -> Survey:
         SceneError: a mask band the scene's cleaned bands lack.
     """
     from snakemap.core.status import SceneError
-    from snakemap.data.clean import zero_figures
+    from snakemap.data.masks import zero_figures
 
     if mask is not None and mask.band not in reader.names:
         raise SceneError(f"the scene's cleaned bands {reader.names} lack apply.mask.band {mask.band!r}")

@@ -21,8 +21,8 @@ from rasterio.windows import Window
 from snakemap.core.io import COG_OPTIONS, NODATA_CLASS, PROB_SCALE, atomic_path
 
 if TYPE_CHECKING:
+    from snakemap.core.model_sections import PredictOptions
     from snakemap.inference.readers import SceneReader
-    from snakemap.inference.windows import PredictOptions
 
 
 class SceneOutputs:

@@ -190,13 +190,13 @@ def predict_raw(
         BundleError: a sensor or auxiliary field the bundle does not know or lacks.
         SceneError: a scene that is empty or corrupt after cleaning (the reason says why).
     """
+    from snakemap.core.model_sections import PredictOptions
+    from snakemap.core.sections import BandOptions, CleanOptions
     from snakemap.core.status import SceneError
-    from snakemap.data.bands import BandOptions
-    from snakemap.data.clean import CleanOptions, judge, read_clean
+    from snakemap.data.clean import judge, read_clean
     from snakemap.data.sensors import build_sensors
     from snakemap.inference.predict import Member, Predictor, predict_scene
     from snakemap.inference.readers import ArrayReader
-    from snakemap.inference.windows import PredictOptions
 
     sections = meta["sections"]
     bands = BandOptions(**(sections.get("bands") or {}))
@@ -206,7 +206,8 @@ def predict_raw(
         known = ", ".join(sensors) or "none"
         raise BundleError(f"sensor {sensor!r} is not in the bundle's sensors ({known})")
     if meta["task"] == "downscaling":
-        from snakemap.inference.fields import DownscalingOptions, check_auxiliary, downscale_raster
+        from snakemap.core.model_sections import DownscalingOptions
+        from snakemap.inference.fields import check_auxiliary, downscale_raster
 
         opts = DownscalingOptions(**(sections.get("downscaling") or {}))
         names = list(meta["model"]["band_names"])

@@ -22,18 +22,16 @@ import itertools
 import re
 import zlib
 from collections.abc import Iterable
-from dataclasses import dataclass, field, fields
-from typing import Any, Literal
+from dataclasses import dataclass
+from typing import Any
+
+from snakemap.core.model_sections import ID_PATTERN, MODEL_KEY_PATTERN, ModelOptions
 
 #: short names for common keys in ids
 SHORT = {"batch_size": "bs", "encoder_name": "enc", "encoder_weights": "weights", "weight_decay": "wd"}
 _SAFE = re.compile(r"[^A-Za-z0-9.+-]")
-#: ids of models, ensembles, baselines, sensors and label schemes (the schemas check the same)
-ID_PATTERN = r"[A-Za-z0-9][A-Za-z0-9._+-]*"
-#: a training job below ``results/models/``: ``id`` or ``id/fold{k}``
-MODEL_KEY_PATTERN = rf"{ID_PATTERN}(/fold[0-9]+)?"
-#: predictors that predict scenes: a model's checkpoint or an ensemble
-APPLIED_PATTERN = rf"(models/{MODEL_KEY_PATTERN}/(best|last)|ensembles/{ID_PATTERN})"
+
+
 #: every predictor scored at calval: models' checkpoints, ensembles and baselines
 PREDICTOR_PATTERN = rf"(models/{MODEL_KEY_PATTERN}/(best|last)|ensembles/{ID_PATTERN}|baselines/{ID_PATTERN})"
 #: the downscaling networks (:mod:`snakemap.tasks.srnets`)
@@ -41,74 +39,6 @@ DOWNSCALING_ARCHS = ("SRCNN", "RecurrentSRCNN", "EDSR", "RCAN")
 #: model parameters that size a job (its resources) and never change what it learns: changing
 #: them neither reruns a finished job nor restarts a running one
 RESOURCE_KEYS = ("gpus", "cpus", "mem_mb", "runtime")
-
-
-@dataclass
-class ModelOptions:
-    """One model's parameters; mirrors ``models.base`` (plus grid values) in the config."""
-
-    #: segmentation-models-pytorch architecture: Unet, UnetPlusPlus, FPN, DeepLabV3Plus, ...;
-    #: downscaling: SRCNN, RecurrentSRCNN, EDSR, RCAN (:mod:`snakemap.tasks.srnets`)
-    arch: str = "Unet"
-    #: smp encoder name, e.g. resnet18, resnet34, efficientnet-b0
-    encoder_name: str = "resnet18"
-    #: path of a local weights file for the encoder, or None (from scratch)
-    encoder_weights: str | None = None
-    #: input bands by name (a subset of the cleaned bands and indices) or a name from
-    #: ``models.band_sets``; None uses all
-    bands: list[str] | str | None = None
-    #: loss terms and their weights: ce (cross-entropy), dice, focal; downscaling: l1, mse (the
-    #: segmentation default means ``{l1: 1.0}`` there)
-    loss: dict[str, float] = field(default_factory=lambda: {"ce": 1.0})
-    #: downscaling: the scale factor s (an LR cell is s x s HR cells)
-    scale: int = 4
-    #: downscaling: the network's width (feature maps)
-    features: int = 64
-    #: downscaling: EDSR/RCAN residual blocks
-    blocks: int = 8
-    #: per-class weights of the cross-entropy, in class order
-    class_weights: list[float] | None = None
-    optimizer: Literal["adam", "adamw", "sgd"] = "adamw"
-    lr: float = 1e-3
-    weight_decay: float = 1e-4
-    #: learning-rate schedule over the epochs
-    scheduler: Literal["none", "cosine", "step", "plateau"] = "cosine"
-    batch_size: int = 16
-    epochs: int = 10
-    #: training samples drawn per epoch (with replacement); None: one pass over the training chips.
-    #: Small datasets need it: a few dozen chips give a few optimiser steps per epoch.
-    samples_per_epoch: int | None = None
-    #: input normalisation: ``dataset`` (the training scenes' band statistics) or ``scene`` (each
-    #: scene standardised by its own band statistics, in training and prediction alike, which
-    #: removes a sensor's per-band gain and offset)
-    normalize: Literal["dataset", "scene"] = "dataset"
-    #: random flips, 90-degree rotations, brightness/contrast jitter (0 = off), per-band ``gain``
-    #: and ``offset`` jitter (another sensor's calibration) and ``rescale: [min, max]`` zoom
-    #: factors (another resolution); see :func:`snakemap.tasks.augment.augment`
-    augment: dict[str, Any] = field(default_factory=lambda: {"flips": True, "rot90": True, "jitter": 0.0})
-    #: expected share of training samples whose chip has target (weighted sampling); None = uniform
-    balance: float | None = None
-    #: metric that picks best.ckpt: val_iou (macro), val_iou_<class>, val_f1, val_loss;
-    #: downscaling: val_rmse (what the default val_iou means there), val_ratio, val_loss
-    monitor: str = "val_iou"
-    #: stop after this many epochs without improvement; None = never
-    early_stopping: int | None = None
-    #: validate on a held-out fold (``fold``), or, as an opt-in whose calval figures are then no
-    #: independent test (the report marks them "selected on calval"), on the calval scenes' chips
-    validation: Literal["fold", "calval"] = "fold"
-    #: None: one model, fold 0 held out; ``all`` or a list: one model per held-out fold
-    folds: str | list[int] | None = None
-    #: after an unreadable last.ckpt, resume from ``best`` (when readable) or from ``scratch``
-    resume_fallback: Literal["best", "scratch"] = "best"
-    #: GPUs per job (2+ trains with DDP); 0 trains on the CPU
-    gpus: int = 0
-    #: CPU cores per job (and DataLoader workers - 1)
-    cpus: int = 2
-    #: memory per job, MB (doubled on each retry)
-    mem_mb: int = 8000
-    #: wall time per job, minutes
-    runtime: int = 120
-    seed: int = 0
 
 
 @dataclass(frozen=True)
@@ -174,7 +104,7 @@ def expand(models: dict[str, Any], n_folds: int) -> list[ModelJob]:
     """
     base = models.get("base") or {}
     grid = models.get("grid") or {}
-    known = {f.name for f in fields(ModelOptions)}
+    known = set(ModelOptions.model_fields)
     for where, keys in [("base", base), ("grid", grid)] + [
         (f"list[{i}]", {k: v for k, v in e.items() if k != "name"})
         for i, e in enumerate(models.get("list") or [])

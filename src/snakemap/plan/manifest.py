@@ -30,10 +30,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import hashlib
 import io
-import json
-import logging
 import os
 import re
 from collections.abc import Collection
@@ -43,6 +40,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 import numpy as np
 
 from snakemap.core.io import atomic_path
+from snakemap.plan.manifest_cache import CACHE_ENTRY, cache_key, load_checked, store_checked
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -56,19 +54,6 @@ _SCENE_ID_RE = re.compile(SCENE_ID_PATTERN)
 #: A checksum: 64 hexadecimal digits (the column may also be empty).
 SHA256_PATTERN = r"[0-9a-fA-F]{64}"
 _SHA256_RE = re.compile(SHA256_PATTERN)
-
-
-log = logging.getLogger(__name__)
-
-#: Where the workflow and ``snakemap progress`` keep checked manifests, relative to the project
-#: (beside Snakemake's own records; safe to delete).
-CACHE_DIR = ".snakemake/snakemap/manifests"
-#: Bump when the checked table's columns or checks change: older entries are then not used.
-CACHE_VERSION = 4
-#: checked manifests kept in the cache folder, the most recently written ones
-CACHE_KEEP = 8
-#: the key of a cached table's ``attrs`` naming its cache entry (``{folder}/{sha256}.parquet``)
-CACHE_ENTRY = "snakemap_cache_entry"
 
 
 class ManifestError(ValueError):
@@ -111,10 +96,11 @@ def read_manifest(
             error. None: the ``sensor`` column is not checked.
         label_schemes: the same for the ``label_schemes`` table and the ``label_scheme`` column.
         labels_required: train and calval rows need a ``label_uri`` (segmentation).
-        cache: a folder (e.g. :data:`CACHE_DIR`) where the table, once its rows are checked, is
-            kept as Parquet under the sha256 of the file's bytes: the next read of the same file
-            loads it instead of parsing and checking every row again (a million rows: 0.3 s
-            instead of 2 s). Any change to the file is a new key; a damaged entry is rebuilt.
+        cache: a folder (e.g. :data:`snakemap.plan.manifest_cache.CACHE_DIR`) where the table,
+            once its rows are checked, is kept as Parquet under the sha256 of the file's bytes
+            (see :mod:`snakemap.plan.manifest_cache`): the next read of the same file loads it
+            instead of parsing and checking every row again (a million rows: 0.3 s instead of
+            2 s). Any change to the file is a new key; a damaged entry is rebuilt.
             What depends on the arguments (the tables' names, the labels) is checked on every
             read, column by column.
 
@@ -129,7 +115,7 @@ def read_manifest(
     args = (str(path), *_where(path), sensors, label_schemes, labels_required)
     if cache is None:
         return check_manifest(_read(path, data), *args)
-    entry = Path(cache) / f"{_cache_key(path, data)}.parquet"
+    entry = Path(cache) / f"{cache_key(path, data)}.parquet"
     checked = _cached(path, data, entry, args)
     # where derived tables of this content may be kept too (snakemap.plan.shards.ShardTable)
     checked.attrs[CACHE_ENTRY] = str(entry)
@@ -141,10 +127,10 @@ def _cached(path: Path, data: bytes, entry: Path, args: tuple[Any, ...]) -> pd.D
     rows' references to the tables and labels (``args``) are checked on every read: they only
     reject rows, so the kept table does not depend on them."""
     try:
-        checked = _load(entry)
+        checked = load_checked(entry, REQUIRED, OPTIONAL)
     except (OSError, ValueError):  # not kept yet, or damaged: read and check the file
         checked = check_manifest(_read(path, data), *args)
-        _store(checked, entry)
+        store_checked(checked, entry, OPTIONAL)
         return checked
     name, where, first, sensors, label_schemes, labels_required = args
     known = _known(sensors, label_schemes)
@@ -168,45 +154,6 @@ def _where(path: Path) -> tuple[str, int]:
     return ("row {}", 1) if path.suffix.lower() in (".parquet", ".pq") else ("line {}", 2)
 
 
-def _cache_key(path: Path, data: bytes) -> str:
-    """The sha256 of the manifest's bytes, its format and the cache's version."""
-    digest = hashlib.sha256(data)
-    digest.update(json.dumps([CACHE_VERSION, path.suffix.lower()]).encode())
-    return digest.hexdigest()
-
-
-def _load(cached: Path) -> pd.DataFrame:
-    """A checked manifest kept by :func:`_store`, with every column."""
-    import pandas as pd
-
-    df = pd.read_parquet(cached)
-    for col in OPTIONAL:
-        if col not in df.columns:
-            df[col] = df["scene_id"] if col == "aoi" else ""
-    return df[list(REQUIRED + OPTIONAL)].set_index("scene_id", drop=False)
-
-
-def _store(checked: pd.DataFrame, cached: Path) -> None:
-    """Keep a checked manifest (written under a temporary name, then renamed)."""
-    try:
-        with atomic_path(cached) as tmp:
-            # Columns empty in every row (most optional ones, in a big apply manifest) are left
-            # out and come back empty, as is ``aoi`` where it is the scene id (its default): a
-            # third less to load.
-            empty = [c for c in OPTIONAL if not (checked[c] != "").any()]
-            if (checked["aoi"] == checked["scene_id"]).all():
-                empty.append("aoi")
-            checked.drop(columns=empty).reset_index(drop=True).to_parquet(tmp, index=False)
-        # A handful of manifests (the project's, a test config's) at most: drop the oldest.
-        # (not the dot-named temporaries of other writers)
-        entries = [p for p in cached.parent.glob("*.*") if not p.name.startswith(".")]
-        kept = sorted(entries, key=lambda p: p.stat().st_mtime, reverse=True)
-        for old in kept[2 * CACHE_KEEP :]:
-            old.unlink(missing_ok=True)
-    except OSError as exc:  # a read-only project still plans, only without the cache
-        log.warning("could not keep the checked manifest in %s: %s", cached, exc)
-
-
 def apply_scene_ids(path: str | os.PathLike[str], cache: str | os.PathLike[str] | None = None) -> list[str]:
     """The ids of the manifest's apply scenes in manifest order.
 
@@ -222,7 +169,7 @@ def apply_scene_ids(path: str | os.PathLike[str], cache: str | os.PathLike[str] 
     if cache is None or not path.exists():
         return scenes_with_role(read_manifest(path, labels_required=False), "apply")
     data = path.read_bytes()
-    key = _cache_key(path, data)
+    key = cache_key(path, data)
     listing = Path(cache) / f"{key}.apply.txt"
     with contextlib.suppress(OSError):
         return listing.read_text().split("\n")[:-1]

@@ -10,7 +10,6 @@ import hashlib
 import io
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -18,7 +17,8 @@ import numpy as np
 
 from snakemap.core.config import ConfigError
 from snakemap.core.io import atomic_path
-from snakemap.plan.manifest import CACHE_ENTRY
+from snakemap.core.model_sections import MaskOptions
+from snakemap.plan.manifest_cache import CACHE_ENTRY
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -153,50 +153,6 @@ class ShardTable:
         if self._sensorless:
             return []
         return sorted(set(self.rows["sensor"].iloc[self._slice(shard)].unique().tolist()) - {""})
-
-
-@dataclass
-class MaskOptions:
-    """Where there is something to map: pixels whose ``band`` lies within ``[min, max]``."""
-
-    band: str
-    min: float = float("-inf")
-    max: float = float("inf")
-
-
-@dataclass
-class ApplyOptions:
-    """How scenes are applied; mirrors the ``apply`` config section."""
-
-    #: predictors to apply: ``models/{id}/{best|last}`` or ``ensembles/{name}``
-    predictors: list[str] = field(default_factory=list)
-    #: scenes per shard (one job each)
-    shard_size: int = 500
-    #: ``classes`` (class maps) or ``both`` (class maps and probabilities)
-    outputs: str = "classes"
-    #: a scene with no pixel inside this mask is empty (no model runs); None = no mask
-    mask: MaskOptions | dict[str, Any] | None = None
-    #: pixels of context read from neighbouring scenes (through a VRT of all inputs), then cropped
-    buffer: int = 0
-    #: scenes downloaded, opened and surveyed ahead while one predicts (0: one after another)
-    prefetch: int = 1
-    #: GDAL's block cache per shard job, MB (GDAL's own default is 5% of the machine's memory,
-    #: which a job's memory request does not count on); a GDAL_CACHEMAX in the environment wins
-    gdal_cache_mb: int = 128
-    #: try corrupt scenes again on a rerun (the config's top-level ``retry_corrupt``)
-    retry_corrupt: bool = field(default=False, init=False)
-    #: GPUs, memory (MB) and wall time (minutes) per shard job
-    gpus: int = 0
-    mem_mb: int = 8000
-    runtime: int = 240
-    #: downsampling factor of the mosaic's overview COG
-    overview_factor: int = 8
-    #: the overview's CRS, into which every zone's maps are warped (EPSG code, WKT or PROJ string)
-    overview_crs: str = "EPSG:4326"
-
-    def __post_init__(self) -> None:
-        if isinstance(self.mask, dict):
-            self.mask = MaskOptions(**self.mask)
 
 
 def check_mask(mask: MaskOptions | dict[str, Any] | None, cleaned: list[str] | None) -> None:

@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from scipy import ndimage
 
-from snakemap.data.chips import window_origins
+from snakemap.data.chips import origins_inside
 
 Method = Literal["nearest", "bilinear", "bicubic"]
 METHODS: tuple[Method, ...] = ("bicubic", "bilinear", "nearest")
@@ -119,7 +119,7 @@ def _spans(length: int, window: int, margin: int) -> list[tuple[int, int, int]]:
     least ``margin`` from its inner edges, and the kept parts tile ``[0, length)`` exactly."""
     if length <= window:
         return [(0, 0, length)]
-    origins = window_origins(length, window, window - 2 * margin)
+    origins = origins_inside(length, window, window - 2 * margin)
     spans, start = [], 0
     for i, origin in enumerate(origins):
         end = length if i == len(origins) - 1 else origin + window - margin

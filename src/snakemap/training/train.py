@@ -14,7 +14,6 @@ Layout of one training job, ``results/models/{id}[/fold{k}]/``:
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import os
 import shutil
@@ -32,10 +31,11 @@ from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger
 
 from snakemap.core.config import ConfigError
-from snakemap.core.io import atomic_path, read_json
+from snakemap.core.io import atomic_path, read_json, write_csv
+from snakemap.core.model_sections import ModelOptions
 from snakemap.data.stats import Normalizer
 from snakemap.plan.grid import DOWNSCALING_ARCHS as ARCHS
-from snakemap.plan.grid import ModelOptions, learning_params
+from snakemap.plan.grid import learning_params
 from snakemap.tasks.downscaling import DownscalingTask
 from snakemap.tasks.segmentation import SegmentationTask
 from snakemap.training.datasets import ChipDataModule, ChipDataset, chip_paths
@@ -74,7 +74,7 @@ def held_out_fold(params: dict[str, Any], fold: int | None) -> int | None:
 def split_chips(data: JobData, opts: ModelOptions, fold: int | None) -> tuple[Any, Any, np.ndarray]:
     """The training and validation chips of one job, and the training chips' target flags."""
     folds = pd.read_parquet(data.folds)
-    held = held_out_fold(dataclasses.asdict(opts), fold)
+    held = held_out_fold(opts.model_dump(), fold)
     if opts.validation == "calval":
         train, flags = _select(data.train_indexes, folds if held is None else folds[folds["fold"] != held])
         val, _ = _select(data.calval_indexes, None)
@@ -155,7 +155,9 @@ def for_task(opts: ModelOptions, task: str) -> ModelOptions:
     monitor = "val_rmse" if opts.monitor == "val_iou" else opts.monitor
     if monitor not in ("val_rmse", "val_ratio", "val_loss"):
         raise ConfigError(f"models monitor {monitor!r}: downscaling logs val_rmse, val_ratio, val_loss")
-    return dataclasses.replace(opts, bands=None, normalize="scene", balance=None, loss=loss, monitor=monitor)
+    return opts.model_copy(
+        update={"bands": None, "normalize": "scene", "balance": None, "loss": loss, "monitor": monitor}
+    )
 
 
 def resolve_job(
@@ -175,7 +177,7 @@ def resolve_job(
     mean = [float(stats["bands"][c]["mean"]) for c in channels]
     std = [float(stats["bands"][c]["std"]) or 1.0 for c in channels]
     return {
-        "params": learning_params(dataclasses.asdict(opts)),
+        "params": learning_params(opts.model_dump()),
         "fold": fold,
         "classes": classes,
         "ignore_index": ignore_index,
@@ -332,7 +334,6 @@ def _publish(out: Path, work: Path) -> None:
     for name in ("best.ckpt", "last.ckpt"):
         with atomic_path(out / name, suffix=".ckpt") as tmp:
             shutil.copyfile(checkpoints / name, tmp)
-    with atomic_path(out / "metrics.csv", suffix=".csv") as tmp:
-        merge_metrics(work / "logs").to_csv(tmp, index=False)
+    write_csv(merge_metrics(work / "logs"), out / "metrics.csv")
     # Finished: a later run (new inputs, forced) starts afresh instead of resuming this one.
     shutil.rmtree(checkpoints)

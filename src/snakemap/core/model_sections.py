@@ -1,0 +1,391 @@
+"""The typed sections of the config that describe models and what is done with them: the grid of
+models, how scenes are predicted, what is scored at the calval sites, how scenes are applied in
+shards, and the downscaling task's own settings.
+
+As in :mod:`snakemap.core.sections`, each class is the only place where its keys, defaults and
+constraints are written.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+import numpy as np
+from pydantic import Field, PrivateAttr, field_validator
+
+from snakemap.core.section_base import NAME_PATTERN, Fraction, NonNegative, Number, Positive, Section
+
+#: ids of models, ensembles, baselines, sensors and label schemes
+ID_PATTERN = r"[A-Za-z0-9][A-Za-z0-9._+-]*"
+#: a training job below ``results/models/``: ``id`` or ``id/fold{k}``
+MODEL_KEY_PATTERN = rf"{ID_PATTERN}(/fold[0-9]+)?"
+#: predictors that predict scenes: a model's checkpoint or an ensemble
+APPLIED_PATTERN = rf"(models/{MODEL_KEY_PATTERN}/(best|last)|ensembles/{ID_PATTERN})"
+Id = Annotated[str, Field(pattern=f"^{ID_PATTERN}$")]
+Checkpoint = Literal["best", "last"]
+Interpolation = Literal["bicubic", "bilinear", "nearest"]
+
+
+class LossWeights(Section):
+    """Loss terms and their weights (``models.base.loss``): only the terms given are used."""
+
+    OMIT_UNSET = frozenset({"ce", "dice", "focal", "l1", "mse"})
+
+    ce: Number | None = None
+    dice: Number | None = None
+    focal: Number | None = None
+    l1: Number | None = None
+    mse: Number | None = None
+
+
+class AugmentOptions(Section):
+    """Augmentation of training batches (``models.base.augment``): only the keys given are used."""
+
+    OMIT_UNSET = frozenset({"flips", "rot90", "jitter", "gain", "offset", "rescale"})
+
+    flips: bool | None = None
+    rot90: bool | None = None
+    jitter: NonNegative | None = Field(
+        None, description="contrast 1 +- jitter and brightness +- jitter, all bands alike"
+    )
+    gain: Fraction | None = Field(
+        None, description="per-band gain in 1 +- gain (another sensor's calibration)"
+    )
+    offset: NonNegative | None = Field(None, description="per-band offset in +- offset standard deviations")
+    rescale: Annotated[list[Positive], Field(min_length=2, max_length=2)] | None = Field(
+        None, description="[min, max] zoom factor per batch (another resolution), e.g. [0.5, 2.0]"
+    )
+
+
+class ModelOptions(Section):
+    """One model's parameters: ``models.base``, and a resolved model (base plus grid values)."""
+
+    #: segmentation-models-pytorch architecture: Unet, UnetPlusPlus, FPN, DeepLabV3Plus, ...;
+    #: downscaling: SRCNN, RecurrentSRCNN, EDSR, RCAN (:mod:`snakemap.tasks.srnets`)
+    arch: str = Field(
+        "Unet",
+        description="segmentation-models-pytorch architecture (Unet, FPN, DeepLabV3Plus, ...); "
+        "downscaling: SRCNN, RecurrentSRCNN, EDSR or RCAN",
+    )
+    #: smp encoder name, e.g. resnet18, resnet34, efficientnet-b0
+    encoder_name: str = Field("resnet18", description="smp encoder name")
+    #: path of a local weights file for the encoder, or None (from scratch)
+    encoder_weights: str | None = Field(
+        None, description="path of a local weights file; nothing is downloaded"
+    )
+    #: input bands by name (a subset of the cleaned bands and indices) or a name from
+    #: ``models.band_sets``; None uses all
+    bands: list[str] | str | None = Field(None, description="input bands by name, or a band set's name")
+    #: loss terms and their weights: ce (cross-entropy), dice, focal; downscaling: l1, mse (the
+    #: segmentation default means ``{l1: 1.0}`` there)
+    loss: dict[str, Number] = Field(
+        default_factory=lambda: {"ce": 1.0},
+        description="segmentation: ce, dice, focal; downscaling: l1, mse (default {l1: 1.0})",
+    )
+    #: downscaling: the scale factor s (an LR cell is s x s HR cells)
+    scale: int = Field(
+        4, ge=2, description="downscaling: the scale factor s; a power of 2 for RecurrentSRCNN"
+    )
+    #: downscaling: the network's width (feature maps)
+    features: int = Field(64, ge=2, description="downscaling: the network's width")
+    #: downscaling: EDSR/RCAN residual blocks
+    blocks: int = Field(8, ge=1, description="downscaling: EDSR/RCAN residual blocks")
+    #: per-class weights of the cross-entropy, in class order
+    class_weights: list[Number] | None = None
+    optimizer: Literal["adam", "adamw", "sgd"] = "adamw"
+    lr: Positive = 0.001
+    weight_decay: NonNegative = 0.0001
+    #: learning-rate schedule over the epochs
+    scheduler: Literal["none", "cosine", "step", "plateau"] = "cosine"
+    batch_size: int = Field(16, ge=1)
+    epochs: int = Field(10, ge=1)
+    #: training samples drawn per epoch (with replacement); None: one pass over the training chips.
+    #: Small datasets need it: a few dozen chips give a few optimiser steps per epoch.
+    samples_per_epoch: int | None = Field(
+        None,
+        ge=1,
+        description="training samples drawn per epoch (with replacement); null: one pass over the chips",
+    )
+    #: input normalisation: ``dataset`` (the training scenes' band statistics) or ``scene`` (each
+    #: scene standardised by its own band statistics, in training and prediction alike, which
+    #: removes a sensor's per-band gain and offset)
+    normalize: Literal["dataset", "scene"] = Field(
+        "dataset",
+        description="band statistics of the training scenes, or of each scene itself (training and "
+        "prediction alike)",
+    )
+    #: random flips, 90-degree rotations, brightness/contrast jitter (0 = off), per-band ``gain``
+    #: and ``offset`` jitter (another sensor's calibration) and ``rescale: [min, max]`` zoom
+    #: factors (another resolution); see :func:`snakemap.tasks.augment.augment`
+    augment: dict[str, Any] = Field(default_factory=lambda: {"flips": True, "rot90": True, "jitter": 0.0})
+    #: expected share of training samples whose chip has target (weighted sampling); None = uniform
+    balance: Fraction | None = Field(None, description="expected share of samples with target")
+    #: metric that picks best.ckpt: val_iou (macro), val_iou_<class>, val_f1, val_loss;
+    #: downscaling: val_rmse (what the default val_iou means there), val_ratio, val_loss
+    monitor: str = Field(
+        "val_iou",
+        pattern="^val_",
+        description="val_iou, val_iou_<class>, val_f1, val_loss; downscaling: val_rmse (what val_iou "
+        "means there), val_ratio (to bicubic), val_loss",
+    )
+
+    @field_validator("loss")
+    @classmethod
+    def _loss(cls, loss: dict[str, float]) -> dict[str, float]:
+        LossWeights(**loss)  # the known terms, numbers
+        return loss
+
+    @field_validator("augment")
+    @classmethod
+    def _augment(cls, augment: dict[str, Any]) -> dict[str, Any]:
+        AugmentOptions(**augment)  # the known keys, in range
+        return augment
+
+    #: stop after this many epochs without improvement; None = never
+    early_stopping: int | None = Field(None, ge=1)
+    #: validate on a held-out fold (``fold``), or, as an opt-in whose calval figures are then no
+    #: independent test (the report marks them "selected on calval"), on the calval scenes' chips
+    validation: Literal["fold", "calval"] = Field(
+        "fold",
+        description="fold: best.ckpt is chosen on a held-out fold of the training scenes; calval "
+        "(opt-in): on the calval scenes' chips, and the report marks its figures selected on calval",
+    )
+    #: None: one model, fold 0 held out; ``all`` or a list: one model per held-out fold
+    folds: Literal["all"] | Annotated[list[Annotated[int, Field(ge=0)]], Field(min_length=1)] | None = Field(
+        None, description="null: one model validated on fold 0; all or a list: one model per held-out fold"
+    )
+    #: after an unreadable last.ckpt, resume from ``best`` (when readable) or from ``scratch``
+    resume_fallback: Literal["best", "scratch"] = "best"
+    #: GPUs per job (2+ trains with DDP); 0 trains on the CPU
+    gpus: int = Field(0, ge=0)
+    #: CPU cores per job (and DataLoader workers - 1)
+    cpus: int = Field(2, ge=1)
+    #: memory per job, MB (doubled on each retry)
+    mem_mb: int = Field(8000, ge=100)
+    #: wall time per job, minutes
+    runtime: int = Field(120, ge=1, description="minutes")
+    seed: int = 0
+
+
+class ModelListEntry(Section):
+    """One entry of ``models.list``: a name and the parameters that differ from ``models.base``."""
+
+    model_config = Section.model_config | {"extra": "allow"}
+
+    name: Id
+
+
+class ModelsSection(Section):
+    """The ``models`` section: a base model, a grid of values expanded over it, an explicit list."""
+
+    base: ModelOptions = Field(default_factory=ModelOptions)
+    #: parameter (dotted for loss.dice and the like) -> list of values
+    grid: dict[str, Annotated[list[Any], Field(min_length=1)]] = Field(
+        default_factory=dict, description="parameter (dotted for loss.dice and the like) -> list of values"
+    )
+    list_: list[ModelListEntry] = Field(default_factory=list, alias="list")
+    #: named input band lists, e.g. ``{truecolor: [red, green, blue]}``; None = all bands
+    band_sets: dict[str, list[str] | None] = Field(
+        default_factory=dict,
+        description="named input band lists, e.g. {truecolor: [red, green, blue]}; null = all bands",
+    )
+
+
+class PredictOptions(Section):
+    """Windows, batches and outputs of the predictor; the ``predict`` section."""
+
+    #: window side in pixels (the model's input)
+    window: int = Field(256, ge=16, description="window side in pixels")
+    #: context pixels: cropped from each side (centre crop) or blended between neighbours
+    overlap: int = Field(32, ge=0, description="context cropped (or blended) at each side")
+    #: blend overlapping windows instead of keeping each window's centre
+    blend: bool = Field(False, description="blend overlapping windows instead of keeping centres")
+    #: windows per model call
+    batch_size: int = Field(8, ge=1)
+    #: average over flips (test-time augmentation)
+    tta: bool = Field(False, description="average over flips")
+    #: how probabilities are stored
+    prob_dtype: Literal["uint8", "float32"] = "uint8"
+    #: compile the networks with ``torch.compile`` before the first scene (minutes of compiling
+    #: that pay off over many scenes on a GPU; the maps are the same to float tolerance)
+    compile: bool = Field(
+        False,
+        description="compile the networks with torch.compile before the first scene (pays off over many "
+        "scenes on a GPU)",
+    )
+
+    def fitted(self, height: int, width: int, multiple: int = 32) -> PredictOptions:
+        """The same options with the window shrunk, as far as it helps, to tile this scene evenly.
+
+        The number of windows per axis stays what ``window`` needs; each is made just large enough
+        (a multiple of ``multiple``, as encoder-decoder networks need) so that less padding
+        beyond the scene's edge is computed. A small scene gets one small window.
+        """
+        pad, stride = self.geometry()
+        context = self.window - stride
+        core = 0
+        for length in (height, width):
+            n = max(1, -(-length // stride))  # windows this axis needs
+            core = max(core, -(-length // n))
+        window = min(self.window, -(-(core + context) // multiple) * multiple)
+        return self.model_copy(update={"window": max(window, context + 1)})
+
+    def geometry(self) -> tuple[int, int]:
+        """``(pad, stride)`` of the windows."""
+        if self.blend:
+            stride, pad = self.window - self.overlap, self.overlap // 2
+        else:
+            stride, pad = self.window - 2 * self.overlap, self.overlap
+        if stride <= 0:
+            raise ValueError(f"predict.overlap {self.overlap} leaves no stride in a window of {self.window}")
+        return pad, stride
+
+    def weights(self) -> np.ndarray:
+        """``(window, window)`` float32 weight of each window pixel."""
+        w, o = self.window, self.overlap
+        if self.blend:
+            ramp = np.minimum(np.arange(w) + 0.5, np.arange(w)[::-1] + 0.5) / max(o, 1)
+            line = np.clip(ramp, 1e-3, 1.0)
+        else:
+            line = np.zeros(w, dtype=np.float32)
+            line[o : w - o] = 1.0
+        return np.outer(line, line).astype(np.float32)
+
+
+class BaselineOptions(Section):
+    """An entry of ``calval.baselines``: an index rule, or a product's maps of the sites."""
+
+    OMIT_UNSET = frozenset({"index", "above", "below", "class_", "else_", "maps", "remap"})
+
+    #: a band of the cleaned image, e.g. ndwi
+    index: str | None = Field(None, description="a band of the cleaned image, e.g. ndwi")
+    above: Number | None = None
+    below: Number | None = None
+    class_: str | None = Field(None, alias="class")
+    else_: str | None = Field(None, alias="else")
+    #: site -> product raster
+    maps: dict[str, str] | None = Field(None, description="site -> product raster")
+    #: product value -> class
+    remap: dict[str, str] | None = Field(None, description="product value -> class")
+
+
+class EnsembleOptions(Section):
+    """An entry of ``calval.ensembles``: weighted members and how their probabilities are cut."""
+
+    #: model key (id or id/fold{k}) -> weight
+    members: dict[str, Positive] = Field(min_length=1, description="model key (id or id/fold{k}) -> weight")
+    checkpoint: Literal["best", "last"] = "best"
+    #: probability of the single target class from which a pixel is target; ``tune``: F1-optimal
+    #: on the members' out-of-fold validation chips, never on calval
+    threshold: Literal["tune"] | Fraction | None = Field(
+        None,
+        description="probability of the single target class from which a pixel is target; tune: "
+        "F1-optimal on the members' out-of-fold validation chips, never on calval",
+    )
+
+
+class CalvalOptions(Section):
+    """The ``calval`` section: models, ensembles and baselines scored at the calval sites."""
+
+    checkpoints: list[Checkpoint] = Field(default_factory=lambda: list[Checkpoint](["best"]))
+    #: GPUs per prediction job
+    gpus: int = Field(0, ge=0, description="GPUs per prediction job")
+    baselines: dict[Id, BaselineOptions] = Field(default_factory=dict)
+    ensembles: dict[Id, EnsembleOptions] = Field(default_factory=dict)
+
+    @field_validator("checkpoints")
+    @classmethod
+    def _unique(cls, values: list[str]) -> list[str]:
+        if len(set(values)) != len(values):
+            raise ValueError(f"a checkpoint is named twice: {values}")
+        return values
+
+
+class MaskOptions(Section):
+    """Where there is something to map: pixels whose ``band`` lies within ``[min, max]``."""
+
+    OMIT_UNSET = frozenset({"min", "max"})
+
+    band: str
+    min: Number = float("-inf")
+    max: Number = float("inf")
+
+
+class ApplyOptions(Section):
+    """How scenes are applied; the ``apply`` section."""
+
+    #: predictors to apply: ``models/{id}/{best|last}`` or ``ensembles/{name}``
+    predictors: list[Annotated[str, Field(pattern=f"^{APPLIED_PATTERN}$")]] = Field(
+        default_factory=list, description="models/{id}/{best|last} or ensembles/{name}"
+    )
+    #: scenes per shard (one job each)
+    shard_size: int = Field(500, ge=1, description="scenes per shard job")
+    #: ``classes`` (class maps) or ``both`` (class maps and probabilities)
+    outputs: Literal["classes", "both"] = "classes"
+    #: a scene with no pixel inside this mask is empty (no model runs); None = no mask
+    mask: MaskOptions | None = Field(
+        None, description="a scene with no pixel of band within [min, max] is empty"
+    )
+    #: pixels of context read from neighbouring scenes (through a VRT of all inputs), then cropped
+    buffer: int = Field(0, ge=0, description="pixels of context from neighbouring scenes")
+    #: scenes downloaded, opened and surveyed ahead while one predicts (0: one after another)
+    prefetch: int = Field(
+        1,
+        ge=0,
+        description="scenes downloaded, opened and surveyed ahead while one predicts (0: one after another)",
+    )
+    #: GDAL's block cache per shard job, MB (GDAL's own default is 5% of the machine's memory,
+    #: which a job's memory request does not count on); a GDAL_CACHEMAX in the environment wins
+    gdal_cache_mb: int = Field(
+        128, ge=8, description="GDAL's block cache per shard job, MB (GDAL_CACHEMAX in the environment wins)"
+    )
+    #: GPUs, memory (MB) and wall time (minutes) per shard job
+    gpus: int = Field(0, ge=0)
+    mem_mb: int = Field(8000, ge=100)
+    runtime: int = Field(240, ge=1, description="minutes")
+    #: downsampling factor of the mosaic's overview COG
+    overview_factor: int = Field(8, ge=1)
+    #: the overview's CRS, into which every zone's maps are warped (EPSG code, WKT or PROJ string)
+    overview_crs: str = Field(
+        "EPSG:4326",
+        min_length=1,
+        description="the overview COG's CRS, into which the maps of every CRS are warped",
+    )
+    _retry_corrupt: bool = PrivateAttr(False)
+
+    @property
+    def retry_corrupt(self) -> bool:
+        """Try corrupt scenes again on a rerun (the config's top-level ``retry_corrupt``)."""
+        return self._retry_corrupt
+
+    @retry_corrupt.setter
+    def retry_corrupt(self, value: bool) -> None:
+        self._retry_corrupt = value
+
+
+class DownscalingOptions(Section):
+    """The ``downscaling`` section (``task: downscaling`` only)."""
+
+    #: name -> raster of a co-registered high-resolution field, an extra input channel
+    auxiliary: dict[Annotated[str, Field(pattern=NAME_PATTERN)], str] = Field(
+        default_factory=dict,
+        description="name -> raster of a co-registered high-resolution field (e.g. surface elevation "
+        "under an ice-thickness map), resampled onto every scene's grid as an extra input channel",
+    )
+    #: interpolation baselines scored at the calval sites at every model's scale
+    baselines: list[Interpolation] = Field(
+        default_factory=lambda: list[Interpolation](["bicubic", "bilinear", "nearest"]),
+        description="interpolation baselines scored at the calval sites at every model's scale",
+    )
+    #: low-resolution cells per prediction window side, and of context cropped at inner edges
+    window: int = Field(64, ge=4, description="low-resolution cells per prediction window side")
+    overlap: int = Field(
+        8, ge=0, description="low-resolution cells of context cropped at each inner window edge"
+    )
+
+    @field_validator("baselines")
+    @classmethod
+    def _unique(cls, values: list[str]) -> list[str]:
+        if len(set(values)) != len(values):
+            raise ValueError(f"a baseline is named twice: {values}")
+        return values

@@ -1,0 +1,360 @@
+"""The typed sections of the config that describe scenes: how they are fetched, which bands they
+have and keep, how they are cleaned, labelled, chipped and split, and the demo's scenes.
+
+Each class is one section (or one entry of a table section) and the only place where its keys,
+defaults and constraints are written: the workflow's config and ``snakemap <step> --config``
+are loaded through them (:mod:`snakemap.core.config`), and ``workflow/schemas/config.schema.json``
+is generated from them. The model sections (models, predict, calval, apply, downscaling) are in
+:mod:`snakemap.core.model_sections`.
+"""
+
+from __future__ import annotations
+
+import urllib.parse
+from collections.abc import Mapping
+from typing import Annotated, Any, Literal
+
+from pydantic import Field, PrivateAttr, field_validator, model_validator
+
+from snakemap.core.section_base import Fraction, Name, NonNegative, Number, Positive, Section
+
+#: a label value in a remap table (a YAML key may also be an int)
+LABEL_VALUE_PATTERN = r"^-?[0-9]+$"
+#: what a remap table maps a value to for pixels that are not learnt from
+IGNORE = "ignore"
+#: named normalized differences ``(a - b) / (a + b)`` over source band names
+PRESET_INDICES: dict[str, tuple[str, str]] = {
+    "ndvi": ("nir", "red"),
+    "ndwi": ("green", "nir"),  # McFeeters (1996): open water > 0
+    "mndwi": ("green", "swir16"),
+    "nbr": ("nir", "swir22"),
+}
+
+
+class AcquireOptions(Section):
+    """How files are fetched; the ``acquire`` section."""
+
+    #: further attempts after the first one fails for a transient reason
+    retries: int = Field(3, ge=0, description="further attempts after a transient failure")
+    #: seconds before the first retry; doubled before each further one
+    backoff_s: NonNegative = Field(1.0, description="seconds before the first retry, doubled each time")
+    #: network timeout per attempt, in seconds
+    timeout_s: Positive = Field(60.0, description="network timeout per attempt")
+    #: the S3 (or GCS) endpoint, e.g. ``http://127.0.0.1:9000`` for MinIO; None: the provider's
+    endpoint_url: str | None = Field(
+        None,
+        pattern="^https?://",
+        description="the S3 (or GCS) endpoint for s3:// (gs://) URIs, e.g. http://127.0.0.1:9000 for "
+        "MinIO; null uses the provider's. Credentials come from the environment (AWS_ACCESS_KEY_ID, "
+        "AWS_PROFILE, GOOGLE_APPLICATION_CREDENTIALS), never from the config",
+    )
+    #: the bucket's region (``s3://``); None: the environment's (``AWS_REGION``) or the default
+    region: str | None = Field(
+        None, description="the bucket's region (s3://); null: AWS_REGION or the default"
+    )
+    #: unsigned requests (public buckets); credentials, if any, are not used
+    anonymous: bool = Field(False, description="unsigned requests for public buckets (no credentials used)")
+    #: the reader pays for the transfer (requester-pays buckets)
+    requester_pays: bool = Field(
+        False,
+        description="the reader pays for the transfer (requester-pays buckets; gs://: the project in "
+        "GS_USER_PROJECT)",
+    )
+    #: apply reads a remote tiled GeoTIFF without a sha256 where it lies (only the bands it
+    #: needs, strip by strip) instead of downloading it; untiled files are downloaded
+    read_in_place: bool = Field(
+        True,
+        description="apply reads a remote band-interleaved GeoTIFF that has no sha256 where it lies, "
+        "through GDAL's /vsis3/, /vsigs/ or /vsicurl/: only the bands it needs, strip by strip. Other "
+        "files, scenes with a sha256 and reprojected or buffered applies are downloaded first",
+    )
+
+    @field_validator("endpoint_url")
+    @classmethod
+    def _endpoint(cls, value: str | None) -> str | None:
+        if value is not None and urllib.parse.urlparse(value).scheme not in ("http", "https"):
+            raise ValueError(f"{value!r} is no http:// or https:// URL")
+        return value
+
+
+class IndexSpec(Section):
+    """A normalized difference ``(a - b) / (a + b)`` of two source bands, added as a channel."""
+
+    name: Name
+    #: band name of the minuend
+    a: str
+    #: band name of the subtrahend
+    b: str
+
+
+class BandOptions(Section):
+    """Which bands to keep and which indices to add; the ``bands`` section."""
+
+    #: names of the source bands in file order; when given, also the expected band count
+    names: list[str] | None = Field(
+        None, description="names of the source bands in file order; also the expected band count"
+    )
+    #: bands to keep, in order, by name or 1-based index; None keeps all
+    select: list[str | int] | None = Field(
+        None, description="bands to keep, in order, by name or 1-based index (null keeps all)"
+    )
+    #: indices to append: preset names (``ndvi``, ``ndwi``, ``mndwi``, ``nbr``) or ``{name, a, b}``
+    indices: list[Literal["ndvi", "ndwi", "mndwi", "nbr"] | IndexSpec] = Field(
+        default_factory=list, description="normalized differences appended as channels"
+    )
+
+    def index_specs(self) -> list[IndexSpec]:
+        """The indices as :class:`IndexSpec`, presets expanded."""
+        return [
+            IndexSpec(name=item, a=PRESET_INDICES[item][0], b=PRESET_INDICES[item][1])
+            if isinstance(item, str)
+            else item
+            for item in self.indices
+        ]
+
+
+class SensorOptions(Section):
+    """How one sensor's files are stored; an entry of the ``sensors`` table."""
+
+    #: names of the source bands in file order; also the expected band count
+    bands: list[str] = Field(
+        description="names of the source bands in file order; also the expected band count"
+    )
+    #: reflectance = stored value * scale + offset (every source band but a QA band)
+    scale: Number = Field(1.0, description="reflectance = stored value * scale + offset")
+    offset: Number = 0.0
+    #: the stored value of nodata pixels; None: ``clean.nodata``, else the file's own
+    nodata: Number | None = Field(
+        None, description="stored nodata value (null: clean.nodata, else the file's)"
+    )
+
+    @field_validator("bands", mode="before")
+    @classmethod
+    def _bands(cls, names: Any) -> Any:
+        if not isinstance(names, list) or not names or not all(isinstance(b, str) and b for b in names):
+            raise ValueError(f"expected a non-empty list of band names (file order), got {names!r}")
+        twice = sorted({b for b in names if names.count(b) > 1})
+        if twice:
+            raise ValueError(f"band name(s) {', '.join(twice)} given more than once")
+        return names
+
+    @field_validator("scale")
+    @classmethod
+    def _scale(cls, scale: float) -> float:
+        if scale == 0:
+            raise ValueError("must not be 0 (reflectance = value * scale + offset)")
+        return scale
+
+    @property
+    def is_reflectance(self) -> bool:
+        """True when the stored values are reflectance already (scale 1, offset 0)."""
+        return self.scale == 1.0 and self.offset == 0.0
+
+
+class QAOptions(Section):
+    """A quality band whose flagged pixels are masked (``clean.qa``)."""
+
+    OMIT_UNSET = frozenset({"values", "bits"})
+
+    #: the QA band, by name or 1-based index; it is never part of the cleaned image
+    band: str | int
+    #: QA values that mark a pixel invalid
+    values: list[int] = Field(default_factory=list, description="QA values that mark a pixel invalid")
+    #: bit positions (0 = least significant) any of which, when set, mark a pixel invalid
+    bits: list[Annotated[int, Field(ge=0, le=63)]] = Field(
+        default_factory=list, description="bits that mark a pixel invalid when set"
+    )
+
+
+class CleanOptions(Section):
+    """How scenes are cleaned; the ``clean`` section."""
+
+    #: nodata value of the source bands; None uses the file's own
+    nodata: Number | None = Field(None, description="nodata value of the source bands (null uses the file's)")
+    #: a pixel whose source bands are all 0 is nodata (common in L1/L2 tiles without nodata)
+    zero_is_nodata: bool = Field(False, description="a pixel whose bands are all 0 is nodata")
+    #: a QA band to mask with
+    qa: QAOptions | None = Field(
+        None, description="a quality band; flagged pixels are masked and the band is dropped"
+    )
+    #: reproject to this CRS (e.g. ``EPSG:32755``); None keeps the scene's
+    crs: str | None = Field(None, description="reproject to this CRS")
+    #: reproject to this pixel size in CRS units; None keeps the scene's
+    resolution: Positive | None = Field(None, description="reproject to this pixel size")
+    #: resampling of the image when reprojecting (labels always use nearest)
+    resampling: Literal["nearest", "bilinear", "cubic", "average"] = "bilinear"
+    #: a scene with a smaller fraction of valid pixels is empty
+    min_valid_fraction: Fraction = Field(0.01, description="below this a scene is empty")
+
+    @field_validator("crs")
+    @classmethod
+    def _crs(cls, crs: str | None) -> str | None:
+        if crs is not None:
+            from rasterio.crs import CRS
+
+            CRS.from_user_input(crs)  # a CRSError (a ValueError) names the bad value
+        return crs
+
+    @property
+    def qa_options(self) -> QAOptions | None:
+        """The QA band's options, if any."""
+        return self.qa
+
+    @property
+    def qa_band(self) -> str | int | None:
+        """The QA band's name or 1-based index, if any."""
+        return None if self.qa is None else self.qa.band
+
+
+class LabelOptions(Section):
+    """Classes and the remap table; the ``labels`` section.
+
+    ``remap`` maps a source label value to a class name or ``"ignore"``; class ``i`` of
+    ``classes`` is written as value ``i``, ignored pixels as ``ignore_index``.
+    """
+
+    #: class names; the position is the class index written to label.tif
+    classes: list[Name] = Field(
+        min_length=2, description="class names; the position is the class index in label.tif"
+    )
+    #: source value -> class name or "ignore"; keys may be ints or numeric strings (YAML/JSON)
+    remap: dict[int | str, str] = Field(description='source label value -> class name or "ignore"')
+    #: value written for unlabelled, ignored and nodata pixels
+    ignore_index: int = Field(255, ge=0, le=255)
+    #: classes that count as target when balancing chips; default all but the first
+    target: list[str] | None = Field(
+        None, description="classes that count as target when balancing chips (null = all but the first)"
+    )
+    #: what to do with source values missing from ``remap`` (neither a class, ``ignore`` nor the
+    #: label file's nodata): ``ignore`` leaves them unlabelled unless they exceed
+    #: ``max_unmapped_fraction``; ``corrupt`` makes the scene corrupt for any such value
+    unmapped: Literal["ignore", "corrupt"] = Field(
+        "ignore",
+        description="label values missing from remap (neither a class, ignore, nor the label's "
+        "nodata): ignore leaves them unlabelled unless they exceed max_unmapped_fraction; corrupt "
+        "fails the scene for any such value",
+    )
+    #: with ``unmapped: ignore``, a scene whose labelled source pixels hold values missing from
+    #: ``remap`` in a larger fraction than this is corrupt (a label of another class table)
+    max_unmapped_fraction: Fraction = Field(
+        0.01,
+        description="with unmapped: ignore, a scene whose labelled pixels hold values missing from "
+        "remap (or from its label scheme) in a larger fraction is corrupt",
+    )
+    _table: dict[int, int] = PrivateAttr(default_factory=dict)
+    _remap_key: str = PrivateAttr("labels.remap")
+
+    @model_validator(mode="after")
+    def _check(self) -> LabelOptions:
+        if len(set(self.classes)) != len(self.classes):
+            raise ValueError(f"labels.classes: a class is named twice ({', '.join(self.classes)})")
+        if self.ignore_index < len(self.classes):
+            raise ValueError(f"labels.ignore_index {self.ignore_index} must be in {len(self.classes)}..255")
+        self._table = self._build_table(self.remap, self._remap_key)
+        for name in self.target or []:
+            if name not in self.classes:
+                raise ValueError(f"labels.target: {name!r} is not in labels.classes")
+        return self
+
+    @property
+    def table(self) -> dict[int, int]:
+        """Source value -> class index."""
+        return self._table
+
+    @property
+    def remap_key(self) -> str:
+        """The config key ``remap`` came from (``labels.remap`` or ``label_schemes.<name>``)."""
+        return self._remap_key
+
+    def _build_table(self, remap: Mapping[int | str, str], key: str) -> dict[int, int]:
+        """Source value -> class index of a remap table; errors name ``key``."""
+        table: dict[int, int] = {}
+        for value, name in remap.items():
+            try:
+                source = int(value)
+            except (TypeError, ValueError):
+                raise ValueError(f"{key}: source value {value!r} is not an integer") from None
+            if name == IGNORE:
+                table[source] = self.ignore_index
+            elif name in self.classes:
+                table[source] = self.classes.index(name)
+            else:
+                raise ValueError(
+                    f"{key}: value {value} maps to {name!r}, which is not in labels.classes "
+                    f"({', '.join(self.classes)}) nor 'ignore'"
+                )
+        return table
+
+    def with_scheme(self, name: str, remap: Mapping[int | str, str]) -> LabelOptions:
+        """These classes with the remap table of label scheme ``name`` instead of ``labels.remap``.
+
+        Raises:
+            ValueError: naming ``label_schemes.<name>`` for a value mapped to an unknown class.
+        """
+        scheme = self.model_copy(update={"remap": dict(remap)})
+        scheme._remap_key = f"label_schemes.{name}"
+        scheme._table = self._build_table(remap, scheme._remap_key)
+        return scheme
+
+    @property
+    def target_indices(self) -> list[int]:
+        """Class indices that count as target (the chips' balance)."""
+        names = self.target if self.target is not None else self.classes[1:]
+        return [self.classes.index(n) for n in names]
+
+
+class ChipOptions(Section):
+    """How chips are cut; the ``chips`` section."""
+
+    #: chip side in pixels
+    size: int = Field(64, ge=8)
+    #: step between chips in pixels; None = size (no overlap)
+    stride: int | None = Field(None, ge=1, description="null = size (no overlap)")
+    #: a chip with a larger fraction of invalid pixels is dropped
+    max_nodata_fraction: Fraction = 0.2
+    #: keep at most this many chips per scene (a seeded sample); None keeps all
+    max_per_scene: int | None = Field(None, ge=1)
+    #: fraction of the chips without any target pixel that is kept (1 keeps all)
+    background_fraction: Fraction = Field(1.0, description="share of target-free chips kept")
+    #: seed of the sampling
+    seed: int = 0
+
+
+class SplitOptions(Section):
+    """How folds are made; the ``splits`` section."""
+
+    #: number of folds, k
+    folds: int = Field(3, ge=2)
+    #: ``group``: GroupKFold; ``stratified_group``: StratifiedGroupKFold on chips with target
+    method: Literal["group", "stratified_group"] = "stratified_group"
+    #: seed of the shuffling
+    seed: int = 0
+    #: group by blocks of this many pixels within each AOI instead of by AOI; None = by AOI
+    block_size: int | None = Field(
+        None,
+        ge=1,
+        description="group chips by square blocks of this many pixels within each AOI (null = by AOI)",
+    )
+
+
+class DemoOptions(Section):
+    """Size and place of demo scenes; the ``demo`` section (the embedded demo only)."""
+
+    #: rows and columns of a scene
+    size: int = Field(256, ge=32, description="rows and columns of a scene")
+    #: pixel size in metres
+    resolution: Positive = Field(10.0, description="pixel size in metres")
+    #: CRS of the scenes (UTM 55S: the Great Barrier Reef)
+    crs: str = Field("EPSG:32755", description="CRS of the demo scenes")
+    #: names of demo scenes written as all nodata, to show the empty state
+    empty: list[str] = Field(
+        default_factory=list, description="demo scenes written as all nodata, to show the empty state"
+    )
+
+
+class ResourceOptions(Section):
+    """What the lighter per-scene jobs ask of the executor; the ``resources`` section."""
+
+    clean_mem_mb: int = Field(2000, ge=100)
+    chips_mem_mb: int = Field(2000, ge=100)
+    analyze_mem_mb: int = Field(2000, ge=100)
