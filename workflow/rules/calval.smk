@@ -1,4 +1,5 @@
-# Predict the calval sites with every model checkpoint and ensemble, draw the baselines, score all.
+# task: segmentation (functions in task_segmentation.smk). Predict the calval sites with every model checkpoint and ensemble, draw the
+# baselines, score all.
 
 
 # A model's checkpoint or an ensemble, at one site (a site whose clean is not ok gets empty files).

@@ -7,9 +7,9 @@ import sys
 
 from snakemap.core.config import build, resolve
 from snakemap.core.model_sections import APPLIED_PATTERN, ID_PATTERN, MODEL_KEY_PATTERN
+from snakemap.core.registry import task_named
 from snakemap.core.storage import local_path
 from snakemap.plan.grid import PREDICTOR_PATTERN, learning_params, split_predictor
-from snakemap.plan.grid import check_downscaling
 from snakemap.plan.grid import expand as expand_models
 from snakemap.plan.manifest import SCENE_ID_PATTERN, read_manifest, scenes_with_role
 from snakemap.plan.manifest_cache import CACHE_DIR
@@ -34,14 +34,14 @@ MANIFEST = read_manifest(
     config["manifest"],
     sensors=TABLES.sensors,
     label_schemes=TABLES.label_schemes,
-    labels_required=config["task"] != "downscaling",
+    labels_required=task_named(config["task"]).labels_required,
     cache=CACHE_DIR,
 )
 
 
-# segmentation or downscaling: the task changes the calval, report and apply rules (see Snakefile)
-TASK = config["task"]
-FIELD = TASK == "downscaling"
+# The task (snakemap.core.registry): its rule files score and show the calval sites (see Snakefile)
+# and define task_baselines(), report_outputs() and PREVIEWS; every other rule is shared.
+TASK = task_named(config["task"])
 TRAIN = scenes_with_role(MANIFEST, "train")
 CALVAL = scenes_with_role(MANIFEST, "calval")
 
@@ -106,27 +106,12 @@ def all_outputs(wildcards=None):
     )
 
 
-def report_outputs(wildcards=None):
-    """The calval summary and the report's tables and figures (nothing without calval sites)."""
-    if not calval_predictors():
-        return []
-    if FIELD:
-        return ["results/calval/summary.csv"] + expand("results/reports/scale_x{s}.csv", s=SCALES)
-    return [
-        "results/calval/summary.csv",
-        "results/reports/summary.csv",
-        "results/reports/best_by_class.csv",
-        "results/reports/iou_by_class.png",
-    ]
-
-
 def preview_outputs(wildcards=None):
     """A preview per calval site whose cleaning ended ok: the only outputs that wait for the clean
     checkpoint, so that a dry run still lists every other job."""
     if not calval_predictors():
         return []
-    figures = "results/reports/downscaling/{site}.png" if FIELD else "results/reports/previews/{site}.png"
-    return expand(figures, site=ok_sites())
+    return expand(PREVIEWS, site=ok_sites())
 
 
 def model_outputs():
@@ -172,9 +157,6 @@ def calval_chips(wildcards):
     return expand("results/chips/{scene}.index.parquet", scene=CALVAL)
 
 
-# Downscaling: every model's scale factor (a config mistake stops the run here, naming the key).
-SCALES = check_downscaling(config, JOBS.values()) if FIELD else []
-
 # Calval: models' checkpoints, ensembles and baselines, each scored at the calval sites.
 CV = config["calval"]
 ENSEMBLES = CV["ensembles"]
@@ -189,14 +171,11 @@ wildcard_constraints:
 
 
 def calval_predictors():
-    """Every predictor to score: checkpoints of each model, ensembles, baselines (downscaling:
-    each interpolation of downscaling.baselines at each model's scale)."""
+    """Every predictor to score: checkpoints of each model, then the task's own (its rule file's
+    task_baselines(): ensembles and baselines, or interpolations at each model's scale)."""
     if not CALVAL:
         return []
-    found = [f"models/{key}/{ck}" for key in JOBS for ck in CV["checkpoints"]]
-    if FIELD:
-        return found + [f"baselines/{m}-x{s}" for s in SCALES for m in config["downscaling"]["baselines"]]
-    return found + [f"ensembles/{n}" for n in ENSEMBLES] + [f"baselines/{n}" for n in BASELINES]
+    return [f"models/{key}/{ck}" for key in JOBS for ck in CV["checkpoints"]] + task_baselines()
 
 
 def ok_sites(wildcards=None):

@@ -2,14 +2,6 @@
 # by the models and by interpolation; errors per predictor, ratios to the baselines, figures.
 
 
-def predictor_scale(predictor):
-    """The scale factor of a model (its job's) or of a baseline (its name's ``-x{s}``)."""
-    kind, name = split_predictor(predictor)
-    if kind == "baselines":
-        return int(name.rsplit("-x", 1)[1])
-    return JOBS[os.path.dirname(name)].params.get("scale", 4)
-
-
 # A model's checkpoint at one site (a site whose clean is not ok gets an empty file).
 rule downscale_site:
     input:

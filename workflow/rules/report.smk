@@ -1,5 +1,5 @@
-# Figures and tables for `snakemake --report report.html`: calval scores, the best predictor per class,
-# training curves, map previews.
+# task: segmentation. Figures and tables for `snakemake --report report.html`: calval scores, the
+# best predictor per class, training curves, map previews.
 
 
 rule report_plots:

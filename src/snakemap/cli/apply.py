@@ -10,11 +10,13 @@ from typing import TYPE_CHECKING, Any
 
 from snakemap.cli.common import add_image, input_image, member_weights, model_options, step_options
 from snakemap.core.config import ConfigError, build, load_sections
+from snakemap.core.registry import task_named
 from snakemap.plan.manifest import apply_scene_ids, manifest_rows, read_manifest
 from snakemap.plan.manifest_cache import CACHE_DIR
 
 if TYPE_CHECKING:
     from snakemap.inference.predict import Predictor
+    from snakemap.inference.shard import ShardRunner
 
 
 def _make_predictor(args: argparse.Namespace, cfg: dict[str, Any]) -> Predictor:
@@ -99,7 +101,6 @@ def _predict_standalone(args: argparse.Namespace) -> int:
 def _apply_shard(args: argparse.Namespace, cfg: dict[str, Any]) -> int:
     from snakemap.data.sensors import SceneTables, build_sensors
     from snakemap.inference.scenes import SceneInput
-    from snakemap.inference.shard import ShardRunner
     from snakemap.plan.shards import ShardTable
 
     apply = build("apply", cfg.get("apply"))
@@ -109,47 +110,58 @@ def _apply_shard(args: argparse.Namespace, cfg: dict[str, Any]) -> int:
     bands = build("bands", cfg.get("bands"))
     # The workflow passes the sensors of the shard's scenes only: each is looked up here, before any work.
     tables = SceneTables(sensors=build_sensors(cfg.get("sensors"), bands))
-    manifest = read_manifest(args.manifest, labels_required=cfg.get("task") != "downscaling", cache=CACHE_DIR)
+    task = task_named(cfg.get("task"))
+    manifest = read_manifest(args.manifest, labels_required=task.labels_required, cache=CACHE_DIR)
     # Only the shard's rows become objects: a million-row manifest is sliced, not walked.
     rows = manifest.loc[ShardTable(manifest, apply.shard_size).members(args.shard)]
     scenes = [
         SceneInput(r.scene_id, r.uri, r.sha256, tables.sensor(r.sensor), r.sensor)
         for r in manifest_rows(rows)
     ]
-    runner: ShardRunner
-    if cfg.get("task") == "downscaling":
-        import torch
-
-        from snakemap.inference.field_shard import FieldShardRunner
-        from snakemap.tasks.downscaling import load_downscaler
-
-        device = torch.device("cuda" if args.gpus and torch.cuda.is_available() else "cpu")
-        runner = FieldShardRunner(
-            args.root,
-            load_downscaler(args.checkpoint[0], device),
-            bands,
-            build("clean", cfg.get("clean")),
-            build("predict", cfg.get("predict")),
-            apply,
-            build("downscaling", cfg.get("downscaling")),
-            build("acquire", cfg.get("acquire")),
-        )
-    else:
-        runner = ShardRunner(
-            args.root,
-            _make_predictor(args, cfg),
-            bands,
-            build("clean", cfg.get("clean")),
-            build("predict", cfg.get("predict")),
-            apply,
-            build("acquire", cfg.get("acquire")),
-            args.vrt,
-        )
+    runner: ShardRunner = task.hook("shard_runner")(args, cfg, apply, bands)
     result = runner.run_shard(args.shard, scenes)
     logging.info(
         "%s: %d scenes processed, %d already done", args.shard, result["processed"], result["skipped"]
     )
     return 0
+
+
+def class_runner(args: argparse.Namespace, cfg: dict[str, Any], apply: Any, bands: Any) -> ShardRunner:
+    """Segmentation's shard runner (the ``shard_runner`` hook): class maps by the predictor that
+    ``--checkpoint`` (with weights and a threshold for an ensemble) makes."""
+    from snakemap.inference.shard import ShardRunner
+
+    return ShardRunner(
+        args.root,
+        _make_predictor(args, cfg),
+        bands,
+        build("clean", cfg.get("clean")),
+        build("predict", cfg.get("predict")),
+        apply,
+        build("acquire", cfg.get("acquire")),
+        args.vrt,
+    )
+
+
+def field_runner(args: argparse.Namespace, cfg: dict[str, Any], apply: Any, bands: Any) -> ShardRunner:
+    """Downscaling's shard runner (the ``shard_runner`` hook): each scene's field downscaled by the
+    model of ``--checkpoint``."""
+    import torch
+
+    from snakemap.inference.field_shard import FieldShardRunner
+    from snakemap.tasks.downscaling import load_downscaler
+
+    device = torch.device("cuda" if args.gpus and torch.cuda.is_available() else "cpu")
+    return FieldShardRunner(
+        args.root,
+        load_downscaler(args.checkpoint[0], device),
+        bands,
+        build("clean", cfg.get("clean")),
+        build("predict", cfg.get("predict")),
+        apply,
+        build("downscaling", cfg.get("downscaling")),
+        build("acquire", cfg.get("acquire")),
+    )
 
 
 def _stac(args: argparse.Namespace, cfg: dict[str, Any]) -> int:
@@ -159,7 +171,8 @@ def _stac(args: argparse.Namespace, cfg: dict[str, Any]) -> int:
     from snakemap.outputs.stac_model import ModelInfo
     from snakemap.plan.manifest import parse_datetime
 
-    manifest = read_manifest(args.manifest, labels_required=cfg.get("task") != "downscaling", cache=CACHE_DIR)
+    task = task_named(cfg.get("task"))
+    manifest = read_manifest(args.manifest, labels_required=task.labels_required, cache=CACHE_DIR)
     rows = manifest[(manifest["role"] == "apply") & (manifest["datetime"] != "")]
     datetimes = {
         str(s): parse_datetime(str(t)) for s, t in zip(rows["scene_id"], rows["datetime"], strict=True)
@@ -177,7 +190,7 @@ def _stac(args: argparse.Namespace, cfg: dict[str, Any]) -> int:
         [str(c) for c in args.checkpoint],
         str(args.bundle) if args.bundle else None,
     )
-    classes = cfg["labels"]["classes"] if cfg.get("task") != "downscaling" and cfg.get("labels") else None
+    classes = cfg["labels"]["classes"] if task.maps == "classes" and cfg.get("labels") else None
     path = write_collection(args.root, args.predictor, args.shards, info, classes, datetimes)
     logging.info("STAC collection of %s: %s", args.predictor, path)
     return 0
@@ -187,7 +200,9 @@ def _inputs_vrt(args: argparse.Namespace, cfg: dict[str, Any]) -> int:
     from snakemap.core.storage import gdal_options, is_remote
     from snakemap.outputs.mosaic import build_inputs_vrt
 
-    manifest = read_manifest(args.manifest, labels_required=cfg.get("task") != "downscaling", cache=CACHE_DIR)
+    manifest = read_manifest(
+        args.manifest, labels_required=task_named(cfg.get("task")).labels_required, cache=CACHE_DIR
+    )
     uris = manifest.loc[manifest["role"] == "apply", "uri"].tolist()
     acquire = build("acquire", cfg.get("acquire"))
     # acquire's storage options for each remote scheme of the scenes (one URI stands for each)
@@ -204,7 +219,7 @@ def _mosaic(args: argparse.Namespace, cfg: dict[str, Any]) -> int:
 
     maps = ok_scene_maps(args.shards)
     apply = build("apply", cfg.get("apply"))
-    resampling = "average" if cfg.get("task") == "downscaling" else "mode"  # fields, or classes
+    resampling = task_named(cfg.get("task")).overview_resampling
     index = build_mosaic(maps, args.out, args.overview, apply.overview_factor, resampling, apply.overview_crs)
     for key, zone in index["zones"].items():
         logging.info("%s: %d scenes in %s", key, zone["scenes"], args.out / zone["vrt"])

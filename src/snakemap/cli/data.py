@@ -10,6 +10,7 @@ from typing import Any
 
 from snakemap.cli.common import step_options
 from snakemap.core.config import build
+from snakemap.core.registry import task_named
 from snakemap.plan.manifest import parse_bounds, read_manifest
 
 
@@ -42,21 +43,19 @@ def _clean(args: argparse.Namespace, cfg: dict[str, Any]) -> int:
     tables = SceneTables.from_config(cfg)
     bands, clean = build("bands", cfg.get("bands")), build("clean", cfg.get("clean"))
     tables.cleaned_bands(bands, clean.qa_band, [args.sensor])  # config mistakes: exit 2, no state
-    field = cfg.get("task") == "downscaling"
+    task = task_named(cfg.get("task"))
     status = clean_scene(
         args.scene,
         args.acquired,
         args.out,
         bands,
         clean,
-        None if field else tables.scene_labels(args.label_scheme),
+        tables.scene_labels(args.label_scheme) if task.labels_required else None,
         tables.sensor(args.sensor),
         parse_bounds(args.bounds or ""),
     )
-    if field:  # the auxiliary fields join the cleaned field as extra bands
-        from snakemap.inference.fields import add_auxiliary
-
-        status = add_auxiliary(args.out, build("downscaling", cfg.get("downscaling")).auxiliary)
+    if task.has("after_clean"):  # e.g. downscaling's auxiliary fields join the field as extra bands
+        status = task.hook("after_clean")(args.out, cfg)
     logging.info("scene %s: %s %s", args.scene, status.status, status.reason)
     return 0
 
@@ -72,11 +71,11 @@ def _chips(args: argparse.Namespace, cfg: dict[str, Any]) -> int:
     from snakemap.data.chips import ChipPaths, write_chips
 
     paths, chips = ChipPaths(args.image, args.label, args.index), build("chips", cfg.get("chips"))
-    if cfg.get("task") == "downscaling":
-        n = write_chips(args.clean, paths, chips, [], 255, field=True)
-    else:
+    if task_named(cfg.get("task")).labels_required:
         labels = build("labels", cfg["labels"])
         n = write_chips(args.clean, paths, chips, labels.target_indices, labels.ignore_index)
+    else:  # the scene's own field is what the chips teach
+        n = write_chips(args.clean, paths, chips, [], 255, field=True)
     logging.info("scene %s: %d chips", args.scene, n)
     return 0
 
@@ -84,7 +83,7 @@ def _chips(args: argparse.Namespace, cfg: dict[str, Any]) -> int:
 def _folds(args: argparse.Namespace, cfg: dict[str, Any]) -> int:
     from snakemap.data.splits import write_folds
 
-    manifest = read_manifest(args.manifest, labels_required=cfg.get("task") != "downscaling")
+    manifest = read_manifest(args.manifest, labels_required=task_named(cfg.get("task")).labels_required)
     aoi = {str(scene): str(area) for scene, area in manifest["aoi"].items()}
     folds = write_folds(args.indexes, aoi, args.out, build("splits", cfg.get("splits")))
     logging.info("%d chips in %d folds", len(folds), folds["fold"].nunique())
@@ -99,7 +98,7 @@ def _check_manifest(args: argparse.Namespace, cfg: dict[str, Any]) -> int:
 
         tables = SceneTables.from_config(cfg)
         sensors, schemes = tables.sensors, tables.label_schemes
-    labels = cfg.get("task") != "downscaling"
+    labels = task_named(cfg.get("task")).labels_required
     manifest = read_manifest(args.manifest, sensors, schemes, labels_required=labels)
     counts = manifest["role"].value_counts().to_dict()
     print(

@@ -9,6 +9,7 @@ from typing import Any
 
 from snakemap.cli.common import step_options
 from snakemap.core.config import build
+from snakemap.core.registry import task_named
 
 
 def _train(args: argparse.Namespace, cfg: dict[str, Any]) -> int:
@@ -18,13 +19,15 @@ def _train(args: argparse.Namespace, cfg: dict[str, Any]) -> int:
     from snakemap.training.train import train_job
 
     job = json.loads(args.job)
-    task = cfg.get("task", "segmentation")
+    task = task_named(cfg.get("task"))
     classes, ignore_index = [], 255
-    if task == "segmentation":
+    if task.labels_required:
         labels = build("labels", cfg["labels"])
         classes, ignore_index = labels.classes, labels.ignore_index
     data = JobData(args.train_indexes, args.calval_indexes or [], args.folds, args.stats)
-    train_job(args.out, job["params"], job["fold"], classes, ignore_index, data, args.gpus, args.cpus, task)
+    train_job(
+        args.out, job["params"], job["fold"], classes, ignore_index, data, args.gpus, args.cpus, task.name
+    )
     return 0
 
 
@@ -34,8 +37,7 @@ def _bundle(args: argparse.Namespace, cfg: dict[str, Any]) -> int:
     from snakemap.outputs.bundle import read_bundle, write_bundle
 
     resolved = yaml.safe_load(args.resolved.read_text())
-    task = cfg.get("task", "segmentation")
-    write_bundle(args.checkpoint, resolved, cfg, args.out, task)
+    write_bundle(args.checkpoint, resolved, cfg, args.out, task_named(cfg.get("task")).name)
     if args.onnx_out:
         from snakemap.outputs.export import export_onnx
 

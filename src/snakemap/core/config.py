@@ -17,10 +17,10 @@ import types
 import typing
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any, ClassVar, Literal
+from typing import Annotated, Any, ClassVar
 
 import yaml
-from pydantic import BaseModel, Field, ValidationError, model_validator
+from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 
 from snakemap.core.model_sections import (
     ID_PATTERN,
@@ -30,6 +30,7 @@ from snakemap.core.model_sections import (
     ModelsSection,
     PredictOptions,
 )
+from snakemap.core.registry import DEFAULT_TASK, TASKS, task_named
 from snakemap.core.section_base import Section
 from snakemap.core.sections import (
     LABEL_VALUE_PATTERN,
@@ -53,17 +54,15 @@ class ConfigError(ValueError):
 
 
 class Config(Section):
-    """The workflow's config file. ``manifest`` and ``bands`` are required, and ``labels`` too
-    unless the task is ``downscaling`` (which learns from the fields themselves)."""
+    """The workflow's config file. ``manifest`` and ``bands`` are required, and ``labels`` too for
+    a task that learns from labels (not ``downscaling``, which learns from the fields themselves)."""
 
     OMIT_UNSET: ClassVar[frozenset[str]] = frozenset({"demo", "labels", "models"})
 
-    #: segmentation: class maps from labelled scenes; downscaling: a gridded field (band 1 of each
-    #: scene) at ``scale`` times the resolution, learnt by degrading the scenes themselves
-    task: Literal["segmentation", "downscaling"] = Field(
-        "segmentation",
-        description="segmentation: class maps from labelled scenes; downscaling: a gridded field (band 1 "
-        "of each scene) at `scale` times the resolution, learnt by degrading the scenes themselves",
+    #: the task (:data:`snakemap.core.registry.TASKS`): segmentation or downscaling
+    task: str = Field(
+        DEFAULT_TASK,
+        description="; ".join(f"{t.name}: {t.description}" for t in TASKS.values()),
     )
     downscaling: DownscalingOptions = Field(
         default_factory=DownscalingOptions, description="task: downscaling only"
@@ -118,10 +117,16 @@ class Config(Section):
         description="applying predictors to the manifest's apply scenes, in shards",
     )
 
+    @field_validator("task")
+    @classmethod
+    def _task(cls, name: str) -> str:
+        task_named(name)
+        return name
+
     @model_validator(mode="after")
-    def _labels_for_segmentation(self) -> Config:
-        if self.task != "downscaling" and self.labels is None:
-            raise ValueError("labels: required (the classes and the remap table) unless task is downscaling")
+    def _labels_if_the_task_needs_them(self) -> Config:
+        if task_named(self.task).labels_required and self.labels is None:
+            raise ValueError(f"labels: required (the classes and the remap table) for task {self.task}")
         return self
 
 

@@ -13,7 +13,7 @@ from typing import Annotated, Any, Literal
 import numpy as np
 from pydantic import Field, PrivateAttr, field_validator
 
-from snakemap.core.section_base import NAME_PATTERN, Fraction, NonNegative, Number, Positive, Section
+from snakemap.core.section_base import NAME_PATTERN, Fraction, NonNegative, Number, Positive, Section, Unique
 
 #: ids of models, ensembles, baselines, sensors and label schemes
 ID_PATTERN = r"[A-Za-z0-9][A-Za-z0-9._+-]*"
@@ -22,6 +22,8 @@ MODEL_KEY_PATTERN = rf"{ID_PATTERN}(/fold[0-9]+)?"
 #: predictors that predict scenes: a model's checkpoint or an ensemble
 APPLIED_PATTERN = rf"(models/{MODEL_KEY_PATTERN}/(best|last)|ensembles/{ID_PATTERN})"
 Id = Annotated[str, Field(pattern=f"^{ID_PATTERN}$")]
+#: the downscaling networks (:mod:`snakemap.tasks.srnets`)
+DOWNSCALING_ARCHS = ("SRCNN", "RecurrentSRCNN", "EDSR", "RCAN")
 Checkpoint = Literal["best", "last"]
 Interpolation = Literal["bicubic", "bilinear", "nearest"]
 
@@ -167,6 +169,19 @@ class ModelOptions(Section):
     seed: int = 0
 
 
+def field_model_errors(opts: ModelOptions, chip_size: int | None = None) -> list[str]:
+    """Why a model cannot downscale: it is no downscaling network, its scale does not divide the
+    chips' side ``chip_size`` (when given), or RecurrentSRCNN's scale is no power of 2."""
+    errors = []
+    if opts.arch not in DOWNSCALING_ARCHS:
+        errors.append(f"arch {opts.arch!r} is not a downscaling network ({', '.join(DOWNSCALING_ARCHS)})")
+    if chip_size is not None and chip_size % opts.scale:
+        errors.append(f"chips.size {chip_size} is not a multiple of its scale {opts.scale}")
+    if opts.arch == "RecurrentSRCNN" and opts.scale & (opts.scale - 1):
+        errors.append("RecurrentSRCNN needs a scale that is a power of 2")
+    return errors
+
+
 class ModelListEntry(Section):
     """One entry of ``models.list``: a name and the parameters that differ from ``models.base``."""
 
@@ -287,18 +302,11 @@ class EnsembleOptions(Section):
 class CalvalOptions(Section):
     """The ``calval`` section: models, ensembles and baselines scored at the calval sites."""
 
-    checkpoints: list[Checkpoint] = Field(default_factory=lambda: list[Checkpoint](["best"]))
+    checkpoints: Unique[Checkpoint] = Field(default_factory=lambda: list[Checkpoint](["best"]))
     #: GPUs per prediction job
     gpus: int = Field(0, ge=0, description="GPUs per prediction job")
     baselines: dict[Id, BaselineOptions] = Field(default_factory=dict)
     ensembles: dict[Id, EnsembleOptions] = Field(default_factory=dict)
-
-    @field_validator("checkpoints")
-    @classmethod
-    def _unique(cls, values: list[str]) -> list[str]:
-        if len(set(values)) != len(values):
-            raise ValueError(f"a checkpoint is named twice: {values}")
-        return values
 
 
 class MaskOptions(Section):
@@ -353,6 +361,13 @@ class ApplyOptions(Section):
     )
     _retry_corrupt: bool = PrivateAttr(False)
 
+    def class_map_only(self) -> str | None:
+        """What of this section only class maps have (a mask, a buffer), as a message; None if
+        nothing (a task that maps a field checks it)."""
+        if self.mask is not None or self.buffer:
+            return "apply.mask and apply.buffer are for class maps: leave them unset for downscaling"
+        return None
+
     @property
     def retry_corrupt(self) -> bool:
         """Try corrupt scenes again on a rerun (the config's top-level ``retry_corrupt``)."""
@@ -373,7 +388,7 @@ class DownscalingOptions(Section):
         "under an ice-thickness map), resampled onto every scene's grid as an extra input channel",
     )
     #: interpolation baselines scored at the calval sites at every model's scale
-    baselines: list[Interpolation] = Field(
+    baselines: Unique[Interpolation] = Field(
         default_factory=lambda: list[Interpolation](["bicubic", "bilinear", "nearest"]),
         description="interpolation baselines scored at the calval sites at every model's scale",
     )
@@ -382,10 +397,3 @@ class DownscalingOptions(Section):
     overlap: int = Field(
         8, ge=0, description="low-resolution cells of context cropped at each inner window edge"
     )
-
-    @field_validator("baselines")
-    @classmethod
-    def _unique(cls, values: list[str]) -> list[str]:
-        if len(set(values)) != len(values):
-            raise ValueError(f"a baseline is named twice: {values}")
-        return values

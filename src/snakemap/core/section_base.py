@@ -6,9 +6,9 @@ options a rule passes keep their text), with bounds that the generated schema sh
 from __future__ import annotations
 
 import math
-from typing import Annotated, Any, ClassVar
+from typing import Annotated, Any, ClassVar, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 #: band, index, class and auxiliary names (file-name and identifier safe)
 NAME_PATTERN = r"^[A-Za-z][A-Za-z0-9_]*$"
@@ -92,3 +92,15 @@ Fraction = Annotated[float, _Number(ge=0, le=1)]
 Positive = Annotated[float, _Number(gt=0)]
 NonNegative = Annotated[float, _Number(ge=0)]
 Name = Annotated[str, Field(pattern=NAME_PATTERN)]
+
+
+def _unique(values: list[Any]) -> list[Any]:
+    twice = sorted({str(v) for v in values if values.count(v) > 1})
+    if twice:
+        raise ValueError(f"{', '.join(twice)} given more than once")
+    return values
+
+
+_T = TypeVar("_T")
+#: a list whose items are distinct
+Unique = Annotated[list[_T], AfterValidator(_unique), Field(json_schema_extra={"uniqueItems": True})]

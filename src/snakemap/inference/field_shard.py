@@ -54,10 +54,9 @@ class FieldShardRunner(ShardRunner):
             ConfigError: naming the key.
         """
         check_auxiliary("the model", self.downscaler.band_names, self.downscaling.auxiliary)
-        if self.apply.mask is not None or self.apply.buffer:
-            raise ConfigError(
-                "apply.mask and apply.buffer are for segmentation: leave them unset for downscaling"
-            )
+        problem = self.apply.class_map_only()
+        if problem:
+            raise ConfigError(problem)
 
     def _predict(
         self,

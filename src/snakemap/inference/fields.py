@@ -23,6 +23,7 @@ from affine import Affine
 from rasterio.warp import Resampling, reproject
 
 from snakemap.core.io import write_cog
+from snakemap.core.model_sections import DownscalingOptions
 from snakemap.core.status import SceneStatus, status_path, write_no_map
 
 if TYPE_CHECKING:  # torch is imported where a model runs, not by the light steps (clean, scores)
@@ -197,3 +198,9 @@ def write_downscaled(out: str | os.PathLike[str], pred: np.ndarray, crs: Any, tr
     write_cog(
         out, pred[None].astype(np.float32), {"crs": crs, "transform": transform, "nodata": float("nan")}
     )
+
+
+def auxiliary_after_clean(clean_dir: str | os.PathLike[str], cfg: Mapping[str, Any]) -> SceneStatus:
+    """Downscaling's ``after_clean`` hook: the config's auxiliary fields (``downscaling.auxiliary``)
+    added to a cleaned scene as extra bands (see :func:`add_auxiliary`)."""
+    return add_auxiliary(clean_dir, DownscalingOptions.model_validate(cfg.get("downscaling") or {}).auxiliary)

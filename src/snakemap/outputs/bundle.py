@@ -36,6 +36,7 @@ import torch
 
 from snakemap import __version__
 from snakemap.core.io import atomic_path
+from snakemap.core.registry import DEFAULT_TASK, task_named
 
 #: the bundle format this snakemap writes and the newest it reads
 FORMAT_VERSION = 1
@@ -75,7 +76,7 @@ def write_bundle(
     resolved: dict[str, Any],
     sections: dict[str, Any],
     out: str | os.PathLike[str],
-    task: str = "segmentation",
+    task: str = DEFAULT_TASK,
 ) -> Path:
     """Write a bundle of a checkpoint (see the module docstring) atomically.
 
@@ -152,19 +153,10 @@ def bundled_model(
         A :class:`snakemap.tasks.networks.TrainedModel` (segmentation) or a
         :class:`snakemap.tasks.downscaling.TrainedDownscaler` (downscaling).
     """
-    hp = meta["model"]
-    if meta["task"] == "downscaling":
-        from snakemap.tasks.downscaling import TrainedDownscaler, downscaler_from
-
-        if network is None:
-            return downscaler_from(hp, state or {})
-        return TrainedDownscaler(network, int(hp["scale"]), list(hp["band_names"]), str(hp["arch"]))
-    from snakemap.tasks.networks import TrainedModel, trained_from
-
+    task = task_named(meta["task"])
     if network is None:
-        return trained_from(hp, state or {})
-    bands, normalize = list(hp["band_names"]), hp.get("normalize", "dataset")
-    return TrainedModel(network, list(hp["classes"]), bands, list(hp["mean"]), list(hp["std"]), normalize)
+        return task.hook("trained_from")(meta["model"], state or {})
+    return task.hook("trained_around")(network, meta["model"])
 
 
 def predict_raw(
@@ -190,34 +182,31 @@ def predict_raw(
         BundleError: a sensor or auxiliary field the bundle does not know or lacks.
         SceneError: a scene that is empty or corrupt after cleaning (the reason says why).
     """
+    _cleaning(meta, sensor)  # an unknown sensor: a BundleError before the task's hook
+    predict = task_named(meta["task"]).hook("predict_raw")
+    result: dict[str, Any] = predict(meta, model, image, out, sensor, auxiliary, probs_out)
+    return result
+
+
+def predict_classes(
+    meta: dict[str, Any],
+    model: Any,
+    image: str | os.PathLike[str],
+    out: str | os.PathLike[str],
+    sensor: str = "",
+    auxiliary: dict[str, str] | None = None,
+    probs_out: str | os.PathLike[str] | None = None,
+) -> dict[str, Any]:
+    """Segmentation's :func:`predict_raw`: the scene cleaned with the bundled options, then
+    predicted in windows into a class map (and probabilities)."""
     from snakemap.core.model_sections import PredictOptions
-    from snakemap.core.sections import BandOptions, CleanOptions
     from snakemap.core.status import SceneError
     from snakemap.data.clean import judge, read_clean
-    from snakemap.data.sensors import build_sensors
     from snakemap.inference.predict import Member, Predictor, predict_scene
     from snakemap.inference.readers import ArrayReader
 
     sections = meta["sections"]
-    bands = BandOptions(**(sections.get("bands") or {}))
-    clean = CleanOptions(**(sections.get("clean") or {}))
-    sensors = build_sensors(sections.get("sensors"), bands)
-    if sensor and sensor not in sensors:
-        known = ", ".join(sensors) or "none"
-        raise BundleError(f"sensor {sensor!r} is not in the bundle's sensors ({known})")
-    if meta["task"] == "downscaling":
-        from snakemap.core.model_sections import DownscalingOptions
-        from snakemap.inference.fields import check_auxiliary, downscale_raster
-
-        opts = DownscalingOptions(**(sections.get("downscaling") or {}))
-        names = list(meta["model"]["band_names"])
-        given = {n: (auxiliary or {})[n] for n in names[1:] if n in (auxiliary or {})}
-        try:
-            check_auxiliary("the bundle's model", names, given)
-        except ValueError as exc:
-            raise BundleError(f"{exc}: pass --auxiliary name=raster for each") from exc
-        batch = PredictOptions(**(sections.get("predict") or {})).batch_size
-        return downscale_raster(image, out, model, model.scale, given, opts.window, opts.overlap, batch)
+    bands, clean, sensors = _cleaning(meta, sensor)
     cleaned = read_clean(Path(image), None, bands, clean, None, sensor=sensors.get(sensor))
     status = judge(Path(image).stem, cleaned, clean, None)
     if status.status != "ok":
@@ -227,3 +216,48 @@ def predict_raw(
     reader = ArrayReader(cleaned.image, cleaned.names, cleaned.crs, cleaned.transform)
     options = PredictOptions(**(sections.get("predict") or {}))
     return predict_scene(reader, predictor, options, out, probs_out)
+
+
+def predict_field(
+    meta: dict[str, Any],
+    model: Any,
+    image: str | os.PathLike[str],
+    out: str | os.PathLike[str],
+    sensor: str = "",
+    auxiliary: dict[str, str] | None = None,
+    probs_out: str | os.PathLike[str] | None = None,
+) -> dict[str, Any]:
+    """Downscaling's :func:`predict_raw`: the field (band 1) and the auxiliary fields given,
+    downscaled window by window (``probs_out`` is not used)."""
+    from snakemap.core.model_sections import DownscalingOptions, PredictOptions
+    from snakemap.inference.fields import check_auxiliary, downscale_raster
+
+    sections = meta["sections"]
+    opts = DownscalingOptions(**(sections.get("downscaling") or {}))
+    names = list(meta["model"]["band_names"])
+    given = {n: (auxiliary or {})[n] for n in names[1:] if n in (auxiliary or {})}
+    try:
+        check_auxiliary("the bundle's model", names, given)
+    except ValueError as exc:
+        raise BundleError(f"{exc}: pass --auxiliary name=raster for each") from exc
+    batch = PredictOptions(**(sections.get("predict") or {})).batch_size
+    return downscale_raster(image, out, model, model.scale, given, opts.window, opts.overlap, batch)
+
+
+def _cleaning(meta: dict[str, Any], sensor: str) -> tuple[Any, Any, dict[str, Any]]:
+    """The bundled ``bands`` and ``clean`` options and ``sensors`` table.
+
+    Raises:
+        BundleError: for a ``sensor`` the bundle's table does not have.
+    """
+    from snakemap.core.sections import BandOptions, CleanOptions
+    from snakemap.data.sensors import build_sensors
+
+    sections = meta["sections"]
+    bands = BandOptions(**(sections.get("bands") or {}))
+    clean = CleanOptions(**(sections.get("clean") or {}))
+    sensors = build_sensors(sections.get("sensors"), bands)
+    if sensor and sensor not in sensors:
+        known = ", ".join(sensors) or "none"
+        raise BundleError(f"sensor {sensor!r} is not in the bundle's sensors ({known})")
+    return bands, clean, sensors

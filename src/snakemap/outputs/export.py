@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from snakemap.core.io import atomic_path
+from snakemap.core.registry import task_named
 from snakemap.outputs.bundle import Bundle
 
 #: the metadata key of the bundle's description
@@ -38,32 +39,16 @@ class _FinalStage(nn.Module):
         return out[-1]
 
 
+#: what :func:`export_onnx` exports: the module, example inputs, their names, the dynamic axes of
+#: each, and the output's name (a task's ``onnx_graph`` hook makes it)
+OnnxGraph = tuple[nn.Module, tuple[torch.Tensor, ...], list[str], dict[str, dict[int, str]], list[str]]
+
+
 def export_onnx(bundle: Bundle, out: str | os.PathLike[str]) -> Path:
     """Export a bundle's network to ONNX (see the module docstring), atomically."""
     import onnx
 
-    hp = bundle.hyper_parameters
-    bands = len(hp["band_names"])
-    if bundle.task == "downscaling":
-        from snakemap.tasks.downscaling import downscaler_from
-
-        trained = downscaler_from(hp, bundle.state)
-        aux = bands > 1
-        module: nn.Module = _FinalStage(trained.network, aux).eval()
-        s = trained.scale
-        args: tuple[torch.Tensor, ...] = (torch.zeros(1, 1, 16, 16),)
-        names, axes = ["lr"], {"lr": {0: "batch", 2: "height", 3: "width"}}
-        if aux:
-            args += (torch.zeros(1, bands - 1, 16 * s, 16 * s),)
-            names.append("aux")
-            axes["aux"] = {0: "batch", 2: "aux_height", 3: "aux_width"}
-        outputs = ["field"]
-    else:
-        from snakemap.tasks.networks import trained_from
-
-        module = trained_from(hp, bundle.state).network.eval()
-        args = (torch.zeros(1, bands, 64, 64),)
-        names, axes, outputs = ["input"], {"input": {0: "batch", 2: "height", 3: "width"}}, ["logits"]
+    module, args, names, axes, outputs = task_named(bundle.task).hook("onnx_graph")(bundle)
     axes[outputs[0]] = {0: "batch", 2: "out_height", 3: "out_width"}
     with atomic_path(out, suffix=".onnx") as tmp:
         torch.onnx.export(
@@ -81,6 +66,36 @@ def export_onnx(bundle: Bundle, out: str | os.PathLike[str]) -> Path:
         entry.key, entry.value = META_KEY, json.dumps(bundle.meta, sort_keys=True, default=str)
         onnx.save(model, str(tmp))
     return Path(out)
+
+
+def class_graph(bundle: Bundle) -> OnnxGraph:
+    """Segmentation: ``input (batch, bands, h, w)`` -> ``logits (batch, classes, h, w)``."""
+    from snakemap.tasks.networks import trained_from
+
+    hp = bundle.hyper_parameters
+    module = trained_from(hp, bundle.state).network.eval()
+    args = (torch.zeros(1, len(hp["band_names"]), 64, 64),)
+    return module, args, ["input"], {"input": {0: "batch", 2: "height", 3: "width"}}, ["logits"]
+
+
+def field_graph(bundle: Bundle) -> OnnxGraph:
+    """Downscaling: ``lr (batch, 1, h, w)`` (and ``aux (batch, A, h*s, w*s)``) -> ``field (batch,
+    1, h*s, w*s)``, the network's last stage."""
+    from snakemap.tasks.downscaling import downscaler_from
+
+    hp = bundle.hyper_parameters
+    bands = len(hp["band_names"])
+    trained = downscaler_from(hp, bundle.state)
+    aux = bands > 1
+    module: nn.Module = _FinalStage(trained.network, aux).eval()
+    s = trained.scale
+    args: tuple[torch.Tensor, ...] = (torch.zeros(1, 1, 16, 16),)
+    names, axes = ["lr"], {"lr": {0: "batch", 2: "height", 3: "width"}}
+    if aux:
+        args += (torch.zeros(1, bands - 1, 16 * s, 16 * s),)
+        names.append("aux")
+        axes["aux"] = {0: "batch", 2: "aux_height", 3: "aux_width"}
+    return module, args, names, axes, ["field"]
 
 
 class OnnxNetwork:

@@ -25,7 +25,13 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from snakemap.core.model_sections import ID_PATTERN, MODEL_KEY_PATTERN, ModelOptions
+from snakemap.core.model_sections import (
+    ID_PATTERN,
+    MODEL_KEY_PATTERN,
+    ApplyOptions,
+    ModelOptions,
+    field_model_errors,
+)
 
 #: short names for common keys in ids
 SHORT = {"batch_size": "bs", "encoder_name": "enc", "encoder_weights": "weights", "weight_decay": "wd"}
@@ -34,8 +40,6 @@ _SAFE = re.compile(r"[^A-Za-z0-9.+-]")
 
 #: every predictor scored at calval: models' checkpoints, ensembles and baselines
 PREDICTOR_PATTERN = rf"(models/{MODEL_KEY_PATTERN}/(best|last)|ensembles/{ID_PATTERN}|baselines/{ID_PATTERN})"
-#: the downscaling networks (:mod:`snakemap.tasks.srnets`)
-DOWNSCALING_ARCHS = ("SRCNN", "RecurrentSRCNN", "EDSR", "RCAN")
 #: model parameters that size a job (its resources) and never change what it learns: changing
 #: them neither reruns a finished job nor restarts a running one
 RESOURCE_KEYS = ("gpus", "cpus", "mem_mb", "runtime")
@@ -194,17 +198,9 @@ def check_downscaling(config: dict[str, Any], jobs: Iterable[ModelJob]) -> list[
     scales = set()
     for job in jobs:
         opts = ModelOptions(**job.params)
-        if opts.arch not in DOWNSCALING_ARCHS:
-            raise ConfigError(
-                f"model {job.model_id}: arch {opts.arch!r} is not a downscaling network "
-                f"({', '.join(DOWNSCALING_ARCHS)})"
-            )
-        if size % opts.scale:
-            raise ConfigError(
-                f"chips.size {size} is not a multiple of model {job.model_id}'s scale {opts.scale}"
-            )
-        if opts.arch == "RecurrentSRCNN" and opts.scale & (opts.scale - 1):
-            raise ConfigError(f"model {job.model_id}: RecurrentSRCNN needs a scale that is a power of 2")
+        errors = field_model_errors(opts, size)
+        if errors:
+            raise ConfigError(f"model {job.model_id}: {errors[0]}")
         scales.add(opts.scale)
     calval, apply = config.get("calval", {}), config.get("apply", {})
     if calval.get("ensembles") or calval.get("baselines"):
@@ -212,10 +208,9 @@ def check_downscaling(config: dict[str, Any], jobs: Iterable[ModelJob]) -> list[
             "calval.ensembles and calval.baselines are for segmentation: downscaling scores the "
             "interpolations of downscaling.baselines"
         )
-    if apply.get("mask") or apply.get("buffer"):
-        raise ConfigError(
-            "apply.mask and apply.buffer are for segmentation: leave them unset for downscaling"
-        )
+    problem = ApplyOptions.model_validate(apply).class_map_only()
+    if problem:
+        raise ConfigError(problem)
     for predictor in apply.get("predictors", []):
         if not predictor.startswith("models/"):
             raise ConfigError(f"apply.predictors: {predictor!r}: downscaling applies models only")

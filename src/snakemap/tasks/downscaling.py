@@ -18,6 +18,8 @@ import lightning as L
 import numpy as np
 import torch
 
+from snakemap.core.config import ConfigError
+from snakemap.core.model_sections import ModelOptions, field_model_errors
 from snakemap.tasks.augment import augment
 from snakemap.tasks.fieldops import block_mean, fill_nearest, upsample
 from snakemap.tasks.segmentation import configure_optimizers
@@ -185,4 +187,65 @@ def downscaler_from(
     network = build_srnet(hp["arch"], hp["scale"], len(hp["band_names"]) - 1, hp["features"], hp["blocks"])
     network.load_state_dict(state)
     network.to(map_location).eval()
+    return TrainedDownscaler(network, int(hp["scale"]), list(hp["band_names"]), str(hp["arch"]))
+
+
+def model_options(opts: ModelOptions) -> ModelOptions:
+    """The options as downscaling reads them: every cleaned band (the field, then the auxiliary
+    fields), each grid normalised by its own statistics, no class balance, and the segmentation
+    defaults of ``loss`` and ``monitor`` read as ``{l1: 1.0}`` and ``val_rmse``.
+
+    Raises:
+        ConfigError: naming the key, for an architecture or loss the task does not have.
+    """
+    errors = field_model_errors(opts)
+    if errors:
+        raise ConfigError(f"models: {errors[0]}")
+    loss = {"l1": 1.0} if opts.loss == {"ce": 1.0} else opts.loss
+    unknown = sorted(set(loss) - {"l1", "mse"})
+    if unknown:
+        raise ConfigError(f"models loss {unknown} are segmentation losses: downscaling uses l1, mse")
+    monitor = "val_rmse" if opts.monitor == "val_iou" else opts.monitor
+    if monitor not in ("val_rmse", "val_ratio", "val_loss"):
+        raise ConfigError(f"models monitor {monitor!r}: downscaling logs val_rmse, val_ratio, val_loss")
+    return opts.model_copy(
+        update={"bands": None, "normalize": "scene", "balance": None, "loss": loss, "monitor": monitor}
+    )
+
+
+def lightning_module(
+    opts: ModelOptions,
+    classes: list[str],
+    bands: list[str],
+    mean: list[float],
+    std: list[float],
+    ignore_index: int,
+    chip_size: int,
+) -> DownscalingTask:
+    """The Lightning module of one training job (no classes: the field is its own target).
+
+    Raises:
+        ConfigError: a chip side (``chips.size``) that the model's scale does not divide.
+    """
+    errors = field_model_errors(opts, chip_size)
+    if errors:
+        raise ConfigError(f"models: {errors[0]}")
+    return DownscalingTask(
+        opts.arch,
+        opts.scale,
+        bands,
+        opts.features,
+        opts.blocks,
+        opts.loss,
+        opts.optimizer,
+        opts.lr,
+        opts.weight_decay,
+        opts.scheduler,
+        opts.epochs,
+        opts.augment,
+    )
+
+
+def downscaler_around(network: Any, hp: dict[str, Any]) -> TrainedDownscaler:
+    """A trained downscaler whose network is ``network`` (an ONNX Runtime session, say)."""
     return TrainedDownscaler(network, int(hp["scale"]), list(hp["band_names"]), str(hp["arch"]))

@@ -146,3 +146,10 @@ def trained_from(
         list(hp["std"]),
         hp.get("normalize", "dataset"),
     )
+
+
+def trained_around(network: Any, hp: dict[str, Any]) -> TrainedModel:
+    """A trained model whose network is ``network`` (an ONNX Runtime session, say), with the
+    classes, bands and statistics of the hyper-parameters ``hp``."""
+    bands, normalize = list(hp["band_names"]), hp.get("normalize", "dataset")
+    return TrainedModel(network, list(hp["classes"]), bands, list(hp["mean"]), list(hp["std"]), normalize)

@@ -12,7 +12,9 @@ from segmentation_models_pytorch.losses import DiceLoss, FocalLoss
 from torch import nn
 from torchmetrics.classification import MulticlassConfusionMatrix
 
+from snakemap.core.config import ConfigError
 from snakemap.core.metrics import scores
+from snakemap.core.model_sections import DOWNSCALING_ARCHS, ModelOptions
 from snakemap.tasks.augment import augment
 from snakemap.tasks.networks import build_model
 
@@ -171,3 +173,45 @@ def configure_optimizers(
     else:
         return opt
     return {"optimizer": opt, "lr_scheduler": sched}
+
+
+def model_options(opts: ModelOptions) -> ModelOptions:
+    """The options as segmentation reads them: as given, with a segmentation network.
+
+    Raises:
+        ConfigError: naming the key, for a downscaling network.
+    """
+    if opts.arch in DOWNSCALING_ARCHS:
+        raise ConfigError(f"models arch {opts.arch!r} is a downscaling network: set task: downscaling")
+    return opts
+
+
+def lightning_module(
+    opts: ModelOptions,
+    classes: list[str],
+    bands: list[str],
+    mean: list[float],
+    std: list[float],
+    ignore_index: int,
+    chip_size: int,
+) -> SegmentationTask:
+    """The Lightning module of one training job (``chip_size``, the chips' side, is not needed)."""
+    return SegmentationTask(
+        opts.arch,
+        opts.encoder_name,
+        classes,
+        bands,
+        mean,
+        std,
+        ignore_index,
+        opts.encoder_weights,
+        opts.loss,
+        opts.class_weights,
+        opts.optimizer,
+        opts.lr,
+        opts.weight_decay,
+        opts.scheduler,
+        opts.epochs,
+        opts.augment,
+        opts.normalize,
+    )

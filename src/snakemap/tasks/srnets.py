@@ -21,7 +21,7 @@ import math
 import torch
 from torch import nn
 
-from snakemap.plan.grid import DOWNSCALING_ARCHS as ARCHS
+from snakemap.core.model_sections import DOWNSCALING_ARCHS as ARCHS
 from snakemap.tasks.fieldops import block_mean, upsample
 
 

@@ -30,14 +30,11 @@ from lightning.fabric.plugins.environments.lightning import LightningEnvironment
 from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger
 
-from snakemap.core.config import ConfigError
 from snakemap.core.io import atomic_path, read_json, write_csv
 from snakemap.core.model_sections import ModelOptions
+from snakemap.core.registry import task_named
 from snakemap.data.stats import Normalizer
-from snakemap.plan.grid import DOWNSCALING_ARCHS as ARCHS
 from snakemap.plan.grid import learning_params
-from snakemap.tasks.downscaling import DownscalingTask
-from snakemap.tasks.segmentation import SegmentationTask
 from snakemap.training.datasets import ChipDataModule, ChipDataset, chip_paths
 from snakemap.training.resume import AtomicCheckpointIO, JobData, job_fingerprint, pick_resume, prepare_state
 
@@ -132,34 +129,6 @@ def _trainer_setup(gpus: int) -> dict[str, Any]:
     return {"accelerator": "cpu", "devices": 1, "precision": "32-true", "strategy": "auto"}
 
 
-def for_task(opts: ModelOptions, task: str) -> ModelOptions:
-    """The options as a task reads them. Downscaling: every cleaned band (the field, then the
-    auxiliary fields), each grid normalised by its own statistics, no class balance, and the
-    segmentation defaults of ``loss`` and ``monitor`` read as ``{l1: 1.0}`` and ``val_rmse``.
-
-    Raises:
-        ConfigError: naming the key, for an architecture or loss the task does not have.
-    """
-    if task == "segmentation":
-        if opts.arch in ARCHS:
-            raise ConfigError(f"models arch {opts.arch!r} is a downscaling network: set task: downscaling")
-        return opts
-    if opts.arch not in ARCHS:
-        raise ConfigError(
-            f"models arch {opts.arch!r} is not a downscaling network: use one of {', '.join(ARCHS)}"
-        )
-    loss = {"l1": 1.0} if opts.loss == {"ce": 1.0} else opts.loss
-    unknown = sorted(set(loss) - {"l1", "mse"})
-    if unknown:
-        raise ConfigError(f"models loss {unknown} are segmentation losses: downscaling uses l1, mse")
-    monitor = "val_rmse" if opts.monitor == "val_iou" else opts.monitor
-    if monitor not in ("val_rmse", "val_ratio", "val_loss"):
-        raise ConfigError(f"models monitor {monitor!r}: downscaling logs val_rmse, val_ratio, val_loss")
-    return opts.model_copy(
-        update={"bands": None, "normalize": "scene", "balance": None, "loss": loss, "monitor": monitor}
-    )
-
-
 def resolve_job(
     opts: ModelOptions, fold: int | None, classes: list[str], ignore_index: int, stats: dict[str, Any]
 ) -> dict[str, Any]:
@@ -196,7 +165,7 @@ def train_job(
     data: JobData,
     gpus: int | None = None,
     cpus: int | None = None,
-    task: str = "segmentation",
+    task_name: str | None = None,
 ) -> Path:
     """Train one job into ``out`` (see the module docstring); return the best checkpoint.
 
@@ -208,18 +177,20 @@ def train_job(
         classes, ignore_index: from the labels config.
         data: the chip tables, folds and statistics.
         gpus, cpus: GPUs and CPU cores given to the job (its resources); None uses ``params``'.
-        task: ``segmentation`` (a :class:`SegmentationTask`) or ``downscaling`` (a
-            :class:`DownscalingTask`, ``classes`` empty).
+        task_name: the config's ``task`` (:mod:`snakemap.core.registry`; None: the default), whose
+            hooks read the options and build the Lightning module (``classes`` empty for a task
+            without labels).
     """
-    opts = for_task(ModelOptions(**params), task)
+    task = task_named(task_name)
+    opts = task.hook("model_options")(ModelOptions(**params))
     gpus = opts.gpus if gpus is None else gpus
     cpus = opts.cpus if cpus is None else cpus
     out = Path(out)
     work = out / "train"
     stats = read_json(data.stats)
     resolved = resolve_job(opts, fold, classes, ignore_index, stats)
-    if task != "segmentation":
-        resolved["task"] = task
+    if task.recorded:
+        resolved["task"] = task.name
     bands, mean, std = resolved["bands"], resolved["mean"], resolved["std"]
     channels = [[b["name"] for b in stats["bands"]].index(b) for b in bands]
     prepare_state(work, job_fingerprint(resolved, data))
@@ -239,27 +210,10 @@ def train_job(
         seed=opts.seed,
         samples_per_epoch=opts.samples_per_epoch,
     )
-    module_task: L.LightningModule
-    if task == "downscaling":
-        size = int(np.load(chip_paths(train[0][0]).image, mmap_mode="r").shape[-1])
-        if size % opts.scale:
-            raise ConfigError(f"chips.size {size} is not a multiple of models scale {opts.scale}")
-        module_task = DownscalingTask(
-            opts.arch,
-            opts.scale,
-            bands,
-            opts.features,
-            opts.blocks,
-            opts.loss,
-            opts.optimizer,
-            opts.lr,
-            opts.weight_decay,
-            opts.scheduler,
-            opts.epochs,
-            opts.augment,
-        )
-    else:
-        module_task = _segmentation_task(opts, classes, bands, mean, std, ignore_index)
+    chip_size = int(np.load(chip_paths(train[0][0]).image, mmap_mode="r").shape[-1]) if train else 0
+    module_task: L.LightningModule = task.hook("lightning_module")(
+        opts, classes, bands, mean, std, ignore_index, chip_size
+    )
     mode = "min" if opts.monitor.endswith(("loss", "rmse", "ratio")) else "max"
     checkpoints = work / "checkpoints"
     # Two checkpoints, each overwritten in place: Lightning's save_last only writes when a new
@@ -297,35 +251,6 @@ def train_job(
     if trainer.global_rank == 0:
         _publish(out, work)
     return out / "best.ckpt"
-
-
-def _segmentation_task(
-    opts: ModelOptions,
-    classes: list[str],
-    bands: list[str],
-    mean: list[float],
-    std: list[float],
-    ignore_index: int,
-) -> SegmentationTask:
-    return SegmentationTask(
-        opts.arch,
-        opts.encoder_name,
-        classes,
-        bands,
-        mean,
-        std,
-        ignore_index,
-        opts.encoder_weights,
-        opts.loss,
-        opts.class_weights,
-        opts.optimizer,
-        opts.lr,
-        opts.weight_decay,
-        opts.scheduler,
-        opts.epochs,
-        opts.augment,
-        opts.normalize,
-    )
 
 
 def _publish(out: Path, work: Path) -> None:

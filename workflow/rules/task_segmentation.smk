@@ -1,0 +1,23 @@
+# task: segmentation: what the shared rules ask of a task (see common.smk), for its rule files
+# calval.smk and report.smk.
+
+
+def task_baselines():
+    """The predictors segmentation scores beside the models' checkpoints: ensembles, baselines."""
+    return [f"ensembles/{n}" for n in ENSEMBLES] + [f"baselines/{n}" for n in BASELINES]
+
+
+# A preview per calval site whose cleaning ended ok (see preview_outputs)
+PREVIEWS = "results/reports/previews/{site}.png"
+
+
+def report_outputs(wildcards=None):
+    """The calval summary and the report's tables and figures (nothing without calval sites)."""
+    if not calval_predictors():
+        return []
+    return [
+        "results/calval/summary.csv",
+        "results/reports/summary.csv",
+        "results/reports/best_by_class.csv",
+        "results/reports/iou_by_class.png",
+    ]
