@@ -49,8 +49,8 @@ from snakemap.training.train import train_job
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "segmentation"
 UKIS = LabelOptions(
-    ["clear_land", "water", "cloud_shadow", "cloud"],
-    {3: "clear_land", 1: "water", 0: "cloud_shadow", 4: "cloud"},
+    classes=["clear_land", "water", "cloud_shadow", "cloud"],
+    remap={3: "clear_land", 1: "water", 0: "cloud_shadow", 4: "cloud"},
     target=["water"],
 )
 NC_CLASSES = ["developed", "agriculture", "herbaceous", "shrubland", "forest", "water", "sediment"]

@@ -63,10 +63,15 @@ def test_a_resolved_config_keeps_numbers_as_given_and_omits_what_has_no_default(
             "calval.ensembles.e: unknown key",
         ),
         ({"apply": {"predictors": ["models/x"]}}, "apply.predictors.0: String should match pattern"),
-        ({"labels": None}, "labels: required"),
+        ({"labels": None}, "labels: given empty (null)"),
+        ({"models": None}, "models: given empty (null)"),
+        ({"calval": {"baselines": {"p": {"maps": None}}}}, "calval.baselines.p: maps: given empty (null)"),
         ({"retry_corrupt": "maybe"}, "retry_corrupt: Input should be a valid boolean"),
         ({"acquire": {"endpoint_url": "ftp://x"}}, "acquire.endpoint_url: String should match pattern"),
         ({"sensors": {"s2": {"bands": ["a", "a"]}}}, "sensors.s2.bands: band name(s) a given more than once"),
+        ({"label_schemes": {"b": {"3": "coral"}}}, "label_schemes.b: value 3 maps to 'coral'"),
+        ({"calval": {"checkpoints": ["best", "best"]}}, "calval.checkpoints: best given more than once"),
+        ({"task": "classification"}, "task: 'classification' is no task; known: segmentation, downscaling"),
     ],
 )
 def test_a_config_mistake_names_its_section_and_key(change: dict[str, Any], message: str) -> None:
@@ -74,6 +79,21 @@ def test_a_config_mistake_names_its_section_and_key(change: dict[str, Any], mess
     with pytest.raises(ConfigError) as err:
         load_config({**config, **change})
     assert message in str(err.value)
+
+
+def test_labels_are_required_by_a_task_that_learns_from_them() -> None:
+    config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+    del config["labels"]
+    with pytest.raises(ConfigError, match="labels: required .* for task segmentation"):
+        load_config(config)
+    # product baselines with YAML's int keys, NaN nodata and open mask bounds, as the old schema took
+    config["labels"] = {"classes": ["land", "reef"], "remap": {0: "land", 1: "reef"}}
+    config["calval"] = {"baselines": {"allen": {"maps": {"s1": "a.tif"}, "remap": {1: "reef", 0: "land"}}}}
+    config["clean"] = {"nodata": float("nan")}
+    config["apply"] = {"mask": {"band": "ndwi", "min": float("-inf")}}
+    resolved = resolve(config)
+    assert resolved["calval"]["baselines"]["allen"]["remap"] == {1: "reef", 0: "land"}
+    assert resolved["apply"]["mask"]["min"] == float("-inf")
 
 
 def test_unknown_key_is_named() -> None:

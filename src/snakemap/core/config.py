@@ -127,6 +127,11 @@ class Config(Section):
     def _labels_if_the_task_needs_them(self) -> Config:
         if task_named(self.task).labels_required and self.labels is None:
             raise ValueError(f"labels: required (the classes and the remap table) for task {self.task}")
+        if self.label_schemes and self.labels is None:
+            raise ValueError("label_schemes: needs the labels section (its classes)")
+        for name, remap in self.label_schemes.items():
+            assert self.labels is not None
+            self.labels.with_scheme(name, remap)  # a ValueError names label_schemes.<name>
         return self
 
 

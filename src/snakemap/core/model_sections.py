@@ -13,7 +13,16 @@ from typing import Annotated, Any, Literal
 import numpy as np
 from pydantic import Field, PrivateAttr, field_validator
 
-from snakemap.core.section_base import NAME_PATTERN, Fraction, NonNegative, Number, Positive, Section, Unique
+from snakemap.core.section_base import (
+    NAME_PATTERN,
+    AnyNumber,
+    Fraction,
+    NonNegative,
+    Number,
+    Positive,
+    Section,
+    Unique,
+)
 
 #: ids of models, ensembles, baselines, sensors and label schemes
 ID_PATTERN = r"[A-Za-z0-9][A-Za-z0-9._+-]*"
@@ -274,14 +283,14 @@ class BaselineOptions(Section):
 
     #: a band of the cleaned image, e.g. ndwi
     index: str | None = Field(None, description="a band of the cleaned image, e.g. ndwi")
-    above: Number | None = None
-    below: Number | None = None
+    above: AnyNumber | None = None
+    below: AnyNumber | None = None
     class_: str | None = Field(None, alias="class")
     else_: str | None = Field(None, alias="else")
     #: site -> product raster
     maps: dict[str, str] | None = Field(None, description="site -> product raster")
     #: product value -> class
-    remap: dict[str, str] | None = Field(None, description="product value -> class")
+    remap: dict[int | str, str] | None = Field(None, description="product value -> class")
 
 
 class EnsembleOptions(Section):
@@ -315,8 +324,8 @@ class MaskOptions(Section):
     OMIT_UNSET = frozenset({"min", "max"})
 
     band: str
-    min: Number = float("-inf")
-    max: Number = float("inf")
+    min: AnyNumber = float("-inf")
+    max: AnyNumber = float("inf")
 
 
 class ApplyOptions(Section):

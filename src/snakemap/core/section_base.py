@@ -8,7 +8,7 @@ from __future__ import annotations
 import math
 from typing import Annotated, Any, ClassVar, TypeVar
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
 #: band, index, class and auxiliary names (file-name and identifier safe)
 NAME_PATTERN = r"^[A-Za-z][A-Za-z0-9_]*$"
@@ -33,6 +33,16 @@ class Section(BaseModel):
         out.update(plain(self.__pydantic_extra__ or {}))  # a section that allows more keys
         return out
 
+    @model_validator(mode="after")
+    def _given_keys_have_values(self) -> Section:
+        # A key without a default, given empty (`models:` with its content commented out), is a
+        # mistake: it would pass as null and fail far from the config.
+        for name in sorted(self.OMIT_UNSET & self.model_fields_set):
+            if getattr(self, name) is None:
+                key = type(self).model_fields[name].alias or name
+                raise ValueError(f"{key}: given empty (null); give it a value or leave the key out")
+        return self
+
 
 def plain(value: Any) -> Any:
     """Sections, lists and dicts as plain data, values as they are (an int stays an int)."""
@@ -45,30 +55,34 @@ def plain(value: Any) -> Any:
     return value
 
 
-def _finite(value: Any) -> Any:
+def _number(value: Any, finite: bool = True) -> Any:
     """A number as given (an int stays an int, so the options rules pass keep their text); a
-    numeric string (``--config key=0.5``) becomes one."""
+    numeric string (``--config key=0.5``) becomes one. NaN and infinities only where not
+    ``finite`` (a nodata value, a mask's open bound)."""
+    what = "a finite number" if finite else "a number"
     if isinstance(value, str):
         try:
-            value = float(value) if any(c in value for c in ".eEn") else int(value)
+            value = float(value) if any(c in value.lower() for c in ".ein") else int(value)
         except ValueError:
-            raise ValueError(f"expected a finite number, got {value!r}") from None
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-        raise ValueError(f"expected a finite number, got {value!r}")
+            raise ValueError(f"expected {what}, got {value!r}") from None
+    if isinstance(value, bool) or not isinstance(value, int | float) or (finite and not math.isfinite(value)):
+        raise ValueError(f"expected {what}, got {value!r}")
     return value
 
 
 class _Number:
-    """``Annotated[float, Number(ge=...)]``: a finite number kept as given, with bounds."""
+    """``Annotated[float, _Number(ge=...)]``: a number kept as given, with bounds."""
 
-    def __init__(self, ge: float | None = None, gt: float | None = None, le: float | None = None) -> None:
-        self.ge, self.gt, self.le = ge, gt, le
+    def __init__(
+        self, ge: float | None = None, gt: float | None = None, le: float | None = None, finite: bool = True
+    ) -> None:
+        self.ge, self.gt, self.le, self.finite = ge, gt, le, finite
 
     def __get_pydantic_core_schema__(self, source: Any, handler: Any) -> Any:
         from pydantic_core import core_schema
 
         def check(value: Any) -> Any:
-            value = _finite(value)
+            value = _number(value, self.finite)
             if self.ge is not None and value < self.ge:
                 raise ValueError(f"must be >= {self.ge}, got {value}")
             if self.gt is not None and value <= self.gt:
@@ -88,6 +102,8 @@ class _Number:
 
 
 Number = Annotated[float, _Number()]
+#: NaN and infinities allowed too: nodata values, open bounds
+AnyNumber = Annotated[float, _Number(finite=False)]
 Fraction = Annotated[float, _Number(ge=0, le=1)]
 Positive = Annotated[float, _Number(gt=0)]
 NonNegative = Annotated[float, _Number(ge=0)]

@@ -16,7 +16,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field, PrivateAttr, field_validator, model_validator
 
-from snakemap.core.section_base import Fraction, Name, NonNegative, Number, Positive, Section
+from snakemap.core.section_base import AnyNumber, Fraction, Name, NonNegative, Number, Positive, Section
 
 #: a label value in a remap table (a YAML key may also be an int)
 LABEL_VALUE_PATTERN = r"^-?[0-9]+$"
@@ -170,7 +170,9 @@ class CleanOptions(Section):
     """How scenes are cleaned; the ``clean`` section."""
 
     #: nodata value of the source bands; None uses the file's own
-    nodata: Number | None = Field(None, description="nodata value of the source bands (null uses the file's)")
+    nodata: AnyNumber | None = Field(
+        None, description="nodata value of the source bands (null uses the file's)"
+    )
     #: a pixel whose source bands are all 0 is nodata (common in L1/L2 tiles without nodata)
     zero_is_nodata: bool = Field(False, description="a pixel whose bands are all 0 is nodata")
     #: a QA band to mask with

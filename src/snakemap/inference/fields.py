@@ -22,8 +22,8 @@ import rasterio
 from affine import Affine
 from rasterio.warp import Resampling, reproject
 
+from snakemap.core.config import build
 from snakemap.core.io import write_cog
-from snakemap.core.model_sections import DownscalingOptions
 from snakemap.core.status import SceneStatus, status_path, write_no_map
 
 if TYPE_CHECKING:  # torch is imported where a model runs, not by the light steps (clean, scores)
@@ -203,4 +203,4 @@ def write_downscaled(out: str | os.PathLike[str], pred: np.ndarray, crs: Any, tr
 def auxiliary_after_clean(clean_dir: str | os.PathLike[str], cfg: Mapping[str, Any]) -> SceneStatus:
     """Downscaling's ``after_clean`` hook: the config's auxiliary fields (``downscaling.auxiliary``)
     added to a cleaned scene as extra bands (see :func:`add_auxiliary`)."""
-    return add_auxiliary(clean_dir, DownscalingOptions.model_validate(cfg.get("downscaling") or {}).auxiliary)
+    return add_auxiliary(clean_dir, build("downscaling", cfg.get("downscaling")).auxiliary)

@@ -25,6 +25,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from pydantic import ValidationError
+
+from snakemap.core.config import ConfigError, message
 from snakemap.core.model_sections import (
     ID_PATTERN,
     MODEL_KEY_PATTERN,
@@ -148,6 +151,11 @@ def expand(models: dict[str, Any], n_folds: int) -> list[ModelJob]:
                 raise ValueError(f"model {mid}: bands {params['bands']!r} is not in models.band_sets")
             chosen = band_sets[params["bands"]]
             params["bands"] = None if chosen is None else list(chosen)
+    for mid, params in specs:  # every model's values checked now, not when its job starts
+        try:
+            ModelOptions.model_validate(params)
+        except ValidationError as exc:
+            raise ConfigError(f"model {mid}: {message(exc)}") from None
     return [job for mid, params in specs for job in _fold_jobs(mid, params, n_folds)]
 
 
@@ -186,14 +194,12 @@ def split_predictor(predictor: str) -> tuple[str, str]:
 
 def check_downscaling(config: dict[str, Any], jobs: Iterable[ModelJob]) -> list[int]:
     """The scale factors of a ``task: downscaling`` config's models, sorted, after checking what
-    the schema cannot: each model is a downscaling network whose scale divides ``chips.size`` (a
+    no one section can: each model is a downscaling network whose scale divides ``chips.size`` (a
     power of 2 for RecurrentSRCNN), and no section asks for what only segmentation has.
 
     Raises:
         ConfigError: naming the key (and the model).
     """
-    from snakemap.core.config import ConfigError
-
     size = int(config.get("chips", {}).get("size", 64))
     scales = set()
     for job in jobs:

@@ -135,7 +135,7 @@ def resolve_job(
     """A job's resolved config (``config.yaml``): what it learns, without its resources.
 
     Args:
-        opts: the options as the task reads them (:func:`for_task`).
+        opts: the options as the task reads them (its ``model_options`` hook).
         stats: the band statistics (``bands.json``), which give the input bands' mean and std.
     """
     available = [b["name"] for b in stats["bands"]]
