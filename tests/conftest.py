@@ -269,5 +269,7 @@ def http_server() -> Iterator[HTTPFixture]:
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption(
-        "--update-golden", action="store_true", help="store the golden quality test's new figures"
+        "--update-golden",
+        action="store_true",
+        help="store the golden quality figures and resolved configs anew",
     )

@@ -31,14 +31,27 @@ def test_the_committed_schema_is_the_generated_one() -> None:
     assert out == SCHEMA_FILE.read_text()
 
 
-def test_configs_resolve_as_the_schema_validation_did() -> None:
-    """The demo and the examples resolve to what snakemake's schema validation gave before the
-    typed config (the golden file): the options each rule passes keep their text, nothing reruns."""
-    golden = yaml.safe_load((REPO / "tests" / "golden" / "resolved_configs.yaml").read_text())
-    assert sorted(golden) == sorted(str(p.relative_to(REPO)) for p in (REPO / "config").rglob("*.yaml"))
+def test_configs_resolve_as_the_golden_file_says(request: pytest.FixtureRequest) -> None:
+    """The demo and the examples resolve to tests/golden/resolved_configs.yaml: what snakemake's
+    JSON-schema validation gave before the typed config (and, for an example changed since, what
+    `--update-golden` stored after a review), so the options each rule passes keep their text and
+    a finished run reruns nothing."""
+    golden_file = REPO / "tests" / "golden" / "resolved_configs.yaml"
+    paths = sorted(str(p.relative_to(REPO)) for p in (REPO / "config").rglob("*.yaml"))
+    resolved = {path: resolve(yaml.safe_load((REPO / path).read_text())) for path in paths}
+    if request.config.getoption("--update-golden"):
+        golden = yaml.safe_load(golden_file.read_text())
+        changed = {
+            p: r
+            for p, r in resolved.items()
+            if json.dumps(r, sort_keys=True) != json.dumps(golden.get(p), sort_keys=True)
+        }
+        header = "".join(line + "\n" for line in golden_file.read_text().splitlines() if line.startswith("#"))
+        golden_file.write_text(header + yaml.safe_dump({**golden, **changed}, sort_keys=True))
+    golden = yaml.safe_load(golden_file.read_text())
+    assert sorted(golden) == paths
     for path, expected in golden.items():
-        resolved = resolve(yaml.safe_load((REPO / path).read_text()))
-        assert json.dumps(resolved, sort_keys=True) == json.dumps(expected, sort_keys=True), path
+        assert json.dumps(resolved[path], sort_keys=True) == json.dumps(expected, sort_keys=True), path
 
 
 def test_a_resolved_config_keeps_numbers_as_given_and_omits_what_has_no_default() -> None:

@@ -52,7 +52,9 @@ def test_ukis_example_config(tmp_path: Path, shared_data: Path) -> None:
     shutil.copytree(REPO / "config", work / "config")
     (tmp_path / "shared").symlink_to(shared_data.parent)
     # The stages up to the folds (training has its own tests and benchmark).
+    # and the rule baseline's scores at the Landsat 7 site.
     targets = ["results/clean/ukis_l7", "results/stats/bands.json", "results/splits/folds.parquet"]
+    targets.append("results/calval/baselines/index_rules/metrics.json")
     snakemake(work, "--configfile", "config/examples/ukis.yaml", "--replace-workflow-config", *targets)
     for scene in ("ukis_s2", "ukis_l7"):
         status = json.loads((work / "results" / "clean" / scene / "status.json").read_text())
@@ -75,3 +77,7 @@ def test_ukis_example_config(tmp_path: Path, shared_data: Path) -> None:
     assert len(folds) == 225 and sorted(folds["fold"].unique()) == [0, 1, 2, 3]
     assert (folds.groupby("group")["fold"].nunique() == 1).all() and folds["group"].nunique() == 16
     assert not (work / "results" / "chips" / "ukis_l7.index.parquet").exists()  # calval: no chips
+    rules = json.loads((work / "results/calval/baselines/index_rules/metrics.json").read_text())
+    ious = {c: round(v["iou"], 3) for c, v in rules["overall"]["per_class"].items()}
+    # the thresholds were read off both scenes; here they carry to the other sensor's scene
+    assert ious == {"clear_land": 0.737, "water": 0.433, "cloud_shadow": 0.671, "cloud": 0.651}

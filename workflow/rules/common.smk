@@ -5,7 +5,7 @@ import os
 import shlex
 import sys
 
-from snakemap.core.config import build, resolve
+from snakemap.core.config import build, check_baseline_bands, resolve
 from snakemap.core.model_sections import APPLIED_PATTERN, ID_PATTERN, MODEL_KEY_PATTERN
 from snakemap.core.registry import task_named
 from snakemap.core.storage import local_path
@@ -159,6 +159,15 @@ def calval_chips(wildcards):
 
 # Calval: models' checkpoints, ensembles and baselines, each scored at the calval sites.
 CV = config["calval"]
+# A rule baseline that reads a band the calval sites' cleaned bands lack stops the run here.
+check_baseline_bands(
+    CV,
+    TABLES.cleaned_bands(
+        build("bands", config["bands"]),
+        build("clean", config["clean"]).qa_band,
+        MANIFEST.loc[CALVAL, "sensor"].unique() if CALVAL else [],
+    ),
+)
 ENSEMBLES = CV["ensembles"]
 BASELINES = CV["baselines"]
 

@@ -14,12 +14,19 @@ from snakemap.core.config import ConfigError, build
 def _baseline(args: argparse.Namespace, cfg: dict[str, Any]) -> int:
     import json
 
-    from snakemap.evaluation.calval import BaselineSpec, baseline_map
+    from pydantic import ValidationError
+
+    from snakemap.core.calval_sections import BaselineOptions
+    from snakemap.core.config import message
+    from snakemap.evaluation.calval import baseline_map
 
     labels = build("labels", cfg["labels"])
+    try:
+        spec = BaselineOptions.model_validate(json.loads(args.spec))
+    except ValidationError as exc:
+        raise ConfigError(message(exc, ("calval", "baselines"))) from None
     image = input_image(args, args.out)
     if image is not None:
-        spec = BaselineSpec.from_config(json.loads(args.spec))
         baseline_map(spec, args.site, image, labels.classes, args.out)
     return 0
 

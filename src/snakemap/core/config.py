@@ -22,10 +22,10 @@ from typing import Annotated, Any, ClassVar
 import yaml
 from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 
+from snakemap.core.calval_sections import CalvalOptions
 from snakemap.core.model_sections import (
     ID_PATTERN,
     ApplyOptions,
-    CalvalOptions,
     DownscalingOptions,
     ModelsSection,
     PredictOptions,
@@ -132,6 +132,14 @@ class Config(Section):
         for name, remap in self.label_schemes.items():
             assert self.labels is not None
             self.labels.with_scheme(name, remap)  # a ValueError names label_schemes.<name>
+        classes = self.labels.classes if self.labels is not None else []
+        for name, baseline in self.calval.baselines.items():
+            unknown = sorted(baseline.class_names() - set(classes))
+            if unknown:
+                raise ValueError(
+                    f"calval.baselines.{name}: {', '.join(map(repr, unknown))} not in labels.classes "
+                    f"({', '.join(classes) or 'none'})"
+                )
         return self
 
 
@@ -155,6 +163,24 @@ def build(section: str, values: Mapping[str, Any] | None) -> Any:
         return cls.model_validate(dict(values or {}))
     except ValidationError as exc:
         raise ConfigError(message(exc, (section,))) from None
+
+
+def check_baseline_bands(calval: Mapping[str, Any], cleaned: list[str] | None) -> None:
+    """Every band and index that the rule baselines of a ``calval`` section read is among the
+    calval sites' ``cleaned`` bands (None: only the files know them, nothing is checked).
+
+    Raises:
+        ConfigError: naming the baseline and the bands it lacks.
+    """
+    if cleaned is None:
+        return
+    for name, baseline in build("calval", calval).baselines.items():
+        missing = sorted(baseline.band_names() - set(cleaned))
+        if missing:
+            raise ConfigError(
+                f"calval.baselines.{name}: reads {', '.join(missing)}, not among the cleaned bands "
+                f"{cleaned} (bands.select, bands.indices)"
+            )
 
 
 def load_config(data: Mapping[str, Any]) -> Config:

@@ -33,7 +33,6 @@ APPLIED_PATTERN = rf"(models/{MODEL_KEY_PATTERN}/(best|last)|ensembles/{ID_PATTE
 Id = Annotated[str, Field(pattern=f"^{ID_PATTERN}$")]
 #: the downscaling networks (:mod:`snakemap.tasks.srnets`)
 DOWNSCALING_ARCHS = ("SRCNN", "RecurrentSRCNN", "EDSR", "RCAN")
-Checkpoint = Literal["best", "last"]
 Interpolation = Literal["bicubic", "bilinear", "nearest"]
 
 
@@ -274,48 +273,6 @@ class PredictOptions(Section):
             line = np.zeros(w, dtype=np.float32)
             line[o : w - o] = 1.0
         return np.outer(line, line).astype(np.float32)
-
-
-class BaselineOptions(Section):
-    """An entry of ``calval.baselines``: an index rule, or a product's maps of the sites."""
-
-    OMIT_UNSET = frozenset({"index", "above", "below", "class_", "else_", "maps", "remap"})
-
-    #: a band of the cleaned image, e.g. ndwi
-    index: str | None = Field(None, description="a band of the cleaned image, e.g. ndwi")
-    above: AnyNumber | None = None
-    below: AnyNumber | None = None
-    class_: str | None = Field(None, alias="class")
-    else_: str | None = Field(None, alias="else")
-    #: site -> product raster
-    maps: dict[str, str] | None = Field(None, description="site -> product raster")
-    #: product value -> class
-    remap: dict[int | str, str] | None = Field(None, description="product value -> class")
-
-
-class EnsembleOptions(Section):
-    """An entry of ``calval.ensembles``: weighted members and how their probabilities are cut."""
-
-    #: model key (id or id/fold{k}) -> weight
-    members: dict[str, Positive] = Field(min_length=1, description="model key (id or id/fold{k}) -> weight")
-    checkpoint: Literal["best", "last"] = "best"
-    #: probability of the single target class from which a pixel is target; ``tune``: F1-optimal
-    #: on the members' out-of-fold validation chips, never on calval
-    threshold: Literal["tune"] | Fraction | None = Field(
-        None,
-        description="probability of the single target class from which a pixel is target; tune: "
-        "F1-optimal on the members' out-of-fold validation chips, never on calval",
-    )
-
-
-class CalvalOptions(Section):
-    """The ``calval`` section: models, ensembles and baselines scored at the calval sites."""
-
-    checkpoints: Unique[Checkpoint] = Field(default_factory=lambda: list[Checkpoint](["best"]))
-    #: GPUs per prediction job
-    gpus: int = Field(0, ge=0, description="GPUs per prediction job")
-    baselines: dict[Id, BaselineOptions] = Field(default_factory=dict)
-    ensembles: dict[Id, EnsembleOptions] = Field(default_factory=dict)
 
 
 class MaskOptions(Section):

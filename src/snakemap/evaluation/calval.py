@@ -19,7 +19,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +29,7 @@ import rasterio
 from rasterio.enums import Resampling
 from rasterio.warp import reproject
 
+from snakemap.core.calval_sections import BaselineOptions
 from snakemap.core.io import NODATA_CLASS, PROB_SCALE, read_json, write_cog
 from snakemap.core.metrics import confusion_matrix, scores
 from snakemap.core.status import SceneStatus, status_path, write_no_map
@@ -36,60 +37,43 @@ from snakemap.core.status import SceneStatus, status_path, write_no_map
 log = logging.getLogger(__name__)
 
 
-@dataclass
-class BaselineSpec:
-    """A baseline map: an index threshold on the cleaned image, or an existing product per site.
-
-    Index rule: pixels whose band ``index`` is above ``above`` (or below ``below``) are ``class``,
-    the other valid pixels ``else``. Product: ``maps`` gives a raster per site whose values
-    ``remap`` turns into class names (unlisted values are nodata).
-    """
-
-    index: str | None = None
-    above: float | None = None
-    below: float | None = None
-    #: the class the rule marks
-    class_: str | None = None
-    #: the class of the other valid pixels
-    else_: str | None = None
-    maps: dict[str, str] = field(default_factory=dict)
-    remap: dict[str, str] = field(default_factory=dict)
-
-    @classmethod
-    def from_config(cls, spec: Mapping[str, Any]) -> BaselineSpec:
-        values = dict(spec)
-        values["class_"] = values.pop("class", None)
-        values["else_"] = values.pop("else", None)
-        return cls(**values)
-
-
 def baseline_map(
-    spec: BaselineSpec,
+    spec: BaselineOptions,
     site: str,
     image: str | os.PathLike[str],
     classes: list[str],
     out: str | os.PathLike[str],
 ) -> None:
-    """Write a baseline's class map of one site on the site's cleaned grid."""
+    """Write a baseline's class map of one site on the site's cleaned grid (nodata where the
+    cleaned image has none of its bands).
+
+    Raises:
+        ExpressionError: a rule that reads a band the cleaned image does not have.
+        ValueError: a product baseline without a map of ``site``.
+    """
     with rasterio.open(image) as src:
         profile = {"crs": src.crs, "transform": src.transform, "nodata": NODATA_CLASS}
-        names = list(src.descriptions)
+        names = [d or f"b{i}" for i, d in enumerate(src.descriptions, start=1)]
         data = src.read(out_dtype="float32")
     valid = np.isfinite(data).all(axis=0)
     result = np.full(valid.shape, NODATA_CLASS, dtype=np.uint8)
-    if spec.index is not None:
-        if spec.index not in names:
-            raise ValueError(f"baseline index {spec.index!r} is not a band of {image} ({names})")
-        band = data[names.index(spec.index)]
-        hit = band > spec.above if spec.above is not None else band < spec.below
-        result[valid] = np.where(hit, classes.index(spec.class_), classes.index(spec.else_))[valid]  # type: ignore[arg-type]
+    rules = spec.rule_list()
+    if rules is not None:
+        # The first rule that claims a pixel wins: the rules are laid down last to first.
+        bands = dict(zip(names, data, strict=True))
+        ruled, default = rules
+        mapped = np.full(valid.shape, classes.index(default), dtype=np.uint8)
+        for rule in reversed(ruled):
+            mapped[rule.hits(bands)] = classes.index(rule.class_)
+        result[valid] = mapped[valid]
     else:
-        if site not in spec.maps:
-            raise ValueError(f"baseline has no map for site {site!r} (maps: {', '.join(spec.maps)})")
-        with rasterio.open(spec.maps[site]) as src:
+        maps, remap = spec.maps or {}, spec.remap or {}
+        if site not in maps:
+            raise ValueError(f"baseline has no map for site {site!r} (maps: {', '.join(maps)})")
+        with rasterio.open(maps[site]) as src:
             raw = src.read(1)
             lut = np.full(int(raw.max()) + 1, NODATA_CLASS, dtype=np.uint8)
-            for value, name in spec.remap.items():
+            for value, name in remap.items():
                 if int(value) < len(lut):
                     lut[int(value)] = classes.index(name)
             mapped = lut[np.clip(raw, 0, None)]
