@@ -84,7 +84,7 @@ rule progress:
     conda:
         "../envs/snakemap.yaml"
     params:
-        options=options("manifest", "apply", "task"),
+        options=options("manifest", "apply", "task", "shift"),
     shell:
         "snakemap progress --predictor {wildcards.predictor:q} --out {output:q}"
         " --options {params.options:q} > {log:q} 2>&1"

@@ -255,7 +255,11 @@ def _progress(args: argparse.Namespace, cfg: dict[str, Any]) -> int:
     if not predictors:
         raise ConfigError("no predictor: pass --predictor NAME, or a config with apply.predictors")
     scene_ids = apply_scene_ids(cfg["manifest"] if args.manifest is None else args.manifest, CACHE_DIR)
-    results = {p: progress(args.results / "maps" / p, scene_ids, apply.shard_size) for p in predictors}
+    threshold = build("shift", cfg.get("shift")).threshold
+    results = {
+        p: progress(args.results / "maps" / p, scene_ids, apply.shard_size, shift_threshold=threshold)
+        for p in predictors
+    }
     if args.out:
         write_json(args.out, next(iter(results.values())) if len(results) == 1 else results)
     if args.json:

@@ -29,6 +29,7 @@ from snakemap.core.model_sections import (
     DownscalingOptions,
     ModelsSection,
     PredictOptions,
+    ShiftOptions,
 )
 from snakemap.core.registry import DEFAULT_TASK, TASKS, task_named
 from snakemap.core.section_base import Section
@@ -111,6 +112,9 @@ class Config(Section):
     calval: CalvalOptions = Field(
         default_factory=CalvalOptions,
         description="scoring models, ensembles and baselines at the calval sites",
+    )
+    shift: ShiftOptions = Field(
+        default_factory=ShiftOptions, description="when an applied scene counts as unlike the training data"
     )
     apply: ApplyOptions = Field(
         default_factory=ApplyOptions,

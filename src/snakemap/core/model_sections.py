@@ -344,6 +344,19 @@ class ApplyOptions(Section):
         self._retry_corrupt = value
 
 
+class ShiftOptions(Section):
+    """The ``shift`` section: when an applied scene counts as unlike the training data."""
+
+    #: a scene whose shift score (:mod:`snakemap.inference.shift`: its bands' distance from the
+    #: training scenes', in training standard deviations) is above this is listed by
+    #: ``snakemap progress`` as unlike the training data
+    threshold: NonNegative = Field(
+        1.0,
+        description="scenes whose shift score (the bands' distance from the training scenes', in training "
+        "standard deviations) is above this are listed as unlike the training data",
+    )
+
+
 class DownscalingOptions(Section):
     """The ``downscaling`` section (``task: downscaling`` only)."""
 

@@ -88,13 +88,17 @@ class SceneStatus:
         return status
 
     def summary(self) -> dict[str, Any]:
-        """What a shard's manifest lists of the scene: id, status, reason and finish time."""
-        return {
+        """What a shard's manifest lists of the scene: id, status, reason, finish time and, for an
+        applied scene, its shift score (:mod:`snakemap.inference.shift`)."""
+        summary = {
             "scene_id": self.scene_id,
             "status": self.status,
             "reason": self.reason,
             "finished": self.finished,
         }
+        if isinstance(self.extra.get("shift"), dict):  # how unlike the training data (apply)
+            summary["shift"] = self.extra["shift"]["score"]
+        return summary
 
 
 def status_path(scene_dir: str | os.PathLike[str]) -> Path:

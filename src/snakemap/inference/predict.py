@@ -59,6 +59,12 @@ class Member:
     source: str = ""
     #: ``model`` is ``torch.compile``'s wrapper (:meth:`Predictor.compile`)
     compiled: bool = False
+    #: the training scenes' band statistics (``normalizer`` until a scene's own replace them)
+    training: Normalizer | None = None
+
+    def __post_init__(self) -> None:
+        if self.training is None:
+            self.training = self.normalizer
 
     def prepare(self, windows: np.ndarray, names: list[str], device: torch.device) -> torch.Tensor:
         """The member's bands of ``(n, bands, h, w)`` windows, normalised, NaN -> 0, on ``device``.
@@ -117,6 +123,16 @@ class Predictor:
             if isinstance(m.model, torch.nn.Module) and not m.compiled:
                 m.model = torch.compile(m.model)
                 m.compiled = True
+
+    def reference(self) -> dict[str, tuple[float, float]]:
+        """Input band -> the training scenes' ``(mean, std)``, as the first member that takes the
+        band was trained with (the reference of a scene's shift score)."""
+        found: dict[str, tuple[float, float]] = {}
+        for member in self.members:
+            assert member.training is not None
+            for i, band in enumerate(member.bands):
+                found.setdefault(band, (float(member.training.mean[i]), float(member.training.std[i])))
+        return found
 
     def fit_scene(self, reader: SceneReader) -> None:
         """Give ``normalize: scene`` members this scene's own band statistics (one pass over it)."""

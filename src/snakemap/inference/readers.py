@@ -15,6 +15,7 @@ from rasterio.windows import Window
 
 from snakemap.core.sections import BandOptions
 from snakemap.data.bands import select_indices, source_names
+from snakemap.inference.shift import BandMoments
 
 if TYPE_CHECKING:
     from snakemap.core.model_sections import MaskOptions
@@ -206,6 +207,8 @@ class Survey:
     valid_fraction: float
     all_zero: bool
     in_mask: bool
+    #: the cleaned bands' moments over the valid pixels (the scene's shift score)
+    moments: BandMoments | None = None
 
 
 def survey(reader: CleaningReader, mask: MaskOptions | None = None) -> Survey:
@@ -221,6 +224,7 @@ def survey(reader: CleaningReader, mask: MaskOptions | None = None) -> Survey:
         raise SceneError(f"the scene's cleaned bands {reader.names} lack apply.mask.band {mask.band!r}")
     valid = 0
     nonzero = seen = in_mask = False
+    moments = BandMoments(list(reader.names))
     for start in range(0, reader.height, SURVEY_ROWS):
         raw = reader.raw_rows(start, min(start + SURVEY_ROWS, reader.height))
         if not nonzero:
@@ -229,8 +233,9 @@ def survey(reader: CleaningReader, mask: MaskOptions | None = None) -> Survey:
         image = reader._clean(raw)[0]
         ok = np.isfinite(image).all(axis=0)
         valid += int(ok.sum())
+        moments.add(image)
         if mask is not None and not in_mask:
             band = image[reader.names.index(mask.band)]
             in_mask = bool(((band >= mask.min) & (band <= mask.max)).any())
     total = reader.height * reader.width
-    return Survey(valid / total if total else 0.0, seen and not nonzero, in_mask)
+    return Survey(valid / total if total else 0.0, seen and not nonzero, in_mask, moments)

@@ -28,6 +28,7 @@ from snakemap.core.storage import gdal_options, gdal_path, is_remote, local_path
 from snakemap.data.acquire import AcquireError, fetch
 from snakemap.data.clean import Cleaned, check_georeferenced, judge, judge_figures, read_clean
 from snakemap.inference.readers import CleaningReader, survey
+from snakemap.inference.shift import BandMoments
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +65,8 @@ class Prepared:
     crop: Window | None = None
     #: a config mistake found while preparing, raised when the scene's turn comes
     error: ConfigError | None = None
+    #: the cleaned bands' moments over the valid pixels (its shift score)
+    moments: BandMoments | None = None
 
 
 class ScenePreparer:
@@ -127,6 +130,7 @@ class ScenePreparer:
                     (prepared.reader.height, prepared.reader.width),
                     self.clean,
                 )
+                prepared.moments = found.moments
                 if prepared.status.status == "ok" and mask is not None and not found.in_mask:
                     prepared.status.status = "empty"
                     prepared.status.reason = f"no pixel with {mask.band} in [{mask.min}, {mask.max}]"
@@ -134,9 +138,10 @@ class ScenePreparer:
                 # never in place; the neighbours, through the VRT, may be remote
                 with rasterio.Env(**(gdal_options(scene.uri, self.acquire) if is_remote(scene.uri) else {})):
                     prepared.cleaned, prepared.crop = self._read(Path(path), scene.sensor)
-                prepared.status = judge(
-                    scene.scene_id, cropped(prepared.cleaned, prepared.crop), self.clean, None
-                )
+                own = cropped(prepared.cleaned, prepared.crop)
+                prepared.status = judge(scene.scene_id, own, self.clean, None)
+                prepared.moments = BandMoments(list(own.names))
+                prepared.moments.add(own.image)
             prepared.timings["read_clean_s"] = time.perf_counter() - t0
         except ConfigError as exc:
             prepared.error = exc  # raised by finish, in shard order

@@ -51,6 +51,7 @@ from snakemap.data.clean import Cleaned
 from snakemap.inference.predict import Predictor, predict_scene, predict_staged
 from snakemap.inference.readers import ArrayReader, CleaningReader
 from snakemap.inference.scenes import Prepared, SceneInput, ScenePreparer, cropped
+from snakemap.inference.shift import shift_score
 from snakemap.plan.shards import check_mask
 
 if TYPE_CHECKING:
@@ -219,6 +220,10 @@ class ShardRunner:
             status = prepared.status
             assert status is not None
             if status.status == "ok":
+                if self.predictor is not None and prepared.moments is not None:
+                    shift = shift_score(prepared.moments, self.predictor.reference())
+                    if shift is not None:
+                        status.extra["shift"] = shift
                 if prepared.reader is not None:
                     staged = self._predict_stream(scene_id, prepared.reader, prepared.timings)
                 else:

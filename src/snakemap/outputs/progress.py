@@ -18,6 +18,7 @@ from typing import Any
 
 from snakemap.core.io import read_json, write_json
 from snakemap.core.status import SceneStatus
+from snakemap.inference.shift import unlike
 from snakemap.plan.shards import shard_ids, shard_members
 
 #: throughput is measured over the scenes finished in the last ten minutes
@@ -27,13 +28,20 @@ COUNTS_CACHE = "shard-counts.json"
 
 
 def progress(
-    root: str | os.PathLike[str], scene_ids: Sequence[str], shard_size: int, now: float | None = None
+    root: str | os.PathLike[str],
+    scene_ids: Sequence[str],
+    shard_size: int,
+    now: float | None = None,
+    shift_threshold: float = 1.0,
 ) -> dict[str, Any]:
     """Counts of done, empty, corrupt and pending scenes under one predictor's ``root``.
 
     Returns:
         ``{"total", "ok", "empty", "corrupt", "pending", "done_pct", "scenes_per_hour", "eta_s",
-        "corrupt_scenes": [{"scene_id", "reason"}], "shards_done", "shards", "zones"}``;
+        "corrupt_scenes": [{"scene_id", "reason"}], "unlike_scenes": [{"scene_id", "shift"}],
+        "shift_threshold", "shards_done", "shards", "zones"}``; ``unlike_scenes``: the ok scenes
+        whose shift score (:mod:`snakemap.inference.shift`) is above ``shift_threshold``, most
+        unlike the training data first;
         ``zones``: ok scenes by CRS (``{"EPSG:32618": 12}``, plus ``"none"`` for maps without
         a CRS) in the last mosaic, ``{}`` before it.
     """
@@ -41,6 +49,7 @@ def progress(
     now = time.time() if now is None else now
     counts = {"ok": 0, "empty": 0, "corrupt": 0}
     corrupt: list[dict[str, str]] = []
+    unlike_scenes: list[dict[str, Any]] = []
     recent = 0
     shards = shard_ids(len(scene_ids), shard_size)
     finished = [shard for shard in shards if (root / "shards" / f"{shard}.json").exists()]
@@ -50,11 +59,12 @@ def progress(
     # each finished scene left its map and its sentinel
     files = 2 * shards_done * shard_size
     sentinels = _sentinels(root / "scenes", pending_ids, files)
-    live = _summary([SceneStatus.read(p).summary() for p in sentinels], now)
-    for summary in [*_shard_summaries(root, finished, now), live]:
+    live = _summary([SceneStatus.read(p).summary() for p in sentinels], now, shift_threshold)
+    for summary in [*_shard_summaries(root, finished, now, shift_threshold), live]:
         for status in counts:
             counts[status] += summary[status]
         corrupt += summary["corrupt_scenes"]
+        unlike_scenes += summary["unlike_scenes"]
         recent += summary["recent"]
     done = sum(counts.values())
     pending = len(scene_ids) - done
@@ -69,13 +79,23 @@ def progress(
         "shards": len(shards),
         "shards_done": shards_done,
         "corrupt_scenes": corrupt,
+        "unlike_scenes": sorted(unlike_scenes, key=lambda e: -e["shift"]),
+        "shift_threshold": shift_threshold,
         "zones": zones(root),
     }
 
 
-def _summary(entries: Sequence[dict[str, Any]], now: float) -> dict[str, Any]:
-    """Counts by state, the corrupt scenes and how many finished in the last ``RECENT_S``."""
-    summary: dict[str, Any] = {"ok": 0, "empty": 0, "corrupt": 0, "corrupt_scenes": [], "recent": 0}
+def _summary(entries: Sequence[dict[str, Any]], now: float, shift_threshold: float) -> dict[str, Any]:
+    """Counts by state, the corrupt scenes, the scenes unlike the training data and how many
+    finished in the last ``RECENT_S``."""
+    summary: dict[str, Any] = {
+        "ok": 0,
+        "empty": 0,
+        "corrupt": 0,
+        "corrupt_scenes": [],
+        "unlike_scenes": unlike(entries, shift_threshold),
+        "recent": 0,
+    }
     for e in entries:
         summary[e["status"]] += 1
         if e["status"] == "corrupt":
@@ -85,7 +105,9 @@ def _summary(entries: Sequence[dict[str, Any]], now: float) -> dict[str, Any]:
     return summary
 
 
-def _shard_summaries(root: Path, shards: Sequence[str], now: float) -> list[dict[str, Any]]:
+def _shard_summaries(
+    root: Path, shards: Sequence[str], now: float, shift_threshold: float
+) -> list[dict[str, Any]]:
     """:func:`_summary` of each finished shard's manifest.
 
     A million scenes' entries take seconds to parse, and progress is asked for again and again
@@ -103,13 +125,15 @@ def _shard_summaries(root: Path, shards: Sequence[str], now: float) -> list[dict
     kept, summaries, changed = {}, [], False
     for shard in shards:
         stat = (root / "shards" / f"{shard}.json").stat()
-        key = f"{stat.st_size}:{stat.st_mtime_ns}"
+        key = f"{stat.st_size}:{stat.st_mtime_ns}:{shift_threshold}"
         entry: Any = cache.get(shard)
         recent = now - stat.st_mtime <= RECENT_S
         if not _usable(entry, key) or recent:
             entry = {
                 "key": key,
-                "summary": _summary(read_json(root / "shards" / f"{shard}.json")["scenes"], now),
+                "summary": _summary(
+                    read_json(root / "shards" / f"{shard}.json")["scenes"], now, shift_threshold
+                ),
             }
             changed = True
         kept[shard] = entry
@@ -121,13 +145,20 @@ def _shard_summaries(root: Path, shards: Sequence[str], now: float) -> list[dict
     return summaries
 
 
+#: what each kept shard summary holds (an older summary without one is made again)
+SUMMARY_KEYS = ("ok", "empty", "corrupt", "corrupt_scenes", "unlike_scenes", "recent")
+
+
 def _usable(entry: Any, key: str) -> bool:
     """A kept summary of the manifest as it is now (and of the expected shape)."""
     return (
         isinstance(entry, dict)
         and entry.get("key") == key
         and isinstance(entry.get("summary"), dict)
-        and all(k in entry["summary"] for k in ("ok", "empty", "corrupt", "corrupt_scenes", "recent"))
+        and all(
+            k in entry["summary"]
+            for k in ("ok", "empty", "corrupt", "corrupt_scenes", "unlike_scenes", "recent")
+        )
     )
 
 
@@ -170,4 +201,12 @@ def format_progress(name: str, p: dict[str, Any]) -> str:
     if p.get("zones"):
         lines.append("  mosaic: " + ", ".join(f"{k} {n}" for k, n in p["zones"].items()))
     lines += [f"  corrupt: {c['scene_id']}: {c['reason']}" for c in p["corrupt_scenes"]]
+    unlike_scenes = p.get("unlike_scenes") or []
+    if unlike_scenes:
+        shown = ", ".join(f"{u['scene_id']} ({u['shift']:.2f})" for u in unlike_scenes[:10])
+        more = f" and {len(unlike_scenes) - 10} more" if len(unlike_scenes) > 10 else ""
+        lines.append(
+            f"  unlike the training data (shift > {p['shift_threshold']:g}): {len(unlike_scenes)} scenes: "
+            f"{shown}{more}"
+        )
     return "\n".join(lines)

@@ -115,6 +115,10 @@ def scene_item(
     properties: dict[str, Any] = {}
     if finished is not None:
         properties["created"] = pystac.utils.datetime_to_str(finished)
+    if isinstance(status.extra.get("shift"), dict):
+        # how unlike the training scenes it is (snakemap.inference.shift), per band and overall
+        properties["snakemap:shift"] = status.extra["shift"]["score"]
+        properties["snakemap:shift_bands"] = status.extra["shift"]["bands"]
     item = pystac.Item(
         id=scene,
         geometry=geometry,
