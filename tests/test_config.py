@@ -72,6 +72,10 @@ def test_a_resolved_config_keeps_numbers_as_given_and_omits_what_has_no_default(
         ({"chips": {"sise": 32}}, "chips: unknown key(s) sise; known: background_fraction"),
         ({"models": {"base": {"lr": 0}}}, "models.base.lr: must be > 0, got 0"),
         (
+            {"models": {"base": {"folds": "some"}}},
+            "models.base.folds: Input should be 'all' or Input should be a",
+        ),
+        (
             {"calval": {"ensembles": {"e": {"members": {"a": 1}, "thresold": 0.5}}}},
             "calval.ensembles.e: unknown key",
         ),

@@ -233,20 +233,33 @@ def config_schema() -> dict[str, Any]:
 def message(exc: ValidationError, prefix: tuple[str, ...] = ()) -> str:
     """One line per bad key of a pydantic error, each naming its dotted key; the unknown keys of
     one section are named together, with the keys it knows."""
-    lines: list[str] = []
+    found: dict[tuple[str, ...], list[str]] = {}
     unknown: dict[tuple[str, ...], list[str]] = {}
     for err in exc.errors():
-        loc = (*prefix, *(str(p) for p in err["loc"]))
+        # a value that matches no member of a union is one error per member, each under the
+        # member's tag (``str``, ``list[str]``, ``literal['all']``): one line, "or" between them
+        loc = (*prefix, *(str(p) for p in err["loc"] if not _is_union_tag(p)))
         if err["type"] == "extra_forbidden":
             unknown.setdefault(loc[:-1], []).append(loc[-1])
             continue
         text = "required" if err["type"] == "missing" else err["msg"].removeprefix("Value error, ")
-        lines.append(f"{'.'.join(loc)}: {text}" if loc else text)
+        found.setdefault(loc, []).append(text)
+    lines = [
+        f"{'.'.join(loc)}: {' or '.join(texts)}" if loc else " or ".join(texts)
+        for loc, texts in found.items()
+    ]
     for where, keys in unknown.items():
         known = _known(where)
         hint = f"; known: {', '.join(known)}" if known else ""
         lines.insert(0, f"{'.'.join(where) or 'config'}: unknown key(s) {', '.join(keys)}{hint}")
     return "\n".join(lines)
+
+
+def _is_union_tag(part: Any) -> bool:
+    """Whether a pydantic error location part names a union member rather than a key."""
+    return isinstance(part, str) and (
+        part in ("str", "int", "float", "bool", "none") or "[" in part or "(" in part
+    )
 
 
 def _known(where: tuple[str, ...]) -> list[str]:
