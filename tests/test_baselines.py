@@ -11,12 +11,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import rasterio
+import torch
 import yaml
 
 from snakemap.core.calval_sections import BaselineOptions
 from snakemap.core.config import ConfigError, check_baseline_bands, load_config
 from snakemap.core.expressions import ExpressionError, evaluate, names, parse
 from snakemap.evaluation.calval import baseline_map
+from snakemap.tasks.networks import build_model
 from tests.conftest import REPO, write_tif
 
 CLASSES = ["clear_land", "water", "cloud_shadow", "cloud"]
@@ -147,3 +149,66 @@ def test_the_baseline_step_maps_a_site_by_hand(tmp_path: Path) -> None:
     bad = dict(RULES, default=None)
     proc = subprocess.run([*cmd[:6], json.dumps(bad), *cmd[7:]], capture_output=True, text=True)
     assert proc.returncode == 2 and "calval.baselines: default: given empty (null)" in proc.stderr
+
+
+def rules_checkpoint(path: Path) -> Path:
+    """A checkpoint with random weights over the cleaned bands, predicting the four classes."""
+    torch.manual_seed(0)
+    net = build_model("FPN", "mobilenet_v2", len(BANDS), len(CLASSES))
+    hp = {"arch": "FPN", "encoder_name": "mobilenet_v2", "classes": CLASSES, "band_names": BANDS,
+          "mean": [0.2] * 5 + [0.0], "std": [0.1] * 5 + [0.5]}  # fmt: skip
+    torch.save(
+        {"hyper_parameters": hp, "state_dict": {f"model.{k}": v for k, v in net.state_dict().items()}}, path
+    )
+    return path
+
+
+def test_an_ensemble_mixes_a_model_and_a_rule_baseline(tmp_path: Path) -> None:
+    """A rule member adds its map as one-hot probabilities: weighted far above the model, the
+    ensemble's map is the rules' map; the model still decides where they weigh alike."""
+    image = cleaned_image(tmp_path / "image.tif")
+    ckpt = rules_checkpoint(tmp_path / "m.ckpt")
+    baseline_map(BaselineOptions.model_validate(RULES), "s1", image, CLASSES, tmp_path / "rules.tif")
+    member = json.dumps({"name": "baselines/index_rules", "weight": 100.0, "spec": RULES})
+    options = json.dumps({"predict": {"window": 32, "overlap": 4}})
+    cmd = [sys.executable, "-m", "snakemap", "predict", "--checkpoint", str(ckpt), "--weight", "1",
+           "--rule", member, "--image", str(image), "--classes-out", str(tmp_path / "ens.tif"),
+           "--probs-out", str(tmp_path / "probs.tif"), "--options", options]  # fmt: skip
+    subprocess.run(cmd, check=True, capture_output=True, text=True)
+    assert (classes_of(tmp_path / "ens.tif") == classes_of(tmp_path / "rules.tif")).all()
+    with rasterio.open(tmp_path / "probs.tif") as src:
+        probs = src.read()[:, 0] / 250.0  # the first row; uint8 probabilities scaled by 250
+    assert probs[CLASSES.index("cloud"), 0] > 0.98  # the rule's one-hot, weighted 100 to 1
+
+    from snakemap.inference.predict import Member, Predictor
+    from snakemap.tasks.networks import load_trained
+
+    trained = load_trained(ckpt)
+    rule = Member.from_rules(BaselineOptions.model_validate(RULES), CLASSES, 1.0, "baselines/index_rules")
+    predictor = Predictor([Member.from_trained(trained), rule], CLASSES)
+    assert rule.bands == ["blue", "green", "ndwi", "nir", "red", "swir16"]
+    assert predictor.reference()["ndwi"] == (0.0, 0.5)  # the model's statistics, not the rule's
+
+
+def test_rule_members_are_checked_when_the_config_is_loaded() -> None:
+    config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+    rules = {"rules": [{"expr": "ndwi", "above": 0, "class": "water"}], "default": "land"}
+    product = {"maps": {"s": "p.tif"}, "remap": {1: "reef"}}
+    cases = {
+        "baselines/nope is no rule baseline": {"members": {"arch-Unet": 1, "baselines/nope": 1}},
+        "baselines/product is no rule baseline": {"members": {"arch-Unet": 1, "baselines/product": 1}},
+        "an ensemble needs a model besides its rules": {"members": {"baselines/r": 1}},
+        "threshold: tune is for ensembles of models alone": {
+            "members": {"arch-Unet": 1, "baselines/r": 1},
+            "threshold": "tune",
+        },
+    }
+    for message, ensemble in cases.items():
+        calval = {"baselines": {"r": rules, "product": product}, "ensembles": {"e": ensemble}}
+        with pytest.raises(ConfigError, match=message):
+            load_config({**config, "calval": calval})
+    calval = {
+        "baselines": {"r": rules},
+        "ensembles": {"e": {"members": {"arch-Unet": 1, "baselines/r": 0.5}}},
+    }
+    assert load_config({**config, "calval": calval}).calval.ensembles["e"].members["baselines/r"] == 0.5

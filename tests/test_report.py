@@ -146,6 +146,8 @@ def calval_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
             "ensembles": {
                 "both": {"members": {"arch-Unet": 1, "arch-FPN": 2}, "threshold": "tune"},
                 "fixed": {"members": {"arch-Unet": 1}, "threshold": 0.3},
+                # a model and a rule baseline, the rule weighted far above: its map wins
+                "mixed": {"members": {"arch-Unet": 1, "baselines/ndwi": 3}},
             },
         },
     )
@@ -174,6 +176,7 @@ PREDICTORS = [
     "models/arch-FPN/last",
     "ensembles/both",
     "ensembles/fixed",
+    "ensembles/mixed",
     "baselines/ndwi",
 ]
 
@@ -220,6 +223,12 @@ def test_every_predictor_is_scored(calval_run: Path) -> None:
         (calval_run / "results" / "calval" / "ensembles" / "fixed" / "metrics.json").read_text()
     )
     assert fixed["threshold_used"] is None  # a fixed threshold is applied in the maps themselves
+    for site in SITES:  # the hybrid ensemble, its rule member weighted 3 to 1: the rule's map
+        with (
+            rasterio.open(calval_run / "results/calval/ensembles/mixed" / f"{site}.tif") as mixed,
+            rasterio.open(calval_run / "results/calval/baselines/ndwi" / f"{site}.tif") as rule,
+        ):
+            assert (mixed.read(1) == rule.read(1)).all()
 
 
 @pytest.mark.workflow

@@ -204,8 +204,14 @@ def ensemble_checkpoints(wildcards):
 
 
 def members_checkpoints(name):
+    """The checkpoints of an ensemble's model members (its rule members have none)."""
     ens = ENSEMBLES[name]
-    return [f"results/models/{m}/{ens['checkpoint']}.ckpt" for m in ens["members"]]
+    return [f"results/models/{m}/{ens['checkpoint']}.ckpt" for m in ens["members"] if not is_rule(m)]
+
+
+def is_rule(member):
+    """An ensemble member that is a rule baseline (`baselines/{name}`), not a model."""
+    return member.startswith("baselines/")
 
 
 def ensemble_args(wildcards):
@@ -215,7 +221,15 @@ def ensemble_args(wildcards):
 
 def members_args(name):
     ens = ENSEMBLES[name]
-    args = [f"--weight {w}" for w in ens["members"].values()]
+    args = [f"--weight {w}" for m, w in ens["members"].items() if not is_rule(m)]
+    for member, weight in ens["members"].items():
+        if is_rule(member):
+            member_spec = {
+                "name": member,
+                "weight": weight,
+                "spec": BASELINES[member.removeprefix("baselines/")],
+            }
+            args.append(f"--rule {shlex.quote(json.dumps(member_spec, sort_keys=True))}")
     if isinstance(ens["threshold"], (int, float)):
         args.append(f"--threshold {ens['threshold']} --target {single_target()}")
     return " ".join(args)
@@ -266,7 +280,11 @@ def selection(wildcards):
     kind, name = split_predictor(wildcards.predictor)
     if kind == "baselines":
         return "fixed rule"
-    keys = [os.path.dirname(name)] if kind == "models" else list(ENSEMBLES[name]["members"])
+    keys = (
+        [os.path.dirname(name)]
+        if kind == "models"
+        else [m for m in ENSEMBLES[name]["members"] if not is_rule(m)]
+    )
     on_calval = any(JOBS[k].params["validation"] == "calval" for k in keys)
     return "calval" if on_calval else "held-out fold"
 

@@ -31,6 +31,12 @@ def model_options(required: bool = True) -> argparse.ArgumentParser:
     models.add_argument(
         "--threshold-from", type=Path, help="threshold.json (tune-threshold) whose threshold to use"
     )
+    models.add_argument(
+        "--rule",
+        action="append",
+        default=[],
+        help='a rule baseline as an ensemble member, JSON: {"name", "weight", "spec"} (repeatable)',
+    )
     models.add_argument("--gpus", type=int, default=0)
     return models
 

@@ -129,7 +129,11 @@ class EnsembleOptions(Section):
     """An entry of ``calval.ensembles``: weighted members and how their probabilities are cut."""
 
     #: model key (id or id/fold{k}) -> weight
-    members: dict[str, Positive] = Field(min_length=1, description="model key (id or id/fold{k}) -> weight")
+    members: dict[str, Positive] = Field(
+        min_length=1,
+        description="model key (id or id/fold{k}), or baselines/{name} of a rule baseline (its map as "
+        "one-hot probabilities) -> weight",
+    )
     checkpoint: Literal["best", "last"] = "best"
     #: probability of the single target class from which a pixel is target; ``tune``: F1-optimal
     #: on the members' out-of-fold validation chips, never on calval

@@ -137,6 +137,23 @@ class Config(Section):
             assert self.labels is not None
             self.labels.with_scheme(name, remap)  # a ValueError names label_schemes.<name>
         classes = self.labels.classes if self.labels is not None else []
+        for name, ensemble in self.calval.ensembles.items():
+            rules = [m for m in ensemble.members if m.startswith("baselines/")]
+            for member in rules:
+                baseline = self.calval.baselines.get(member.removeprefix("baselines/"))
+                if baseline is None or baseline.rule_list() is None:
+                    raise ValueError(
+                        f"calval.ensembles.{name}.members: {member} is no rule baseline of calval.baselines"
+                    )
+            if len(rules) == len(ensemble.members):
+                raise ValueError(
+                    f"calval.ensembles.{name}.members: an ensemble needs a model besides its rules"
+                )
+            if rules and ensemble.threshold == "tune":
+                raise ValueError(
+                    f"calval.ensembles.{name}.threshold: tune is for ensembles of models alone; give a "
+                    "number or null"
+                )
         for name, baseline in self.calval.baselines.items():
             unknown = sorted(baseline.class_names() - set(classes))
             if unknown:

@@ -29,6 +29,7 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
+from snakemap.core.calval_sections import BaselineOptions
 from snakemap.core.model_sections import PredictOptions
 from snakemap.data.stats import STRIP_ROWS, Normalizer, scene_normalizer
 from snakemap.inference.readers import SceneReader
@@ -59,12 +60,41 @@ class Member:
     source: str = ""
     #: ``model`` is ``torch.compile``'s wrapper (:meth:`Predictor.compile`)
     compiled: bool = False
-    #: the training scenes' band statistics (``normalizer`` until a scene's own replace them)
+    #: the training scenes' band statistics (``normalizer`` until a scene's own replace them);
+    #: None for a member that learnt nothing (a rule)
     training: Normalizer | None = None
+    #: a trained model (not a rule): its statistics are the shift score's reference
+    learned: bool = True
 
     def __post_init__(self) -> None:
-        if self.training is None:
+        if self.training is None and self.learned:
             self.training = self.normalizer
+
+    @classmethod
+    def from_rules(
+        cls, baseline: BaselineOptions, classes: list[str], weight: float = 1.0, source: str = ""
+    ) -> Member:
+        """A rule baseline as a member: its class map as one-hot probabilities (1 for the class of
+        the first rule that claims a pixel, or the default, 0 for the others), on the raw cleaned
+        bands its rules read."""
+        rules = baseline.rule_list()
+        if rules is None:
+            raise ValueError(f"{source or 'a baseline'}: a product's maps cannot be an ensemble member")
+        ruled, default = rules
+        bands = sorted(baseline.band_names())
+        order = [(rule, classes.index(rule.class_)) for rule in reversed(ruled)]
+
+        def one_hot(x: torch.Tensor) -> torch.Tensor:
+            values = x.float().cpu().numpy()
+            named = {b: values[:, i] for i, b in enumerate(bands)}
+            mapped = np.full(values[:, 0].shape, classes.index(default), dtype=np.int64)
+            for rule, k in order:
+                mapped[rule.hits(named)] = k
+            probs = np.eye(len(classes), dtype=np.float32)[mapped].transpose(0, 3, 1, 2)
+            return torch.from_numpy(np.ascontiguousarray(probs)).to(x.device)
+
+        identity = Normalizer(np.zeros(len(bands), dtype=np.float32), np.ones(len(bands), dtype=np.float32))
+        return cls(one_hot, bands, identity, weight, activation="none", source=source, learned=False)
 
     def prepare(self, windows: np.ndarray, names: list[str], device: torch.device) -> torch.Tensor:
         """The member's bands of ``(n, bands, h, w)`` windows, normalised, NaN -> 0, on ``device``.
@@ -129,7 +159,8 @@ class Predictor:
         band was trained with (the reference of a scene's shift score)."""
         found: dict[str, tuple[float, float]] = {}
         for member in self.members:
-            assert member.training is not None
+            if member.training is None:
+                continue  # a rule: nothing learnt
             for i, band in enumerate(member.bands):
                 found.setdefault(band, (float(member.training.mean[i]), float(member.training.std[i])))
         return found
