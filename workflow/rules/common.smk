@@ -5,6 +5,7 @@ import os
 import shlex
 import sys
 
+from snakemap.core.calval_sections import rule_baseline
 from snakemap.core.config import build, check_baseline_bands, resolve
 from snakemap.core.model_sections import APPLIED_PATTERN, ID_PATTERN, MODEL_KEY_PATTERN
 from snakemap.core.registry import task_named
@@ -211,7 +212,7 @@ def members_checkpoints(name):
 
 def is_rule(member):
     """An ensemble member that is a rule baseline (`baselines/{name}`), not a model."""
-    return member.startswith("baselines/")
+    return rule_baseline(member) is not None
 
 
 def ensemble_args(wildcards):
@@ -227,7 +228,7 @@ def members_args(name):
             member_spec = {
                 "name": member,
                 "weight": weight,
-                "spec": BASELINES[member.removeprefix("baselines/")],
+                "spec": BASELINES[rule_baseline(member)],
             }
             args.append(f"--rule {shlex.quote(json.dumps(member_spec, sort_keys=True))}")
     if isinstance(ens["threshold"], (int, float)):

@@ -53,12 +53,12 @@ def _rule_member(text: str, classes: list[str]) -> Member:
 
     from pydantic import ValidationError
 
-    from snakemap.core.calval_sections import BaselineOptions
+    from snakemap.core.calval_sections import BaselineOptions, rule_baseline
     from snakemap.core.config import message
     from snakemap.inference.predict import Member
 
     rule = json.loads(text)
-    where = ("calval", "baselines", str(rule["name"]).removeprefix("baselines/"))
+    where = ("calval", "baselines", str(rule_baseline(rule["name"]) or rule["name"]))
     try:
         spec = BaselineOptions.model_validate(rule["spec"])
     except ValidationError as exc:

@@ -125,10 +125,19 @@ class BaselineOptions(Section):
         return found
 
 
+#: how an ensemble names a rule baseline among its members
+RULE_MEMBER = "baselines/"
+
+
+def rule_baseline(member: str) -> str | None:
+    """The baseline an ensemble member ``baselines/{name}`` names; None for a model key."""
+    return member.removeprefix(RULE_MEMBER) if member.startswith(RULE_MEMBER) else None
+
+
 class EnsembleOptions(Section):
     """An entry of ``calval.ensembles``: weighted members and how their probabilities are cut."""
 
-    #: model key (id or id/fold{k}) -> weight
+    #: model key (id or id/fold{k}), or ``baselines/{name}`` of a rule baseline -> weight
     members: dict[str, Positive] = Field(
         min_length=1,
         description="model key (id or id/fold{k}), or baselines/{name} of a rule baseline (its map as "

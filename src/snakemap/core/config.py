@@ -22,7 +22,7 @@ from typing import Annotated, Any, ClassVar
 import yaml
 from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 
-from snakemap.core.calval_sections import CalvalOptions
+from snakemap.core.calval_sections import CalvalOptions, rule_baseline
 from snakemap.core.model_sections import (
     ID_PATTERN,
     ApplyOptions,
@@ -136,11 +136,14 @@ class Config(Section):
         for name, remap in self.label_schemes.items():
             assert self.labels is not None
             self.labels.with_scheme(name, remap)  # a ValueError names label_schemes.<name>
-        classes = self.labels.classes if self.labels is not None else []
+        return self
+
+    @model_validator(mode="after")
+    def _ensembles_name_rule_baselines(self) -> Config:
         for name, ensemble in self.calval.ensembles.items():
-            rules = [m for m in ensemble.members if m.startswith("baselines/")]
+            rules = [m for m in ensemble.members if rule_baseline(m) is not None]
             for member in rules:
-                baseline = self.calval.baselines.get(member.removeprefix("baselines/"))
+                baseline = self.calval.baselines.get(str(rule_baseline(member)))
                 if baseline is None or baseline.rule_list() is None:
                     raise ValueError(
                         f"calval.ensembles.{name}.members: {member} is no rule baseline of calval.baselines"
@@ -154,6 +157,11 @@ class Config(Section):
                     f"calval.ensembles.{name}.threshold: tune is for ensembles of models alone; give a "
                     "number or null"
                 )
+        return self
+
+    @model_validator(mode="after")
+    def _baselines_map_to_the_labels_classes(self) -> Config:
+        classes = self.labels.classes if self.labels is not None else []
         for name, baseline in self.calval.baselines.items():
             unknown = sorted(baseline.class_names() - set(classes))
             if unknown:
@@ -164,24 +172,10 @@ class Config(Section):
         return self
 
 
-#: config section -> its options class, for :func:`build`
-SECTIONS: dict[str, type[Section]] = {
-    name: info.annotation
-    for name, info in Config.model_fields.items()
-    if isinstance(info.annotation, type) and issubclass(info.annotation, Section)
-} | {"demo": DemoOptions, "labels": LabelOptions, "models": ModelsSection}
-
-
-def options_class(section: str) -> type[Section]:
-    """The options class of a config section."""
-    return SECTIONS[section]
-
-
 def build(section: str, values: Mapping[str, Any] | None) -> Any:
     """The typed options of ``section`` from its dict; a :class:`ConfigError` names the key."""
-    cls = options_class(section)
     try:
-        return cls.model_validate(dict(values or {}))
+        return SECTIONS[section].model_validate(dict(values or {}))
     except ValidationError as exc:
         raise ConfigError(message(exc, (section,))) from None
 
@@ -309,3 +303,11 @@ def _unwrap(annotation: Any) -> Any:
             annotation = options[0]
         else:
             return annotation
+
+
+#: config section -> its options class (``X`` of a field ``X`` or ``X | None``), for :func:`build`
+SECTIONS: dict[str, type[Section]] = {
+    name: section
+    for name, info in Config.model_fields.items()
+    if isinstance(section := _unwrap(info.annotation), type) and issubclass(section, Section)
+}

@@ -91,7 +91,10 @@ def parse(expr: str) -> ast.Expression:
 
 def names(expr: str) -> set[str]:
     """The band and index names ``expr`` reads."""
-    tree = parse(expr)
+    return _names(parse(expr))
+
+
+def _names(tree: ast.Expression) -> set[str]:
     called = {id(n.func) for n in ast.walk(tree) if isinstance(n, ast.Call)}
     return {n.id for n in ast.walk(tree) if isinstance(n, ast.Name) and id(n) not in called}
 
@@ -103,10 +106,11 @@ def evaluate(expr: str, bands: Mapping[str, np.ndarray]) -> np.ndarray:
     Raises:
         ExpressionError: for a name that is not among ``bands``.
     """
-    missing = sorted(names(expr) - set(bands))
+    tree = parse(expr)
+    missing = sorted(_names(tree) - set(bands))
     if missing:
         raise ExpressionError(f"{expr!r} reads {', '.join(missing)}, not among the bands {', '.join(bands)}")
-    return np.asarray(_eval(parse(expr).body, bands))
+    return np.asarray(_eval(tree.body, bands))
 
 
 def _eval(node: ast.AST, bands: Mapping[str, np.ndarray]) -> Any:

@@ -233,7 +233,7 @@ def survey(reader: CleaningReader, mask: MaskOptions | None = None) -> Survey:
         image = reader._clean(raw)[0]
         ok = np.isfinite(image).all(axis=0)
         valid += int(ok.sum())
-        moments.add(image)
+        moments.add(image, ok)
         if mask is not None and not in_mask:
             band = image[reader.names.index(mask.band)]
             in_mask = bool(((band >= mask.min) & (band <= mask.max)).any())

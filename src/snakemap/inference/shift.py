@@ -29,10 +29,11 @@ class BandMoments:
     total: np.ndarray = field(default_factory=lambda: np.zeros(0))
     squares: np.ndarray = field(default_factory=lambda: np.zeros(0))
 
-    def add(self, image: np.ndarray) -> None:
-        """Add the valid pixels of a ``(bands, rows, cols)`` float image (NaN invalid)."""
+    def add(self, image: np.ndarray, valid: np.ndarray | None = None) -> None:
+        """Add the valid pixels of a ``(bands, rows, cols)`` float image (NaN invalid; ``valid``,
+        ``(rows, cols)``, when the caller has it already)."""
         flat = image.reshape(image.shape[0], -1)
-        valid = np.isfinite(flat).all(axis=0)
+        valid = np.isfinite(flat).all(axis=0) if valid is None else valid.reshape(-1)
         pixels = flat[:, valid].astype(np.float64)
         if not len(self.total):
             self.total, self.squares = np.zeros(len(self.names)), np.zeros(len(self.names))

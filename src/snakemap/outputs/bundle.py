@@ -182,7 +182,6 @@ def predict_raw(
         BundleError: a sensor or auxiliary field the bundle does not know or lacks.
         SceneError: a scene that is empty or corrupt after cleaning (the reason says why).
     """
-    _cleaning(meta, sensor)  # an unknown sensor: a BundleError before the task's hook
     predict = task_named(meta["task"]).hook("predict_raw")
     result: dict[str, Any] = predict(meta, model, image, out, sensor, auxiliary, probs_out)
     return result
@@ -232,6 +231,7 @@ def predict_field(
     from snakemap.core.model_sections import DownscalingOptions, PredictOptions
     from snakemap.inference.fields import check_auxiliary, downscale_raster
 
+    _cleaning(meta, sensor)  # an unknown sensor is a BundleError here too (the field is not cleaned)
     sections = meta["sections"]
     opts = DownscalingOptions(**(sections.get("downscaling") or {}))
     names = list(meta["model"]["band_names"])
