@@ -6,12 +6,14 @@ from __future__ import annotations
 
 import json
 import shutil
+import zipfile
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 import rasterio
+import torch
 
 from snakemap.core.sections import DemoOptions
 from snakemap.data.demo import write_demo_scene
@@ -138,13 +140,15 @@ def calval_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
         models={
             "base": {"encoder_name": "mobilenet_v2", "epochs": 2, "batch_size": 8, "scheduler": "none"},
             "grid": {"arch": ["Unet", "FPN"]},
+            # the gradient-boosting family beside the networks, in the same run
+            "list": [{"name": "gbm", "family": "lightgbm", "boosting": {"rounds": 20, "pixels": 4000}}],
         },
         predict={"window": 64, "overlap": 8, "batch_size": 4},
         calval={
             "checkpoints": ["best", "last"],
             "baselines": {"ndwi": {"index": "ndwi", "above": 0.0, "class": "water", "else": "land"}},
             "ensembles": {
-                "both": {"members": {"arch-Unet": 1, "arch-FPN": 2}, "threshold": "tune"},
+                "both": {"members": {"arch-Unet": 1, "arch-FPN": 2, "gbm": 1}, "threshold": "tune"},
                 "fixed": {"members": {"arch-Unet": 1}, "threshold": 0.3},
                 # a model and a rule baseline, the rule weighted far above: its map wins
                 "mixed": {"members": {"arch-Unet": 1, "baselines/ndwi": 3}},
@@ -174,6 +178,8 @@ PREDICTORS = [
     "models/arch-Unet/last",
     "models/arch-FPN/best",
     "models/arch-FPN/last",
+    "models/gbm/best",
+    "models/gbm/last",
     "ensembles/both",
     "ensembles/fixed",
     "ensembles/mixed",
@@ -214,7 +220,7 @@ def test_every_predictor_is_scored(calval_run: Path) -> None:
     assert tuned["tuned_on"] == both["threshold_tuned_on"] == "out-of-fold validation chips"
     assert both["threshold_used"] == tuned["threshold"] and tuned["chips"] > 0
     folds = pd.read_parquet(calval_run / "results" / "splits" / "folds.parquet")
-    assert tuned["chips"] == int((folds["fold"] == 0).sum())  # both members hold out fold 0
+    assert tuned["chips"] == int((folds["fold"] == 0).sum())  # every member holds out fold 0
     assert set(summary.set_index("predictor")["selection"].items()) == {
         *((p, "held-out fold") for p in PREDICTORS if not p.startswith("baselines/")),
         ("baselines/ndwi", "fixed rule"),
@@ -229,6 +235,33 @@ def test_every_predictor_is_scored(calval_run: Path) -> None:
             rasterio.open(calval_run / "results/calval/baselines/ndwi" / f"{site}.tif") as rule,
         ):
             assert (mixed.read(1) == rule.read(1)).all()
+
+
+@pytest.mark.workflow
+def test_a_booster_trains_bundles_and_predicts_beside_the_networks(calval_run: Path) -> None:
+    from snakemap.outputs.bundle import read_bundle
+
+    models = calval_run / "results" / "models"
+    metrics = pd.read_csv(models / "gbm" / "metrics.csv")
+    assert metrics["round"].max() == 20 and metrics["val_iou"].between(0, 1).all()
+    best = torch.load(models / "gbm" / "best.ckpt", weights_only=True)
+    hp = best["hyper_parameters"]
+    assert hp["family"] == "lightgbm" and hp["booster"].startswith("tree")
+    best_round = int(metrics.sort_values(["val_iou", "round"], ascending=[False, True])["round"].iloc[0])
+    assert hp["rounds"] == best_round  # best.ckpt is the round best on the held-out fold
+    bundles = calval_run / "results" / "bundles"
+    assert not (bundles / "gbm.onnx").exists() and (bundles / "arch-Unet.onnx").exists()
+    bundle = read_bundle(bundles / "gbm.zip")
+    assert bundle.hyper_parameters["booster"] == hp["booster"] and bundle.state == {}
+    with zipfile.ZipFile(bundles / "gbm.zip") as zf:
+        assert sorted(zf.namelist()) == ["booster.txt", "bundle.json", "weights.pt"]
+        assert "booster" not in json.loads(zf.read("bundle.json"))["model"]
+    # its calval maps are its own: neither a network's nor the rule's
+    with (
+        rasterio.open(calval_run / "results/calval/models/gbm/best" / f"{SITES[0]}.tif") as gbm,
+        rasterio.open(calval_run / "results/calval/models/arch-Unet/best" / f"{SITES[0]}.tif") as unet,
+    ):
+        assert gbm.read(1).shape == unet.read(1).shape and (gbm.read(1) != unet.read(1)).any()
 
 
 @pytest.mark.workflow

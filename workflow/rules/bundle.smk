@@ -1,5 +1,6 @@
-# Models that leave the workflow: a one-file bundle per model (weights, config, band statistics,
-# cleaning options, classes) and its ONNX export, for `snakemap predict --bundle/--onnx` anywhere.
+# Models that leave the workflow: a one-file bundle per model (weights or a booster's text model,
+# config, band statistics, cleaning options, classes) and a network's ONNX export, for
+# `snakemap predict --bundle/--onnx` anywhere.
 
 
 rule bundle:
@@ -8,7 +9,6 @@ rule bundle:
         resolved="results/models/{model}/config.yaml",
     output:
         zip="results/bundles/{model}.zip",
-        onnx="results/bundles/{model}.onnx",
     log:
         "logs/bundles/{model}.log",
     conda:
@@ -17,4 +17,17 @@ rule bundle:
         options=options("bands", "clean", "sensors", "labels", "predict", "downscaling", "task"),
     shell:
         "snakemap bundle --checkpoint {input.ckpt:q} --resolved {input.resolved:q} --out {output.zip:q}"
-        " --onnx-out {output.onnx:q} --options {params.options:q} 2> {log:q}"
+        " --options {params.options:q} 2> {log:q}"
+
+
+rule onnx:
+    input:
+        "results/bundles/{model}.zip",
+    output:
+        "results/bundles/{model}.onnx",
+    log:
+        "logs/bundles/{model}.onnx.log",
+    conda:
+        "../envs/snakemap.yaml"
+    shell:
+        "snakemap export-onnx --bundle {input:q} --out {output:q} 2> {log:q}"

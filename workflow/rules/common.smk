@@ -116,15 +116,21 @@ def preview_outputs(wildcards=None):
 
 
 def model_outputs():
-    """Every job's best checkpoint, its bundle and ONNX export, and the table of models (nothing
-    without `models:`)."""
+    """Every job's best checkpoint, its bundle and a network's ONNX export, and the table of
+    models (nothing without `models:`)."""
     if not JOBS:
         return []
     return (
         expand("results/models/{model}/best.ckpt", model=JOBS)
-        + expand("results/bundles/{model}.{ext}", model=JOBS, ext=["zip", "onnx"])
+        + expand("results/bundles/{model}.zip", model=JOBS)
+        + [f"results/bundles/{key}.onnx" for key, j in JOBS.items() if has_onnx(j)]
         + ["results/models/models.tsv"]
     )
+
+
+def has_onnx(model_job):
+    """Whether a training job's model has an ONNX export (a network; a booster has none)."""
+    return model_job.params.get("family", "network") == "network"
 
 
 # Training jobs from the model grid: key "id" or "id/fold{k}" -> snakemap.plan.grid.ModelJob
@@ -387,9 +393,10 @@ def apply_outputs(wildcards=None):
 
 
 def predictor_bundle(wildcards):
-    """The ONNX export of a model predictor (named by its maps' STAC items); none for ensembles."""
+    """The ONNX export of a model predictor (named by its maps' STAC items), or the bundle of a
+    model without one; none for ensembles."""
     kind, name = split_predictor(wildcards.predictor)
     key, checkpoint = os.path.split(name)
     if kind == "models" and checkpoint == "best":
-        return [f"results/bundles/{key}.onnx"]
+        return [f"results/bundles/{key}.{'onnx' if has_onnx(JOBS[key]) else 'zip'}"]
     return []

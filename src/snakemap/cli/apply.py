@@ -187,6 +187,11 @@ def field_runner(args: argparse.Namespace, cfg: dict[str, Any], apply: Any, band
     )
 
 
+def _architecture(params: dict[str, Any]) -> str:
+    """A model's architecture as its STAC item names it: the network's, or ``LightGBM``."""
+    return "LightGBM" if params.get("family") == "lightgbm" else str(params["arch"])
+
+
 def _stac(args: argparse.Namespace, cfg: dict[str, Any]) -> int:
     import yaml
 
@@ -203,7 +208,7 @@ def _stac(args: argparse.Namespace, cfg: dict[str, Any]) -> int:
     # the architecture from each checkpoint's resolved config.yaml beside it (no torch needed)
     archs = sorted(
         {
-            str(yaml.safe_load((c.parent / "config.yaml").read_text())["params"]["arch"])
+            _architecture(yaml.safe_load((c.parent / "config.yaml").read_text())["params"])
             for c in args.checkpoint
         }
     )

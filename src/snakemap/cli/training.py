@@ -34,20 +34,20 @@ def _train(args: argparse.Namespace, cfg: dict[str, Any]) -> int:
 def _bundle(args: argparse.Namespace, cfg: dict[str, Any]) -> int:
     import yaml
 
-    from snakemap.outputs.bundle import read_bundle, write_bundle
+    from snakemap.outputs.bundle import write_bundle
 
     resolved = yaml.safe_load(args.resolved.read_text())
     write_bundle(args.checkpoint, resolved, cfg, args.out, task_named(cfg.get("task")).name)
-    if args.onnx_out:
-        from snakemap.outputs.export import export_onnx
+    logging.info("bundle %s (%d bytes)", args.out, args.out.stat().st_size)
+    return 0
 
-        export_onnx(read_bundle(args.out), args.onnx_out)
-    logging.info(
-        "bundle %s (%d bytes)%s",
-        args.out,
-        args.out.stat().st_size,
-        f", {args.onnx_out}" if args.onnx_out else "",
-    )
+
+def _export_onnx(args: argparse.Namespace, cfg: dict[str, Any]) -> int:
+    from snakemap.outputs.bundle import read_bundle
+    from snakemap.outputs.export import export_onnx
+
+    export_onnx(read_bundle(args.bundle), args.out)
+    logging.info("ONNX export %s (%d bytes)", args.out, args.out.stat().st_size)
     return 0
 
 
@@ -77,12 +77,16 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--cpus", type=int, help="CPU cores given to the job (default: the model's cpus)")
     p.set_defaults(func=_train)
 
-    p = sub.add_parser("bundle", parents=[common], help="a model's one-file bundle (and its ONNX export)")
+    p = sub.add_parser("bundle", parents=[common], help="a model's one-file bundle")
     p.add_argument("--checkpoint", type=Path, required=True)
     p.add_argument("--resolved", type=Path, required=True, help="the job's resolved config.yaml")
     p.add_argument("--out", type=Path, required=True, help="results/bundles/{model}.zip")
-    p.add_argument("--onnx-out", type=Path, help="results/bundles/{model}.onnx")
     p.set_defaults(func=_bundle)
+
+    p = sub.add_parser("export-onnx", parents=[common], help="a network bundle's ONNX export")
+    p.add_argument("--bundle", type=Path, required=True, help="results/bundles/{model}.zip")
+    p.add_argument("--out", type=Path, required=True, help="results/bundles/{model}.onnx")
+    p.set_defaults(func=_export_onnx)
 
     p = sub.add_parser("models-table", parents=[common], help="list the models of the grid")
     p.add_argument("--out", type=Path, required=True)

@@ -67,8 +67,61 @@ class AugmentOptions(Section):
     )
 
 
+class BoostingOptions(Section):
+    """The gradient-boosting pixel family's settings (``models.base.boosting``, ``family:
+    lightgbm``): only the keys given are passed on, the others keep these defaults."""
+
+    OMIT_UNSET = frozenset(
+        {"rounds", "learning_rate", "num_leaves", "min_child_samples", "feature_fraction", "scales", "pixels"}
+    )
+
+    #: boosting rounds; the round whose validation ``monitor`` is best makes ``best.ckpt``
+    rounds: int = Field(300, ge=1, description="boosting rounds (best.ckpt: the best round by monitor)")
+    learning_rate: Positive = 0.05
+    #: leaves per tree
+    num_leaves: int = Field(31, ge=2, description="leaves per tree")
+    #: pixels a leaf needs at least
+    min_child_samples: int = Field(100, ge=1, description="pixels a leaf needs at least")
+    #: share of the features each tree sees
+    feature_fraction: Fraction = Field(0.8, gt=0, description="share of the features each tree sees")
+    #: sides (pixels, odd) of the square neighbourhoods whose per-band mean and standard
+    #: deviation (a texture) are features beside the bands themselves
+    scales: Unique[Annotated[int, Field(ge=3)]] = Field(
+        default_factory=lambda: [5, 15],
+        description="sides in pixels of the neighbourhoods whose band means and standard deviations are "
+        "features",
+    )
+    #: training pixels drawn from the training chips (per-class weights as ``class_weights``)
+    pixels: int = Field(300_000, ge=100, description="training pixels drawn from the training chips")
+
+    @field_validator("scales")
+    @classmethod
+    def _odd(cls, scales: list[int]) -> list[int]:
+        even = [s for s in scales if s % 2 == 0]
+        if even:
+            raise ValueError(f"neighbourhood sides must be odd (centred on the pixel): {even}")
+        return scales
+
+
 class ModelOptions(Section):
     """One model's parameters: ``models.base``, and a resolved model (base plus grid values)."""
+
+    OMIT_UNSET = frozenset({"family", "boosting"})
+
+    #: what learns: a ``network`` (``arch``, trained with Lightning) or ``lightgbm``, a gradient-
+    #: boosted per-pixel classifier on bands, indices and neighbourhood features (``boosting``);
+    #: one grid may hold both (``grid: {family: [network, lightgbm]}``)
+    family: Literal["network", "lightgbm"] = Field(
+        "network",
+        description="network (arch, trained with Lightning) or lightgbm (per-pixel gradient boosting on "
+        "bands, indices and neighbourhood features; segmentation only)",
+    )
+    #: the ``lightgbm`` family's settings (:class:`BoostingOptions`)
+    boosting: dict[str, Any] = Field(
+        default_factory=dict,
+        description="family lightgbm: rounds, learning_rate, num_leaves, "
+        "min_child_samples, feature_fraction, scales, pixels",
+    )
 
     #: segmentation-models-pytorch architecture: Unet, UnetPlusPlus, FPN, DeepLabV3Plus, ...;
     #: downscaling: SRCNN, RecurrentSRCNN, EDSR, RCAN (:mod:`snakemap.tasks.srnets`)
@@ -145,6 +198,12 @@ class ModelOptions(Section):
         LossWeights(**loss)  # the known terms, numbers
         return loss
 
+    @field_validator("boosting")
+    @classmethod
+    def _boosting(cls, boosting: dict[str, Any]) -> dict[str, Any]:
+        BoostingOptions(**boosting)  # the known keys, in range
+        return boosting
+
     @field_validator("augment")
     @classmethod
     def _augment(cls, augment: dict[str, Any]) -> dict[str, Any]:
@@ -181,6 +240,8 @@ def field_model_errors(opts: ModelOptions, chip_size: int | None = None) -> list
     """Why a model cannot downscale: it is no downscaling network, its scale does not divide the
     chips' side ``chip_size`` (when given), or RecurrentSRCNN's scale is no power of 2."""
     errors = []
+    if opts.family != "network":
+        errors.append(f"family {opts.family!r} maps classes: downscaling trains networks")
     if opts.arch not in DOWNSCALING_ARCHS:
         errors.append(f"arch {opts.arch!r} is not a downscaling network ({', '.join(DOWNSCALING_ARCHS)})")
     if chip_size is not None and chip_size % opts.scale:

@@ -118,7 +118,13 @@ class Member:
             np.asarray(trained.mean, dtype=np.float32), np.asarray(trained.std, dtype=np.float32)
         )
         return cls(
-            trained.network, trained.band_names, norm, weight, normalize=trained.normalize, source=source
+            trained.network,
+            trained.band_names,
+            norm,
+            weight,
+            activation="none" if trained.outputs == "probabilities" else "softmax",
+            normalize=trained.normalize,
+            source=source,
         )
 
 

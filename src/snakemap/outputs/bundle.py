@@ -10,7 +10,10 @@ export.
   ``sections``: the ``bands``, ``clean``, ``sensors``, ``labels``, ``predict`` and ``downscaling``
   config sections, which clean a raw scene into the model's input bands and predict it as the
   workflow's calval step does.
-- ``weights.pt``: the network's state dict (``torch.save``; read back with ``weights_only=True``).
+- ``weights.pt``: the network's state dict (``torch.save``; read back with ``weights_only=True``;
+  empty for a booster).
+- ``booster.txt``: a booster's (``family: lightgbm``) LightGBM text model, only there; in memory
+  it is ``meta["model"]["booster"]``, as in a checkpoint's hyper-parameters.
 
 A bundle is read without extracting anything to disk: a member whose path is absolute or
 escapes the archive's folder, a missing or unexpected member, a truncated archive or a format
@@ -41,6 +44,8 @@ from snakemap.core.registry import DEFAULT_TASK, task_named
 #: the bundle format this snakemap writes and the newest it reads
 FORMAT_VERSION = 1
 MEMBERS = ("bundle.json", "weights.pt")
+#: members only some bundles have
+OPTIONAL_MEMBERS = ("booster.txt",)
 #: the config sections a bundle carries
 SECTIONS = ("bands", "clean", "sensors", "labels", "predict", "downscaling")
 
@@ -87,11 +92,13 @@ def write_bundle(
     """
     ckpt = torch.load(checkpoint, map_location="cpu", weights_only=True)
     state = {k.removeprefix("model."): v for k, v in ckpt["state_dict"].items() if k.startswith("model.")}
+    model = dict(ckpt["hyper_parameters"])
+    booster = model.pop("booster", None)
     meta = {
         "format_version": FORMAT_VERSION,
         "snakemap_version": __version__,
         "task": task,
-        "model": ckpt["hyper_parameters"],
+        "model": model,
         "config": resolved,
         "sections": {k: v for k, v in sections.items() if k in SECTIONS},
     }
@@ -100,6 +107,8 @@ def write_bundle(
     with atomic_path(out, suffix=".zip") as tmp, zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as zf:
         zf.writestr("bundle.json", json.dumps(meta, indent=1, sort_keys=True, default=str))
         zf.writestr("weights.pt", weights.getvalue())
+        if booster is not None:
+            zf.writestr("booster.txt", str(booster))
     return Path(out)
 
 
@@ -125,7 +134,7 @@ def read_bundle(path: str | os.PathLike[str]) -> Bundle:
             missing = [m for m in MEMBERS if m not in names]
             if missing:
                 raise BundleError(f"bundle {path}: missing member(s) {missing}")
-            extra = sorted(set(names) - set(MEMBERS))
+            extra = sorted(set(names) - set(MEMBERS) - set(OPTIONAL_MEMBERS))
             if extra:
                 raise BundleError(f"bundle {path}: unexpected member(s) {extra}")
             meta = json.loads(zf.read("bundle.json"))
@@ -136,9 +145,11 @@ def read_bundle(path: str | os.PathLike[str]) -> Bundle:
                     f"{__version__} reads (up to {FORMAT_VERSION}): upgrade snakemap"
                 )
             state = torch.load(io.BytesIO(zf.read("weights.pt")), map_location="cpu", weights_only=True)
+            if "booster.txt" in names:
+                meta["model"]["booster"] = zf.read("booster.txt").decode()
     except BundleError:
         raise
-    except (zipfile.BadZipFile, EOFError, OSError, KeyError, json.JSONDecodeError, RuntimeError) as exc:
+    except (zipfile.BadZipFile, EOFError, OSError, KeyError, ValueError, RuntimeError) as exc:
         raise BundleError(f"bundle {path}: unreadable ({type(exc).__name__}: {exc})") from exc
     return Bundle(meta, state)
 

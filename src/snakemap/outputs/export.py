@@ -22,6 +22,11 @@ from snakemap.core.io import atomic_path
 from snakemap.core.registry import task_named
 from snakemap.outputs.bundle import Bundle
 
+
+class ExportError(ValueError):
+    """A model that has no ONNX export; the message says what runs it instead."""
+
+
 #: the metadata key of the bundle's description
 META_KEY = "snakemap"
 OPSET = 18
@@ -73,6 +78,11 @@ def class_graph(bundle: Bundle) -> OnnxGraph:
     from snakemap.tasks.networks import trained_from
 
     hp = bundle.hyper_parameters
+    if hp.get("family", "network") != "network":
+        raise ExportError(
+            f"a {hp['family']} model has no ONNX export: its bundle holds LightGBM's own text model "
+            "(snakemap predict --bundle runs it)"
+        )
     module = trained_from(hp, bundle.state).network.eval()
     args = (torch.zeros(1, len(hp["band_names"]), 64, 64),)
     return module, args, ["input"], {"input": {0: "batch", 2: "height", 3: "width"}}, ["logits"]

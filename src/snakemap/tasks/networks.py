@@ -116,6 +116,8 @@ class TrainedModel:
     std: list[float]
     #: ``dataset``: normalise with ``mean`` and ``std``; ``scene``: with each scene's own statistics
     normalize: Literal["dataset", "scene"] = "dataset"
+    #: what ``network`` returns: ``logits`` (a network) or ``probabilities`` (a booster)
+    outputs: Literal["logits", "probabilities"] = "logits"
 
 
 def load_trained(checkpoint: str | Path, map_location: str | torch.device = "cpu") -> TrainedModel:
@@ -134,7 +136,12 @@ def trained_from(
     hp: dict[str, Any], state: dict[str, torch.Tensor], map_location: str | torch.device = "cpu"
 ) -> TrainedModel:
     """A :class:`TrainedModel` from a checkpoint's (or a bundle's) hyperparameters and the
-    network's state dict."""
+    network's state dict (empty for a booster, ``family: lightgbm``, whose text model the
+    hyperparameters hold)."""
+    if hp.get("family") == "lightgbm":
+        from snakemap.tasks.boosting import booster_from
+
+        return trained_around(booster_from(hp), hp)
     network = build_model(hp["arch"], hp["encoder_name"], len(hp["band_names"]), len(hp["classes"]))
     network.load_state_dict(state)
     network.to(map_location).eval()
@@ -152,4 +159,9 @@ def trained_around(network: Any, hp: dict[str, Any]) -> TrainedModel:
     """A trained model whose network is ``network`` (an ONNX Runtime session, say), with the
     classes, bands and statistics of the hyper-parameters ``hp``."""
     bands, normalize = list(hp["band_names"]), hp.get("normalize", "dataset")
-    return TrainedModel(network, list(hp["classes"]), bands, list(hp["mean"]), list(hp["std"]), normalize)
+    outputs: Literal["logits", "probabilities"] = (
+        "probabilities" if hp.get("family") == "lightgbm" else "logits"
+    )
+    return TrainedModel(
+        network, list(hp["classes"]), bands, list(hp["mean"]), list(hp["std"]), normalize, outputs
+    )

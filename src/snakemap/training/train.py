@@ -35,6 +35,7 @@ from snakemap.core.model_sections import ModelOptions
 from snakemap.core.registry import task_named
 from snakemap.data.stats import Normalizer
 from snakemap.plan.grid import learning_params
+from snakemap.training.boosting import train_booster
 from snakemap.training.datasets import ChipDataModule, ChipDataset, chip_paths
 from snakemap.training.resume import AtomicCheckpointIO, JobData, job_fingerprint, pick_resume, prepare_state
 
@@ -146,7 +147,7 @@ def resolve_job(
     mean = [float(stats["bands"][c]["mean"]) for c in channels]
     std = [float(stats["bands"][c]["std"]) or 1.0 for c in channels]
     return {
-        "params": learning_params(opts.model_dump()),
+        "params": learning_params(opts.resolved()),
         "fold": fold,
         "classes": classes,
         "ignore_index": ignore_index,
@@ -200,9 +201,13 @@ def train_job(
     L.seed_everything(opts.seed, workers=True)
     train, val, flags = split_chips(data, opts, fold)
     norm = Normalizer(np.asarray(mean, dtype=np.float32), np.asarray(std, dtype=np.float32))
+    train_set = ChipDataset(train, channels, norm, opts.normalize)
+    val_set = ChipDataset(val, channels, norm, opts.normalize)
+    if opts.family == "lightgbm":
+        return train_booster(out, opts, resolved, train_set, val_set, flags, cpus)
     module = ChipDataModule(
-        ChipDataset(train, channels, norm, opts.normalize),
-        ChipDataset(val, channels, norm, opts.normalize),
+        train_set,
+        val_set,
         opts.batch_size,
         opts.balance,
         flags,
