@@ -170,18 +170,7 @@ def index_rules(train: Path, test: Path) -> dict[str, dict[str, float]]:
 
 
 def cross_sensor(work: Path, seeds: int, variants: list[str], save: Any) -> dict[str, Any]:
-    s2 = prepare(
-        work, "ukis_s2", SHARED / "ukis_sentinel2_image.tif", SHARED / "ukis_sentinel2_label.tif", UKIS
-    )
-    l7 = prepare(
-        work, "ukis_l7", SHARED / "ukis_landsat7_image.tif", SHARED / "ukis_landsat7_label.tif", UKIS
-    )
-    index = cut(work, "ukis_s2", UKIS, ChipOptions(size=64, stride=32, max_nodata_fraction=0.1))
-    folds = work / "ukis_folds.parquet"
-    write_folds([index], {"ukis_s2": "s2"}, folds, SplitOptions(folds=4, method="group", block_size=128))
-    stats = work / "ukis_bands.json"
-    write_band_statistics([s2], stats)
-    data = JobData([index], [], folds, stats)
+    s2, l7, data = ukis_data(work)
     truth = read(l7 / "label.tif", 1)
     rows: dict[str, Any] = {"models": {}, "ensemble": {}, "index_rules": index_rules(s2, l7)}
     for name in variants:
@@ -214,6 +203,190 @@ def cross_sensor(work: Path, seeds: int, variants: list[str], save: Any) -> dict
             log("cross-sensor 4-fold ensemble: " + fmt(ens))
             save(rows)
     return rows
+
+
+#: the class-mix part's options: each trained on the Sentinel-2 scene, scored on every case
+CLASSMIX: dict[str, dict[str, Any]] = {
+    "Unet, normalize: dataset": {},
+    "Unet, normalize: scene": {"normalize": "scene"},
+    "Unet, dataset + gain/offset jitter": {"augment": RADIOMETRIC},
+    "LightGBM, normalize: dataset": {"family": "lightgbm"},
+    "LightGBM, normalize: scene": {"family": "lightgbm", "normalize": "scene"},
+}
+#: the LightGBM options' ``boosting`` (the defaults; --quick makes them small)
+BOOSTING: dict[str, Any] = {}
+#: the rule baseline of the UKIS example, scored beside the options
+EXAMPLE = Path(__file__).resolve().parents[1] / "config" / "examples" / "ukis.yaml"
+#: about Landsat 7 ETM+ high-gain DN to top-of-atmosphere reflectance at a 40-degree sun (the
+#: bands' factors lie within 0.0016..0.0025): the sea crop's sensor entry
+ETM_DN_SCALE = 0.002
+
+
+def ukis_data(work: Path) -> tuple[Path, Path, JobData]:
+    """The two UKIS scenes cleaned, the Sentinel-2 scene's chips, spatial-block folds, statistics."""
+    s2 = prepare(
+        work, "ukis_s2", SHARED / "ukis_sentinel2_image.tif", SHARED / "ukis_sentinel2_label.tif", UKIS
+    )
+    l7 = prepare(
+        work, "ukis_l7", SHARED / "ukis_landsat7_image.tif", SHARED / "ukis_landsat7_label.tif", UKIS
+    )
+    index = cut(work, "ukis_s2", UKIS, ChipOptions(size=64, stride=32, max_nodata_fraction=0.1))
+    folds = work / "ukis_folds.parquet"
+    write_folds([index], {"ukis_s2": "s2"}, folds, SplitOptions(folds=4, method="group", block_size=128))
+    stats = work / "ukis_bands.json"
+    write_band_statistics([s2], stats)
+    return s2, l7, JobData([index], [], folds, stats)
+
+
+def rule_map(clean: Path, out: Path) -> np.ndarray:
+    """The class map of the UKIS example's ``index_rules`` baseline on a cleaned scene."""
+    import yaml
+
+    from snakemap.core.calval_sections import BaselineOptions
+
+    cfg = yaml.safe_load(EXAMPLE.read_text())
+    baseline = BaselineOptions.model_validate(cfg["calval"]["baselines"]["index_rules"])
+    predictor = Predictor([Member.from_rules(baseline, UKIS.classes)], UKIS.classes)
+    reader = CleanImageReader(clean / "image.tif")
+    try:
+        predict_scene(reader, predictor, PredictOptions(window=256, overlap=32), out)
+    finally:
+        reader.close()
+    return read(out, 1)
+
+
+def sea_crop(work: Path, side: int = 128) -> Path:
+    """The most sea-covered ``side``-pixel window (by NDWI > 0) of the unlabelled coastal Landsat 7
+    scene ``scenes/L7_ETMs.tif``, cleaned through a sensor entry (DN x ``ETM_DN_SCALE``)."""
+    from snakemap.data.sensors import build_sensors
+
+    raw = SHARED.parent / "scenes" / "L7_ETMs.tif"
+    acquire_scene("etm", str(raw), work / "acquired" / "etm")
+    bands = BandOptions(names=["blue", "green", "red", "nir", "swir16", "swir22"], indices=BANDS.indices)
+    sensors = build_sensors(
+        {"etm_dn": {"bands": ["blue", "green", "red", "nir", "swir16", "swir22"], "scale": ETM_DN_SCALE}},
+        bands,
+    )
+    status = clean_scene(
+        "etm",
+        work / "acquired" / "etm",
+        work / "clean" / "etm",
+        bands,
+        CleanOptions(),
+        None,
+        sensor=sensors["etm_dn"],
+    )
+    if status.status != "ok":
+        raise SystemExit(f"L7_ETMs: {status.status} ({status.reason})")
+    with rasterio.open(work / "clean" / "etm" / "image.tif") as src:
+        image, names, profile = src.read(), list(src.descriptions), src.profile
+    wet = image[names.index("ndwi")] > 0
+    best = max(
+        (
+            (r, c)
+            for r in range(0, wet.shape[0] - side + 1, 16)
+            for c in range(0, wet.shape[1] - side + 1, 16)
+        ),
+        key=lambda rc: wet[rc[0] : rc[0] + side, rc[1] : rc[1] + side].mean(),
+    )
+    folder = work / "cases" / "sea_crop"
+    folder.mkdir(parents=True, exist_ok=True)
+    r, c = best
+    profile.update(
+        height=side, width=side, transform=profile["transform"] * rasterio.Affine.translation(c, r)
+    )
+    with rasterio.open(folder / "image.tif", "w", **profile) as dst:
+        dst.write(image[:, r : r + side, c : c + side])
+        dst.descriptions = tuple(names)
+    return folder
+
+
+def case_scores(pred: np.ndarray, truth: np.ndarray) -> dict[str, float]:
+    """Per class IoU of a case; NaN for a class under 1% of its labelled pixels (not scored there)."""
+    ious = iou_per_class(pred, truth, UKIS.classes)
+    valid = truth < len(UKIS.classes)
+    return {
+        c: (v if (truth[valid] == i).mean() >= 0.01 else float("nan"))
+        for i, (c, v) in enumerate(ious.items())
+    }
+
+
+def class_mix(work: Path, seeds: int, save: Any) -> dict[str, Any]:
+    """Every option of :data:`CLASSMIX` (median over ``seeds``) and the example's rules on every
+    class-mix case (:mod:`classmix_cases`), the sea crop's water share, and the cases' shift scores."""
+    from classmix_cases import build_cases, shares
+    from scipy.stats import spearmanr
+
+    from snakemap.inference.shift import BandMoments, shift_score
+
+    s2, l7, data = ukis_data(work)
+    cases = build_cases(l7, UKIS.classes, work / "cases")
+    sea = sea_crop(work)
+    reference = {b["name"]: (b["mean"], b["std"]) for b in json.loads(data.stats.read_text())["bands"]}
+    rows: dict[str, Any] = {"cases": {}, "options": {}, "sea": {}}
+    for name, folder in {**cases, "sea crop": sea}.items():
+        with rasterio.open(folder / "image.tif") as src:
+            moments = BandMoments(list(src.descriptions))
+            moments.add(src.read())
+        rows["cases"][name] = {"shift": shift_score(moments, reference)["score"]}
+        if name != "sea crop":
+            rows["cases"][name]["shares"] = shares(folder, UKIS.classes)
+    with rasterio.open(sea / "image.tif") as src:
+        ndwi = src.read(list(src.descriptions).index("ndwi") + 1)
+    rows["sea"]["ndwi > 0"] = float((ndwi[np.isfinite(ndwi)] > 0).mean())
+    truths = {n: read(f / "label.tif", 1) for n, f in cases.items()}
+    rules = {
+        n: case_scores(rule_map(f, work / "rules" / f"{slug(n)}.tif"), truths[n]) for n, f in cases.items()
+    }
+    rows["options"]["index rules (the example's)"] = {"cases": rules}
+    sea_rules = rule_map(sea, work / "rules" / "sea.tif")
+    rows["sea"]["index rules (the example's)"] = float((sea_rules[sea_rules < 255] == 1).mean())
+    for option, variant in CLASSMIX.items():
+        per_seed: list[dict[str, dict[str, float]]] = []
+        sea_share = []
+        for seed in range(seeds):
+            out = work / "classmix" / f"{slug(option)}-s{seed}"
+            extra = {"boosting": BOOSTING} if variant.get("family") == "lightgbm" else {}
+            p = params(variant, seed, class_weights=[1.0, 5.0, 1.0, 1.0], **extra)
+            ckpt = train_once(out, p, None, UKIS, data)
+            per_seed.append(
+                {
+                    n: case_scores(predict([ckpt], f, out / f"{slug(n)}.tif"), truths[n])
+                    for n, f in cases.items()
+                }
+            )
+            sea_map = predict([ckpt], sea, out / "sea.tif")
+            sea_share.append(float((sea_map[sea_map < 255] == 1).mean()))
+            log(
+                f"class-mix {option} seed {seed}: "
+                + "; ".join(f"{n}: {fmt(v)}" for n, v in per_seed[-1].items())
+            )
+        rows["options"][option] = {
+            "cases": {
+                n: {c: float(np.median([r[n][c] for r in per_seed])) for c in UKIS.classes} for n in cases
+            },
+            "seeds": per_seed,
+        }
+        rows["sea"][option] = float(np.median(sea_share))
+        save(rows)
+    # does the shift score rank the cases by their loss of IoU?
+    shifts = [rows["cases"][n]["shift"] for n in cases]
+    rows["shift_rank"] = {}
+    for option, entry in rows["options"].items():
+        macro = [float(np.nanmean(list(entry["cases"][n].values()))) for n in cases]
+        rho = spearmanr(shifts, macro).statistic
+        rows["shift_rank"][option] = float(rho)
+    save(rows)
+    return rows
+
+
+def worst_case(entry: dict[str, Any]) -> dict[str, float]:
+    """Per class, the lowest IoU over the cases that score it."""
+    out = {}
+    for c in UKIS.classes:
+        values = [v[c] for v in entry["cases"].values() if np.isfinite(v[c])]
+        out[c] = min(values) if values else float("nan")
+    return out
 
 
 def landcover(work: Path, block: int = 96, n_folds: int = 4) -> dict[str, Any]:
@@ -310,6 +483,40 @@ def report(result: dict[str, Any]) -> None:
                 cells = "".join(f"{value:14.3f}" if c == cls else f"{'':14s}" for c in classes)
                 print(f"{rule:40s}" + cells)
         print("goals: cloud >= 0.80, cloud_shadow >= 0.65, clear_land >= 0.75, water above NDWI's")
+    if "classmix" in result:
+        mix = result["classmix"]
+        classes = UKIS.classes
+        print("\nClass mix: trained on UKIS Sentinel-2, scored on class-mix cases of UKIS Landsat 7 (IoU)")
+        print(f"{'case':22s}{'shift':>7s}  " + "  ".join(f"{c} share" for c in classes))
+        for name, case in mix["cases"].items():
+            cells = (
+                "".join(f"{case['shares'][c]:>{len(c) + 8}.3f}" for c in classes) if "shares" in case else ""
+            )
+            print(f"{name:22s}{case['shift']:7.2f}" + cells)
+        print(
+            f"\n{'worst case per class':40s}" + "".join(f"{c:>14s}" for c in classes) + f"{'sea: water':>12s}"
+        )
+        for option, entry in mix["options"].items():
+            worst = worst_case(entry)
+            sea = mix["sea"].get(option, float("nan"))
+            print(f"{option:40s}" + "".join(f"{worst[c]:14.3f}" for c in classes) + f"{sea:12.2f}")
+        print(
+            f"{'(sea crop: NDWI > 0 share)':40s}"
+            + " " * 14 * len(classes)
+            + f"{mix['sea']['ndwi > 0']:12.2f}"
+        )
+        for name in mix["cases"]:
+            if name == "sea crop":
+                continue
+            print(f"\n  {name}")
+            for option, entry in mix["options"].items():
+                row = entry["cases"][name]
+                print(f"  {option:38s}" + "".join(f"{row[c]:14.3f}" for c in classes))
+        print(
+            "\nshift score vs macro IoU over the cases, Spearman rho (negative: a higher shift, a lower IoU)"
+        )
+        for option, rho in mix.get("shift_rank", {}).items():
+            print(f"  {option:38s}{rho:7.2f}")
     if "landcover" in result:
         lc = result["landcover"]
         print(
@@ -324,7 +531,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--work", type=Path, default=Path("/tmp/snakemap-quality"))
     ap.add_argument("--seeds", type=int, default=3)
-    ap.add_argument("--parts", default="landcover,cross", help="landcover and/or cross, in this order")
+    ap.add_argument(
+        "--parts", default="landcover,cross,classmix", help="landcover, cross and/or classmix, in this order"
+    )
     ap.add_argument("--variants", default=",".join(VARIANTS), help="cross-sensor variants, in this order")
     ap.add_argument("--out", type=Path)
     ap.add_argument(
@@ -333,6 +542,7 @@ def main() -> None:
     args = ap.parse_args()
     if args.quick:
         BASE.update(epochs=1, samples_per_epoch=16)
+        BOOSTING.update(rounds=20, pixels=5000)
     if not SHARED.is_dir():
         raise SystemExit(f"the real scenes are not at {SHARED}: this benchmark needs ../shared/data")
     logging.basicConfig(level=logging.WARNING)
@@ -352,8 +562,10 @@ def main() -> None:
             save("landcover")(landcover(args.work))
         elif part == "cross":
             cross_sensor(args.work, args.seeds, args.variants.split(","), save("cross"))
+        elif part == "classmix":
+            class_mix(args.work, args.seeds, save("classmix"))
         else:
-            raise SystemExit(f"unknown part {part!r}: use landcover, cross")
+            raise SystemExit(f"unknown part {part!r}: use landcover, cross, classmix")
     report(result)
 
 
