@@ -107,9 +107,15 @@ def cut(work: Path, name: str, labels: LabelOptions, chips: ChipOptions) -> Path
     return paths.index
 
 
-def predict(checkpoints: list[Path], clean: Path, out: Path) -> np.ndarray:
-    """The class map of a cleaned scene by one model or the mean of several."""
-    members = [Member.from_trained(load_trained(c)) for c in checkpoints]
+def predict(
+    checkpoints: list[Path], clean: Path, out: Path, weights: list[float] | None = None
+) -> np.ndarray:
+    """The class map of a cleaned scene by one model or the (weighted) mean of several; with
+    ``weights`` one longer than ``checkpoints``, the example's rule baseline is a member too."""
+    weights = weights or [1.0] * len(checkpoints)
+    members = [Member.from_trained(load_trained(c), w) for c, w in zip(checkpoints, weights, strict=False)]
+    if len(weights) > len(checkpoints):
+        members.append(Member.from_rules(example_rules(), UKIS.classes, weights[-1]))
     predictor = Predictor(members, load_trained(checkpoints[0]).classes)
     reader = CleanImageReader(clean / "image.tif")
     try:
@@ -213,6 +219,22 @@ CLASSMIX: dict[str, dict[str, Any]] = {
     "LightGBM, normalize: dataset": {"family": "lightgbm"},
     "LightGBM, normalize: scene": {"family": "lightgbm", "normalize": "scene"},
 }
+#: hybrid ensembles (seed 0 of the options named, then the rules' weight when there is one more)
+HYBRIDS: dict[str, tuple[list[str], list[float]]] = {
+    "ens: Unet scene + LightGBM dataset": (
+        ["Unet, normalize: scene", "LightGBM, normalize: dataset"],
+        [1, 1],
+    ),
+    "ens: Unet scene + LightGBM + rules": (
+        ["Unet, normalize: scene", "LightGBM, normalize: dataset"],
+        [1, 1, 1],
+    ),
+    "ens: LightGBM dataset + rules": (["LightGBM, normalize: dataset"], [1, 1]),
+    "ens: Unet dataset + LightGBM + rules": (
+        ["Unet, normalize: dataset", "LightGBM, normalize: dataset"],
+        [1, 1, 1],
+    ),
+}
 #: the LightGBM options' ``boosting`` (the defaults; --quick makes them small)
 BOOSTING: dict[str, Any] = {}
 #: the rule baseline of the UKIS example, scored beside the options
@@ -238,15 +260,19 @@ def ukis_data(work: Path) -> tuple[Path, Path, JobData]:
     return s2, l7, JobData([index], [], folds, stats)
 
 
-def rule_map(clean: Path, out: Path) -> np.ndarray:
-    """The class map of the UKIS example's ``index_rules`` baseline on a cleaned scene."""
+def example_rules() -> Any:
+    """The UKIS example's ``index_rules`` baseline."""
     import yaml
 
     from snakemap.core.calval_sections import BaselineOptions
 
     cfg = yaml.safe_load(EXAMPLE.read_text())
-    baseline = BaselineOptions.model_validate(cfg["calval"]["baselines"]["index_rules"])
-    predictor = Predictor([Member.from_rules(baseline, UKIS.classes)], UKIS.classes)
+    return BaselineOptions.model_validate(cfg["calval"]["baselines"]["index_rules"])
+
+
+def rule_map(clean: Path, out: Path) -> np.ndarray:
+    """The class map of the UKIS example's ``index_rules`` baseline on a cleaned scene."""
+    predictor = Predictor([Member.from_rules(example_rules(), UKIS.classes)], UKIS.classes)
     reader = CleanImageReader(clean / "image.tif")
     try:
         predict_scene(reader, predictor, PredictOptions(window=256, overlap=32), out)
@@ -369,6 +395,24 @@ def class_mix(work: Path, seeds: int, save: Any) -> dict[str, Any]:
         }
         rows["sea"][option] = float(np.median(sea_share))
         save(rows)
+    # hybrid ensembles of the seed-0 models and the example's rules (weights in member order)
+    for name, (options, weights) in HYBRIDS.items():
+        ckpts = [work / "classmix" / f"{slug(o)}-s0" / "best.ckpt" for o in options]
+        out = work / "classmix" / slug(name)
+        out.mkdir(parents=True, exist_ok=True)
+        rows["options"][name] = {
+            "cases": {
+                n: case_scores(predict(ckpts, f, out / f"{slug(n)}.tif", weights), truths[n])
+                for n, f in cases.items()
+            }
+        }
+        sea_map = predict(ckpts, sea, out / "sea.tif", weights)
+        rows["sea"][name] = float((sea_map[sea_map < 255] == 1).mean())
+        log(
+            f"class-mix {name}: "
+            + "; ".join(f"{n}: {fmt(v)}" for n, v in rows["options"][name]["cases"].items())
+        )
+        save(rows)
     # does the shift score rank the cases by their loss of IoU?
     shifts = [rows["cases"][n]["shift"] for n in cases]
     rows["shift_rank"] = {}
@@ -414,7 +458,7 @@ def landcover(work: Path, block: int = 96, n_folds: int = 4) -> dict[str, Any]:
     pixel_fold = np.vectorize(lambda r, c: block_fold.get((r, c), -1))(rows // block, cols // block)
     valid = np.isfinite(image).all(0) & (truth < len(NC_CLASSES))
     features = image.reshape(image.shape[0], -1).T
-    pooled: dict[str, list[np.ndarray]] = {"truth": [], "model": [], "forest": []}
+    pooled: dict[str, list[np.ndarray]] = {"truth": [], "model": [], "lightgbm": [], "forest": []}
     for k in range(n_folds):
         covered = np.zeros(truth.shape, bool)
         for r, c in table.loc[table["fold"] != k, ["row", "col"]].to_numpy():
@@ -427,10 +471,21 @@ def landcover(work: Path, block: int = 96, n_folds: int = 4) -> dict[str, Any]:
         # Fold k is the test: the model's last epoch is used, not a checkpoint chosen on fold k.
         train_once(out, params(VARIANTS[BEST], 0), k, NC, JobData([index], [], folds, stats))
         model_map = predict([out / "last.ckpt"], nc, out / "nc.tif")
+        # the LightGBM family on the same chips and fold; its last round (fold k is the test)
+        gbm = work / "models" / f"nc-lightgbm-fold{k}"
+        train_once(
+            gbm,
+            params({"family": "lightgbm", "boosting": BOOSTING}, 0),
+            k,
+            NC,
+            JobData([index], [], folds, stats),
+        )
+        gbm_map = predict([gbm / "last.ckpt"], nc, gbm / "nc.tif")
         forest = RandomForestClassifier(200, min_samples_leaf=2, n_jobs=-1, random_state=0)
         forest.fit(features[train.ravel()], truth[train])
         pooled["truth"].append(truth[test])
         pooled["model"].append(model_map[test])
+        pooled["lightgbm"].append(gbm_map[test])
         pooled["forest"].append(forest.predict(features[test.ravel()]))
         log(f"landcover fold {k}: {int(test.sum())} test pixels, {int(train.sum())} forest training pixels")
     y = np.concatenate(pooled["truth"])
@@ -439,6 +494,9 @@ def landcover(work: Path, block: int = 96, n_folds: int = 4) -> dict[str, Any]:
         "test_pixels": int(len(y)),
         "model_macro_f1": float(
             f1_score(y, np.concatenate(pooled["model"]), labels=labels, average="macro", zero_division=0)
+        ),
+        "lightgbm_macro_f1": float(
+            f1_score(y, np.concatenate(pooled["lightgbm"]), labels=labels, average="macro", zero_division=0)
         ),
         "forest_macro_f1": float(
             f1_score(y, np.concatenate(pooled["forest"]), labels=labels, average="macro", zero_division=0)
@@ -524,6 +582,7 @@ def report(result: dict[str, Any]) -> None:
             f"({lc['test_pixels']} held-out pixels)"
         )
         print(f"  workflow model ({BEST}) macro F1        {lc['model_macro_f1']:.3f}")
+        print(f"  LightGBM family (defaults)              macro F1 {lc['lightgbm_macro_f1']:.3f}")
         print(f"  random forest (200 trees, same pixels)  macro F1 {lc['forest_macro_f1']:.3f}")
 
 

@@ -212,3 +212,44 @@ def test_rule_members_are_checked_when_the_config_is_loaded() -> None:
         "ensembles": {"e": {"members": {"arch-Unet": 1, "baselines/r": 0.5}}},
     }
     assert load_config({**config, "calval": calval}).calval.ensembles["e"].members["baselines/r"] == 0.5
+
+
+def test_per_class_winners_claim_in_precedence_and_the_fallback_fills_the_rest() -> None:
+    from snakemap.inference.predict import PerClass
+
+    def one_hot(classes: list[list[int]]) -> torch.Tensor:
+        return torch.from_numpy(np.eye(3, dtype=np.float32)[np.array(classes)]).permute(2, 0, 1)[None]
+
+    a = one_hot([[0, 1, 2, 0]])  # member 0: maps class 1 here at pixel 1, class 2 at pixel 2
+    b = one_hot([[1, 1, 1, 2]])  # member 1: says class 1 at pixels 0-2, class 2 at pixel 3
+    # classes 0 and 1 by member 1, class 2 by member 0; class 2 claims before class 1; fallback 0
+    combined = PerClass(winners=[1, 1, 0], precedence=[2, 1, 0], fallback=0).combine([a, b], 3)
+    assert combined.shape == (1, 3, 1, 4) and (combined.sum(1) == 1).all()
+    # pixel 0: b claims 1 -> 1; pixel 2: a claims 2 and b claims 1, 2 comes first -> 2;
+    # pixel 3: no winner claims its own class (a says 0, b says 2) -> the fallback a's 0
+    assert combined.argmax(1)[0, 0].tolist() == [1, 1, 2, 0]
+    combined = PerClass(winners=[1, 1, 0], precedence=[1, 2, 0], fallback=1).combine([a, b], 3)
+    assert combined.argmax(1)[0, 0].tolist() == [1, 1, 1, 2]  # class 1 first; the fallback is b
+
+
+def test_per_class_ensembles_are_checked_when_the_config_is_loaded() -> None:
+    config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+    rules = {"rules": [{"expr": "ndwi", "above": 0, "class": "water"}], "default": "land"}
+    members = {"arch-Unet": 1, "baselines/r": 1}
+    cases = {
+        "combine: per_class maps each class by its winner; leave threshold out": {
+            "members": members,
+            "combine": "per_class",
+            "threshold": 0.5,
+        },
+        "precedence: list every class of labels.classes once": {
+            "members": members,
+            "combine": "per_class",
+            "precedence": ["water", "land"],
+        },
+        "precedence: only for combine: per_class": {"members": members, "precedence": ["water"]},
+    }
+    for message, ensemble in cases.items():
+        calval = {"baselines": {"r": rules}, "ensembles": {"e": ensemble}}
+        with pytest.raises(ConfigError, match=message):
+            load_config({**config, "calval": calval})

@@ -152,6 +152,11 @@ def calval_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
                 "fixed": {"members": {"arch-Unet": 1}, "threshold": 0.3},
                 # a model and a rule baseline, the rule weighted far above: its map wins
                 "mixed": {"members": {"arch-Unet": 1, "baselines/ndwi": 3}},
+                # each class by the member best at it out of fold: networks, the booster or the rule
+                "winners": {
+                    "members": {"arch-Unet": 1, "arch-FPN": 1, "gbm": 1, "baselines/ndwi": 1},
+                    "combine": "per_class",
+                },
             },
         },
     )
@@ -183,6 +188,7 @@ PREDICTORS = [
     "ensembles/both",
     "ensembles/fixed",
     "ensembles/mixed",
+    "ensembles/winners",
     "baselines/ndwi",
 ]
 
@@ -262,6 +268,42 @@ def test_a_booster_trains_bundles_and_predicts_beside_the_networks(calval_run: P
         rasterio.open(calval_run / "results/calval/models/arch-Unet/best" / f"{SITES[0]}.tif") as unet,
     ):
         assert gbm.read(1).shape == unet.read(1).shape and (gbm.read(1) != unet.read(1)).any()
+
+
+@pytest.mark.workflow
+def test_a_per_class_ensemble_maps_each_class_by_its_out_of_fold_winner(calval_run: Path) -> None:
+    tuned = json.loads((calval_run / "results" / "ensembles" / "winners" / "winners.json").read_text())
+    members = tuned["members"]
+    assert members[-1] == "baselines/ndwi" and tuned["tuned_on"] == "out-of-fold validation chips"
+    folds = pd.read_parquet(calval_run / "results" / "splits" / "folds.parquet")
+    assert tuned["chips"] == int((folds["fold"] == 0).sum())
+    classes = ["land", "water", "reef", "cloud"]
+    for k, c in enumerate(classes):  # each winner has the best out-of-fold IoU of its class
+        best = max(tuned["iou"][m][c] for m in members)
+        assert (
+            tuned["iou"][tuned["winners"][c]][c] == best
+            and members[tuned["winner_index"][k]] == tuned["winners"][c]
+        )
+    assert sorted(tuned["precedence"]) == sorted(classes)
+    # its calval map is its members' calval maps combined: each class where its winner maps it,
+    # the first in precedence where several do, the fallback's class where none does
+    maps_of = {
+        m: "baselines/ndwi" if m.startswith("baselines/") else "models/" + Path(m).parent.name + "/best"
+        for m in members
+    }
+    for site in SITES:
+        with rasterio.open(calval_run / "results/calval/ensembles/winners" / f"{site}.tif") as src:
+            combined = src.read(1)
+        member_maps = {}
+        for m, folder in maps_of.items():
+            with rasterio.open(calval_run / "results/calval" / folder / f"{site}.tif") as src:
+                member_maps[m] = src.read(1)
+        expected = member_maps[tuned["fallback"]].copy()
+        for c in reversed(tuned["precedence"]):
+            k = classes.index(c)
+            expected[member_maps[tuned["winners"][c]] == k] = k
+        valid = combined != 255
+        assert valid.any() and (combined[valid] == expected[valid]).all()
 
 
 @pytest.mark.workflow

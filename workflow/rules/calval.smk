@@ -54,6 +54,31 @@ rule tune_threshold:
         " --out {output:q} 2> {log:q}"
 
 
+rule tune_winners:
+    input:
+        ckpts=ensemble_checkpoints,
+        indexes=expand("results/chips/{scene}.index.parquet", scene=TRAIN),
+        folds="results/splits/folds.parquet",
+        stats="results/stats/bands.json",
+    output:
+        "results/ensembles/{ensemble}/winners.json",
+    log:
+        "logs/ensembles/{ensemble}/winners.log",
+    benchmark:
+        "benchmarks/ensembles/{ensemble}/winners.tsv"
+    conda:
+        "../envs/snakemap.yaml"
+    params:
+        checkpoints=lambda w, input: " ".join(f"--checkpoint {c}" for c in input.ckpts),
+        rules=ensemble_args,
+        precedence=ensemble_precedence,
+        labels=options("labels"),
+    shell:
+        "snakemap tune-winners {params.checkpoints} {params.rules} {params.precedence}"
+        " --indexes {input.indexes:q} --folds {input.folds:q} --stats {input.stats:q}"
+        " --options {params.labels:q} --out {output:q} 2> {log:q}"
+
+
 rule calval_baseline:
     input:
         clean="results/clean/{site}",

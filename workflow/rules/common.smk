@@ -270,6 +270,19 @@ def tuned_threshold(kind, name):
     return []
 
 
+def tuned_winners(kind, name):
+    """A per-class ensemble's out-of-fold winners.json (`combine: per_class`)."""
+    if kind == "ensembles" and ENSEMBLES[name].get("combine") == "per_class":
+        return [f"results/ensembles/{name}/winners.json"]
+    return []
+
+
+def ensemble_precedence(wildcards):
+    """--precedence of a per-class ensemble that gives one."""
+    precedence = ENSEMBLES[wildcards.ensemble].get("precedence")
+    return f"--precedence {shlex.quote(json.dumps(precedence))}" if precedence else ""
+
+
 def predictor_threshold(wildcards):
     """The tuned threshold.json a calval predictor's maps were made with (if any)."""
     return tuned_threshold(*split_predictor(wildcards.predictor))
@@ -365,11 +378,16 @@ def vrt_args(wildcards, input):
 
 
 def predictor_inputs(wildcards):
-    """Checkpoints of a model or ensemble predictor, and an ensemble's threshold.json when tuned."""
+    """Checkpoints of a model or ensemble predictor, and an ensemble's threshold.json when tuned
+    or winners.json when it combines per class."""
     kind, name = split_predictor(wildcards.predictor)
     if kind == "models":
-        return {"ckpts": [f"results/models/{name}.ckpt"], "tuned": []}
-    return {"ckpts": members_checkpoints(name), "tuned": tuned_threshold(kind, name)}
+        return {"ckpts": [f"results/models/{name}.ckpt"], "tuned": [], "winners": []}
+    return {
+        "ckpts": members_checkpoints(name),
+        "tuned": tuned_threshold(kind, name),
+        "winners": tuned_winners(kind, name),
+    }
 
 
 def predictor_args(wildcards, input):
@@ -378,6 +396,8 @@ def predictor_args(wildcards, input):
     kind, name = split_predictor(wildcards.predictor)
     if kind == "ensembles":
         args += [members_args(name), threshold_args(wildcards, input)]
+        if input.get("winners"):
+            args.append(f"--winners-from {input.winners[0]}")
     return " ".join(args)
 
 

@@ -8,14 +8,22 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from snakemap.cli.common import add_image, input_image, member_weights, model_options, step_options
+from snakemap.cli.common import (
+    add_image,
+    input_image,
+    member_weights,
+    model_options,
+    per_class,
+    rule_member,
+    step_options,
+)
 from snakemap.core.config import ConfigError, build, load_sections
 from snakemap.core.registry import task_named
 from snakemap.plan.manifest import apply_scene_ids, manifest_rows, read_manifest
 from snakemap.plan.manifest_cache import CACHE_DIR
 
 if TYPE_CHECKING:
-    from snakemap.inference.predict import Member, Predictor
+    from snakemap.inference.predict import Predictor
     from snakemap.inference.shard import ShardRunner
 
 
@@ -43,30 +51,10 @@ def _make_predictor(args: argparse.Namespace, cfg: dict[str, Any]) -> Predictor:
         logging.info("threshold %.3f tuned on %s (%s)", threshold, tuned["tuned_on"], args.threshold_from)
     loaded = zip(args.checkpoint, models, weights, strict=True)
     members = [Member.from_trained(m, w, str(c)) for c, m, w in loaded]
-    members += [_rule_member(text, classes) for text in args.rule]
-    return Predictor(members, classes, device, build("predict", cfg.get("predict")).tta, threshold, target)
-
-
-def _rule_member(text: str, classes: list[str]) -> Member:
-    """A ``--rule`` (JSON ``{"name", "weight", "spec"}``) as an ensemble member."""
-    import json
-
-    from pydantic import ValidationError
-
-    from snakemap.core.calval_sections import BaselineOptions, rule_baseline
-    from snakemap.core.config import message
-    from snakemap.inference.predict import Member
-
-    rule = json.loads(text)
-    where = ("calval", "baselines", str(rule_baseline(rule["name"]) or rule["name"]))
-    try:
-        spec = BaselineOptions.model_validate(rule["spec"])
-    except ValidationError as exc:
-        raise ConfigError(message(exc, where)) from None
-    unknown = sorted(spec.class_names() - set(classes))
-    if unknown:
-        raise ConfigError(f"{rule['name']}: classes {unknown} are not the models' ({', '.join(classes)})")
-    return Member.from_rules(spec, classes, float(rule["weight"]), rule["name"])
+    members += [rule_member(text, classes) for text in args.rule]
+    winners = per_class(args.winners_from, members) if args.winners_from else None
+    tta = build("predict", cfg.get("predict")).tta
+    return Predictor(members, classes, device, tta, threshold, target, winners)
 
 
 def _predict(args: argparse.Namespace, cfg: dict[str, Any]) -> int:

@@ -7,7 +7,14 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from snakemap.cli.common import add_image, input_image, member_weights, model_options, step_options
+from snakemap.cli.common import (
+    add_image,
+    input_image,
+    member_weights,
+    model_options,
+    rule_member,
+    step_options,
+)
 from snakemap.core.config import ConfigError, build
 
 
@@ -66,6 +73,27 @@ def _tune_threshold(args: argparse.Namespace, cfg: dict[str, Any]) -> int:
     return 0
 
 
+def _tune_winners(args: argparse.Namespace, cfg: dict[str, Any]) -> int:
+    import json
+
+    from snakemap.core.io import write_json
+    from snakemap.evaluation.tuning import TuningMember, tune_winners
+
+    members = [TuningMember.from_checkpoint(c) for c in args.checkpoint]
+    classes = build("labels", cfg["labels"]).classes if cfg.get("labels") else None
+    rules = [rule_member(text, classes or []) for text in args.rule]
+    precedence = json.loads(args.precedence) if args.precedence else None
+    result = tune_winners(members, rules, args.indexes, args.folds, args.stats, precedence)
+    write_json(args.out, result)
+    logging.info(
+        "per-class winners over %d out-of-fold chips: %s (fallback %s)",
+        result["chips"],
+        ", ".join(f"{c}: {m}" for c, m in result["winners"].items()),
+        result["fallback"],
+    )
+    return 0
+
+
 def _calval_summary(args: argparse.Namespace, cfg: dict[str, Any]) -> int:
     from snakemap.core.io import write_csv
     from snakemap.evaluation.calval import summary
@@ -106,6 +134,20 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--stats", type=Path, required=True)
     p.add_argument("--out", type=Path, required=True, help="threshold.json")
     p.set_defaults(func=_tune_threshold)
+
+    p = sub.add_parser(
+        "tune-winners",
+        parents=[common, models],
+        help="a per-class ensemble's winner of each class, chosen out of fold",
+    )
+    p.add_argument(
+        "--indexes", nargs="+", type=Path, required=True, help="chip tables of the training scenes"
+    )
+    p.add_argument("--folds", type=Path, required=True)
+    p.add_argument("--stats", type=Path, required=True)
+    p.add_argument("--precedence", help="JSON list of the classes in the order they claim a pixel")
+    p.add_argument("--out", type=Path, required=True, help="winners.json")
+    p.set_defaults(func=_tune_winners)
 
     p = sub.add_parser("calval-summary", parents=[common], help="one row per predictor")
     p.add_argument("metrics", nargs="+", type=Path)

@@ -5,8 +5,12 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from snakemap.core.config import ConfigError
+
+if TYPE_CHECKING:
+    from snakemap.inference.predict import Member, PerClass
 
 
 def step_options() -> argparse.ArgumentParser:
@@ -30,6 +34,9 @@ def model_options(required: bool = True) -> argparse.ArgumentParser:
     models.add_argument("--target", help="the class --threshold applies to")
     models.add_argument(
         "--threshold-from", type=Path, help="threshold.json (tune-threshold) whose threshold to use"
+    )
+    models.add_argument(
+        "--winners-from", type=Path, help="winners.json (tune-winners): each class mapped by its member"
     )
     models.add_argument(
         "--rule",
@@ -65,3 +72,43 @@ def add_image(p: argparse.ArgumentParser, required: bool = True) -> None:
     where = p.add_mutually_exclusive_group(required=required)
     where.add_argument("--image", type=Path, help="a cleaned image.tif")
     where.add_argument("--clean", type=Path, help="a calval site's clean folder (not ok: empty outputs)")
+
+
+def rule_member(text: str, classes: list[str]) -> Member:
+    """A ``--rule`` (JSON ``{"name", "weight", "spec"}``) as an ensemble member."""
+    import json
+
+    from pydantic import ValidationError
+
+    from snakemap.core.calval_sections import BaselineOptions, rule_baseline
+    from snakemap.core.config import message
+    from snakemap.inference.predict import Member
+
+    rule = json.loads(text)
+    where = ("calval", "baselines", str(rule_baseline(rule["name"]) or rule["name"]))
+    try:
+        spec = BaselineOptions.model_validate(rule["spec"])
+    except ValidationError as exc:
+        raise ConfigError(message(exc, where)) from None
+    unknown = sorted(spec.class_names() - set(classes))
+    if unknown:
+        raise ConfigError(f"{rule['name']}: classes {unknown} are not the models' ({', '.join(classes)})")
+    return Member.from_rules(spec, classes, float(rule["weight"]), rule["name"])
+
+
+def per_class(path: Path, members: list[Member]) -> PerClass:
+    """The per-class winners of ``winners.json`` (``tune-winners``) over the predictor's members,
+    which must be the ones it was tuned with, in the same order."""
+    from snakemap.core.io import read_json
+    from snakemap.inference.predict import PerClass
+
+    tuned = read_json(path)
+    names = [m.source for m in members]
+    if tuned["members"] != names:
+        raise ConfigError(f"{path} was tuned with members {tuned['members']}, not {names}: tune it again")
+    classes = list(tuned["winners"])
+    return PerClass(
+        list(tuned["winner_index"]),
+        [classes.index(c) for c in tuned["precedence"]],
+        tuned["members"].index(tuned["fallback"]),
+    )

@@ -135,7 +135,10 @@ def rule_baseline(member: str) -> str | None:
 
 
 class EnsembleOptions(Section):
-    """An entry of ``calval.ensembles``: weighted members and how their probabilities are cut."""
+    """An entry of ``calval.ensembles``: weighted members and how their probabilities are cut, or
+    (``combine: per_class``) which member maps each class."""
+
+    OMIT_UNSET = frozenset({"combine", "precedence"})
 
     #: model key (id or id/fold{k}), or ``baselines/{name}`` of a rule baseline -> weight
     members: dict[str, Positive] = Field(
@@ -150,6 +153,21 @@ class EnsembleOptions(Section):
         None,
         description="probability of the single target class from which a pixel is target; tune: "
         "F1-optimal on the members' out-of-fold validation chips, never on calval",
+    )
+    #: ``mean``: the weighted mean of the members' probabilities; ``per_class``: each class is
+    #: mapped by the member (model or rule) with the best IoU of that class on the out-of-fold
+    #: validation chips (:func:`snakemap.evaluation.tuning.tune_winners`); weights are not used
+    combine: Literal["mean", "per_class"] = Field(
+        "mean",
+        description="mean: the weighted mean of the members' probabilities; per_class: each class mapped "
+        "by the member with the best IoU of it out of fold (a rule where no model beats it)",
+    )
+    #: ``per_class``: the order in which classes claim a pixel that several winners map (first
+    #: wins); None: by the winners' out-of-fold precision, the most precise first
+    precedence: Unique[str] | None = Field(
+        None,
+        description="per_class: classes in the order they claim a pixel several winners map; null: by "
+        "the winners' out-of-fold precision",
     )
 
 

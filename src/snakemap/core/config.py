@@ -157,6 +157,20 @@ class Config(Section):
                     f"calval.ensembles.{name}.threshold: tune is for ensembles of models alone; give a "
                     "number or null"
                 )
+            if ensemble.combine == "per_class" and ensemble.threshold is not None:
+                raise ValueError(
+                    f"calval.ensembles.{name}.threshold: combine: per_class maps each class by its winner; "
+                    "leave threshold out"
+                )
+            if ensemble.precedence is not None:
+                if ensemble.combine != "per_class":
+                    raise ValueError(f"calval.ensembles.{name}.precedence: only for combine: per_class")
+                classes = self.labels.classes if self.labels is not None else []
+                if sorted(ensemble.precedence) != sorted(classes):
+                    raise ValueError(
+                        f"calval.ensembles.{name}.precedence: list every class of labels.classes once "
+                        f"({', '.join(classes)})"
+                    )
         return self
 
     @model_validator(mode="after")

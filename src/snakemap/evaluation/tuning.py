@@ -1,4 +1,4 @@
-"""Thresholds tuned out of fold: never on the calval sites that score them.
+"""Thresholds and per-class winners tuned out of fold: never on the calval sites that score them.
 
 An ensemble with ``threshold: tune`` marks a pixel as the target class where the target's
 probability reaches a threshold. That threshold is chosen here, F1-optimal over the validation
@@ -11,6 +11,10 @@ every member trained on are not used. The calval sites stay an independent test.
     {"threshold": 0.42, "f1": 0.81, "precision": 0.8, "recall": 0.82, "pixels": 123456,
      "target_pixels": 2345, "chips": 40, "tuned_on": "out-of-fold validation chips",
      "members": {"arch-Unet": {"held_out_fold": 0, "chips": 40}}, "pr": {...}}
+
+An ensemble with ``combine: per_class`` maps each class by one member: the model or rule with the
+best IoU of that class on the same out-of-fold chips (:func:`tune_winners`), written to
+``results/ensembles/{name}/winners.json``.
 """
 
 from __future__ import annotations
@@ -155,3 +159,119 @@ def _count(
     q = np.rint(np.clip(p, 0, 1) * PROB_SCALE).astype(np.int64)
     pos += np.bincount(q[valid & (labels == k)], minlength=PROB_SCALE + 1)[: PROB_SCALE + 1]
     neg += np.bincount(q[valid & (labels != k)], minlength=PROB_SCALE + 1)[: PROB_SCALE + 1]
+
+
+def tune_winners(
+    members: Sequence[TuningMember],
+    rules: Sequence[Member],
+    indexes: Sequence[str | os.PathLike[str]],
+    folds: str | os.PathLike[str],
+    stats: str | os.PathLike[str],
+    precedence: Sequence[str] | None = None,
+    batch_size: int = 32,
+) -> dict[str, Any]:
+    """Which member maps each class of a ``combine: per_class`` ensemble, chosen out of fold.
+
+    Every model member is scored on the training scenes' chips of the fold it did not train on;
+    every rule member (it learnt nothing) on all the chips some model member held out. Per class
+    the member with the highest IoU wins; a rule wins a tie (a model must beat it). The member
+    with the best macro IoU fills pixels that no winner claims. The calval sites are not used.
+
+    Args:
+        members: the model members (the predictor's first members, in this order).
+        rules: the rule members (:meth:`Member.from_rules`), after the models.
+        precedence: the classes in the order they claim a pixel; None: by the winners' out-of-fold
+            precision of their class, the most precise first.
+
+    Returns:
+        ``winners.json``: ``members`` (names, in the predictor's order), ``winners`` (class ->
+        member), ``winner_index``, ``precedence``, ``fallback``, per member ``iou`` and
+        ``precision`` per class and ``macro_iou``, per class ``margin_points`` over the best rule
+        (IoU points), ``chips`` and ``tuned_on``.
+
+    Raises:
+        ValueError: no chip is held out by any model member.
+    """
+    from snakemap.core.metrics import confusion_matrix, scores
+
+    names = [b["name"] for b in read_json(stats)["bands"]]
+    trained = [load_trained(m.checkpoint) for m in members]
+    classes = trained[0].classes
+    n = len(classes)
+    labels_of = [str(m.checkpoint) for m in members] + [r.source for r in rules]
+    cms = [np.zeros((n, n), dtype=np.int64) for _ in labels_of]
+    fold_of = pd.read_parquet(folds).set_index(["scene_id", "chip"])["fold"]
+    held = {m.held_out for m in members if m.held_out is not None}
+    n_chips = 0
+    for index in map(Path, indexes):
+        table = pd.read_parquet(index)
+        if not len(table):
+            continue
+        scene = table["scene_id"].iloc[0]
+        chip_folds = np.array([fold_of.get((scene, c), -1) for c in table["chip"]])
+        paths = chip_paths(index)
+        images = np.load(paths.image, mmap_mode="r")
+        label_chips = np.load(paths.label, mmap_mode="r")
+        for fold in sorted(held & set(chip_folds.tolist())):
+            scored = [
+                (i, m, t) for i, (m, t) in enumerate(zip(members, trained, strict=True)) if m.held_out == fold
+            ]
+            predictors = [(i, _out_of_fold_predictor([(m, t)], names, index, classes)) for i, m, t in scored]
+            predictors += [(len(members) + j, Predictor([r], classes)) for j, r in enumerate(rules)]
+            chips = table["chip"].to_numpy()[chip_folds == fold]
+            for start in range(0, len(chips), batch_size):
+                batch = chips[start : start + batch_size]
+                x = np.asarray(images[batch], dtype=np.float32)
+                truth = np.asarray(label_chips[batch])
+                for i, predictor in predictors:
+                    pred = predictor.probabilities(x, names).argmax(1)
+                    cms[i] += confusion_matrix(truth, pred, n)
+            n_chips += len(chips)
+    if not n_chips:
+        raise ValueError(
+            "combine: per_class chooses its winners on chips that a model member did not train on, and "
+            f"there are none (members' held-out folds: {[m.held_out for m in members]})"
+        )
+    result = {name: scores(cm, classes) for name, cm in zip(labels_of, cms, strict=True)}
+    iou = {
+        name: {c: float(np.nan_to_num(v["iou"])) for c, v in r["per_class"].items()}
+        for name, r in result.items()
+    }
+    precision = {
+        name: {c: float(np.nan_to_num(v["precision"])) for c, v in r["per_class"].items()}
+        for name, r in result.items()
+    }
+    is_rule = [False] * len(members) + [True] * len(rules)
+    winner_index = []
+    for c in classes:
+        # the highest IoU; a rule wins a tie
+        winner_index.append(max(range(len(labels_of)), key=lambda i: (iou[labels_of[i]][c], is_rule[i], -i)))
+    macro = {name: float(np.nan_to_num(r["macro"]["iou"])) for name, r in result.items()}
+    fallback = max(range(len(labels_of)), key=lambda i: (macro[labels_of[i]], -i))
+    if precedence is None:
+        order = sorted(classes, key=lambda c: -precision[labels_of[winner_index[classes.index(c)]]][c])
+    else:
+        order = list(precedence)
+    rule_names = [r.source for r in rules]
+    margins = {
+        c: (
+            round(100 * (iou[labels_of[winner_index[k]]][c] - max(iou[r][c] for r in rule_names)), 2)
+            if rule_names
+            else None
+        )
+        for k, c in enumerate(classes)
+    }
+    return {
+        "combine": "per_class",
+        "members": labels_of,
+        "winners": {c: labels_of[winner_index[k]] for k, c in enumerate(classes)},
+        "winner_index": winner_index,
+        "precedence": order,
+        "fallback": labels_of[fallback],
+        "iou": iou,
+        "precision": precision,
+        "macro_iou": macro,
+        "margin_points": margins,
+        "chips": n_chips,
+        "tuned_on": TUNED_ON,
+    }

@@ -128,6 +128,32 @@ class Member:
         )
 
 
+@dataclass(frozen=True)
+class PerClass:
+    """A per-class winner ensemble (``combine: per_class``): each class is mapped by one member.
+
+    A pixel is class ``k`` where ``k``'s winning member maps it as ``k`` (its own argmax). Where
+    several winners claim a pixel, the class first in ``precedence`` has it; where none does, the
+    ``fallback`` member's class (the member with the best out-of-fold macro IoU) is used.
+    """
+
+    #: per class (in class order), the index of its winning member
+    winners: list[int]
+    #: class indices, the first claims first
+    precedence: list[int]
+    #: the member index whose map fills pixels no winner claims
+    fallback: int
+
+    def combine(self, probs: list[torch.Tensor], n_classes: int) -> np.ndarray:
+        """Each member's ``(n, classes, h, w)`` probabilities -> one-hot ``(n, classes, h, w)``."""
+        maps = [p.argmax(1).cpu().numpy() for p in probs]
+        out = maps[self.fallback].copy()
+        for k in reversed(self.precedence):  # the first in precedence is written last and stays
+            out[maps[self.winners[k]] == k] = k
+        one_hot: np.ndarray = np.eye(n_classes, dtype=np.float32)[out].transpose(0, 3, 1, 2).copy()
+        return one_hot
+
+
 @dataclass
 class Predictor:
     """Class probabilities of image windows from one model or a weighted ensemble.
@@ -140,6 +166,8 @@ class Predictor:
         threshold: with ``target`` set, a pixel is ``target`` when its probability reaches this,
             otherwise the most probable of the other classes (None: plain argmax).
         target: the class index the threshold applies to.
+        winners: ``combine: per_class``: what :class:`PerClass` says maps each class (None: the
+            weighted mean of the members).
     """
 
     members: list[Member]
@@ -148,6 +176,7 @@ class Predictor:
     tta: bool = False
     threshold: float | None = None
     target: int | None = None
+    winners: PerClass | None = None
     #: seconds spent in the models alone (for the efficiency benchmark)
     model_seconds: float = 0.0
 
@@ -186,7 +215,13 @@ class Predictor:
             m.normalizer = Normalizer(norm.mean[keep], norm.std[keep])
 
     def probabilities(self, windows: np.ndarray, names: list[str]) -> np.ndarray:
-        """``(n, bands, h, w)`` float32 windows (NaN invalid) -> ``(n, classes, h, w)`` probabilities."""
+        """``(n, bands, h, w)`` float32 windows (NaN invalid) -> ``(n, classes, h, w)`` probabilities
+        (one-hot with per-class winners)."""
+        if self.winners is not None:
+            return self.winners.combine(
+                [self._run(m, m.prepare(windows, names, self.device)) for m in self.members],
+                len(self.classes),
+            )
         total = None
         weight_sum = sum(m.weight for m in self.members)
         for member in self.members:
