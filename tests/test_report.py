@@ -319,6 +319,28 @@ def test_best_by_class_table_is_in_the_report(calval_run: Path) -> None:
 
 
 @pytest.mark.workflow
+def test_the_sites_table_ranks_sites_by_shift(calval_run: Path) -> None:
+    from snakemap.evaluation.sites import site_moments
+    from snakemap.inference.shift import shift_score
+
+    table = pd.read_csv(calval_run / "results" / "reports" / "sites.csv")
+    assert sorted(table["site"]) == sorted(SITES)
+    assert table["shift"].is_monotonic_decreasing and (table["shift"] > 0).all()
+    stats = json.loads((calval_run / "results" / "stats" / "bands.json").read_text())
+    reference = {b["name"]: (b["mean"], b["std"]) for b in stats["bands"]}
+    for row in table.to_dict("records"):
+        moments = site_moments(calval_run / "results" / "clean" / row["site"] / "image.tif")
+        assert row["shift"] == pytest.approx(shift_score(moments, reference)["score"])
+        assert row["unlike_training"] == (row["shift"] > 1.0)  # the default shift.threshold
+        metrics = json.loads((calval_run / "results/calval" / row["winner"] / "metrics.json").read_text())
+        assert row["winner_macro_iou"] == pytest.approx(metrics["sites"][row["site"]]["macro"]["iou"])
+        assert row["best_baseline"] == "baselines/ndwi"
+        margin = 100 * (row["winner_macro_iou"] - row["baseline_macro_iou"])
+        assert row["margin_points"] == pytest.approx(margin, abs=0.01)
+    assert "sites: shift and scores" in (calval_run / "report.html").read_text()
+
+
+@pytest.mark.workflow
 @pytest.mark.browser
 @pytest.mark.skipif(
     CHROMIUM is None, reason="Debian's chromium is not installed (make test installs it as root)"

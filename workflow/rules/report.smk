@@ -105,6 +105,30 @@ rule report_winners:
         "snakemap report-winners {input:q} --out {output:q} > {log:q} 2>&1"
 
 
+rule report_sites:
+    input:
+        clean=expand("results/clean/{site}", site=CALVAL),
+        stats="results/stats/bands.json",
+        metrics=expand("results/calval/{predictor}/metrics.json", predictor=calval_predictors()),
+    output:
+        report(
+            "results/reports/sites.csv",
+            caption="../report/sites.rst",
+            category="Calval",
+            labels={"figure": "sites: shift and scores"},
+        ),
+    log:
+        "logs/report/sites.log",
+    localrule: True
+    conda:
+        "../envs/snakemap.yaml"
+    params:
+        options=options("shift"),
+    shell:
+        "snakemap report-sites --clean {input.clean:q} --stats {input.stats:q} --metrics {input.metrics:q}"
+        " --out {output:q} --options {params.options:q} > {log:q} 2>&1"
+
+
 rule calval_report:
     input:
         report_outputs,

@@ -19,5 +19,6 @@ def report_outputs(wildcards=None):
         "results/calval/summary.csv",
         "results/reports/summary.csv",
         "results/reports/best_by_class.csv",
+        "results/reports/sites.csv",
         "results/reports/iou_by_class.png",
     ]

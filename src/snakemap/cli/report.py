@@ -50,6 +50,14 @@ def _report_winners(args: argparse.Namespace, cfg: dict[str, Any]) -> int:
     return 0
 
 
+def _report_sites(args: argparse.Namespace, cfg: dict[str, Any]) -> int:
+    from snakemap.evaluation.sites import write_sites
+
+    threshold = build("shift", cfg.get("shift")).threshold
+    print(write_sites(args.clean, args.stats, args.metrics, threshold, args.out).to_string(index=False))
+    return 0
+
+
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add the report steps to the ``snakemap`` command."""
     common = step_options()
@@ -78,3 +86,10 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("summary", type=Path, help="calval summary.csv")
     p.add_argument("--out", type=Path, required=True)
     p.set_defaults(func=_report_winners)
+
+    p = sub.add_parser("report-sites", parents=[common], help="calval sites: shift score and best scores")
+    p.add_argument("--clean", nargs="+", type=Path, required=True, help="each calval site's clean folder")
+    p.add_argument("--stats", type=Path, required=True, help="bands.json of the training scenes")
+    p.add_argument("--metrics", nargs="+", type=Path, required=True, help="calval metrics.json files")
+    p.add_argument("--out", type=Path, required=True)
+    p.set_defaults(func=_report_sites)
