@@ -81,3 +81,30 @@ def test_ukis_example_config(tmp_path: Path, shared_data: Path) -> None:
     ious = {c: round(v["iou"], 3) for c, v in rules["overall"]["per_class"].items()}
     # in-sample (the thresholds were read off both scenes, this one included): the rules as written
     assert ious == {"clear_land": 0.737, "water": 0.433, "cloud_shadow": 0.671, "cloud": 0.651}
+
+
+@pytest.mark.workflow
+def test_landcover_example_config(tmp_path: Path, shared_data: Path) -> None:
+    """The land-cover example through snakemake on the real North Carolina scene: its sparse
+    labels cut into chips, spatial-block folds, and one fold's booster (fewer rounds here) that
+    maps the scene's labelled pixels far better than chance."""
+    import torch
+    import yaml
+
+    work = tmp_path / "work"
+    shutil.copytree(REPO / "config", work / "config")
+    (tmp_path / "shared").symlink_to(shared_data.parent)
+    example = work / "config" / "examples" / "landcover.yaml"
+    config = yaml.safe_load(example.read_text())
+    assert config["apply"]["predictors"] == ["ensembles/folds"]  # the recommended predictor
+    config["models"]["base"]["boosting"] = {"rounds": 40, "pixels": 20000}
+    example.write_text(yaml.safe_dump(config))
+    args = ["--configfile", "config/examples/landcover.yaml", "--replace-workflow-config"]
+    snakemake(work, *args, "results/models/base/fold0/best.ckpt", "results/bundles/base/fold0.zip")
+    folds = pd.read_parquet(work / "results" / "splits" / "folds.parquet")
+    assert sorted(folds["fold"].unique()) == [0, 1, 2, 3]
+    metrics = pd.read_csv(work / "results" / "models" / "base" / "fold0" / "metrics.csv")
+    assert metrics["val_f1"].max() > 1 / len(NC_CLASSES) * 2  # well above chance on the held-out fold
+    hp = torch.load(work / "results/models/base/fold0/best.ckpt", weights_only=True)["hyper_parameters"]
+    assert hp["family"] == "lightgbm" and hp["classes"] == NC_CLASSES
+    assert hp["band_names"] == ["blue", "green", "red", "nir", "swir16", "swir22", "ndvi", "ndwi", "mndwi"]
