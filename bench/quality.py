@@ -108,15 +108,20 @@ def cut(work: Path, name: str, labels: LabelOptions, chips: ChipOptions) -> Path
 
 
 def predict(
-    checkpoints: list[Path], clean: Path, out: Path, weights: list[float] | None = None
+    checkpoints: list[Path],
+    clean: Path,
+    out: Path,
+    weights: list[float] | None = None,
+    winners: Any = None,
 ) -> np.ndarray:
     """The class map of a cleaned scene by one model or the (weighted) mean of several; with
-    ``weights`` one longer than ``checkpoints``, the example's rule baseline is a member too."""
+    ``weights`` one longer than ``checkpoints``, the example's rule baseline is a member too;
+    with ``winners`` (a :class:`PerClass`) each class is mapped by its winning member."""
     weights = weights or [1.0] * len(checkpoints)
     members = [Member.from_trained(load_trained(c), w) for c, w in zip(checkpoints, weights, strict=False)]
     if len(weights) > len(checkpoints):
-        members.append(Member.from_rules(example_rules(), UKIS.classes, weights[-1]))
-    predictor = Predictor(members, load_trained(checkpoints[0]).classes)
+        members.append(Member.from_rules(example_rules(), UKIS.classes, weights[-1], RULES_NAME))
+    predictor = Predictor(members, load_trained(checkpoints[0]).classes, winners=winners)
     reader = CleanImageReader(clean / "image.tif")
     try:
         predict_scene(reader, predictor, PredictOptions(window=256, overlap=32), out)
@@ -220,7 +225,12 @@ CLASSMIX: dict[str, dict[str, Any]] = {
     "LightGBM, normalize: scene": {"family": "lightgbm", "normalize": "scene"},
 }
 #: hybrid ensembles (seed 0 of the options named, then the rules' weight when there is one more)
+RULES_NAME = "baselines/index_rules"
 HYBRIDS: dict[str, tuple[list[str], list[float]]] = {
+    "per class (out of fold): Unet scene, Unet dataset+jitter, LightGBM, rules": (
+        ["Unet, normalize: scene", "Unet, dataset + gain/offset jitter", "LightGBM, normalize: dataset"],
+        [],
+    ),
     "ens: Unet scene + LightGBM dataset": (
         ["Unet, normalize: scene", "LightGBM, normalize: dataset"],
         [1, 1],
@@ -233,6 +243,14 @@ HYBRIDS: dict[str, tuple[list[str], list[float]]] = {
     "ens: Unet dataset + LightGBM + rules": (
         ["Unet, normalize: dataset", "LightGBM, normalize: dataset"],
         [1, 1, 1],
+    ),
+    "ens: Unet scene + LightGBM + rules x1.5": (
+        ["Unet, normalize: scene", "LightGBM, normalize: dataset"],
+        [1, 1, 1.5],
+    ),
+    "ens: Unet scene + Unet jitter + LightGBM + rules x1.5": (
+        ["Unet, normalize: scene", "Unet, dataset + gain/offset jitter", "LightGBM, normalize: dataset"],
+        [1, 1, 1, 1.5],
     ),
 }
 #: the LightGBM options' ``boosting`` (the defaults; --quick makes them small)
@@ -400,13 +418,18 @@ def class_mix(work: Path, seeds: int, save: Any) -> dict[str, Any]:
         ckpts = [work / "classmix" / f"{slug(o)}-s0" / "best.ckpt" for o in options]
         out = work / "classmix" / slug(name)
         out.mkdir(parents=True, exist_ok=True)
-        rows["options"][name] = {
+        winners = None
+        if not weights:  # per class: each class's winner chosen on the held-out fold of Sentinel-2
+            weights = [1.0] * (len(ckpts) + 1)
+            winners, chosen = per_class_winners(ckpts, data)
+            rows["options"][name] = {"winners": chosen}
+        rows["options"][name] = rows["options"].get(name, {}) | {
             "cases": {
-                n: case_scores(predict(ckpts, f, out / f"{slug(n)}.tif", weights), truths[n])
+                n: case_scores(predict(ckpts, f, out / f"{slug(n)}.tif", weights, winners), truths[n])
                 for n, f in cases.items()
             }
         }
-        sea_map = predict(ckpts, sea, out / "sea.tif", weights)
+        sea_map = predict(ckpts, sea, out / "sea.tif", weights, winners)
         rows["sea"][name] = float((sea_map[sea_map < 255] == 1).mean())
         log(
             f"class-mix {name}: "
@@ -422,6 +445,26 @@ def class_mix(work: Path, seeds: int, save: Any) -> dict[str, Any]:
         rows["shift_rank"][option] = float(rho)
     save(rows)
     return rows
+
+
+def per_class_winners(checkpoints: list[Path], data: JobData) -> tuple[Any, dict[str, Any]]:
+    """The per-class winners of the models (then the example's rules), chosen as the workflow's
+    ``tune_winners`` chooses them: on the held-out fold of the training scene."""
+    from snakemap.evaluation.tuning import TuningMember, tune_winners
+    from snakemap.inference.predict import PerClass
+
+    members = [TuningMember(c, 1.0, 0) for c in checkpoints]
+    rules = [Member.from_rules(example_rules(), UKIS.classes, 1.0, RULES_NAME)]
+    tuned = tune_winners(members, rules, data.train_indexes, data.folds, data.stats)
+    classes = list(tuned["winners"])
+    winners = PerClass(
+        tuned["winner_index"],
+        [classes.index(c) for c in tuned["precedence"]],
+        tuned["members"].index(tuned["fallback"]),
+    )
+    chosen = {k: tuned[k] for k in ("winners", "precedence", "fallback", "margin_points")}
+    log(f"per-class winners: {chosen}")
+    return winners, chosen
 
 
 def worst_case(entry: dict[str, Any]) -> dict[str, float]:
@@ -570,6 +613,9 @@ def report(result: dict[str, Any]) -> None:
             for option, entry in mix["options"].items():
                 row = entry["cases"][name]
                 print(f"  {option:38s}" + "".join(f"{row[c]:14.3f}" for c in classes))
+        for option, entry in mix["options"].items():
+            if "winners" in entry:
+                print(f"\n{option}: winners chosen on the Sentinel-2 held-out fold: {entry['winners']}")
         print(
             "\nshift score vs macro IoU over the cases, Spearman rho (negative: a higher shift, a lower IoU)"
         )
