@@ -194,3 +194,49 @@ def test_the_ice_thickness_example_runs_end_to_end(tmp_path: Path, shared_data: 
     np.testing.assert_array_equal(np.isfinite(mapped), glacier)
     assert 0 < np.nanmedian(mapped) < 200
     assert len(list((work / "results/maps/models/arch-EDSR/best/mosaic").glob("*.vrt"))) == 1
+
+
+def test_patch_standardised_networks_learn_shape_and_keep_the_input_on_average(tmp_path: Path) -> None:
+    from snakemap.tasks.downscaling import DownscalingTask, load_downscaler
+    from snakemap.tasks.srnets import PatchStandardized
+
+    torch.manual_seed(0)
+    lr = torch.randn(2, 1, 12, 12) * 3 + 5
+    for arch in ("EDSR", "RecurrentSRCNN"):
+        task = DownscalingTask(
+            arch, 4, ["elevation"], features=8, blocks=1, normalize="patch", consistency=True
+        )
+        net = task.model.eval()
+        assert isinstance(net, PatchStandardized)
+        with torch.no_grad():
+            outs = net(lr)
+            shifted = net(lr + 100.0)[-1]
+        for out in outs:  # every stage's block means are the LR input
+            s = out.shape[-1] // lr.shape[-1]
+            torch.testing.assert_close(torch.nn.functional.avg_pool2d(out, s), lr, atol=1e-4, rtol=0)
+        # a patch 100 m higher comes out 100 m higher, the same shape
+        torch.testing.assert_close(shifted, outs[-1] + 100.0, atol=1e-3, rtol=0)
+        # the checkpoint keeps the wrapper: the loaded downscaler predicts the same
+        trainer_state = {"hyper_parameters": dict(task.hparams), "state_dict": task.state_dict()}
+        torch.save(trainer_state, tmp_path / f"{arch}.ckpt")
+        loaded = load_downscaler(tmp_path / f"{arch}.ckpt")
+        with torch.no_grad():
+            torch.testing.assert_close(loaded(lr, None), outs[-1])
+    plain = DownscalingTask("EDSR", 4, ["elevation"], features=8, blocks=1).model
+    assert not isinstance(plain, PatchStandardized)  # the default keeps the checkpoints' layout
+
+
+def test_patch_options_are_refused_for_class_maps() -> None:
+    import yaml
+
+    from snakemap.core.config import ConfigError, load_config
+    from tests.conftest import REPO
+
+    config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+    for models, where in [
+        ({"base": {"normalize": "patch"}}, "models.base"),
+        ({"list": [{"name": "a", "consistency": True}]}, r"models.list\[0\]"),
+        ({"grid": {"normalize": ["scene", "patch"]}}, "models.grid"),
+    ]:
+        with pytest.raises(ConfigError, match=f"{where}: normalize: patch and consistency are for task"):
+            load_config({**config, "models": models})

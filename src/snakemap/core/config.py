@@ -174,6 +174,20 @@ class Config(Section):
         return self
 
     @model_validator(mode="after")
+    def _downscaling_options_only_downscale(self) -> Config:
+        if task_named(self.task).maps != "classes" or self.models is None:
+            return self
+        models = self.models
+        entries = [("models.base", models.base.model_dump(exclude_unset=True))]
+        entries += [(f"models.list[{i}]", e.model_dump(exclude_unset=True)) for i, e in enumerate(models.list_)]
+        for where, entry in entries:
+            if entry.get("normalize") == "patch" or entry.get("consistency"):
+                raise ValueError(f"{where}: normalize: patch and consistency are for task: downscaling")
+        if "patch" in models.grid.get("normalize", []) or True in models.grid.get("consistency", []):
+            raise ValueError("models.grid: normalize: patch and consistency are for task: downscaling")
+        return self
+
+    @model_validator(mode="after")
     def _baselines_map_to_the_labels_classes(self) -> Config:
         classes = self.labels.classes if self.labels is not None else []
         for name, baseline in self.calval.baselines.items():

@@ -106,7 +106,7 @@ class BoostingOptions(Section):
 class ModelOptions(Section):
     """One model's parameters: ``models.base``, and a resolved model (base plus grid values)."""
 
-    OMIT_UNSET = frozenset({"family", "boosting"})
+    OMIT_UNSET = frozenset({"family", "boosting", "consistency"})
 
     #: what learns: a ``network`` (``arch``, trained with Lightning) or ``lightgbm``, a gradient-
     #: boosted per-pixel classifier on bands, indices and neighbourhood features (``boosting``);
@@ -172,10 +172,14 @@ class ModelOptions(Section):
     #: input normalisation: ``dataset`` (the training scenes' band statistics) or ``scene`` (each
     #: scene standardised by its own band statistics, in training and prediction alike, which
     #: removes a sensor's per-band gain and offset)
-    normalize: Literal["dataset", "scene"] = Field(
+    normalize: Literal["dataset", "scene", "patch"] = Field(
         "dataset",
         description="band statistics of the training scenes, or of each scene itself (training and "
-        "prediction alike)",
+        "prediction alike); downscaling: patch (each window standardised by its own mean and spread)",
+    )
+    #: downscaling: correct each prediction so that its block means equal the LR input
+    consistency: bool = Field(
+        False, description="downscaling: the output, averaged back down, equals the input (enforced)"
     )
     #: random flips, 90-degree rotations, brightness/contrast jitter (0 = off), per-band ``gain``
     #: and ``offset`` jitter (another sensor's calibration) and ``rescale: [min, max]`` zoom

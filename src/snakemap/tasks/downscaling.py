@@ -23,7 +23,7 @@ from snakemap.core.model_sections import ModelOptions, field_model_errors
 from snakemap.tasks.augment import augment
 from snakemap.tasks.fieldops import block_mean, fill_nearest, upsample
 from snakemap.tasks.segmentation import configure_optimizers
-from snakemap.tasks.srnets import build_srnet
+from snakemap.tasks.srnets import build_downscaler_network
 
 #: the label value of a chip cell where the field has data (others are the ignore index)
 VALID = 1
@@ -72,11 +72,15 @@ class DownscalingTask(L.LightningModule):
         scheduler: str = "cosine",
         epochs: int = 10,
         augment: dict[str, Any] | None = None,
+        normalize: str = "scene",
+        consistency: bool = False,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
         self.scale = scale
-        self.model = build_srnet(arch, scale, len(band_names) - 1, features, blocks)
+        self.model = build_downscaler_network(
+            arch, scale, len(band_names) - 1, features, blocks, normalize, consistency
+        )
         self.loss_terms = dict(loss or {"l1": 1.0})
         unknown = sorted(set(self.loss_terms) - {"l1", "mse"})
         if unknown:
@@ -184,7 +188,15 @@ def downscaler_from(
 ) -> TrainedDownscaler:
     """A :class:`TrainedDownscaler` from a checkpoint's (or a bundle's) hyperparameters and the
     network's state dict."""
-    network = build_srnet(hp["arch"], hp["scale"], len(hp["band_names"]) - 1, hp["features"], hp["blocks"])
+    network = build_downscaler_network(
+        hp["arch"],
+        hp["scale"],
+        len(hp["band_names"]) - 1,
+        hp["features"],
+        hp["blocks"],
+        hp.get("normalize", "scene"),
+        bool(hp.get("consistency", False)),
+    )
     network.load_state_dict(state)
     network.to(map_location).eval()
     return TrainedDownscaler(network, int(hp["scale"]), list(hp["band_names"]), str(hp["arch"]))
@@ -208,8 +220,9 @@ def model_options(opts: ModelOptions) -> ModelOptions:
     monitor = "val_rmse" if opts.monitor == "val_iou" else opts.monitor
     if monitor not in ("val_rmse", "val_ratio", "val_loss"):
         raise ConfigError(f"models monitor {monitor!r}: downscaling logs val_rmse, val_ratio, val_loss")
+    normalize = "patch" if opts.normalize == "patch" else "scene"
     return opts.model_copy(
-        update={"bands": None, "normalize": "scene", "balance": None, "loss": loss, "monitor": monitor}
+        update={"bands": None, "normalize": normalize, "balance": None, "loss": loss, "monitor": monitor}
     )
 
 
@@ -243,6 +256,8 @@ def lightning_module(
         opts.scheduler,
         opts.epochs,
         opts.augment,
+        opts.normalize,
+        opts.consistency,
     )
 
 

@@ -183,6 +183,8 @@ def model_options(opts: ModelOptions) -> ModelOptions:
     """
     if opts.arch in DOWNSCALING_ARCHS:
         raise ConfigError(f"models arch {opts.arch!r} is a downscaling network: set task: downscaling")
+    if opts.normalize == "patch" or opts.consistency:
+        raise ConfigError("models normalize: patch and consistency are for downscaling")
     return opts
 
 

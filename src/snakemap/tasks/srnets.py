@@ -19,6 +19,7 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from snakemap.core.model_sections import DOWNSCALING_ARCHS as ARCHS
@@ -156,3 +157,55 @@ def build_srnet(
     if arch in ("EDSR", "RCAN"):
         return EDSR(scale, aux_channels, features, blocks, attention=arch == "RCAN")
     raise ValueError(f"unknown downscaling arch {arch!r}: use one of {', '.join(ARCHS)}")
+
+
+#: added to a patch's standard deviation (in the grid's standardised units) so that a flat patch
+#: is not blown up
+PATCH_STD_FLOOR = 0.05
+
+
+class PatchStandardized(nn.Module):
+    """A network that sees each LR patch standardised by its own mean and standard deviation, so
+    that it learns the shape of the field rather than its absolute level and relief, and whose
+    stage predictions are mapped back; with ``consistency`` each prediction is also corrected so
+    that its block means equal the LR input (the output, averaged back down, is the input).
+
+    Maps ``lr (B, 1, h, w)`` and ``aux (B, A, h*s, w*s)`` to the wrapped network's stage
+    predictions ``[(B, 1, h*s_k, w*s_k)]``.
+    """
+
+    def __init__(self, network: nn.Module, standardize: bool = True, consistency: bool = False) -> None:
+        super().__init__()
+        self.network = network
+        self.standardize = standardize
+        self.consistency = consistency
+
+    def forward(self, lr: torch.Tensor, aux: torch.Tensor | None = None) -> list[torch.Tensor]:
+        mean = lr.mean((2, 3), keepdim=True) if self.standardize else torch.zeros_like(lr[:, :, :1, :1])
+        std = lr.std((2, 3), keepdim=True) + PATCH_STD_FLOOR if self.standardize else torch.ones_like(mean)
+        outs: list[torch.Tensor] = self.network((lr - mean) / std, aux)
+        mapped = []
+        for out in outs:
+            out = out * std + mean
+            s = out.shape[-1] // lr.shape[-1]
+            if self.consistency and s > 1:
+                out = out + upsample(lr - F.avg_pool2d(out, s), s, "nearest")
+            mapped.append(out)
+        return mapped
+
+
+def build_downscaler_network(
+    arch: str,
+    scale: int,
+    aux_channels: int = 0,
+    features: int = 64,
+    blocks: int = 8,
+    normalize: str = "scene",
+    consistency: bool = False,
+) -> nn.Module:
+    """:func:`build_srnet`, wrapped in :class:`PatchStandardized` for ``normalize: patch`` or
+    ``consistency`` (the plain network otherwise, whose checkpoints keep their layout)."""
+    network = build_srnet(arch, scale, aux_channels, features, blocks)
+    if normalize == "patch" or consistency:
+        return PatchStandardized(network, normalize == "patch", consistency)
+    return network

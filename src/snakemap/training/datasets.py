@@ -52,7 +52,7 @@ class ChipDataset(Dataset[Batch]):
         self.files = [chip_paths(index) for index, _ in chips]
         self.channels = channels
         self.normalizers = [normalizer] * len(self.files)
-        if normalize == "scene":
+        if normalize in ("scene", "patch"):  # patch: the network standardises each patch further
             self.normalizers = [scene_statistics(index, channels) for index, _ in chips]
         # One row per sample: which file, which chip in it.
         self.file_of = np.concatenate([np.full(len(n), i) for i, (_, n) in enumerate(chips)] or [np.zeros(0)])
