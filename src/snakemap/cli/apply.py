@@ -200,11 +200,13 @@ def _stac(args: argparse.Namespace, cfg: dict[str, Any]) -> int:
             for c in args.checkpoint
         }
     )
+    frameworks = sorted({"LightGBM" if arch == "LightGBM" else "PyTorch" for arch in archs})
     info = ModelInfo(
         args.predictor,
         "+".join(archs),
         [str(c) for c in args.checkpoint],
         str(args.bundle) if args.bundle else None,
+        framework="+".join(frameworks),
     )
     classes = cfg["labels"]["classes"] if task.maps == "classes" and cfg.get("labels") else None
     path = write_collection(args.root, args.predictor, args.shards, info, classes, datetimes)

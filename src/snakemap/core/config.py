@@ -179,7 +179,9 @@ class Config(Section):
             return self
         models = self.models
         entries = [("models.base", models.base.model_dump(exclude_unset=True))]
-        entries += [(f"models.list[{i}]", e.model_dump(exclude_unset=True)) for i, e in enumerate(models.list_)]
+        entries += [
+            (f"models.list[{i}]", e.model_dump(exclude_unset=True)) for i, e in enumerate(models.list_)
+        ]
         for where, entry in entries:
             if entry.get("normalize") == "patch" or entry.get("consistency"):
                 raise ValueError(f"{where}: normalize: patch and consistency are for task: downscaling")

@@ -51,8 +51,15 @@ _MEDIA_TYPES = {
     ".pt": "application/octet-stream; framework=pytorch",
     ".pth": "application/octet-stream; framework=pytorch",
     ".onnx": "application/octet-stream; framework=onnx",
+    ".zip": "application/zip",
 }
-_ARTIFACT_TYPES = {".ckpt": "torch.save", ".pt": "torch.save", ".pth": "torch.save", ".onnx": "onnx"}
+_ARTIFACT_TYPES = {
+    ".ckpt": "torch.save",
+    ".pt": "torch.save",
+    ".pth": "torch.save",
+    ".onnx": "onnx",
+    ".zip": "snakemap bundle",
+}
 
 
 @dataclass
@@ -69,7 +76,7 @@ class ModelInfo:
     architecture: str
     #: the checkpoint(s): one for a model, one per member for an ensemble
     checkpoints: list[str] = field(default_factory=list)
-    #: the exported bundle (ONNX), if any
+    #: the exported bundle (ONNX, or a booster's zip bundle), if any
     bundle: str | None = None
     framework: str = "PyTorch"
     framework_version: str | None = None
