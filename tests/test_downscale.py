@@ -224,6 +224,14 @@ def test_patch_standardised_networks_learn_shape_and_keep_the_input_on_average(t
             torch.testing.assert_close(loaded(lr, None), outs[-1])
     plain = DownscalingTask("EDSR", 4, ["elevation"], features=8, blocks=1).model
     assert not isinstance(plain, PatchStandardized)  # the default keeps the checkpoints' layout
+    # the bundle's ONNX export runs the same wrapped network
+    from snakemap.outputs.bundle import read_bundle, write_bundle
+    from snakemap.outputs.export import OnnxNetwork, export_onnx
+
+    bundle = write_bundle(tmp_path / "EDSR.ckpt", {"params": {}}, {}, tmp_path / "b.zip", "downscaling")
+    export_onnx(read_bundle(bundle), tmp_path / "b.onnx")
+    expected = load_downscaler(tmp_path / "EDSR.ckpt")(lr, None)
+    torch.testing.assert_close(OnnxNetwork(tmp_path / "b.onnx")(lr), expected, atol=1e-3, rtol=1e-4)
 
 
 def test_patch_options_are_refused_for_class_maps() -> None:

@@ -174,9 +174,12 @@ class PatchStandardized(nn.Module):
     predictions ``[(B, 1, h*s_k, w*s_k)]``.
     """
 
-    def __init__(self, network: nn.Module, standardize: bool = True, consistency: bool = False) -> None:
+    def __init__(
+        self, network: nn.Module, scale: int, standardize: bool = True, consistency: bool = False
+    ) -> None:
         super().__init__()
         self.network = network
+        self.scale = scale
         self.standardize = standardize
         self.consistency = consistency
 
@@ -185,9 +188,11 @@ class PatchStandardized(nn.Module):
         std = lr.std((2, 3), keepdim=True) + PATCH_STD_FLOOR if self.standardize else torch.ones_like(mean)
         outs: list[torch.Tensor] = self.network((lr - mean) / std, aux)
         mapped = []
-        for out in outs:
+        for k, out in enumerate(outs):
             out = out * std + mean
-            s = out.shape[-1] // lr.shape[-1]
+            # the stages double the resolution (one stage: the whole scale); a static int, so that
+            # an ONNX export keeps the window size dynamic
+            s = self.scale // 2 ** (len(outs) - 1 - k)
             if self.consistency and s > 1:
                 out = out + upsample(lr - F.avg_pool2d(out, s), s, "nearest")
             mapped.append(out)
@@ -207,5 +212,5 @@ def build_downscaler_network(
     ``consistency`` (the plain network otherwise, whose checkpoints keep their layout)."""
     network = build_srnet(arch, scale, aux_channels, features, blocks)
     if normalize == "patch" or consistency:
-        return PatchStandardized(network, normalize == "patch", consistency)
+        return PatchStandardized(network, scale, normalize == "patch", consistency)
     return network
