@@ -31,8 +31,9 @@ import pandas as pd
 import torch
 
 from snakemap.core.io import atomic_path, write_csv
+from snakemap.core.learning_sections import BoostingOptions
 from snakemap.core.metrics import confusion_matrix, scores
-from snakemap.core.model_sections import BoostingOptions, ModelOptions
+from snakemap.core.model_sections import ModelOptions
 from snakemap.tasks.boosting import FAMILY, feature_names, feature_rows
 from snakemap.training.datasets import ChipDataset
 
