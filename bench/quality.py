@@ -456,7 +456,7 @@ def per_class_winners(checkpoints: list[Path], data: JobData) -> tuple[Any, dict
     members = [TuningMember(c, 1.0, 0) for c in checkpoints]
     rules = [Member.from_rules(example_rules(), UKIS.classes, 1.0, RULES_NAME)]
     tuned = tune_winners(members, rules, data.train_indexes, data.folds, data.stats)
-    classes = list(tuned["winners"])
+    classes = list(tuned["classes"])
     winners = PerClass(
         tuned["winner_index"],
         [classes.index(c) for c in tuned["precedence"]],

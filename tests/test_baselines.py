@@ -253,3 +253,33 @@ def test_per_class_ensembles_are_checked_when_the_config_is_loaded() -> None:
         calval = {"baselines": {"r": rules}, "ensembles": {"e": ensemble}}
         with pytest.raises(ConfigError, match=message):
             load_config({**config, "calval": calval})
+
+
+def test_winners_json_is_read_in_the_models_class_order(tmp_path: Path) -> None:
+    """JSON objects come back with sorted keys: the precedence must index the model's classes."""
+    from snakemap.cli.common import per_class
+    from snakemap.core.io import write_json
+    from snakemap.inference.predict import Member
+
+    classes = ["land", "water", "reef", "cloud"]
+    write_json(
+        tmp_path / "winners.json",
+        {
+            "classes": classes,
+            "members": ["m.ckpt", "baselines/r"],
+            "winners": {"land": "m.ckpt", "water": "baselines/r", "reef": "m.ckpt", "cloud": "m.ckpt"},
+            "winner_index": [0, 1, 0, 0],
+            "precedence": ["water", "cloud", "reef", "land"],
+            "fallback": "m.ckpt",
+        },
+    )
+    members = [
+        Member(lambda x: x, [], None, source="m.ckpt"),
+        Member(lambda x: x, [], None, source="baselines/r"),
+    ]  # type: ignore[arg-type]
+    found = per_class(tmp_path / "winners.json", members, classes)
+    assert found.precedence == [1, 3, 2, 0] and found.winners == [0, 1, 0, 0] and found.fallback == 0
+    with pytest.raises(ConfigError, match="tuned for classes"):
+        per_class(tmp_path / "winners.json", members, ["cloud", "land", "reef", "water"])
+    with pytest.raises(ConfigError, match="tune it again"):
+        per_class(tmp_path / "winners.json", members[:1], classes)

@@ -87,6 +87,13 @@ def test_windows_give_the_map_of_one_whole_scene_window(booster: dict, tmp_path:
     assert valid.mean() > 0.5
     np.testing.assert_allclose(maps["windows"][:, valid], maps["whole"][:, valid], atol=1e-5)
     np.testing.assert_allclose(maps["whole"][:, valid].sum(0), 1.0, atol=1e-4)  # probabilities
+    # windows whose kept centres lack the features' context would show seams: refused, named
+    predictor = Predictor([Member.from_trained(trained, source="gbm/best.ckpt")], trained.classes)
+    reader = CleanImageReader(clean)
+    with pytest.raises(ValueError, match=r"gbm/best.ckpt reads 3 pixels .* at least 6"):
+        predict_scene(reader, predictor, PredictOptions(window=48, overlap=4, blend=True), tmp_path / "x.tif")
+    reader.close()
+    assert not (tmp_path / "x.tif").exists()
 
 
 def test_a_booster_bundle_holds_its_text_model_and_has_no_onnx(booster: dict, tmp_path: Path) -> None:

@@ -52,7 +52,7 @@ def _make_predictor(args: argparse.Namespace, cfg: dict[str, Any]) -> Predictor:
     loaded = zip(args.checkpoint, models, weights, strict=True)
     members = [Member.from_trained(m, w, str(c)) for c, m, w in loaded]
     members += [rule_member(text, classes) for text in args.rule]
-    winners = per_class(args.winners_from, members) if args.winners_from else None
+    winners = per_class(args.winners_from, members, classes) if args.winners_from else None
     tta = build("predict", cfg.get("predict")).tta
     return Predictor(members, classes, device, tta, threshold, target, winners)
 

@@ -96,7 +96,7 @@ def rule_member(text: str, classes: list[str]) -> Member:
     return Member.from_rules(spec, classes, float(rule["weight"]), rule["name"])
 
 
-def per_class(path: Path, members: list[Member]) -> PerClass:
+def per_class(path: Path, members: list[Member], classes: list[str]) -> PerClass:
     """The per-class winners of ``winners.json`` (``tune-winners``) over the predictor's members,
     which must be the ones it was tuned with, in the same order."""
     from snakemap.core.io import read_json
@@ -106,7 +106,8 @@ def per_class(path: Path, members: list[Member]) -> PerClass:
     names = [m.source for m in members]
     if tuned["members"] != names:
         raise ConfigError(f"{path} was tuned with members {tuned['members']}, not {names}: tune it again")
-    classes = list(tuned["winners"])
+    if list(tuned["classes"]) != list(classes):  # JSON objects come back sorted: use this list
+        raise ConfigError(f"{path} was tuned for classes {tuned['classes']}, the models predict {classes}")
     return PerClass(
         list(tuned["winner_index"]),
         [classes.index(c) for c in tuned["precedence"]],

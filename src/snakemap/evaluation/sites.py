@@ -1,6 +1,7 @@
 """The calval sites side by side: how unlike the training scenes each one is (its shift score,
-:mod:`snakemap.inference.shift`, against the training scenes' band statistics), and how the best
-model or ensemble and the best baseline score there.
+:mod:`snakemap.inference.shift`, over every cleaned band against the training scenes' band
+statistics; an applied scene's is over its models' input bands), and how the best model or
+ensemble and the best baseline score there.
 
 ``results/reports/sites.csv``, one row per calval site whose clean ended ok, most shifted first:
 ``site``, ``shift``, ``unlike_training`` (shift above ``shift.threshold``), ``most_shifted_bands``
@@ -53,7 +54,8 @@ def sites_table(
         metrics: every calval predictor's ``metrics.json``.
         threshold: ``shift.threshold``.
     """
-    reference = {b["name"]: (float(b["mean"]), float(b["std"])) for b in read_json(stats)["bands"]}
+    # as a model's statistics: a constant band's std of 0 counts as 1 (training does the same)
+    reference = {b["name"]: (float(b["mean"]), float(b["std"]) or 1.0) for b in read_json(stats)["bands"]}
     scored = [read_json(m) for m in metrics]
     rows = []
     for clean in map(Path, cleans):

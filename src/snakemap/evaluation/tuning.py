@@ -135,6 +135,11 @@ def tune_threshold(
     }
 
 
+def members_of(members: Sequence[TuningMember]) -> list[str]:
+    """``checkpoint (fold k)`` of each member, for messages."""
+    return [f"{m.checkpoint} (fold {m.held_out})" for m in members]
+
+
 def _out_of_fold_predictor(
     unseen: Sequence[tuple[TuningMember, Any]], names: list[str], index: Path, classes: list[str]
 ) -> Predictor:
@@ -172,8 +177,8 @@ def tune_winners(
 ) -> dict[str, Any]:
     """Which member maps each class of a ``combine: per_class`` ensemble, chosen out of fold.
 
-    Every model member is scored on the training scenes' chips of the fold it did not train on;
-    every rule member (it learnt nothing) on all the chips some model member held out. Per class
+    Every member, models and rules alike, is scored on the training scenes' chips of the one fold
+    that all the model members held out (members of different folds are refused). Per class
     the member with the highest IoU wins; a rule wins a tie (a model must beat it). The member
     with the best macro IoU fills pixels that no winner claims. The calval sites are not used.
 
@@ -190,10 +195,23 @@ def tune_winners(
         (IoU points), ``chips`` and ``tuned_on``.
 
     Raises:
-        ValueError: no chip is held out by any model member.
+        ValueError: a model member that held out no fold, members that held out different folds,
+            or no chip in the held-out fold.
     """
     from snakemap.core.metrics import confusion_matrix, scores
 
+    unscored = [str(m.checkpoint) for m in members if m.held_out is None]
+    if unscored:
+        raise ValueError(
+            f"combine: per_class chooses winners on held-out folds, and {', '.join(unscored)} held out "
+            "none (validation: calval); train its members with validation: fold"
+        )
+    folds_held = sorted({int(m.held_out) for m in members if m.held_out is not None})
+    if len(folds_held) > 1:
+        raise ValueError(
+            "combine: per_class compares its members on the same chips, the fold they all held out; "
+            f"these hold out folds {folds_held}: give members of one fold ({', '.join(members_of(members))})"
+        )
     names = [b["name"] for b in read_json(stats)["bands"]]
     trained = [load_trained(m.checkpoint) for m in members]
     classes = trained[0].classes
@@ -263,6 +281,7 @@ def tune_winners(
     }
     return {
         "combine": "per_class",
+        "classes": classes,
         "members": labels_of,
         "winners": {c: labels_of[winner_index[k]] for k, c in enumerate(classes)},
         "winner_index": winner_index,

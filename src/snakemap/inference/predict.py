@@ -189,6 +189,23 @@ class Predictor:
                 m.model = torch.compile(m.model)
                 m.compiled = True
 
+    def check_context(self, opts: PredictOptions) -> None:
+        """Check that each window's kept centre has the context every member reads around a pixel
+        (a booster's largest neighbourhood), so that the maps have no seams.
+
+        Raises:
+            ValueError: naming the member and the ``predict.overlap`` it needs.
+        """
+        pad = opts.geometry()[0]
+        for member in self.members:
+            need = int(getattr(member.model, "context", 0))
+            if need > pad:
+                overlap = 2 * need if opts.blend else need
+                raise ValueError(
+                    f"{member.source or 'a model'} reads {need} pixels around each pixel, and "
+                    f"predict.overlap {opts.overlap} keeps {pad}: set predict.overlap to at least {overlap}"
+                )
+
     def reference(self) -> dict[str, tuple[float, float]]:
         """Input band -> the training scenes' ``(mean, std)``, as the first member that takes the
         band was trained with (the reference of a scene's shift score)."""
@@ -312,6 +329,7 @@ def predict_staged(
     """
     start = time.perf_counter()
     model_before = predictor.model_seconds
+    predictor.check_context(opts)
     if opts.compile:
         predictor.compile()
     predictor.fit_scene(reader)

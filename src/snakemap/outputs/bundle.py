@@ -145,7 +145,13 @@ def read_bundle(path: str | os.PathLike[str]) -> Bundle:
                     f"{__version__} reads (up to {FORMAT_VERSION}): upgrade snakemap"
                 )
             state = torch.load(io.BytesIO(zf.read("weights.pt")), map_location="cpu", weights_only=True)
-            if "booster.txt" in names:
+            booster = meta.get("model", {}).get("family") == "lightgbm"
+            if booster != ("booster.txt" in names):
+                raise BundleError(
+                    f"bundle {path}: "
+                    + ("a lightgbm model without booster.txt" if booster else "booster.txt beside a network")
+                )
+            if booster:
                 meta["model"]["booster"] = zf.read("booster.txt").decode()
     except BundleError:
         raise

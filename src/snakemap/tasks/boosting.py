@@ -74,6 +74,11 @@ class PixelBooster:
         self.classes = classes
         self.threads = threads
 
+    @property
+    def context(self) -> int:
+        """Pixels its features read around each pixel: a window's kept centre needs that margin."""
+        return max(self.scales, default=1) // 2
+
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         n, _, h, w = x.shape
         rows = feature_rows(x, self.scales)

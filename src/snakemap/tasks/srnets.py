@@ -185,7 +185,11 @@ class PatchStandardized(nn.Module):
 
     def forward(self, lr: torch.Tensor, aux: torch.Tensor | None = None) -> list[torch.Tensor]:
         mean = lr.mean((2, 3), keepdim=True) if self.standardize else torch.zeros_like(lr[:, :, :1, :1])
-        std = lr.std((2, 3), keepdim=True) + PATCH_STD_FLOOR if self.standardize else torch.ones_like(mean)
+        std = (
+            lr.std((2, 3), correction=0, keepdim=True) + PATCH_STD_FLOOR
+            if self.standardize
+            else torch.ones_like(mean)
+        )
         outs: list[torch.Tensor] = self.network((lr - mean) / std, aux)
         mapped = []
         for k, out in enumerate(outs):

@@ -110,17 +110,20 @@ def train_booster(
     n_classes = len(classes)
     rng = np.random.default_rng(opts.seed)
     margin = max(boost.scales) // 2
+    if not len(train) or not len(val):
+        raise ValueError(f"{out}: no {'training' if not len(train) else 'validation'} chips for this job")
     size = int(train.__getitems__([0])[1].shape[-1])
     if size - 2 * margin < 1:
-        raise ValueError(f"boosting.scales {boost.scales}: chips of {size} pixels have no interior")
+        raise ValueError(f"{out}: boosting.scales {boost.scales} leave chips of {size} pixels no interior")
     per_chip = min((size - 2 * margin) ** 2, 512)
     draws = draw_chips(flags, math.ceil(boost.pixels / per_chip), opts.balance, rng)
     x_train, y_train = gather(train, draws, per_chip, margin, boost.scales, n_classes, rng)
     val_per_chip = max(1, MAX_VALIDATION_PIXELS // max(1, len(val)))
     x_val, y_val = gather(val, np.arange(len(val)), val_per_chip, margin, boost.scales, n_classes, rng)
     if not len(y_train) or not len(y_val):
+        kind = "training" if not len(y_train) else "validation"
         raise ValueError(
-            f"no labelled {'training' if not len(y_train) else 'validation'} pixels for this job"
+            f"{out}: no labelled {kind} pixels inside the chips' edges (boosting.scales {boost.scales})"
         )
     weights = np.asarray(opts.class_weights or [1.0] * n_classes, dtype=np.float64)[y_train]
     log.info(
