@@ -304,6 +304,16 @@ def test_a_per_class_ensemble_maps_each_class_by_its_out_of_fold_winner(calval_r
             expected[member_maps[tuned["winners"][c]] == k] = k
         valid = combined != 255
         assert valid.any() and (combined[valid] == expected[valid]).all()
+    # the report's table of what it chose out of fold, and by how much over the rule
+    table = pd.read_csv(calval_run / "results" / "reports" / "per_class_winners.csv")
+    assert table["class"].tolist() == classes and set(table["ensemble"]) == {"winners"}
+    for row in table.to_dict("records"):
+        c = row["class"]
+        assert row["winner"] == tuned["winners"][c] and row["best_rule"] == "baselines/ndwi"
+        assert row["winner_iou"] == pytest.approx(tuned["iou"][row["winner"]][c], abs=5e-4)
+        assert row["margin_points"] == pytest.approx(tuned["margin_points"][c], abs=0.05)
+        assert row["claims"] == tuned["precedence"].index(c) + 1
+    assert "per-class ensembles: out-of-fold winners" in (calval_run / "report.html").read_text()
 
 
 @pytest.mark.workflow

@@ -129,6 +129,27 @@ rule report_sites:
         " --out {output:q} --options {params.options:q} > {log:q} 2>&1"
 
 
+rule report_ensembles:
+    input:
+        expand("results/ensembles/{ensemble}/winners.json", ensemble=per_class_ensembles()),
+    output:
+        report(
+            "results/reports/per_class_winners.csv",
+            caption="../report/per_class_winners.rst",
+            category="Calval",
+            labels={"figure": "per-class ensembles: out-of-fold winners"},
+        ),
+    log:
+        "logs/report/per_class_winners.log",
+    localrule: True
+    conda:
+        "../envs/snakemap.yaml"
+    params:
+        names=per_class_ensembles(),
+    shell:
+        "snakemap report-ensembles {input:q} --names {params.names:q} --out {output:q} > {log:q} 2>&1"
+
+
 rule calval_report:
     input:
         report_outputs,

@@ -21,4 +21,9 @@ def report_outputs(wildcards=None):
         "results/reports/best_by_class.csv",
         "results/reports/sites.csv",
         "results/reports/iou_by_class.png",
-    ]
+    ] + (["results/reports/per_class_winners.csv"] if per_class_ensembles() else [])
+
+
+def per_class_ensembles():
+    """The ensembles that map each class by its out-of-fold winner (`combine: per_class`)."""
+    return [n for n, e in ENSEMBLES.items() if e.get("combine") == "per_class"]

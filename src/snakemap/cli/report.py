@@ -50,6 +50,16 @@ def _report_winners(args: argparse.Namespace, cfg: dict[str, Any]) -> int:
     return 0
 
 
+def _report_ensembles(args: argparse.Namespace, cfg: dict[str, Any]) -> int:
+    from snakemap.evaluation.winners import write_out_of_fold_winners
+
+    if len(args.names) != len(args.winners):
+        raise ConfigError(f"{len(args.names)} --names for {len(args.winners)} winners.json files")
+    files = dict(zip(args.names, args.winners, strict=True))
+    print(write_out_of_fold_winners(files, args.out).to_string(index=False))
+    return 0
+
+
 def _report_sites(args: argparse.Namespace, cfg: dict[str, Any]) -> int:
     from snakemap.evaluation.sites import write_sites
 
@@ -93,3 +103,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--metrics", nargs="+", type=Path, required=True, help="calval metrics.json files")
     p.add_argument("--out", type=Path, required=True)
     p.set_defaults(func=_report_sites)
+
+    p = sub.add_parser(
+        "report-ensembles", parents=[common], help="per-class ensembles: each class's out-of-fold winner"
+    )
+    p.add_argument("winners", nargs="+", type=Path, help="results/ensembles/{name}/winners.json files")
+    p.add_argument("--names", nargs="+", required=True, help="the ensembles' names, in the same order")
+    p.add_argument("--out", type=Path, required=True)
+    p.set_defaults(func=_report_ensembles)

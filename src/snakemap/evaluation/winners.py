@@ -15,6 +15,9 @@ has one). It has one row per class, in the summary's order, then a ``macro`` row
   has no baseline at all, ``best_baseline`` is ``no baseline`` and ``baseline_iou`` and the margin
   are empty: there is nothing to beat.
 - ``margin_points``: the winner's IoU minus the baseline's, in IoU points (x 100).
+
+:func:`out_of_fold_winners` tabulates what each ``combine: per_class`` ensemble chose on the
+held-out folds of the training scenes: per class its member, and its margin over the best rule.
 """
 
 from __future__ import annotations
@@ -97,5 +100,50 @@ def write_winners(summary_csv: str | os.PathLike[str], out: str | os.PathLike[st
     """Write :func:`winners` of a summary CSV as a CSV (IoUs to 3 decimals, margins to 1), atomically."""
     table = winners(pd.read_csv(summary_csv))
     rounded = table.round({"winner_iou": 3, "baseline_iou": 3, "margin_points": 1})
+    write_csv(rounded, out)
+    return rounded
+
+
+def out_of_fold_winners(tuned: dict[str, dict[str, Any]]) -> pd.DataFrame:
+    """Per-class ensembles' choices, from their ``winners.json`` (:func:`snakemap.evaluation.
+    tuning.tune_winners`), by ensemble name.
+
+    Returns:
+        One row per ensemble and class, in the classes' order: ``ensemble, class, winner,
+        winner_iou`` (out of fold), ``best_rule, rule_iou, margin_points`` (over the best rule
+        member, IoU points; empty without rules), ``claims`` (its rank in the precedence, 1 first)
+        and ``fallback`` (the member that fills unclaimed pixels).
+    """
+    rows = []
+    for name, result in tuned.items():
+        rules = [m for m in result["members"] if m.startswith("baselines/")]
+        for c in result["classes"]:
+            winner = result["winners"][c]
+            best_rule = max(rules, key=lambda r: result["iou"][r][c]) if rules else None
+            rows.append(
+                {
+                    "ensemble": name,
+                    "class": c,
+                    "winner": winner,
+                    "winner_iou": result["iou"][winner][c],
+                    "best_rule": best_rule or "no rule",
+                    "rule_iou": result["iou"][best_rule][c] if best_rule else math.nan,
+                    "margin_points": result["margin_points"][c],
+                    "claims": result["precedence"].index(c) + 1,
+                    "fallback": result["fallback"],
+                }
+            )
+    columns = ["ensemble", "class", "winner", "winner_iou", "best_rule", "rule_iou", "margin_points"]
+    return pd.DataFrame(rows, columns=[*columns, "claims", "fallback"])
+
+
+def write_out_of_fold_winners(
+    files: dict[str, str | os.PathLike[str]], out: str | os.PathLike[str]
+) -> pd.DataFrame:
+    """Write :func:`out_of_fold_winners` of ensemble name -> ``winners.json`` as a CSV, atomically."""
+    from snakemap.core.io import read_json
+
+    table = out_of_fold_winners({name: read_json(path) for name, path in files.items()})
+    rounded = table.round({"winner_iou": 3, "rule_iou": 3, "margin_points": 1})
     write_csv(rounded, out)
     return rounded
