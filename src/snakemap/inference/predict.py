@@ -191,13 +191,16 @@ class Predictor:
 
     def check_context(self, opts: PredictOptions) -> None:
         """Check that each window's kept centre has the context every member reads around a pixel
-        (a booster's largest neighbourhood), so that the maps have no seams.
+        (a booster's largest neighbourhood), so that the maps have no seams; tell a booster which
+        border of each window the centre crop drops, so that it skips those pixels.
 
         Raises:
             ValueError: naming the member and the ``predict.overlap`` it needs.
         """
         pad = opts.geometry()[0]
         for member in self.members:
+            if hasattr(member.model, "margin"):  # a booster: skip the pixels the centre crop drops
+                member.model.margin = 0 if opts.blend else pad
             need = int(getattr(member.model, "context", 0))
             if need > pad:
                 overlap = 2 * need if opts.blend else need

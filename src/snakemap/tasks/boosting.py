@@ -73,6 +73,10 @@ class PixelBooster:
         self.scales = list(scales)
         self.classes = classes
         self.threads = threads
+        #: pixels at each window edge that the predictor discards (its centre crop): not
+        #: predicted, their probabilities uniform (:meth:`snakemap.inference.predict.Predictor.
+        #: check_context` sets it; 0 predicts every pixel, as blending needs)
+        self.margin = 0
 
     @property
     def context(self) -> int:
@@ -81,11 +85,17 @@ class PixelBooster:
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         n, _, h, w = x.shape
-        rows = feature_rows(x, self.scales)
+        m = self.margin if 2 * self.margin < min(h, w) else 0
+        # the features see the whole window; the trees run on its kept centre only
+        features = pixel_features(x, self.scales)[:, :, m : h - m, m : w - m]
+        rows = features.permute(0, 2, 3, 1).reshape(-1, features.shape[1]).cpu().numpy()
         threads = self.threads or torch.get_num_threads()
-        probs = np.asarray(self.booster.predict(rows, num_threads=threads), dtype=np.float32)
-        probs = probs.reshape(n, h, w, self.classes).transpose(0, 3, 1, 2)
-        return torch.from_numpy(np.ascontiguousarray(probs)).to(x.device)
+        centre = np.asarray(self.booster.predict(rows, num_threads=threads), dtype=np.float32)
+        probs = np.full((n, self.classes, h, w), 1.0 / self.classes, dtype=np.float32)
+        probs[:, :, m : h - m, m : w - m] = centre.reshape(n, h - 2 * m, w - 2 * m, self.classes).transpose(
+            0, 3, 1, 2
+        )
+        return torch.from_numpy(probs).to(x.device)
 
     def eval(self) -> PixelBooster:
         return self
