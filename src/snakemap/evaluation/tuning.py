@@ -20,7 +20,7 @@ best IoU of that class on the same out-of-fold chips (:func:`tune_winners`), wri
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -38,6 +38,43 @@ from snakemap.training.datasets import chip_paths, scene_statistics
 from snakemap.training.train import held_out_fold
 
 TUNED_ON = "out-of-fold validation chips"
+
+
+@dataclass
+class FoldChips:
+    """The chips of one training scene in one fold: its chip table, the fold, the chip numbers,
+    and the scene's chip images and labels (memory maps, indexed by chip number)."""
+
+    index: Path
+    fold: int
+    chips: np.ndarray
+    images: np.ndarray
+    labels: np.ndarray
+
+    def batches(self, batch_size: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """``(n, bands, size, size)`` float32 images and ``(n, size, size)`` labels, ``batch_size``
+        chips at a time."""
+        for start in range(0, len(self.chips), batch_size):
+            batch = self.chips[start : start + batch_size]
+            yield np.asarray(self.images[batch], dtype=np.float32), np.asarray(self.labels[batch])
+
+
+def held_out_chips(
+    indexes: Sequence[str | os.PathLike[str]], folds: str | os.PathLike[str]
+) -> Iterator[FoldChips]:
+    """The training scenes' chips, scene by scene and fold by fold (chips without a fold left out)."""
+    fold_of = pd.read_parquet(folds).set_index(["scene_id", "chip"])["fold"]
+    for index in map(Path, indexes):
+        table = pd.read_parquet(index)
+        if not len(table):
+            continue
+        scene = table["scene_id"].iloc[0]
+        chip_folds = np.array([fold_of.get((scene, c), -1) for c in table["chip"]])
+        paths = chip_paths(index)
+        images = np.load(paths.image, mmap_mode="r")
+        labels = np.load(paths.label, mmap_mode="r")
+        for fold in np.unique(chip_folds[chip_folds >= 0]):
+            yield FoldChips(index, int(fold), table["chip"].to_numpy()[chip_folds == fold], images, labels)
 
 
 @dataclass
@@ -81,35 +118,21 @@ def tune_threshold(
     trained = [load_trained(m.checkpoint) for m in members]
     classes = trained[0].classes
     k = classes.index(target)
-    fold_of = pd.read_parquet(folds).set_index(["scene_id", "chip"])["fold"]
     pos = np.zeros(PROB_SCALE + 1, dtype=np.int64)
     neg = np.zeros(PROB_SCALE + 1, dtype=np.int64)
     used = {m.checkpoint: 0 for m in members}
     n_chips = 0
-    for index in map(Path, indexes):
-        table = pd.read_parquet(index)
-        if not len(table):
+    for fold_chips in held_out_chips(indexes, folds):
+        unseen = [(m, t) for m, t in zip(members, trained, strict=True) if m.held_out == fold_chips.fold]
+        if not unseen:
             continue
-        scene = table["scene_id"].iloc[0]
-        chip_folds = np.array([fold_of.get((scene, c), -1) for c in table["chip"]])
-        paths = chip_paths(index)
-        images = np.load(paths.image, mmap_mode="r")
-        labels = np.load(paths.label, mmap_mode="r")
-        for fold in np.unique(chip_folds):
-            unseen = [
-                (m, t) for m, t in zip(members, trained, strict=True) if m.held_out == fold and fold >= 0
-            ]
-            if not unseen:
-                continue
-            chips = table["chip"].to_numpy()[chip_folds == fold]
-            predictor = _out_of_fold_predictor(unseen, names, index, classes)
-            for start in range(0, len(chips), batch_size):
-                batch = chips[start : start + batch_size]
-                probs = predictor.probabilities(np.asarray(images[batch], dtype=np.float32), names)
-                _count(probs[:, k], np.asarray(labels[batch]), k, len(classes), pos, neg)
-            n_chips += len(chips)
-            for m, _ in unseen:
-                used[m.checkpoint] += len(chips)
+        predictor = _out_of_fold_predictor(unseen, names, fold_chips.index, classes)
+        for images, labels in fold_chips.batches(batch_size):
+            probs = predictor.probabilities(images, names)
+            _count(probs[:, k], labels, k, len(classes), pos, neg)
+        n_chips += len(fold_chips.chips)
+        for m, _ in unseen:
+            used[m.checkpoint] += len(fold_chips.chips)
     if pos.sum() + neg.sum() == 0:
         raise ValueError(
             "threshold: tune needs chips that some member did not train on, and there are none "
@@ -218,33 +241,19 @@ def tune_winners(
     n = len(classes)
     labels_of = [str(m.checkpoint) for m in members] + [r.source for r in rules]
     cms = [np.zeros((n, n), dtype=np.int64) for _ in labels_of]
-    fold_of = pd.read_parquet(folds).set_index(["scene_id", "chip"])["fold"]
-    held = {m.held_out for m in members if m.held_out is not None}
     n_chips = 0
-    for index in map(Path, indexes):
-        table = pd.read_parquet(index)
-        if not len(table):
+    for fold_chips in held_out_chips(indexes, folds):
+        if fold_chips.fold not in folds_held:
             continue
-        scene = table["scene_id"].iloc[0]
-        chip_folds = np.array([fold_of.get((scene, c), -1) for c in table["chip"]])
-        paths = chip_paths(index)
-        images = np.load(paths.image, mmap_mode="r")
-        label_chips = np.load(paths.label, mmap_mode="r")
-        for fold in sorted(held & set(chip_folds.tolist())):
-            scored = [
-                (i, m, t) for i, (m, t) in enumerate(zip(members, trained, strict=True)) if m.held_out == fold
-            ]
-            predictors = [(i, _out_of_fold_predictor([(m, t)], names, index, classes)) for i, m, t in scored]
-            predictors += [(len(members) + j, Predictor([r], classes)) for j, r in enumerate(rules)]
-            chips = table["chip"].to_numpy()[chip_folds == fold]
-            for start in range(0, len(chips), batch_size):
-                batch = chips[start : start + batch_size]
-                x = np.asarray(images[batch], dtype=np.float32)
-                truth = np.asarray(label_chips[batch])
-                for i, predictor in predictors:
-                    pred = predictor.probabilities(x, names).argmax(1)
-                    cms[i] += confusion_matrix(truth, pred, n)
-            n_chips += len(chips)
+        predictors = [
+            (i, _out_of_fold_predictor([(m, t)], names, fold_chips.index, classes))
+            for i, (m, t) in enumerate(zip(members, trained, strict=True))
+        ]  # every model member holds out this fold
+        predictors += [(len(members) + j, Predictor([r], classes)) for j, r in enumerate(rules)]
+        for x, truth in fold_chips.batches(batch_size):
+            for i, predictor in predictors:
+                cms[i] += confusion_matrix(truth, predictor.probabilities(x, names).argmax(1), n)
+        n_chips += len(fold_chips.chips)
     if not n_chips:
         raise ValueError(
             "combine: per_class chooses its winners on chips that a model member did not train on, and "

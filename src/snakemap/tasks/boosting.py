@@ -48,10 +48,13 @@ def pixel_features(x: torch.Tensor, scales: Sequence[int]) -> torch.Tensor:
     return torch.cat(out, 1)
 
 
-def feature_rows(x: torch.Tensor, scales: Sequence[int]) -> np.ndarray:
-    """``(n, c, h, w)`` normalised bands -> ``(n * h * w, features)`` float32 rows, pixel by pixel
-    in ``(n, h, w)`` order."""
+def feature_rows(x: torch.Tensor, scales: Sequence[int], margin: int = 0) -> np.ndarray:
+    """``(n, c, h, w)`` normalised bands -> ``(n * (h - 2m) * (w - 2m), features)`` float32 rows
+    of the pixels at least ``margin`` (m) from the edge, pixel by pixel in ``(n, h, w)`` order (the
+    features see the whole window)."""
     features = pixel_features(x, scales)
+    h, w = features.shape[-2:]
+    features = features[:, :, margin : h - margin, margin : w - margin]
     return features.permute(0, 2, 3, 1).reshape(-1, features.shape[1]).cpu().numpy()
 
 
@@ -86,9 +89,7 @@ class PixelBooster:
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         n, _, h, w = x.shape
         m = self.margin if 2 * self.margin < min(h, w) else 0
-        # the features see the whole window; the trees run on its kept centre only
-        features = pixel_features(x, self.scales)[:, :, m : h - m, m : w - m]
-        rows = features.permute(0, 2, 3, 1).reshape(-1, features.shape[1]).cpu().numpy()
+        rows = feature_rows(x, self.scales, m)  # the trees run on the kept centre only
         threads = self.threads or torch.get_num_threads()
         centre = np.asarray(self.booster.predict(rows, num_threads=threads), dtype=np.float32)
         probs = np.full((n, self.classes, h, w), 1.0 / self.classes, dtype=np.float32)

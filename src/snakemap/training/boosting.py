@@ -63,15 +63,14 @@ def gather(
         batch = draws[start : start + READ_BATCH]
         images, truth = dataset.__getitems__(batch.tolist())
         size = truth.shape[-1]
-        inner = truth[:, margin : size - margin, margin : size - margin].numpy()
-        features = feature_rows(images, scales).reshape(len(batch), size, size, -1)
-        features = features[:, margin : size - margin, margin : size - margin]
+        inner = truth[:, margin : size - margin, margin : size - margin].reshape(len(batch), -1).numpy()
+        features = feature_rows(images, scales, margin).reshape(len(batch), inner.shape[1], -1)
         for k in range(len(batch)):
-            where = np.flatnonzero((inner[k] < n_classes).ravel())
+            where = np.flatnonzero(inner[k] < n_classes)
             if len(where) > per_chip:
                 where = rng.choice(where, per_chip, replace=False)
-            rows.append(features[k].reshape(-1, features.shape[-1])[where])
-            labels.append(inner[k].ravel()[where])
+            rows.append(features[k][where])
+            labels.append(inner[k][where])
     if not rows:
         return np.zeros((0, 0), np.float32), np.zeros(0, np.int64)
     return np.concatenate(rows), np.concatenate(labels).astype(np.int64)
