@@ -226,7 +226,7 @@ CLASSMIX: dict[str, dict[str, Any]] = {
 }
 #: hybrid ensembles (seed 0 of the options named, then the rules' weight when there is one more)
 RULES_NAME = "baselines/index_rules"
-HYBRIDS: dict[str, tuple[list[str], list[float]]] = {
+HYBRIDS: dict[str, tuple[list[str], list[float] | str]] = {
     "per class (out of fold): Unet scene, Unet dataset+jitter, LightGBM, rules": (
         ["Unet, normalize: scene", "Unet, dataset + gain/offset jitter", "LightGBM, normalize: dataset"],
         [],
@@ -243,6 +243,10 @@ HYBRIDS: dict[str, tuple[list[str], list[float]]] = {
     "ens: Unet dataset + LightGBM + rules": (
         ["Unet, normalize: dataset", "LightGBM, normalize: dataset"],
         [1, 1, 1],
+    ),
+    "ens (weights tuned out of fold): Unet scene + LightGBM + rules": (
+        ["Unet, normalize: scene", "LightGBM, normalize: dataset"],
+        "tune",
     ),
     "ens: Unet scene + LightGBM + rules x1.5": (
         ["Unet, normalize: scene", "LightGBM, normalize: dataset"],
@@ -419,10 +423,14 @@ def class_mix(work: Path, seeds: int, save: Any) -> dict[str, Any]:
         out = work / "classmix" / slug(name)
         out.mkdir(parents=True, exist_ok=True)
         winners = None
-        if not weights:  # per class: each class's winner chosen on the held-out fold of Sentinel-2
+        if weights == "tune":  # as the workflow's tune_weights: out of fold on Sentinel-2
+            weights, factors = tuned_weights(ckpts, data)
+            rows["options"][name] = {"weights": factors}
+        elif not weights:  # per class: each class's winner chosen on the held-out fold of Sentinel-2
             weights = [1.0] * (len(ckpts) + 1)
             winners, chosen = per_class_winners(ckpts, data)
             rows["options"][name] = {"winners": chosen}
+        assert isinstance(weights, list)
         rows["options"][name] = rows["options"].get(name, {}) | {
             "cases": {
                 n: case_scores(predict(ckpts, f, out / f"{slug(n)}.tif", weights, winners), truths[n])
@@ -465,6 +473,21 @@ def per_class_winners(checkpoints: list[Path], data: JobData) -> tuple[Any, dict
     chosen = {k: tuned[k] for k in ("winners", "precedence", "fallback", "margin_points")}
     log(f"per-class winners: {chosen}")
     return winners, chosen
+
+
+def tuned_weights(checkpoints: list[Path], data: JobData) -> tuple[list[float], dict[str, Any]]:
+    """The members' weights (then the example's rules') tuned as the workflow's ``tune_weights``
+    tunes them, from weights of 1: on the held-out fold of the training scene, for the worst case."""
+    from snakemap.evaluation.tuning import TuningMember, tune_weights
+
+    members = [TuningMember(c, 1.0, 0) for c in checkpoints]
+    rules = [Member.from_rules(example_rules(), UKIS.classes, 1.0, RULES_NAME)]
+    tuned = tune_weights(
+        members, rules, data.train_indexes, data.folds, data.stats, [s.name for s in BANDS.index_specs()]
+    )
+    factors = {g: v["factor"] for g, v in tuned["groups"].items()}
+    log(f"tuned weights: {factors} (worst out-of-fold macro IoU {tuned['tuned']['worst']:.3f})")
+    return list(tuned["weights"]), factors
 
 
 def worst_case(entry: dict[str, Any]) -> dict[str, float]:

@@ -186,3 +186,55 @@ def test_thresholds_are_tuned_on_out_of_fold_chips_only(tmp_path: Path, chips: d
             chips["stats"],
             "reef",
         )
+
+
+def test_weights_are_tuned_out_of_fold_for_the_worst_case(tmp_path: Path, chips: dict) -> None:
+    from snakemap.core.calval_sections import BaselineOptions
+    from snakemap.evaluation.tuning import VARIANTS, group_of, tune_weights
+
+    folds = pd.read_parquet(chips["folds"])
+    # one model in two folds (its members hold out folds 0 and 2), saying reef everywhere
+    a0 = fake_member(tmp_path / "models" / "m", "fold0", {"validation": "fold"}, None, 1.0)
+    a2 = fake_member(tmp_path / "models" / "m", "fold2", {"validation": "fold"}, 2, 1.0)
+    assert group_of(a0) == group_of(a2) == str(tmp_path / "models" / "m")
+    rules = BaselineOptions.model_validate(
+        {"rules": [{"expr": "green - nir", "above": 0, "class": "water"}], "default": "land"}
+    )
+    rule = Member.from_rules(rules, LABELS["classes"], 0.1, "baselines/r")
+    members = [TuningMember.from_checkpoint(a0, 0.5), TuningMember.from_checkpoint(a2, 0.5)]
+    result = tune_weights(members, [rule], chips["indexes"], chips["folds"], chips["stats"])
+    assert result["tuned_on"] == TUNED_ON and result["chips"] == int(folds["fold"].isin([0, 2]).sum())
+    scenes = set(folds.loc[folds["fold"].isin([0, 2]), "scene_id"])  # the scenes with such chips
+    assert set(result["tuned"]["macro_iou"]) == {f"{s} / {v.name}" for s in scenes for v in VARIANTS}
+    # Weighed 1 to 0.1 the model's constant reef covers every pixel; a map that is all reef scores
+    # worse than the rule's water and land, so tuning raises the rule over the model.
+    assert result["tuned"]["worst"] > result["given"]["worst"]
+    assert result["tuned"]["worst"] == min(result["tuned"]["macro_iou"].values())
+    model, rule_weight = result["weights"][:2], result["weights"][2]
+    assert model[0] == model[1]  # a model's folds share one factor
+    reef, other = np.exp(1) / (np.exp(1) + 3), 1 / (np.exp(1) + 3)
+    assert rule_weight > sum(model) * (reef - other)  # the rule's class now wins every pixel
+    assert result["groups"]["baselines/r"]["factor"] * 0.1 == pytest.approx(rule_weight)
+    with pytest.raises(ValueError, match="one model"):
+        tune_weights(members, [], chips["indexes"], chips["folds"], chips["stats"])
+    on_calval = fake_member(tmp_path, "c", {"validation": "calval"}, None, 1.0)
+    with pytest.raises(ValueError, match="held out in one of its members"):
+        tune_weights([TuningMember.from_checkpoint(on_calval)], [rule], chips["indexes"], chips["folds"],
+                     chips["stats"])  # fmt: skip
+
+
+def test_tuned_weights_replace_the_given_ones_and_drop_members_weighed_zero(tmp_path: Path) -> None:
+    from snakemap.cli.common import tuned_weights
+    from snakemap.core.config import ConfigError
+    from snakemap.core.io import write_json
+
+    classes = LABELS["classes"]
+    members = [Member(lambda x: x, [], Normalizer(np.zeros(0), np.ones(0)), 1.0, source=s) for s in "abc"]
+    tuned = {"classes": classes, "members": ["a", "b", "c"], "weights": [2.0, 0.0, 0.5], "tuned_on": TUNED_ON}
+    write_json(tmp_path / "weights.json", tuned)
+    kept = tuned_weights(tmp_path / "weights.json", members, classes)
+    assert [(m.source, m.weight) for m in kept] == [("a", 2.0), ("c", 0.5)]
+    with pytest.raises(ConfigError, match="tune it again"):
+        tuned_weights(tmp_path / "weights.json", members[:2], classes)
+    with pytest.raises(ConfigError, match="tuned for classes"):
+        tuned_weights(tmp_path / "weights.json", members, classes[::-1])

@@ -152,6 +152,8 @@ def calval_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
                 "fixed": {"members": {"arch-Unet": 1}, "threshold": 0.3},
                 # a model and a rule baseline, the rule weighted far above: its map wins
                 "mixed": {"members": {"arch-Unet": 1, "baselines/ndwi": 3}},
+                # weights per model and rule tuned out of fold for the worst case
+                "tuned": {"members": {"arch-Unet": 1, "gbm": 1, "baselines/ndwi": 1}, "weights": "tune"},
                 # each class by the member best at it out of fold: networks, the booster or the rule
                 "winners": {
                     "members": {"arch-Unet": 1, "arch-FPN": 1, "gbm": 1, "baselines/ndwi": 1},
@@ -188,6 +190,7 @@ PREDICTORS = [
     "ensembles/both",
     "ensembles/fixed",
     "ensembles/mixed",
+    "ensembles/tuned",
     "ensembles/winners",
     "baselines/ndwi",
 ]
@@ -314,6 +317,42 @@ def test_a_per_class_ensemble_maps_each_class_by_its_out_of_fold_winner(calval_r
         assert row["margin_points"] == pytest.approx(tuned["margin_points"][c], abs=0.05)
         assert row["claims"] == tuned["precedence"].index(c) + 1
     assert "per-class ensembles: out-of-fold winners" in (calval_run / "report.html").read_text()
+
+
+@pytest.mark.workflow
+def test_an_ensemble_with_tuned_weights_maps_by_its_out_of_fold_weights(calval_run: Path) -> None:
+    from snakemap.inference.writer import read_probabilities
+
+    tuned = json.loads((calval_run / "results" / "ensembles" / "tuned" / "weights.json").read_text())
+    folds = pd.read_parquet(calval_run / "results" / "splits" / "folds.parquet")
+    assert tuned["tuned_on"] == "out-of-fold validation chips"
+    assert tuned["chips"] == int((folds["fold"] == 0).sum())  # all three members hold out fold 0
+    assert tuned["members"][-1] == "baselines/ndwi" and len(tuned["groups"]) == 3
+    assert tuned["tuned"]["worst"] >= tuned["given"]["worst"]
+    weights = dict(zip(tuned["members"], tuned["weights"], strict=True))
+    assert weights == {
+        m: 1.0 * tuned["groups"][m if m.startswith("baselines/") else str(Path(m).parent)]["factor"]
+        for m in tuned["members"]
+    }
+    # its calval map: the members' probabilities (the rule's one-hot) mixed with the tuned weights
+    for site in SITES:
+        calval = calval_run / "results" / "calval"
+        mixed = 0.0
+        for m, w in weights.items():
+            if m.startswith("baselines/"):
+                with rasterio.open(calval / m / f"{site}.tif") as src:
+                    rule = src.read(1)
+                probs = (np.arange(4)[:, None, None] == rule[None]).astype(np.float32)
+            else:
+                probs = read_probabilities(
+                    calval / "models" / Path(m).parent.name / "best/probs" / f"{site}.tif"
+                )
+            mixed = mixed + w * np.nan_to_num(probs)
+        with rasterio.open(calval / "ensembles" / "tuned" / f"{site}.tif") as src:
+            combined = src.read(1)
+        top2 = np.sort(mixed, axis=0)[-2:]
+        clear = (combined != 255) & (top2[1] - top2[0] > 0.02 * sum(weights.values()))  # no rounding tie
+        assert clear.mean() > 0.5 and (combined[clear] == mixed.argmax(0)[clear]).all()
 
 
 @pytest.mark.workflow

@@ -54,6 +54,30 @@ rule tune_threshold:
         " --out {output:q} 2> {log:q}"
 
 
+rule tune_weights:
+    input:
+        ckpts=ensemble_checkpoints,
+        indexes=expand("results/chips/{scene}.index.parquet", scene=TRAIN),
+        folds="results/splits/folds.parquet",
+        stats="results/stats/bands.json",
+    output:
+        "results/ensembles/{ensemble}/weights.json",
+    log:
+        "logs/ensembles/{ensemble}/weights.log",
+    benchmark:
+        "benchmarks/ensembles/{ensemble}/weights.tsv"
+    conda:
+        "../envs/snakemap.yaml"
+    params:
+        checkpoints=lambda w, input: " ".join(f"--checkpoint {c}" for c in input.ckpts),
+        members=ensemble_args,
+        options=options("labels", "bands"),
+    shell:
+        "snakemap tune-weights {params.checkpoints} {params.members}"
+        " --indexes {input.indexes:q} --folds {input.folds:q} --stats {input.stats:q}"
+        " --options {params.options:q} --out {output:q} 2> {log:q}"
+
+
 rule tune_winners:
     input:
         ckpts=ensemble_checkpoints,

@@ -277,6 +277,13 @@ def tuned_winners(kind, name):
     return []
 
 
+def tuned_weights(kind, name):
+    """An ensemble's out-of-fold weights.json, when its weights are `tune`."""
+    if kind == "ensembles" and ENSEMBLES[name].get("weights") == "tune":
+        return [f"results/ensembles/{name}/weights.json"]
+    return []
+
+
 def ensemble_precedence(wildcards):
     """--precedence of a per-class ensemble that gives one."""
     precedence = ENSEMBLES[wildcards.ensemble].get("precedence")
@@ -378,15 +385,16 @@ def vrt_args(wildcards, input):
 
 
 def predictor_inputs(wildcards):
-    """Checkpoints of a model or ensemble predictor, and an ensemble's threshold.json when tuned
-    or winners.json when it combines per class."""
+    """Checkpoints of a model or ensemble predictor, and an ensemble's threshold.json when tuned,
+    winners.json when it combines per class, weights.json when its weights are tuned."""
     kind, name = split_predictor(wildcards.predictor)
     if kind == "models":
-        return {"ckpts": [f"results/models/{name}.ckpt"], "tuned": [], "winners": []}
+        return {"ckpts": [f"results/models/{name}.ckpt"], "tuned": [], "winners": [], "weights": []}
     return {
         "ckpts": members_checkpoints(name),
         "tuned": tuned_threshold(kind, name),
         "winners": tuned_winners(kind, name),
+        "weights": tuned_weights(kind, name),
     }
 
 
@@ -398,6 +406,8 @@ def predictor_args(wildcards, input):
         args += [members_args(name), threshold_args(wildcards, input)]
         if input.get("winners"):
             args.append(f"--winners-from {input.winners[0]}")
+        if input.get("weights"):
+            args.append(f"--weights-from {input.weights[0]}")
     return " ".join(args)
 
 

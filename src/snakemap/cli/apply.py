@@ -16,6 +16,7 @@ from snakemap.cli.common import (
     per_class,
     rule_member,
     step_options,
+    tuned_weights,
 )
 from snakemap.core.config import ConfigError, build, load_sections
 from snakemap.core.registry import task_named
@@ -52,6 +53,8 @@ def _make_predictor(args: argparse.Namespace, cfg: dict[str, Any]) -> Predictor:
     loaded = zip(args.checkpoint, models, weights, strict=True)
     members = [Member.from_trained(m, w, str(c)) for c, m, w in loaded]
     members += [rule_member(text, classes) for text in args.rule]
+    if args.weights_from:
+        members = tuned_weights(args.weights_from, members, classes)
     winners = per_class(args.winners_from, members, classes) if args.winners_from else None
     tta = build("predict", cfg.get("predict")).tta
     return Predictor(members, classes, device, tta, threshold, target, winners)

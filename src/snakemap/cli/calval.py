@@ -94,6 +94,28 @@ def _tune_winners(args: argparse.Namespace, cfg: dict[str, Any]) -> int:
     return 0
 
 
+def _tune_weights(args: argparse.Namespace, cfg: dict[str, Any]) -> int:
+    from snakemap.core.io import write_json
+    from snakemap.evaluation.tuning import TuningMember, tune_weights
+
+    members = [
+        TuningMember.from_checkpoint(c, w) for c, w in zip(args.checkpoint, member_weights(args), strict=True)
+    ]
+    classes = build("labels", cfg["labels"]).classes if cfg.get("labels") else []
+    rules = [rule_member(text, classes) for text in args.rule]
+    indices = [spec.name for spec in build("bands", cfg["bands"]).index_specs()] if cfg.get("bands") else []
+    result = tune_weights(members, rules, args.indexes, args.folds, args.stats, indices)
+    write_json(args.out, result)
+    logging.info(
+        "weights over %d out-of-fold chips: %s; worst macro IoU %.3f (given weights %.3f)",
+        result["chips"],
+        ", ".join(f"{g} x{v['factor']:g}" for g, v in result["groups"].items()),
+        result["tuned"]["worst"],
+        result["given"]["worst"],
+    )
+    return 0
+
+
 def _calval_summary(args: argparse.Namespace, cfg: dict[str, Any]) -> int:
     from snakemap.core.io import write_csv
     from snakemap.evaluation.calval import summary
@@ -148,6 +170,19 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--precedence", help="JSON list of the classes in the order they claim a pixel")
     p.add_argument("--out", type=Path, required=True, help="winners.json")
     p.set_defaults(func=_tune_winners)
+
+    p = sub.add_parser(
+        "tune-weights",
+        parents=[common, models],
+        help="an ensemble's weights per model and rule, chosen out of fold for the worst case",
+    )
+    p.add_argument(
+        "--indexes", nargs="+", type=Path, required=True, help="chip tables of the training scenes"
+    )
+    p.add_argument("--folds", type=Path, required=True)
+    p.add_argument("--stats", type=Path, required=True)
+    p.add_argument("--out", type=Path, required=True, help="weights.json")
+    p.set_defaults(func=_tune_weights)
 
     p = sub.add_parser("calval-summary", parents=[common], help="one row per predictor")
     p.add_argument("metrics", nargs="+", type=Path)

@@ -39,6 +39,9 @@ def model_options(required: bool = True) -> argparse.ArgumentParser:
         "--winners-from", type=Path, help="winners.json (tune-winners): each class mapped by its member"
     )
     models.add_argument(
+        "--weights-from", type=Path, help="weights.json (tune-weights): the members' tuned weights"
+    )
+    models.add_argument(
         "--rule",
         action="append",
         default=[],
@@ -113,3 +116,28 @@ def per_class(path: Path, members: list[Member], classes: list[str]) -> PerClass
         [classes.index(c) for c in tuned["precedence"]],
         tuned["members"].index(tuned["fallback"]),
     )
+
+
+def tuned_weights(path: Path, members: list[Member], classes: list[str]) -> list[Member]:
+    """The members with the weights of ``weights.json`` (``tune-weights``), which must have been
+    tuned with these members in this order; members weighed 0 are left out (nothing to run)."""
+    import logging
+
+    from snakemap.core.io import read_json
+
+    tuned = read_json(path)
+    names = [m.source for m in members]
+    if tuned["members"] != names:
+        raise ConfigError(f"{path} was tuned with members {tuned['members']}, not {names}: tune it again")
+    if list(tuned["classes"]) != list(classes):
+        raise ConfigError(f"{path} was tuned for classes {tuned['classes']}, the models predict {classes}")
+    for member, weight in zip(members, tuned["weights"], strict=True):
+        member.weight = float(weight)
+    kept = [m for m in members if m.weight > 0]
+    logging.info(
+        "weights tuned on %s (%s): %s",
+        tuned["tuned_on"],
+        path,
+        ", ".join(f"{m.source} {m.weight:g}" for m in members),
+    )
+    return kept

@@ -138,7 +138,7 @@ class EnsembleOptions(Section):
     """An entry of ``calval.ensembles``: weighted members and how their probabilities are cut, or
     (``combine: per_class``) which member maps each class."""
 
-    OMIT_UNSET = frozenset({"combine", "precedence"})
+    OMIT_UNSET = frozenset({"combine", "precedence", "weights"})
 
     #: model key (id or id/fold{k}), or ``baselines/{name}`` of a rule baseline -> weight
     members: dict[str, Positive] = Field(
@@ -161,6 +161,15 @@ class EnsembleOptions(Section):
         "mean",
         description="mean: the weighted mean of the members' probabilities; per_class: each class mapped "
         "by the member with the best IoU of it out of fold (a rule where no model beats it)",
+    )
+    #: ``given``: the members' weights as written; ``tune``: each model's weight (its folds'
+    #: together) and each rule's scaled by a factor chosen for the best worst case out of fold
+    #: (:func:`snakemap.evaluation.tuning.tune_weights`), written to ``weights.json``
+    weights: Literal["given", "tune"] = Field(
+        "given",
+        description="given: the members' weights as written; tune: each model's (its folds together) and "
+        "each rule's weight scaled by a factor in 0-4 chosen out of fold for the best worst case over the "
+        "training scenes, another class mix and gains of 0.8 and 1.25",
     )
     #: ``per_class``: the order in which classes claim a pixel that several winners map (first
     #: wins); None: by the winners' out-of-fold precision, the most precise first

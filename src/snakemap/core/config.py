@@ -162,6 +162,16 @@ class Config(Section):
                     f"calval.ensembles.{name}.threshold: combine: per_class maps each class by its winner; "
                     "leave threshold out"
                 )
+            if ensemble.weights == "tune" and (ensemble.combine != "mean" or ensemble.threshold == "tune"):
+                raise ValueError(
+                    f"calval.ensembles.{name}.weights: tune is for combine: mean with a fixed threshold or "
+                    "none (a per-class ensemble uses no weights; tune one or the other)"
+                )
+            if ensemble.weights == "tune" and len({m.split("/fold")[0] for m in ensemble.members}) < 2:
+                raise ValueError(
+                    f"calval.ensembles.{name}.weights: tune weighs models and rules against each other; "
+                    "these members are the folds of one model: add another model or a rule"
+                )
             if ensemble.precedence is not None:
                 if ensemble.combine != "per_class":
                     raise ValueError(f"calval.ensembles.{name}.precedence: only for combine: per_class")

@@ -31,6 +31,7 @@ import torch
 import yaml
 
 from snakemap.core.io import PROB_SCALE, read_json
+from snakemap.data.stats import Normalizer
 from snakemap.evaluation.calval import pr_curve
 from snakemap.inference.predict import Member, Predictor
 from snakemap.tasks.networks import load_trained
@@ -303,3 +304,223 @@ def tune_winners(
         "chips": n_chips,
         "tuned_on": TUNED_ON,
     }
+
+
+#: the factors by which ``weights: tune`` may scale each group's given weight
+WEIGHT_FACTORS = (0.0, 0.5, 1.0, 2.0, 4.0)
+#: the radiometric gains (of the source bands, not the indices) of the shifted variants
+GAINS = (0.8, 1.25)
+#: at most this many labelled pixels per variant are kept to score the weight candidates
+MAX_PIXELS = 4_000_000
+
+
+@dataclass
+class _Variant:
+    """One way the out-of-fold chips are shown to the members: a gain on the source bands, and
+    for ``normalize: scene`` members the statistics of the whole scene or of the fold's chips."""
+
+    name: str
+    gain: float
+    stats: str  # "scene" | "fold"
+
+
+VARIANTS = [_Variant("as is", 1.0, "scene"), _Variant("fold statistics", 1.0, "fold")] + [
+    _Variant(f"gain {g:g}", g, "scene") for g in GAINS
+]
+
+
+def group_of(checkpoint: str | os.PathLike[str]) -> str:
+    """The model a checkpoint belongs to: ``results/models/{id}/fold{k}/best.ckpt`` -> its
+    ``{id}`` folder, whatever the fold."""
+    folder = Path(checkpoint).parent
+    return str(folder.parent if folder.name.startswith("fold") and folder.name[4:].isdigit() else folder)
+
+
+def tune_weights(
+    members: Sequence[TuningMember],
+    rules: Sequence[Member],
+    indexes: Sequence[str | os.PathLike[str]],
+    folds: str | os.PathLike[str],
+    stats: str | os.PathLike[str],
+    indices: Sequence[str] = (),
+    factors: Sequence[float] = WEIGHT_FACTORS,
+    batch_size: int = 32,
+) -> dict[str, Any]:
+    """The weights of a ``weights: tune`` ensemble (``combine: mean``), chosen out of fold for
+    the worst case rather than the mean.
+
+    Members form groups: a model's members (its folds) keep the ratios of their given weights and
+    share one factor; each rule is its own group. Every training scene's chips of each fold are
+    predicted by the members that held that fold out (a fold that some model held out in none of
+    its members is not used), in four variants: as they are; with ``normalize: scene`` members
+    standardised by the fold's own chips (another class mix); with the source bands scaled by
+    0.8 and by 1.25 (another sensor's calibration; the indices, ratios, do not change). Every
+    combination of the groups' factors in ``factors`` is scored by its macro IoU in each scene
+    and variant; the best worst case wins (then the best mean, then the given weights). The
+    calval sites are not used.
+
+    Args:
+        members: the model members (the predictor's first members, in this order).
+        rules: the rule members (:meth:`Member.from_rules`), after the models.
+        indices: the band names that are indices (not scaled by a gain).
+
+    Returns:
+        ``weights.json``: ``members`` and their tuned ``weights`` (in the predictor's order),
+        ``groups`` (members, given weight, factor), the ``given`` and ``tuned`` scores (worst and
+        mean macro IoU, per ``scene / variant``), ``candidates``, ``chips``, ``pixels``,
+        ``tuned_on``.
+
+    Raises:
+        ValueError: fewer than two groups, or no fold that every model held out in one member.
+    """
+    from itertools import product
+
+    from snakemap.core.metrics import scores
+
+    labels_of = [str(m.checkpoint) for m in members] + [r.source for r in rules]
+    groups: dict[str, list[int]] = {}
+    for i, m in enumerate(members):
+        groups.setdefault(group_of(m.checkpoint), []).append(i)
+    for j, r in enumerate(rules):
+        groups[r.source] = [len(members) + j]
+    if len(groups) < 2:
+        raise ValueError(
+            f"weights: tune weighs models and rules against each other, and these members are one model "
+            f"({', '.join(labels_of)}): give members of two models or rules, or fixed weights"
+        )
+    model_groups = [g for g in groups if groups[g][0] < len(members)]
+    given_weights = [m.weight for m in members] + [r.weight for r in rules]
+    names = [b["name"] for b in read_json(stats)["bands"]]
+    gained = np.array([n not in set(indices) for n in names])
+    trained = [load_trained(m.checkpoint) for m in members]
+    classes = trained[0].classes
+    n = len(classes)
+    total = sum(
+        len(c.chips) * c.images.shape[-1] * c.images.shape[-2] for c in held_out_chips(indexes, folds)
+    )
+    step = max(1, int(np.ceil(np.sqrt(total * len(VARIANTS) / MAX_PIXELS))))
+    # per (scene, variant): the labels and each group's probabilities of the sampled pixels
+    cases: dict[str, tuple[list[np.ndarray], list[list[np.ndarray]]]] = {}
+    n_chips = 0
+    for fold_chips in held_out_chips(indexes, folds):
+        unseen = {
+            g: [(members[i], trained[i]) for i in groups[g] if members[i].held_out == fold_chips.fold]
+            for g in model_groups
+        }
+        if not all(unseen.values()):
+            continue
+        n_chips += len(fold_chips.chips)
+        scene = fold_chips.index.name.removesuffix(".index.parquet")
+        fold_stats = _chip_statistics(fold_chips)
+        for variant in VARIANTS:
+            gain = np.where(gained, variant.gain, 1.0).astype(np.float32)
+            predictors = [
+                _group_predictor(unseen[g], names, fold_chips, classes, gain, variant, fold_stats)
+                for g in model_groups
+            ]
+            predictors += [
+                Predictor([rules[groups[g][0] - len(members)]], classes) for g in groups if g not in unseen
+            ]
+            truth, probs = cases.setdefault(f"{scene} / {variant.name}", ([], [[] for _ in groups]))
+            for images, labels in fold_chips.batches(batch_size):
+                images = images * gain[None, :, None, None]
+                labels = labels[:, ::step, ::step]
+                valid = labels < n
+                truth.append(labels[valid])
+                for k, predictor in enumerate(predictors):
+                    p = predictor.probabilities(images, names)[:, :, ::step, ::step]
+                    probs[k].append(p.transpose(0, 2, 3, 1)[valid])
+    if not n_chips:
+        raise ValueError(
+            "weights: tune weighs the members on chips that each model held out in one of its members, "
+            f"and there are none (members' held-out folds: {[m.held_out for m in members]}); train the "
+            "members with validation: fold"
+        )
+    stacked = {
+        case: (np.concatenate(truth), np.stack([np.concatenate(p) for p in probs]))
+        for case, (truth, probs) in cases.items()
+    }
+    group_names = list(groups)
+    base = np.array([sum(given_weights[i] for i in groups[g]) for g in group_names])
+
+    def evaluate(factor: Sequence[float]) -> dict[str, Any]:
+        w = (np.asarray(factor) * base).astype(np.float32)
+        per_case = {}
+        for case, (truth, probs) in stacked.items():
+            mixed = np.tensordot(w, probs, axes=1)
+            cm = np.bincount(truth.astype(np.int64) * n + mixed.argmax(1), minlength=n * n).reshape(n, n)
+            per_case[case] = float(np.nan_to_num(scores(cm, classes)["macro"]["iou"]))
+        values = list(per_case.values())
+        return {"worst": min(values), "mean": float(np.mean(values)), "macro_iou": per_case}
+
+    given = evaluate([1.0] * len(groups))
+    best_factor, best = [1.0] * len(groups), given
+    candidates = 0
+    for factor in product(factors, repeat=len(groups)):
+        if not any(factor) or all(f == 1.0 for f in factor):
+            continue
+        candidates += 1
+        found = evaluate(factor)
+        if _rank(found) > _rank(best):
+            best_factor, best = list(factor), found
+    weights = list(given_weights)
+    for g, f in zip(group_names, best_factor, strict=True):
+        for i in groups[g]:
+            weights[i] = given_weights[i] * f
+    return {
+        "combine": "mean",
+        "classes": classes,
+        "members": labels_of,
+        "weights": weights,
+        "groups": {
+            g: {"members": [labels_of[i] for i in groups[g]], "given": float(b), "factor": f}
+            for g, b, f in zip(group_names, base, best_factor, strict=True)
+        },
+        "objective": "worst macro IoU over training scenes and variants, then the mean",
+        "variants": [v.name for v in VARIANTS],
+        "given": given,
+        "tuned": best,
+        "candidates": candidates + 1,
+        "chips": n_chips,
+        "pixels": int(sum(len(t) for t, _ in stacked.values())),
+        "tuned_on": TUNED_ON,
+    }
+
+
+def _rank(found: dict[str, Any]) -> tuple[float, float]:
+    """A candidate's rank: its worst case, then its mean (rounded, so that noise never beats
+    the given weights)."""
+    return round(found["worst"], 6), round(found["mean"], 6)
+
+
+def _chip_statistics(fold_chips: FoldChips) -> tuple[np.ndarray, np.ndarray]:
+    """Per-band mean and std (float32) of the valid pixels of one fold's chips of a scene."""
+    images = np.asarray(fold_chips.images[fold_chips.chips], dtype=np.float64)
+    flat = images.transpose(1, 0, 2, 3).reshape(images.shape[1], -1)
+    mean = np.nanmean(flat, axis=1)
+    std = np.nanstd(flat, axis=1)
+    return mean.astype(np.float32), np.where(std > 0, std, 1.0).astype(np.float32)
+
+
+def _group_predictor(
+    unseen: Sequence[tuple[TuningMember, Any]],
+    names: list[str],
+    fold_chips: FoldChips,
+    classes: list[str],
+    gain: np.ndarray,
+    variant: _Variant,
+    fold_stats: tuple[np.ndarray, np.ndarray],
+) -> Predictor:
+    """:func:`_out_of_fold_predictor` of one model's members, its ``normalize: scene`` members
+    standardised as a scene shown in ``variant`` would be (``gain``: per band of ``names``)."""
+    predictor = _out_of_fold_predictor(unseen, names, fold_chips.index, classes)
+    for member in predictor.members:
+        if member.normalize != "scene":
+            continue
+        channels = [names.index(b) for b in member.bands]
+        if variant.stats == "fold":
+            mean, std = fold_stats[0][channels], fold_stats[1][channels]
+        else:
+            mean, std = member.normalizer.mean, member.normalizer.std
+        member.normalizer = Normalizer(mean * gain[channels], std * gain[channels])
+    return predictor
