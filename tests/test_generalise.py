@@ -190,7 +190,7 @@ def test_thresholds_are_tuned_on_out_of_fold_chips_only(tmp_path: Path, chips: d
 
 def test_weights_are_tuned_out_of_fold_for_the_worst_case(tmp_path: Path, chips: dict) -> None:
     from snakemap.core.calval_sections import BaselineOptions
-    from snakemap.evaluation.tuning import VARIANTS, group_of, tune_weights
+    from snakemap.evaluation.tuning import group_of, tune_weights, variants
 
     folds = pd.read_parquet(chips["folds"])
     # one model in two folds (its members hold out folds 0 and 2), saying reef everywhere
@@ -205,7 +205,13 @@ def test_weights_are_tuned_out_of_fold_for_the_worst_case(tmp_path: Path, chips:
     result = tune_weights(members, [rule], chips["indexes"], chips["folds"], chips["stats"])
     assert result["tuned_on"] == TUNED_ON and result["chips"] == int(folds["fold"].isin([0, 2]).sum())
     scenes = set(folds.loc[folds["fold"].isin([0, 2]), "scene_id"])  # the scenes with such chips
-    assert set(result["tuned"]["macro_iou"]) == {f"{s} / {v.name}" for s in scenes for v in VARIANTS}
+    cases = {f"{s} / {v.name}" for s in scenes for v in variants(LABELS["classes"])}
+    assert set(result["tuned"]["macro_iou"]) <= cases and result["variants"] == [
+        v.name for v in variants(LABELS["classes"])
+    ]
+    assert {f"{s} / as is" for s in scenes} | {f"{s} / reef-rich statistics" for s in scenes} <= set(
+        result["tuned"]["macro_iou"]
+    )  # a class a scene lacks has no rich variant there
     # Weighed 1 to 0.1 the model's constant reef covers every pixel; a map that is all reef scores
     # worse than the rule's water and land, so tuning raises the rule over the model.
     assert result["tuned"]["worst"] > result["given"]["worst"]
@@ -238,3 +244,23 @@ def test_tuned_weights_replace_the_given_ones_and_drop_members_weighed_zero(tmp_
         tuned_weights(tmp_path / "weights.json", members[:2], classes)
     with pytest.raises(ConfigError, match="tuned for classes"):
         tuned_weights(tmp_path / "weights.json", members, classes[::-1])
+
+
+def test_class_rich_statistics_reweight_the_labelled_pixels(chips: dict) -> None:
+    from snakemap.evaluation.tuning import _Moments
+
+    images = np.load(str(chips["indexes"][0]).replace("index.parquet", "image.npy"))
+    labels = np.load(str(chips["indexes"][0]).replace("index.parquet", "label.npy"))
+    moments = _Moments.of(images, labels, np.arange(len(images)), 4)
+    pixels = images.transpose(1, 0, 2, 3).reshape(images.shape[1], -1)
+    y = labels.reshape(-1)
+    keep = (y < 4) & np.isfinite(pixels).all(axis=0)
+    mean, std = moments.mixture()
+    np.testing.assert_allclose(mean, pixels[:, keep].mean(axis=1), rtol=1e-5)
+    np.testing.assert_allclose(std, pixels[:, keep].std(axis=1), rtol=1e-4)
+    k = int(np.argmin(np.where(moments.count > 0, moments.count, np.inf)))  # the rarest class
+    rich_mean, _ = moments.mixture(k)
+    others = pixels[:, keep & (y != k)].mean(axis=1)
+    np.testing.assert_allclose(
+        rich_mean, 0.5 * pixels[:, keep & (y == k)].mean(axis=1) + 0.5 * others, rtol=1e-5
+    )

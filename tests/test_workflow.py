@@ -388,6 +388,11 @@ def fresh_run(tmp_path_factory: pytest.TempPathFactory) -> FreshRun:
             "buffer": 32,
             "outputs": "both",
         },
+        # areas from a reference sample of each predictor's map, labelled from the scene's labels
+        areas={
+            "reference_raster": "inputs/whole.label.tif",
+            "sample": {"min_per_class": 5, "target_se": 0.05},
+        },
     )
     rows = [demo_row(n) for n in ("a1", "a2", "b1", "c1")]
     rows += [
@@ -422,12 +427,47 @@ def test_dry_run_of_a_fresh_project_lists_every_job(fresh_run: FreshRun) -> None
         "apply_inputs_vrt": 1,
         "apply_shard": 4,
         "bundle": 1,
+        "sample": 2,
+        "label_sample": 2,
+        "areas": 2,
     }
     assert {rule: planned.get(rule) for rule in expected} == expected
     # The run then does exactly that, plus the previews of the sites whose clean ended ok.
     assert executed.pop("report_preview") == 1
     assert executed == planned
     assert planned_jobs(work) == {}  # the empty site's empty files are final outputs, not missing ones
+
+
+def test_areas_come_with_95_percent_intervals_from_a_labelled_sample(fresh_run: FreshRun) -> None:
+    import geopandas as gpd
+
+    work = fresh_run[0]
+    with rasterio.open(work / "inputs" / "whole.label.tif") as src:
+        source = src.read(1)
+    for predictor in ("models/base/best", "ensembles/one"):
+        maps = work / "results" / "maps" / predictor
+        sample, reference = gpd.read_file(maps / "sample.gpkg"), gpd.read_file(maps / "reference.gpkg")
+        assert len(sample) >= 5 and (sample["reference"] == "").all() and sample.crs.to_epsg() == 6933
+        assert len(reference) == len(sample) and set(reference["reference"]) <= set(
+            CONFIG["labels"]["classes"]
+        )
+        table = pd.read_csv(maps / "areas.csv").set_index("class")
+        mapped = table.drop(index="overall")
+        assert set(mapped.index) == set(CONFIG["labels"]["classes"])
+        assert 0 <= table.loc["overall", "overall_accuracy"] <= 1
+        # the two quads' maps (10 m pixels, buffers overlapping the other half) counted once
+        valid = 0
+        for quad in ("left", "right"):
+            with rasterio.open(maps / "scenes" / f"{quad}.tif") as src:
+                valid += int((src.read(1) != 255).sum())
+        assert mapped["mapped_ha"].sum() == pytest.approx(valid * 0.01, rel=0.01)
+        assert mapped["area_ha"].sum() == pytest.approx(mapped["mapped_ha"].sum())
+        # each labelled point's reference is the scene's label there, through labels.remap
+        remap = {int(k): v for k, v in CONFIG["labels"]["remap"].items()}
+        with rasterio.open(work / "inputs" / "whole.label.tif") as src:
+            pts = reference.to_crs(src.crs)
+            rows, cols = rasterio.transform.rowcol(src.transform, pts.geometry.x, pts.geometry.y)
+        assert [remap[int(v)] for v in source[rows, cols]] == reference["reference"].tolist()
 
 
 def test_a_calval_site_that_is_not_ok_is_skipped(fresh_run: FreshRun) -> None:

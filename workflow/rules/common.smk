@@ -104,6 +104,7 @@ def all_outputs(wildcards=None):
         + model_outputs()
         + report_outputs()
         + apply_outputs()
+        + area_outputs()
     )
 
 
@@ -420,6 +421,28 @@ def apply_outputs(wildcards=None):
         predictor=APPLY["predictors"],
         f=["mosaic", "progress.json", "collection.json"],
     )
+
+
+AREAS = config.get("areas")
+
+
+def area_outputs():
+    """Per applied predictor with `areas:`: its reference sample to label, and its areas where a
+    labelled sample is known (`areas.reference`, or one the workflow labels from
+    `areas.reference_raster`)."""
+    if not AREAS or not APPLY_SCENES:
+        return []
+    found = expand("results/maps/{predictor}/sample.gpkg", predictor=APPLY["predictors"])
+    return found + [f"results/maps/{p}/areas.csv" for p in APPLY["predictors"] if reference_of(p)]
+
+
+def reference_of(predictor):
+    """The labelled sample of a predictor's map: given, labelled here, or none."""
+    if predictor in AREAS["reference"]:
+        return AREAS["reference"][predictor]
+    if AREAS.get("reference_raster"):
+        return f"results/maps/{predictor}/reference.gpkg"
+    return None
 
 
 def predictor_bundle(wildcards):

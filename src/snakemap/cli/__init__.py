@@ -14,7 +14,7 @@ import sys
 from collections.abc import Sequence
 
 from snakemap import __version__
-from snakemap.cli import apply, calval, data, downscaling, report, training
+from snakemap.cli import apply, areas, calval, data, downscaling, report, training
 from snakemap.core.config import ConfigError, load_sections
 from snakemap.plan.manifest import ManifestError
 
@@ -24,7 +24,7 @@ def parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(prog="snakemap", description=__doc__)
     top.add_argument("--version", action="version", version=f"snakemap {__version__}")
     sub = top.add_subparsers(dest="step", required=True)
-    for steps in (data, training, apply, calval, report, downscaling):
+    for steps in (data, training, apply, calval, areas, report, downscaling):
         steps.register(sub)
     return top
 

@@ -31,6 +31,7 @@ from snakemap.core.model_sections import (
     PredictOptions,
     ShiftOptions,
 )
+from snakemap.core.output_sections import AreaOptions
 from snakemap.core.registry import DEFAULT_TASK, TASKS, task_named
 from snakemap.core.section_base import Section
 from snakemap.core.sections import (
@@ -120,6 +121,9 @@ class Config(Section):
         default_factory=ApplyOptions,
         description="applying predictors to the manifest's apply scenes, in shards",
     )
+    areas: AreaOptions | None = Field(
+        None, description="error-adjusted areas with 95% confidence intervals from a reference sample"
+    )
 
     @field_validator("task")
     @classmethod
@@ -181,6 +185,25 @@ class Config(Section):
                         f"calval.ensembles.{name}.precedence: list every class of labels.classes once "
                         f"({', '.join(classes)})"
                     )
+        return self
+
+    @model_validator(mode="after")
+    def _areas_of_applied_class_maps(self) -> Config:
+        if self.areas is None:
+            return self
+        if task_named(self.task).maps != "classes" or self.labels is None:
+            raise ValueError("areas: estimates the areas of classes; this task maps no classes")
+        if not self.apply.predictors:
+            raise ValueError("areas: estimates the areas of applied maps, and apply.predictors is empty")
+        unknown = sorted(set(self.areas.reference) - set(self.apply.predictors))
+        if unknown:
+            raise ValueError(
+                f"areas.reference: {unknown} are not in apply.predictors ({', '.join(self.apply.predictors)})"
+            )
+        try:
+            self.areas.sample.expected(self.labels.classes)
+        except ValueError as exc:
+            raise ValueError(f"areas.sample.{exc}") from None
         return self
 
     @model_validator(mode="after")

@@ -317,16 +317,21 @@ MAX_PIXELS = 4_000_000
 @dataclass
 class _Variant:
     """One way the out-of-fold chips are shown to the members: a gain on the source bands, and
-    for ``normalize: scene`` members the statistics of the whole scene or of the fold's chips."""
+    the statistics that ``normalize: scene`` members standardise by: the whole scene's
+    (``scene``), the fold's chips' (``fold``), or a scene half of one class (``rich:{class}``)."""
 
     name: str
     gain: float
-    stats: str  # "scene" | "fold"
+    stats: str
 
 
-VARIANTS = [_Variant("as is", 1.0, "scene"), _Variant("fold statistics", 1.0, "fold")] + [
-    _Variant(f"gain {g:g}", g, "scene") for g in GAINS
-]
+def variants(classes: Sequence[str]) -> list[_Variant]:
+    """The cases ``weights: tune`` scores each fold in (see :func:`tune_weights`)."""
+    return (
+        [_Variant("as is", 1.0, "scene"), _Variant("fold statistics", 1.0, "fold")]
+        + [_Variant(f"{c}-rich statistics", 1.0, f"rich:{c}") for c in classes]
+        + [_Variant(f"gain {g:g}", g, "scene") for g in GAINS]
+    )
 
 
 def group_of(checkpoint: str | os.PathLike[str]) -> str:
@@ -352,9 +357,11 @@ def tune_weights(
     Members form groups: a model's members (its folds) keep the ratios of their given weights and
     share one factor; each rule is its own group. Every training scene's chips of each fold are
     predicted by the members that held that fold out (a fold that some model held out in none of
-    its members is not used), in four variants: as they are; with ``normalize: scene`` members
-    standardised by the fold's own chips (another class mix); with the source bands scaled by
-    0.8 and by 1.25 (another sensor's calibration; the indices, ratios, do not change). Every
+    its members is not used), in several variants (:func:`variants`): as they are; with
+    ``normalize: scene`` members standardised by the statistics of another class mix (the fold's
+    own labelled chips; and per class, the scene's labelled pixels re-weighted so that the class
+    is half of them, as a flood scene is much water); with the source bands scaled by 0.8 and
+    by 1.25 (another sensor's calibration; the indices, ratios, do not change). Every
     combination of the groups' factors in ``factors`` is scored by its macro IoU in each scene
     and variant; the best worst case wins (then the best mean, then the given weights). The
     calval sites are not used.
@@ -398,7 +405,9 @@ def tune_weights(
     total = sum(
         len(c.chips) * c.images.shape[-1] * c.images.shape[-2] for c in held_out_chips(indexes, folds)
     )
-    step = max(1, int(np.ceil(np.sqrt(total * len(VARIANTS) / MAX_PIXELS))))
+    shown = variants(classes)
+    step = max(1, int(np.ceil(np.sqrt(total * len(shown) / MAX_PIXELS))))
+    scene_moments: dict[Path, _Moments] = {}
     # per (scene, variant): the labels and each group's probabilities of the sampled pixels
     cases: dict[str, tuple[list[np.ndarray], list[list[np.ndarray]]]] = {}
     n_chips = 0
@@ -411,11 +420,23 @@ def tune_weights(
             continue
         n_chips += len(fold_chips.chips)
         scene = fold_chips.index.name.removesuffix(".index.parquet")
-        fold_stats = _chip_statistics(fold_chips)
-        for variant in VARIANTS:
+        if fold_chips.index not in scene_moments:
+            everything = np.arange(len(fold_chips.images))
+            scene_moments[fold_chips.index] = _Moments.of(fold_chips.images, fold_chips.labels, everything, n)
+        statistics = {
+            "fold": _Moments.of(fold_chips.images, fold_chips.labels, fold_chips.chips, n).mixture(),
+            **{
+                f"rich:{c}": scene_moments[fold_chips.index].mixture(k)
+                for k, c in enumerate(classes)
+                if scene_moments[fold_chips.index].count[k] > 0
+            },
+        }
+        for variant in shown:
+            if variant.stats.startswith("rich:") and variant.stats not in statistics:
+                continue  # no pixel of that class in the scene
             gain = np.where(gained, variant.gain, 1.0).astype(np.float32)
             predictors = [
-                _group_predictor(unseen[g], names, fold_chips, classes, gain, variant, fold_stats)
+                _group_predictor(unseen[g], names, fold_chips, classes, gain, statistics.get(variant.stats))
                 for g in model_groups
             ]
             predictors += [
@@ -477,7 +498,7 @@ def tune_weights(
             for g, b, f in zip(group_names, base, best_factor, strict=True)
         },
         "objective": "worst macro IoU over training scenes and variants, then the mean",
-        "variants": [v.name for v in VARIANTS],
+        "variants": [v.name for v in shown],
         "given": given,
         "tuned": best,
         "candidates": candidates + 1,
@@ -493,13 +514,49 @@ def _rank(found: dict[str, Any]) -> tuple[float, float]:
     return round(found["worst"], 6), round(found["mean"], 6)
 
 
-def _chip_statistics(fold_chips: FoldChips) -> tuple[np.ndarray, np.ndarray]:
-    """Per-band mean and std (float32) of the valid pixels of one fold's chips of a scene."""
-    images = np.asarray(fold_chips.images[fold_chips.chips], dtype=np.float64)
-    flat = images.transpose(1, 0, 2, 3).reshape(images.shape[1], -1)
-    mean = np.nanmean(flat, axis=1)
-    std = np.nanstd(flat, axis=1)
-    return mean.astype(np.float32), np.where(std > 0, std, 1.0).astype(np.float32)
+@dataclass
+class _Moments:
+    """Per class: labelled pixel count ``(k,)``, band sums and sums of squares ``(k, bands)``."""
+
+    count: np.ndarray
+    total: np.ndarray
+    squares: np.ndarray
+
+    @classmethod
+    def of(cls, images: np.ndarray, labels: np.ndarray, chips: np.ndarray, n_classes: int) -> _Moments:
+        """The moments of the labelled, finite pixels of ``chips``, 64 chips at a time."""
+        bands = images.shape[1]
+        count = np.zeros(n_classes)
+        total = np.zeros((n_classes, bands))
+        squares = np.zeros((n_classes, bands))
+        for start in range(0, len(chips), 64):
+            batch = chips[start : start + 64]
+            x = np.asarray(images[batch], dtype=np.float64).transpose(1, 0, 2, 3).reshape(bands, -1)
+            y = np.asarray(labels[batch]).reshape(-1)
+            keep = (y < n_classes) & np.isfinite(x).all(axis=0)
+            x, y = x[:, keep], y[keep].astype(np.int64)
+            count += np.bincount(y, minlength=n_classes)[:n_classes]
+            for b in range(bands):
+                total[:, b] += np.bincount(y, weights=x[b], minlength=n_classes)[:n_classes]
+                squares[:, b] += np.bincount(y, weights=x[b] ** 2, minlength=n_classes)[:n_classes]
+        return cls(count, total, squares)
+
+    def mixture(self, rich: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Mean and std (float32) per band of the pixels as they are, or (``rich``) re-weighted
+        so that class ``rich`` is half of them and the others share the rest as they do here."""
+        share = self.count / max(self.count.sum(), 1)
+        if rich is not None:
+            others = share.copy()
+            others[rich] = 0
+            share = 0.5 * others / max(others.sum(), 1e-12)
+            share[rich] = 0.5 if others.sum() > 0 else 1.0
+        present = self.count > 0
+        mean_c = self.total[present] / self.count[present, None]
+        second_c = self.squares[present] / self.count[present, None]
+        w = share[present, None]
+        mean = (w * mean_c).sum(axis=0)
+        std = np.sqrt(np.maximum((w * second_c).sum(axis=0) - mean**2, 0))
+        return mean.astype(np.float32), np.where(std > 0, std, 1.0).astype(np.float32)
 
 
 def _group_predictor(
@@ -508,19 +565,19 @@ def _group_predictor(
     fold_chips: FoldChips,
     classes: list[str],
     gain: np.ndarray,
-    variant: _Variant,
-    fold_stats: tuple[np.ndarray, np.ndarray],
+    statistics: tuple[np.ndarray, np.ndarray] | None,
 ) -> Predictor:
     """:func:`_out_of_fold_predictor` of one model's members, its ``normalize: scene`` members
-    standardised as a scene shown in ``variant`` would be (``gain``: per band of ``names``)."""
+    standardised by ``statistics`` (per band of ``names``; None: the scene's own) times
+    ``gain`` (per band of ``names``), as a scene so shown would be."""
     predictor = _out_of_fold_predictor(unseen, names, fold_chips.index, classes)
     for member in predictor.members:
         if member.normalize != "scene":
             continue
         channels = [names.index(b) for b in member.bands]
-        if variant.stats == "fold":
-            mean, std = fold_stats[0][channels], fold_stats[1][channels]
-        else:
+        if statistics is None:
             mean, std = member.normalizer.mean, member.normalizer.std
+        else:
+            mean, std = statistics[0][channels], statistics[1][channels]
         member.normalizer = Normalizer(mean * gain[channels], std * gain[channels])
     return predictor
