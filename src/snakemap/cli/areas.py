@@ -95,6 +95,12 @@ def _areas(args: argparse.Namespace, cfg: dict[str, Any]) -> int:
         result = estimate(matrix, counts, labels.classes, grid.pixel_ha)
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
+    # hectares to the square metre, accuracies to 1e-4: what a report quotes, without float noise
+    ha = [c for c in result.columns if c.endswith("_ha")]
+    result[ha] = result[ha].round(2)
+    result = result.round(
+        {c: 4 for c in result.columns if c not in ha and c not in ("class", "sample_points")}
+    )
     print(write_csv(result, args.out).to_string(index=False))
     return 0
 
@@ -112,7 +118,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("label-sample", parents=[common], help="a sample's reference classes from a raster")
     p.add_argument("sample", type=Path, help="the sample (snakemap sample)")
     p.add_argument(
-        "--raster", type=Path, required=True, help="reference classes (values through labels.remap)"
+        "--raster",
+        type=Path,
+        nargs="+",
+        required=True,
+        help="reference class rasters (values through labels.remap; the first with a value at a point gives it)",
     )
     p.add_argument("--out", type=Path, required=True, help="the labelled sample (GeoPackage)")
     p.set_defaults(func=_label_sample)
