@@ -196,7 +196,7 @@ def test_scene_tables_build() -> None:
             "label_schemes.b: value 3 maps to 'coral', "
             "which is not in labels.classes (land, water) nor 'ignore'",
         ),
-        ({"label_schemes": {"b": {"x": "land"}}}, "label_schemes.b: source value 'x' is not an integer"),
+        ({"label_schemes": {"b": {"": "land"}}}, "label_schemes.b: an empty source value"),
     ],
 )
 def test_bad_scene_tables_are_named(tables: dict, message: str) -> None:

@@ -122,7 +122,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         type=Path,
         nargs="+",
         required=True,
-        help="reference class rasters (values through labels.remap; the first with a value at a point gives it)",
+        help="reference class rasters (values through labels.remap; the first with a value at a point "
+        "gives it)",
     )
     p.add_argument("--out", type=Path, required=True, help="the labelled sample (GeoPackage)")
     p.set_defaults(func=_label_sample)

@@ -35,7 +35,6 @@ from snakemap.core.output_sections import AreaOptions
 from snakemap.core.registry import DEFAULT_TASK, TASKS, task_named
 from snakemap.core.section_base import Section
 from snakemap.core.sections import (
-    LABEL_VALUE_PATTERN,
     AcquireOptions,
     BandOptions,
     ChipOptions,
@@ -48,7 +47,8 @@ from snakemap.core.sections import (
 )
 
 Id = Annotated[str, Field(pattern=f"^{ID_PATTERN}$")]
-LabelValue = int | Annotated[str, Field(pattern=LABEL_VALUE_PATTERN)]
+#: a remap key: a raster's value, or a vector label's class value
+LabelValue = int | Annotated[str, Field(min_length=1)]
 
 
 class ConfigError(ValueError):

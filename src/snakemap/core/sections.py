@@ -18,8 +18,6 @@ from pydantic import Field, PrivateAttr, field_validator, model_validator
 
 from snakemap.core.section_base import AnyNumber, Fraction, Name, NonNegative, Number, Positive, Section
 
-#: a label value in a remap table (a YAML key may also be an int)
-LABEL_VALUE_PATTERN = r"^-?[0-9]+$"
 #: what a remap table maps a value to for pixels that are not learnt from
 IGNORE = "ignore"
 #: named normalized differences ``(a - b) / (a + b)`` over source band names
@@ -243,7 +241,19 @@ class LabelOptions(Section):
         description="with unmapped: ignore, a scene whose labelled pixels hold values missing from "
         "remap (or from its label scheme) in a larger fraction is corrupt",
     )
+    #: vector labels: the column that holds each feature's class (a class name, or a value that
+    #: ``remap`` or the row's label scheme maps, keys as strings)
+    field: str | None = Field(None, description="vector labels: the column holding each feature's class")
+    #: vector labels: burn every pixel a polygon touches, not only those whose centre it holds
+    all_touched: bool = Field(False, description="vector labels: every pixel a feature touches is labelled")
+    #: vector labels: points and lines widened by this many metres (0: the pixels they fall on)
+    buffer_m: NonNegative = Field(0, description="vector labels: metres points and lines are widened by")
+    #: vector labels: the class of pixels under no feature; None leaves them unlabelled
+    background: str | None = Field(
+        None, description="vector labels: the class of pixels under no feature (null: unlabelled)"
+    )
     _table: dict[int, int] = PrivateAttr(default_factory=dict)
+    _names: dict[str, int] = PrivateAttr(default_factory=dict)
     _remap_key: str = PrivateAttr("labels.remap")
 
     @model_validator(mode="after")
@@ -252,7 +262,9 @@ class LabelOptions(Section):
             raise ValueError(f"labels.classes: a class is named twice ({', '.join(self.classes)})")
         if self.ignore_index < len(self.classes):
             raise ValueError(f"labels.ignore_index {self.ignore_index} must be in {len(self.classes)}..255")
-        self._table = self._build_table(self.remap, self._remap_key)
+        self._table, self._names = self._build_table(self.remap, self._remap_key)
+        if self.background is not None and self.background not in self.classes:
+            raise ValueError(f"labels.background: {self.background!r} is not in labels.classes")
         for name in self.target or []:
             if name not in self.classes:
                 raise ValueError(f"labels.target: {name!r} is not in labels.classes")
@@ -268,24 +280,42 @@ class LabelOptions(Section):
         """The config key ``remap`` came from (``labels.remap`` or ``label_schemes.<name>``)."""
         return self._remap_key
 
-    def _build_table(self, remap: Mapping[int | str, str], key: str) -> dict[int, int]:
-        """Source value -> class index of a remap table; errors name ``key``."""
+    def _build_table(self, remap: Mapping[int | str, str], key: str) -> tuple[dict[int, int], dict[str, int]]:
+        """Source value -> class index of a remap table: integer values (rasters' and vectors'),
+        and the other strings (vector labels' class columns); errors name ``key``."""
         table: dict[int, int] = {}
+        names: dict[str, int] = {}
         for value, name in remap.items():
-            try:
-                source = int(value)
-            except (TypeError, ValueError):
-                raise ValueError(f"{key}: source value {value!r} is not an integer") from None
             if name == IGNORE:
-                table[source] = self.ignore_index
+                index = self.ignore_index
             elif name in self.classes:
-                table[source] = self.classes.index(name)
+                index = self.classes.index(name)
             else:
                 raise ValueError(
                     f"{key}: value {value} maps to {name!r}, which is not in labels.classes "
                     f"({', '.join(self.classes)}) nor 'ignore'"
                 )
-        return table
+            try:
+                table[int(value)] = index
+            except (TypeError, ValueError):
+                if not str(value):
+                    raise ValueError(f"{key}: an empty source value") from None
+                names[str(value)] = index
+        return table, names
+
+    def vector_class(self, value: object) -> int | None:
+        """The class index of a vector label's class value (``ignore_index`` for ``ignore``): a
+        class name is that class; other values go through the remap table (``None``: none)."""
+        text = str(value)
+        if text in self.classes:
+            return self.classes.index(text)
+        if text in self._names:
+            return self._names[text]
+        try:
+            number = float(text)
+        except ValueError:
+            return None
+        return self._table.get(int(number)) if number.is_integer() else None
 
     def with_scheme(self, name: str, remap: Mapping[int | str, str]) -> LabelOptions:
         """These classes with the remap table of label scheme ``name`` instead of ``labels.remap``.
@@ -295,7 +325,7 @@ class LabelOptions(Section):
         """
         scheme = self.model_copy(update={"remap": dict(remap)})
         scheme._remap_key = f"label_schemes.{name}"
-        scheme._table = self._build_table(remap, scheme._remap_key)
+        scheme._table, scheme._names = self._build_table(remap, scheme._remap_key)
         return scheme
 
     @property

@@ -4,7 +4,9 @@ Output layout of one scene, ``resources/scenes/{scene}/``:
 
 - ``acquire.json``: always; ``status`` is ``ok`` or ``failed`` with the reason, and per file the
   URI, size, sha256 and the number of attempts.
-- ``image.tif`` and, when the manifest gives a ``label_uri``, ``label.tif``: only when ok.
+- ``image.tif`` and, when the manifest gives a ``label_uri``, ``label.tif`` (or a vector label
+  as ``label.{gpkg,shp,geojson,fgb,parquet,...}``, a Shapefile with its ``.shx``, ``.dbf``,
+  ``.prj``): only when ok.
 
 A scene that cannot be acquired is not an error of the run: its record says why, and the clean
 step turns it into a corrupt scene while every other scene goes on.
@@ -28,6 +30,7 @@ from snakemap.core.io import atomic_path, write_json
 from snakemap.core.sections import AcquireOptions
 from snakemap.core.status import SceneError
 from snakemap.core.storage import fsspec_options, local_path, scheme
+from snakemap.data.vector_labels import SHAPEFILE_PARTS, is_vector, vector_suffix
 
 log = logging.getLogger(__name__)
 
@@ -174,16 +177,28 @@ def acquire_scene(
     out.mkdir(parents=True, exist_ok=True)
     record: dict[str, object] = {"scene_id": scene_id, "status": "ok", "reason": "", "files": {}}
     files: dict[str, object] = {}
-    wanted = [("image", uri, sha256)] + ([("label", label_uri, label_sha256)] if label_uri else [])
-    for kind, file_uri, checksum in wanted:
+    for stale in out.glob("label.*"):  # a label of another format from an earlier manifest
+        stale.unlink()
+    wanted = [("image", uri, sha256, "image.tif")]
+    if label_uri and is_vector(label_uri):
+        suffix = vector_suffix(label_uri)
+        wanted.append(("label", label_uri, label_sha256, f"label{suffix}"))
+        if suffix == ".shp":  # its other files beside it: .shx and .dbf required, .prj and .cpg if there
+            stem = label_uri[: -len(suffix)]
+            wanted += [(f"label{p}", stem + p, "", f"label{p}") for p in SHAPEFILE_PARTS]
+    elif label_uri:
+        wanted.append(("label", label_uri, label_sha256, "label.tif"))
+    for kind, file_uri, checksum, name in wanted:
         try:
-            files[kind] = asdict(fetch(file_uri, out / f"{kind}.tif", checksum, options))
+            files[kind] = asdict(fetch(file_uri, out / name, checksum, options))
         except AcquireError as exc:
+            if kind in ("label.prj", "label.cpg"):
+                continue  # optional parts of a Shapefile
             log.error("scene %s: %s failed: %s", scene_id, kind, exc)
             record.update(status="failed", reason=f"{kind}: {exc}")
             # Never leave a partial scene: a failed scene holds its record alone.
-            for name in ("image.tif", "label.tif"):
-                (out / name).unlink(missing_ok=True)
+            for partial in [out / "image.tif", *out.glob("label.*")]:
+                partial.unlink(missing_ok=True)
             break
     record["files"] = files
     write_json(out / RECORD, record)

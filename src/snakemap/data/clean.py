@@ -38,6 +38,7 @@ from snakemap.data.acquire import RECORD
 from snakemap.data.bands import cleaned_names, source_names
 from snakemap.data.labels import Unmapped, remap_labels
 from snakemap.data.masks import clean_array, is_all_zero, qa_position
+from snakemap.data.vector_labels import VECTOR_SUFFIXES, is_vector, rasterize_labels
 
 log = logging.getLogger(__name__)
 
@@ -102,10 +103,9 @@ def clean_scene(
         record = read_json(src_dir / RECORD)
         if record["status"] != "ok":
             raise SceneError(f"acquire failed: {record['reason']}")
-        label_path = src_dir / "label.tif"
         cleaned = read_clean(
             src_dir / "image.tif",
-            label_path if label_path.exists() else None,
+            acquired_label(src_dir),
             bands,
             clean,
             labels,
@@ -193,7 +193,7 @@ def _judge_unmapped(status: SceneStatus, unmapped: Unmapped | None, labels: Labe
     status.extra["unmapped_fraction"] = round(unmapped.fraction, 6)
     status.extra["unmapped_values"] = unmapped.values
     if unmapped.pixels:
-        share = f"{100 * unmapped.fraction:.2f}% of the labelled pixels"
+        share = f"{100 * unmapped.fraction:.2f}% of the labelled {unmapped.unit}"
         log.warning(
             "scene %s: label values %s (%s) are not in %s",
             status.scene_id,
@@ -271,15 +271,27 @@ def check_georeferenced(src: rasterio.io.DatasetReader) -> None:
         raise SceneError(NO_CRS)
 
 
+def acquired_label(folder: Path) -> Path | None:
+    """The label acquire wrote into a scene's folder: ``label.tif``, or a vector file
+    ``label.{gpkg,shp,...}``; None for a scene without one."""
+    for suffix in (".tif", *VECTOR_SUFFIXES):
+        if (folder / f"label{suffix}").exists():
+            return folder / f"label{suffix}"
+    return None
+
+
 def _read_label(
     path: Path, labels: LabelOptions, crs: CRS, transform: rasterio.Affine, shape: tuple[int, int]
 ) -> tuple[np.ndarray, Unmapped]:
-    """Read a label, remap it and bring it onto the image's grid (nearest neighbour).
+    """Read a label, remap it and bring it onto the image's grid (nearest neighbour); a vector
+    label is rasterized onto it (:mod:`snakemap.data.vector_labels`).
 
     Returns:
         ``(rows, cols)`` uint8 class indices on the image's grid, and the source values that
-        the remap table lacks (counted on the label's own grid).
+        the remap table lacks (counted on the label's own grid, or in features).
     """
+    if is_vector(path):
+        return rasterize_labels(path, labels, crs, transform, shape)
     with rasterio.open(path) as src:
         if src.count != 1:
             raise SceneError(f"label has {src.count} bands, expected 1")

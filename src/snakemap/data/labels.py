@@ -17,11 +17,13 @@ class Unmapped:
     """Source label values that are neither in the remap table nor the label file's nodata."""
 
     #: the most frequent of them (at most :data:`LISTED_VALUES`), most frequent first
-    values: list[int]
-    #: source pixels holding one of them
+    values: list[int | str]
+    #: source pixels (or a vector label's features) holding one of them
     pixels: int
-    #: labelled source pixels: neither the label file's nodata nor NaN
+    #: labelled source pixels (features): neither the label file's nodata nor NaN
     labelled: int
+    #: what is counted: a raster's ``pixels`` or a vector label's ``features``
+    unit: str = "pixels"
 
     @property
     def fraction(self) -> float:
@@ -32,7 +34,7 @@ class Unmapped:
         """Why the scene is corrupt by ``unmapped`` and ``max_unmapped_fraction``; ``""`` if it is not."""
         if not self.pixels:
             return ""
-        share = f"label values {self.values} ({self.fraction:.2%} of the labelled pixels)"
+        share = f"label values {self.values} ({self.fraction:.2%} of the labelled {self.unit})"
         share += f" are not in {options.remap_key}"
         if options.unmapped == "corrupt":
             return f"{share} (labels.unmapped is corrupt)"
