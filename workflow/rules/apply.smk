@@ -25,7 +25,8 @@ rule apply_shard:
         demo=demo_scenes,
         vrt=apply_vrt,
     output:
-        "results/maps/{predictor}/shards/{shard}.json",
+        manifest="results/maps/{predictor}/shards/{shard}.json",
+        polygons=polygon_part(),
     log:
         "logs/maps/{predictor}/{shard}.log",
     benchmark:
@@ -71,6 +72,21 @@ rule mosaic:
         " --options {params.options:q} 2> {log:q}"
 
 
+# The shards' polygons (`vectorize:`) in one GeoParquet file and its GeoPackage twin.
+rule polygons:
+    input:
+        expand("results/maps/{{predictor}}/polygons/parts/{shard}.parquet", shard=SHARDS),
+    output:
+        parquet="results/maps/{predictor}/polygons.parquet",
+        gpkg="results/maps/{predictor}/polygons.gpkg",
+    log:
+        "logs/maps/{predictor}/polygons.log",
+    conda:
+        "../envs/snakemap.yaml"
+    shell:
+        "snakemap polygons {input:q} --parquet {output.parquet:q} --gpkg {output.gpkg:q} 2> {log:q}"
+
+
 # The counts, and the scenes per CRS from the mosaic's index.
 rule progress:
     input:
@@ -99,6 +115,7 @@ rule stac:
         mosaic="results/maps/{predictor}/mosaic",
         overview="results/maps/{predictor}/overview.tif",
         bundle=predictor_bundle,
+        polygons=lambda w: polygon_outputs(w.predictor),
     output:
         "results/maps/{predictor}/collection.json",
     log:

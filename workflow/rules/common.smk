@@ -352,6 +352,8 @@ def shard_options(wildcards):
     """bands, clean, predict, apply and acquire plus the sensors of the shard's scenes, as JSON."""
     sections = ("bands", "clean", "predict", "apply", "acquire", "task", "downscaling")
     found = {s: config[s] for s in sections if s in config}
+    if VECTORIZE:  # polygons of each scene: the section and the classes' names
+        found.update(vectorize=VECTORIZE, labels=config["labels"])
     names = APPLY_SHARDS.sensors(wildcards.shard)
     if names:
         found["sensors"] = {n: config["sensors"][n] for n in names}
@@ -420,10 +422,23 @@ def apply_outputs(wildcards=None):
         "results/maps/{predictor}/{f}",
         predictor=APPLY["predictors"],
         f=["mosaic", "progress.json", "collection.json"],
-    )
+    ) + [f for p in APPLY["predictors"] for f in polygon_outputs(p)]
 
 
 AREAS = config.get("areas")
+VECTORIZE = config.get("vectorize")
+
+
+def polygon_part():
+    """A shard's part of its predictor's polygons (with `vectorize:`)."""
+    return ["results/maps/{predictor}/polygons/parts/{shard}.parquet"] if VECTORIZE else []
+
+
+def polygon_outputs(predictor):
+    """A predictor's merged polygons (with `vectorize:`): GeoParquet and GeoPackage."""
+    if not VECTORIZE:
+        return []
+    return [f"results/maps/{predictor}/polygons.parquet", f"results/maps/{predictor}/polygons.gpkg"]
 
 
 def area_outputs():

@@ -154,7 +154,19 @@ def class_runner(args: argparse.Namespace, cfg: dict[str, Any], apply: Any, band
         apply,
         build("acquire", cfg.get("acquire")),
         args.vrt,
+        _vectorizer(cfg),
     )
+
+
+def _vectorizer(cfg: dict[str, Any]) -> Any:
+    """The maker of polygons of ``vectorize:`` (None without it)."""
+    if not cfg.get("vectorize"):
+        return None
+    from snakemap.outputs.polygons import Vectorizer
+
+    if not cfg.get("labels"):
+        raise ConfigError("vectorize needs the labels section (the classes' names)")
+    return Vectorizer(build("vectorize", cfg["vectorize"]), build("labels", cfg["labels"]).classes)
 
 
 def field_runner(args: argparse.Namespace, cfg: dict[str, Any], apply: Any, bands: Any) -> ShardRunner:
@@ -290,6 +302,14 @@ def _progress(args: argparse.Namespace, cfg: dict[str, Any]) -> int:
     return 0
 
 
+def _polygons(args: argparse.Namespace, cfg: dict[str, Any]) -> int:
+    from snakemap.outputs.polygons import merge_polygons
+
+    count = merge_polygons(args.parts, args.parquet, args.gpkg)
+    logging.info("%d polygons of %d shards: %s, %s", count, len(args.parts), args.parquet, args.gpkg)
+    return 0
+
+
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add the apply steps to the ``snakemap`` command."""
     common, models = step_options(), model_options()
@@ -345,6 +365,14 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     p.add_argument("--overview", type=Path, required=True)
     p.set_defaults(func=_mosaic)
+
+    p = sub.add_parser(
+        "polygons", parents=[common], help="the shards' polygons in one GeoParquet and GeoPackage"
+    )
+    p.add_argument("parts", nargs="*", type=Path, help="polygons/parts/{shard}.parquet")
+    p.add_argument("--parquet", type=Path, required=True, help="results/maps/{predictor}/polygons.parquet")
+    p.add_argument("--gpkg", type=Path, required=True, help="its GeoPackage twin")
+    p.set_defaults(func=_polygons)
 
     p = sub.add_parser(
         "progress",

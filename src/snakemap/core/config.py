@@ -31,7 +31,7 @@ from snakemap.core.model_sections import (
     PredictOptions,
     ShiftOptions,
 )
-from snakemap.core.output_sections import AreaOptions
+from snakemap.core.output_sections import AreaOptions, VectorizeOptions
 from snakemap.core.registry import DEFAULT_TASK, TASKS, task_named
 from snakemap.core.section_base import Section
 from snakemap.core.sections import (
@@ -121,6 +121,9 @@ class Config(Section):
         default_factory=ApplyOptions,
         description="applying predictors to the manifest's apply scenes, in shards",
     )
+    vectorize: VectorizeOptions | None = Field(
+        None, description="each applied scene's class map as polygons, merged per predictor"
+    )
     areas: AreaOptions | None = Field(
         None, description="error-adjusted areas with 95% confidence intervals from a reference sample"
     )
@@ -185,6 +188,19 @@ class Config(Section):
                         f"calval.ensembles.{name}.precedence: list every class of labels.classes once "
                         f"({', '.join(classes)})"
                     )
+        return self
+
+    @model_validator(mode="after")
+    def _polygons_of_classes(self) -> Config:
+        if self.vectorize is None:
+            return self
+        if task_named(self.task).maps != "classes" or self.labels is None:
+            raise ValueError("vectorize: makes polygons of classes; this task maps no classes")
+        unknown = sorted(set(self.vectorize.classes or []) - set(self.labels.classes))
+        if unknown:
+            raise ValueError(
+                f"vectorize.classes: {unknown} are not in labels.classes ({', '.join(self.labels.classes)})"
+            )
         return self
 
     @model_validator(mode="after")

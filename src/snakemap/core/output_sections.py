@@ -67,3 +67,19 @@ class AreaOptions(Section):
         """``reference_raster`` as a list (empty where unset)."""
         given = self.reference_raster
         return [] if given is None else [given] if isinstance(given, str) else list(given)
+
+
+class VectorizeOptions(Section):
+    """The ``vectorize`` section: each applied scene's class map as polygons
+    (:mod:`snakemap.outputs.polygons`)."""
+
+    OMIT_UNSET = frozenset({"classes"})
+
+    #: the classes that become polygons; None: every class
+    classes: list[str] | None = Field(None, description="classes made into polygons; unset: every class")
+    #: the minimum mapping unit: smaller patches merge into their largest neighbour first
+    min_area_m2: float = Field(
+        0, ge=0, description="minimum mapping unit, m²: smaller patches are sieved away"
+    )
+    #: tolerance of the simplification, metres (0: the pixels' outlines)
+    simplify_m: float = Field(0, ge=0, description="simplification tolerance, metres (0: pixel outlines)")

@@ -8,6 +8,8 @@ Layout under ``results/maps/{predictor}/``:
   step's format), written last: ``status`` ok | empty | corrupt, the reason, the valid fraction,
   ``started``/``finished`` and timings under ``extra``. A scene with a sentinel is done; empty and
   corrupt ones are final unless ``retry_corrupt`` is set.
+- ``polygons/{scene}.fgb`` and ``polygons/parts/{shard}.parquet`` with ``vectorize``
+  (:mod:`snakemap.outputs.polygons`), written before the sentinel and the manifest.
 - ``shards/{shard}.json``: a shard's manifest, written when all its scenes are done: one entry per
   scene with its status, reason and finish time. ``shards/{shard}.lock`` is held (``flock``, so
   the kernel frees it when a job dies) while a job works on the shard.
@@ -35,7 +37,7 @@ from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import rasterio
 from rasterio.errors import RasterioError
@@ -58,6 +60,16 @@ if TYPE_CHECKING:
     from snakemap.inference.writer import SceneOutputs
 
 log = logging.getLogger(__name__)
+
+
+class Vectorizer(Protocol):
+    """What makes polygons of the maps (:class:`snakemap.outputs.polygons.Vectorizer`)."""
+
+    def scene(self, class_map: Path, probs: Path | None, scene_id: str, out: Path) -> None:
+        """Write one scene's polygons to ``out``."""
+
+    def part(self, paths: Sequence[Path], out: Path) -> int:
+        """Write a shard's part from its scenes' polygons; return how many there are."""
 
 
 @contextlib.contextmanager
@@ -96,10 +108,12 @@ class ShardRunner:
         apply: ApplyOptions,
         acquire: AcquireOptions | None = None,
         mosaic_vrt: str | os.PathLike[str] | None = None,
+        vectorize: Vectorizer | None = None,
     ) -> None:
         self.root = Path(root)
         self.predictor, self.bands, self.clean, self.predict = predictor, bands, clean, predict
         self.apply, self.acquire = apply, acquire or AcquireOptions()
+        self.vectorize = vectorize
         self.vrt = Path(mosaic_vrt) if mosaic_vrt else None
         self.scenes = self.root / "scenes"
         self.preparer = ScenePreparer(self.root, bands, clean, apply, self.acquire, self.vrt, self.streams)
@@ -185,6 +199,8 @@ class ShardRunner:
                 if publishing is not None:
                     self._log(publishing.result())
             entries = [SceneStatus.read(self.sentinel(scene.scene_id)).summary() for scene in scenes]
+            if self.vectorize is not None:
+                self._write_part(shard, [e["scene_id"] for e in entries if e["status"] == "ok"])
             manifest = {
                 "shard": shard,
                 "scenes": entries,
@@ -193,6 +209,41 @@ class ShardRunner:
             }
             write_json(self.root / "shards" / f"{shard}.json", manifest)
             return manifest
+
+    def polygons_path(self, scene_id: str) -> Path:
+        """A scene's polygons (``vectorize:``), beside the scenes' maps."""
+        return self.root / "polygons" / f"{scene_id}.fgb"
+
+    def _probs_path(self, scene_id: str) -> Path | None:
+        """Where a scene's probabilities go: published with ``outputs: both``; a scratch file that
+        the polygons' mean probabilities read with ``vectorize`` alone; else none."""
+        if self.apply.outputs == "both":
+            return self.scenes / "probs" / f"{scene_id}.tif"
+        if self.vectorize is not None:
+            return self.scenes / f".{scene_id}.vectorize-probs.tif"
+        return None
+
+    def _vectorize(self, scene_id: str) -> None:
+        """Write a scene's polygons from its published map (and probabilities, where there are)."""
+        assert self.vectorize is not None
+        probs = self._probs_path(scene_id)
+        self.vectorize.scene(
+            self.scenes / f"{scene_id}.tif",
+            probs if probs is not None and probs.exists() else None,
+            scene_id,
+            self.polygons_path(scene_id),
+        )
+
+    def _write_part(self, shard: str, ok_scenes: Sequence[str]) -> None:
+        """The shard's polygons in one part; ok scenes mapped before ``vectorize`` was set get
+        theirs first (from their maps)."""
+        assert self.vectorize is not None
+        for scene_id in ok_scenes:
+            if not self.polygons_path(scene_id).exists():
+                self._vectorize(scene_id)
+        part = self.root / "polygons" / "parts" / f"{shard}.parquet"
+        count = self.vectorize.part([self.polygons_path(s) for s in ok_scenes], part)
+        log.info("%s: %d polygons of %d ok scenes", shard, count, len(ok_scenes))
 
     def streams(self) -> bool:
         """Whether scenes are read, cleaned and predicted in strips (bounded memory): not with a
@@ -250,6 +301,15 @@ class ShardRunner:
                 except (RasterioError, OSError, ValueError) as exc:
                     ended = SceneStatus(scene_id, "corrupt", reason=corrupt_reason(exc))
                 prepared.timings["publish_s"] = time.perf_counter() - t0
+            if self.vectorize is not None and ended.status == "ok":
+                t0 = time.perf_counter()
+                try:
+                    self._vectorize(scene_id)
+                except (RasterioError, OSError, ValueError) as exc:
+                    ended = SceneStatus(scene_id, "corrupt", reason=f"polygons: {corrupt_reason(exc)}")
+                prepared.timings["vectorize_s"] = time.perf_counter() - t0
+            if self.apply.outputs != "both" and (scratch := self._probs_path(scene_id)) is not None:
+                scratch.unlink(missing_ok=True)
             ended.extra.update(prepared.timings)
             ended.started, ended.finished = prepared.start, time.time()
             ended.write(self.sentinel(scene_id))
@@ -266,7 +326,7 @@ class ShardRunner:
         if missing:
             raise SceneError(f"the scene's cleaned bands {reader.names} lack {missing}, the model's input")
         out = self.scenes / f"{scene_id}.tif"
-        probs = self.scenes / "probs" / f"{scene_id}.tif" if self.apply.outputs == "both" else None
+        probs = self._probs_path(scene_id)
         t0 = time.perf_counter()
         figures, staged = predict_staged(reader, self.predictor, self.predict, out, probs)
         timings["predict_s"] = time.perf_counter() - t0
@@ -299,7 +359,7 @@ class ShardRunner:
                 )
                 return status
         out = self.scenes / f"{scene_id}.tif"
-        probs = self.scenes / "probs" / f"{scene_id}.tif" if self.apply.outputs == "both" else None
+        probs = self._probs_path(scene_id)
         t0 = time.perf_counter()
         reader = ArrayReader(cleaned.image, cleaned.names, cleaned.crs, cleaned.transform)
         if crop is None:

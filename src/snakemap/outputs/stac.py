@@ -159,6 +159,7 @@ def scene_item(
     if not downscaling:
         ClassificationExtension.ext(asset, add_if_missing=True).classes = classifications(classes)
     _add_probabilities(item, map_path)
+    _add_polygons(item, map_path)
     if model_info is not None:
         base = Path(_require(item.get_self_href(), item.id)).parent
         add_model(item, status, model_info, classes, downscaling, scale, base)
@@ -300,6 +301,30 @@ def _add_probabilities(item: pystac.Item, map_path: Path) -> None:
     )
     item.add_asset("probabilities", asset)
     RasterExtension.ext(asset, add_if_missing=True).bands = bands
+
+
+#: the media types of the polygon files (FlatGeobuf's and GeoPackage's registered ones)
+FLATGEOBUF, GEOPACKAGE, PARQUET = (
+    "application/vnd.flatgeobuf",
+    "application/geopackage+sqlite3",
+    "application/vnd.apache.parquet",
+)
+
+
+def _add_polygons(item: pystac.Item, map_path: Path) -> None:
+    """``polygons/{scene}.fgb`` (``vectorize:``), the scene's polygons, as an asset."""
+    polygons = map_path.parent.parent / "polygons" / f"{map_path.stem}.fgb"
+    if polygons.is_file():
+        item.add_asset(
+            "polygons",
+            pystac.Asset(
+                href=f"../polygons/{polygons.name}",
+                media_type=FLATGEOBUF,
+                roles=["data"],
+                title="polygons of the mapped classes",
+                description="one per patch: class, area_m2, mean_probability, touches_edge",
+            ),
+        )
 
 
 def _require(href: str | None, what: str) -> str:

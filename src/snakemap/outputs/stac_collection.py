@@ -30,7 +30,7 @@ from pystac.extensions.projection import ProjectionExtension
 
 from snakemap.core.io import read_json, write_json
 from snakemap.core.status import SceneStatus
-from snakemap.outputs.stac import item_path, scene_item, write_item
+from snakemap.outputs.stac import GEOPACKAGE, PARQUET, item_path, scene_item, write_item
 from snakemap.outputs.stac_model import ModelInfo, collection_id, media_type, model_files
 
 COLLECTION_FILE = "collection.json"
@@ -144,6 +144,14 @@ def _add_mosaics(collection: pystac.Collection, root: Path) -> None:
                 roles=["metadata"],
             ),
         )
+    for name, kind, what in (
+        ("polygons.parquet", PARQUET, "GeoParquet"),
+        ("polygons.gpkg", GEOPACKAGE, "GeoPackage"),
+    ):
+        if (root / name).is_file():
+            key = "polygons" if name.endswith(".parquet") else "polygons-gpkg"
+            title = f"polygons of the mapped classes of every ok scene, EPSG:4326 ({what})"
+            collection.add_asset(key, pystac.Asset(f"./{name}", title=title, media_type=kind, roles=["data"]))
     if (root / "overview.tif").is_file():
         asset = pystac.Asset(
             "./overview.tif",
