@@ -149,9 +149,8 @@ def test_scene_tables_build() -> None:
         label_schemes={"b": {"3": "water", "7": "ignore"}},
     )
     tables = SceneTables.from_config(cfg)
-    assert tables.sensor("s2") == SensorOptions(
-        bands=["coastal", *LANDSAT], scale=0.0001, offset=0.0, nodata=0
-    )
+    assert tables.sensor("s2") == SensorOptions(bands=["coastal", *LANDSAT], scale=0.0001, nodata=0)
+    assert tables.sensor("s2").scaling(0) == (0.0001, 0.0)  # type: ignore[union-attr]  # offset 0 with a scale
     assert tables.sensor("") is None
     assert tables.scene_labels("b").table == {3: 1, 7: 255}  # type: ignore[union-attr]
     assert tables.scene_labels("") is tables.labels and tables.labels.table == {0: 0, 1: 1}  # type: ignore[union-attr]

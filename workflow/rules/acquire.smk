@@ -15,8 +15,9 @@ rule acquire:
         sha256=lambda w: scene(w)["sha256"],
         label_uri=lambda w: scene(w)["label_uri"],
         label_sha256=lambda w: scene(w)["label_sha256"],
-        options=options("acquire"),
+        options=acquire_options,
+        sensor=lambda w: scene(w)["sensor"] if is_item(scene(w)["uri"]) else "",
     shell:
         "snakemap acquire {wildcards.scene:q} --uri {params.uri:q} --sha256={params.sha256:q}"
         " --label-uri={params.label_uri:q} --label-sha256={params.label_sha256:q}"
-        " --out {output:q} --options {params.options:q} 2> {log:q}"
+        " --sensor={params.sensor:q} --out {output:q} --options {params.options:q} 2> {log:q}"

@@ -15,6 +15,7 @@ from snakemap.plan.grid import expand as expand_models
 from snakemap.plan.manifest import SCENE_ID_PATTERN, read_manifest, scenes_with_role
 from snakemap.plan.manifest_cache import CACHE_DIR
 from snakemap.data.sensors import SceneTables
+from snakemap.data.stac_scenes import is_item
 from snakemap.plan.shards import SHARD_PATTERN, ShardTable, check_mask
 from snakemap.core.status import SceneStatus
 
@@ -70,6 +71,14 @@ def row_tables(rows, columns=("sensor", "label_scheme")):
         if names:
             found[table] = {n: config[table][n] for n in names}
     return found
+
+
+def acquire_options(wildcards):
+    """acquire, and for a STAC Item the bands and its sensor entry (the assets of its bands)."""
+    found = {"acquire": config["acquire"]}
+    if is_item(scene(wildcards)["uri"]):
+        found.update(bands=config["bands"], **row_tables(MANIFEST.loc[[wildcards.scene]], ("sensor",)))
+    return json.dumps(found, sort_keys=True)
 
 
 def clean_options(wildcards):

@@ -22,8 +22,15 @@ def _demo_scene(args: argparse.Namespace, cfg: dict[str, Any]) -> int:
 
 
 def _acquire(args: argparse.Namespace, cfg: dict[str, Any]) -> int:
+    from snakemap.core.sections import SensorOptions
     from snakemap.data.acquire import acquire_scene
+    from snakemap.data.sensors import SceneTables
 
+    sensor = None  # only a STAC Item needs it: the assets of its bands
+    if args.sensor:
+        sensor = SceneTables.from_config(cfg).sensor(args.sensor)
+    elif (cfg.get("bands") or {}).get("names"):
+        sensor = SensorOptions(bands=cfg["bands"]["names"])
     acquire_scene(
         args.scene,
         args.uri,
@@ -32,6 +39,8 @@ def _acquire(args: argparse.Namespace, cfg: dict[str, Any]) -> int:
         label_uri=args.label_uri,
         label_sha256=args.label_sha256,
         options=build("acquire", cfg.get("acquire")),
+        sensor=sensor,
+        sensor_name=args.sensor,
     )
     return 0
 
@@ -134,6 +143,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--label-uri", default="")
     p.add_argument("--label-sha256", default="")
     p.add_argument("--out", type=Path, required=True, help="the scene's folder")
+    p.add_argument("--sensor", default="", help="a STAC Item's entry of sensors (its band assets)")
     p.set_defaults(func=_acquire)
 
     p = sub.add_parser("clean", parents=[common], help="clean one acquired scene")

@@ -111,20 +111,64 @@ class BandOptions(Section):
         ]
 
 
+class StacMaskOptions(Section):
+    """A STAC Item's mask asset (a scene-classification or QA layer) and the values or bits that
+    mark a pixel invalid, in ``clean.qa``'s vocabulary; an entry's ``mask``."""
+
+    OMIT_UNSET = frozenset({"values", "bits"})
+
+    #: the asset's key in the items (``SCL``, ``qa_pixel``)
+    asset: str
+    values: list[int] = Field(default_factory=list, description="mask values that mark a pixel invalid")
+    bits: list[Annotated[int, Field(ge=0, le=63)]] = Field(
+        default_factory=list, description="bits that mark a pixel invalid when set"
+    )
+
+
 class SensorOptions(Section):
     """How one sensor's files are stored; an entry of the ``sensors`` table."""
+
+    OMIT_UNSET = frozenset({"assets", "mask"})
 
     #: names of the source bands in file order; also the expected band count
     bands: list[str] = Field(
         description="names of the source bands in file order; also the expected band count"
     )
-    #: reflectance = stored value * scale + offset (every source band but a QA band)
-    scale: Number = Field(1.0, description="reflectance = stored value * scale + offset")
-    offset: Number = 0.0
-    #: the stored value of nodata pixels; None: ``clean.nodata``, else the file's own
+    #: reflectance = stored value * scale + offset (every source band but a QA band); None: a
+    #: STAC Item's ``raster:bands`` scale (per band), else 1
+    scale: Number | None = Field(
+        None, description="reflectance = stored value * scale + offset (null: a STAC item's, else 1)"
+    )
+    offset: Number | None = Field(None, description="null: a STAC item's raster:bands offset, else 0")
+    #: the stored value of nodata pixels; None: ``clean.nodata``, else the file's own (a STAC
+    #: Item's ``raster:bands`` nodata)
     nodata: Number | None = Field(
         None, description="stored nodata value (null: clean.nodata, else the file's)"
     )
+    #: STAC Item scenes: band name (of ``bands``) -> the items' asset key; unset: the band's name
+    assets: dict[str, str] | None = Field(
+        None, description="STAC items: band name -> asset key (unset: the band names are the keys)"
+    )
+    #: STAC Item scenes: the mask asset and what it flags invalid
+    mask: StacMaskOptions | None = Field(None, description="STAC items: a mask asset (SCL, qa_pixel)")
+    #: per source band (scale, offset) from a STAC Item, where ``scale``/``offset`` are unset
+    _item_scaling: list[tuple[float, float]] | None = PrivateAttr(None)
+
+    def with_item_scaling(self, scaling: list[tuple[float, float]]) -> SensorOptions:
+        """This sensor for one STAC Item scene: its assets' ``raster:bands`` (scale, offset), one
+        per band of :attr:`bands`, where the entry does not set its own."""
+        scene = self.model_copy()
+        scene._item_scaling = list(scaling)
+        return scene
+
+    def scaling(self, band: int) -> tuple[float, float]:
+        """(scale, offset) of source band ``band``: the entry's, else the item's, else (1, 0)."""
+        item = (
+            self._item_scaling[band] if self._item_scaling and band < len(self._item_scaling) else (1.0, 0.0)
+        )
+        scale = self.scale if self.scale is not None else item[0]
+        offset = self.offset if self.offset is not None else (item[1] if self.scale is None else 0.0)
+        return float(scale), float(offset)
 
     @field_validator("bands", mode="before")
     @classmethod
@@ -138,15 +182,26 @@ class SensorOptions(Section):
 
     @field_validator("scale")
     @classmethod
-    def _scale(cls, scale: float) -> float:
+    def _scale(cls, scale: float | None) -> float | None:
         if scale == 0:
             raise ValueError("must not be 0 (reflectance = value * scale + offset)")
         return scale
 
+    @model_validator(mode="after")
+    def _assets_of_bands(self) -> SensorOptions:
+        unknown = sorted(set(self.assets or {}) - set(self.bands))
+        if unknown:
+            raise ValueError(f"assets: {unknown} are not among bands ({', '.join(self.bands)})")
+        return self
+
+    def asset_key(self, band: str) -> str:
+        """The STAC asset key of source band ``band``."""
+        return (self.assets or {}).get(band, band)
+
     @property
     def is_reflectance(self) -> bool:
-        """True when the stored values are reflectance already (scale 1, offset 0)."""
-        return self.scale == 1.0 and self.offset == 0.0
+        """True when the stored values are reflectance already (scale 1, offset 0 for every band)."""
+        return all(self.scaling(i) == (1.0, 0.0) for i in range(len(self.bands)))
 
 
 class QAOptions(Section):

@@ -15,6 +15,7 @@ step turns it into a corrupt scene while every other scene goes on.
 from __future__ import annotations
 
 import hashlib
+import io
 import logging
 import os
 import time
@@ -24,12 +25,21 @@ import urllib.request
 from dataclasses import asdict, dataclass
 from http.client import HTTPException
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 from snakemap.core.io import atomic_path, write_json
-from snakemap.core.sections import AcquireOptions
+from snakemap.core.sections import AcquireOptions, SensorOptions
 from snakemap.core.status import SceneError
 from snakemap.core.storage import fsspec_options, local_path, scheme
+from snakemap.data.stac_scenes import (
+    SIDECAR,
+    environment,
+    is_item,
+    read_item,
+    resolve,
+    verify_checksums,
+    write_vrt,
+)
 from snakemap.data.vector_labels import SHAPEFILE_PARTS, is_vector, vector_suffix
 
 log = logging.getLogger(__name__)
@@ -92,17 +102,50 @@ def fetch(
 
 def _copy_to(uri: str, tmp: Path, opts: AcquireOptions) -> tuple[int, str]:
     """Stream ``uri`` into ``tmp``; return its size and sha256."""
-    scheme = urllib.parse.urlparse(uri).scheme.lower()
     with tmp.open("wb") as out:
-        if scheme in ("http", "https"):
-            return _copy_http(uri, out, opts.timeout_s)
-        path = local_path(uri)
-        if path is not None:
-            if not path.is_file():
-                raise AcquireError(f"{uri}: no such file {path}")
-            with path.open("rb") as src:
-                return _stream(src, out)
-        return _copy_fsspec(uri, out, opts)
+        return _send(uri, out, opts)
+
+
+def _send(uri: str, out: IO[bytes], opts: AcquireOptions) -> tuple[int, str]:
+    """Stream ``uri`` into ``out``; return its size and sha256."""
+    if urllib.parse.urlparse(uri).scheme.lower() in ("http", "https"):
+        return _copy_http(uri, out, opts.timeout_s)
+    path = local_path(uri)
+    if path is not None:
+        if not path.is_file():
+            raise AcquireError(f"{uri}: no such file {path}")
+        with path.open("rb") as src:
+            return _stream(src, out)
+    return _copy_fsspec(uri, out, opts)
+
+
+class _Discard(io.RawIOBase):
+    """Where bytes that are only hashed go."""
+
+    def write(self, data: Any) -> int:
+        return len(data)
+
+
+def sha256_of(uri: str, options: AcquireOptions | None = None) -> str:
+    """The sha256 of the file at ``uri``, streamed (nothing kept), with ``fetch``'s retries.
+
+    Raises:
+        AcquireError: naming the URI and the last reason.
+    """
+    opts = options or AcquireOptions()
+    last = ""
+    for attempt in range(1, 2 + max(0, opts.retries)):
+        try:
+            return _send(uri, _Discard(), opts)[1]  # type: ignore[arg-type]
+        except _Transient as exc:
+            last = str(exc)
+            if attempt <= opts.retries:
+                time.sleep(opts.backoff_s * 2 ** (attempt - 1))
+        except AcquireError:
+            raise
+        except Exception as exc:
+            raise AcquireError(f"{uri}: {type(exc).__name__}: {exc}") from exc
+    raise AcquireError(f"{uri}: failed after {1 + max(0, opts.retries)} attempts: {last}")
 
 
 def _copy_fsspec(uri: str, out: IO[bytes], opts: AcquireOptions) -> tuple[int, str]:
@@ -167,8 +210,17 @@ def acquire_scene(
     label_uri: str = "",
     label_sha256: str = "",
     options: AcquireOptions | None = None,
+    sensor: SensorOptions | None = None,
+    sensor_name: str = "",
 ) -> bool:
     """Acquire one scene into ``out_dir`` (see the module docstring for the layout).
+
+    A STAC Item (:mod:`snakemap.data.stac_scenes`) is not copied: its JSON is (``item.json``,
+    checked against ``sha256``), its mapped assets are checked to answer (and against their
+    ``file:checksum``), and ``image.vrt`` with ``stac.json`` read them where they lie.
+
+    Args:
+        sensor: the row's sensor entry (a STAC Item's band assets and mask); None: ``bands.names``.
 
     Returns:
         True when every file was acquired; False when the record says ``failed``.
@@ -177,9 +229,25 @@ def acquire_scene(
     out.mkdir(parents=True, exist_ok=True)
     record: dict[str, object] = {"scene_id": scene_id, "status": "ok", "reason": "", "files": {}}
     files: dict[str, object] = {}
-    for stale in out.glob("label.*"):  # a label of another format from an earlier manifest
-        stale.unlink()
-    wanted = [("image", uri, sha256, "image.tif")]
+    for stale in [
+        *out.glob("label.*"),
+        out / "image.vrt",
+        out / "image.tif",
+        out / SIDECAR,
+        out / "item.json",
+    ]:
+        stale.unlink(missing_ok=True)  # what an earlier manifest row left (another format, say)
+    if is_item(uri):
+        try:
+            files["item"] = _acquire_item(uri, out, sha256, options, sensor, sensor_name)
+        except SceneError as exc:
+            log.error("scene %s: STAC item failed: %s", scene_id, exc)
+            record.update(status="failed", reason=f"image: {exc}", files=files)
+            for partial in (out / "image.vrt", out / SIDECAR, out / "item.json"):
+                partial.unlink(missing_ok=True)
+            write_json(out / RECORD, record)
+            return False
+    wanted = [] if is_item(uri) else [("image", uri, sha256, "image.tif")]
     if label_uri and is_vector(label_uri):
         suffix = vector_suffix(label_uri)
         wanted.append(("label", label_uri, label_sha256, f"label{suffix}"))
@@ -197,9 +265,34 @@ def acquire_scene(
             log.error("scene %s: %s failed: %s", scene_id, kind, exc)
             record.update(status="failed", reason=f"{kind}: {exc}")
             # Never leave a partial scene: a failed scene holds its record alone.
-            for partial in [out / "image.tif", *out.glob("label.*")]:
+            for partial in [out / "image.tif", out / "image.vrt", out / SIDECAR, *out.glob("label.*")]:
                 partial.unlink(missing_ok=True)
             break
     record["files"] = files
     write_json(out / RECORD, record)
     return record["status"] == "ok"
+
+
+def _acquire_item(
+    uri: str,
+    out: Path,
+    sha256: str,
+    options: AcquireOptions | None,
+    sensor: SensorOptions | None,
+    sensor_name: str,
+) -> dict[str, object]:
+    """A STAC Item scene into ``out``: ``item.json``, ``image.vrt``, ``stac.json``; its record.
+
+    Raises:
+        SceneError: naming the item and the asset (AcquireError for the item's own file).
+    """
+    if sensor is None:
+        raise SceneError(f"{uri} is a STAC Item: its manifest row needs a sensor (the assets of its bands)")
+    opts = options or AcquireOptions()
+    fetched = fetch(uri, out / "item.json", sha256, opts)
+    item = read_item((out / "item.json").read_bytes(), uri)
+    scene = resolve(item, sensor, sensor_name)
+    checked = verify_checksums(scene, item, opts)
+    write_vrt(scene, out / "image.vrt", environment(uri, opts))
+    write_json(out / SIDECAR, scene.sidecar())
+    return {**asdict(fetched), "item_id": item.id, "assets": scene.paths, "checksums_verified": checked}

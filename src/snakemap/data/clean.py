@@ -38,6 +38,7 @@ from snakemap.data.acquire import RECORD
 from snakemap.data.bands import cleaned_names, source_names
 from snakemap.data.labels import Unmapped, remap_labels
 from snakemap.data.masks import clean_array, is_all_zero, qa_position
+from snakemap.data.stac_scenes import SIDECAR, acquired_image, scene_options
 from snakemap.data.vector_labels import VECTOR_SUFFIXES, is_vector, rasterize_labels
 
 log = logging.getLogger(__name__)
@@ -103,13 +104,17 @@ def clean_scene(
         record = read_json(src_dir / RECORD)
         if record["status"] != "ok":
             raise SceneError(f"acquire failed: {record['reason']}")
+        image = acquired_image(src_dir)
+        if (src_dir / SIDECAR).exists():  # a STAC Item: its VRT, scaling and mask
+            own = sensor or SensorOptions(bands=list(bands.names or []))
+            sensor, clean = scene_options(own, clean, read_json(src_dir / SIDECAR))
         cleaned = read_clean(
-            src_dir / "image.tif",
+            image,
             acquired_label(src_dir),
             bands,
             clean,
             labels,
-            window=None if bounds is None else bounds_window(src_dir / "image.tif", bounds),
+            window=None if bounds is None else bounds_window(image, bounds),
             sensor=sensor,
         )
     except ConfigError:

@@ -61,7 +61,8 @@ def clean_array(
     """Mask, scale, select and add indices to ``(source bands, rows, cols)`` float32 (changed in place).
 
     Nodata, zero and QA masks apply to the stored values; then every source band but the QA
-    band becomes ``value * sensor.scale + sensor.offset``, and indices are computed from that.
+    band becomes ``value * scale + offset`` (:meth:`SensorOptions.scaling`), and indices are
+    computed from that.
 
     Args:
         qa: ``clean.qa`` (:attr:`snakemap.core.sections.CleanOptions.qa_options`).
@@ -77,8 +78,9 @@ def clean_array(
     if sensor is not None and not sensor.is_reflectance:
         for i in range(len(names)):
             if i != qa_pos:  # band by band, in place: no copy of the scene
-                data[i] *= sensor.scale
-                data[i] += sensor.offset
+                scale, offset = sensor.scaling(i)
+                data[i] *= scale
+                data[i] += offset
     keep = select_indices(names, bands)
     if bands.select is None:
         keep = [i for i in keep if i != qa_pos]

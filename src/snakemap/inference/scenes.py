@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import rasterio
 from rasterio.enums import Interleaving
@@ -27,6 +28,15 @@ from snakemap.core.status import SceneError, SceneStatus, corrupt_reason
 from snakemap.core.storage import gdal_options, gdal_path, is_remote, local_path
 from snakemap.data.acquire import AcquireError, fetch
 from snakemap.data.clean import Cleaned, check_georeferenced, judge, judge_figures, read_clean
+from snakemap.data.stac_scenes import (
+    environment,
+    is_item,
+    read_item,
+    resolve,
+    scene_options,
+    verify_checksums,
+    write_vrt,
+)
 from snakemap.inference.readers import CleaningReader, survey
 from snakemap.inference.shift import BandMoments
 
@@ -104,20 +114,31 @@ class ScenePreparer:
             for name in (f"{scene_id}.tif", f"{scene_id}.json"):
                 for leftover in folder.glob(f".{glob.escape(name)}.*"):
                     leftover.unlink(missing_ok=True)
-        (self.root / ".scratch" / f"{scene_id}.tif").unlink(missing_ok=True)
+        for scratch in (f"{scene_id}.tif", f"{scene_id}.vrt", f"{scene_id}.item.json"):
+            (self.root / ".scratch" / scratch).unlink(missing_ok=True)
 
     def prepare(self, scene: SceneInput) -> Prepared:
         """Acquire, open and judge one scene (a thread may do this while another scene predicts)."""
         self._remove_leftovers(scene.scene_id)
-        prepared = Prepared(scene, time.time(), self.root / ".scratch" / f"{scene.scene_id}.tif")
+        item = is_item(scene.uri)
+        scratch = self.root / ".scratch" / f"{scene.scene_id}.{'vrt' if item else 'tif'}"
+        prepared = Prepared(scene, time.time(), scratch)
         try:
-            in_place = self._in_place(scene)
-            path = in_place or self._acquire(scene, prepared.scratch, prepared.timings)
-            env = gdal_options(scene.uri, self.acquire) if in_place else None
+            clean, sensor = self.clean, scene.sensor
+            path: str | Path
+            in_place: str | None
+            env: dict[str, Any] | None
+            if item:  # read where its assets lie, through a VRT
+                path, sensor, clean = self._item(scene, prepared.scratch, prepared.timings)
+                in_place, env = path, environment(scene.uri, self.acquire)
+            else:
+                in_place = self._in_place(scene)
+                path = in_place or self._acquire(scene, prepared.scratch, prepared.timings)
+                env = gdal_options(scene.uri, self.acquire) if in_place else None
             t0 = time.perf_counter()
             if self.streams():
                 prepared.reader = CleaningReader(
-                    path, self.bands, self.clean, scene.sensor, env, needed_only=in_place is not None
+                    path, self.bands, clean, sensor, env, needed_only=in_place is not None
                 )
                 mask = self.apply.mask if isinstance(self.apply.mask, MaskOptions) else None
                 found = survey(prepared.reader, mask)
@@ -128,7 +149,7 @@ class ScenePreparer:
                     prepared.reader.names,
                     prepared.reader.profile["crs"],
                     (prepared.reader.height, prepared.reader.width),
-                    self.clean,
+                    clean,
                 )
                 prepared.moments = found.moments
                 if prepared.status.status == "ok" and mask is not None and not found.in_mask:
@@ -137,9 +158,9 @@ class ScenePreparer:
             else:
                 # never in place; the neighbours, through the VRT, may be remote
                 with rasterio.Env(**(gdal_options(scene.uri, self.acquire) if is_remote(scene.uri) else {})):
-                    prepared.cleaned, prepared.crop = self._read(Path(path), scene.sensor)
+                    prepared.cleaned, prepared.crop = self._read(Path(path), sensor, clean)
                 own = cropped(prepared.cleaned, prepared.crop)
-                prepared.status = judge(scene.scene_id, own, self.clean, None)
+                prepared.status = judge(scene.scene_id, own, clean, None)
                 prepared.moments = BandMoments(list(own.names))
                 prepared.moments.add(own.image)
             prepared.timings["read_clean_s"] = time.perf_counter() - t0
@@ -183,10 +204,35 @@ class ScenePreparer:
         timings["acquire_s"] = time.perf_counter() - t0
         return scratch
 
-    def _read(self, path: Path, sensor: SensorOptions | None) -> tuple[Cleaned, Window | None]:
+    def _item(
+        self, scene: SceneInput, vrt: Path, timings: dict[str, float]
+    ) -> tuple[str, SensorOptions, CleanOptions]:
+        """A STAC Item scene's VRT (see :mod:`snakemap.data.stac_scenes`), its sensor and clean
+        options; the item's JSON is read once and left nowhere."""
+        t0 = time.perf_counter()
+        if scene.sensor is None and not self.bands.names:
+            raise SceneError(f"{scene.uri} is a STAC Item: its manifest row needs a sensor (its band assets)")
+        sensor = scene.sensor or SensorOptions(bands=list(self.bands.names or []))
+        item_file = vrt.with_suffix(".item.json")
+        try:
+            fetch(scene.uri, item_file, scene.sha256, self.acquire)
+            item = read_item(item_file.read_bytes(), scene.uri)
+        finally:
+            item_file.unlink(missing_ok=True)
+        resolved = resolve(item, sensor, scene.sensor_name)
+        verify_checksums(resolved, item, self.acquire)
+        write_vrt(resolved, vrt, environment(scene.uri, self.acquire))
+        timings["acquire_s"] = time.perf_counter() - t0
+        scene_sensor, clean = scene_options(sensor, self.clean, resolved.sidecar())
+        return str(vrt), scene_sensor, clean
+
+    def _read(
+        self, path: Path, sensor: SensorOptions | None, clean: CleanOptions | None = None
+    ) -> tuple[Cleaned, Window | None]:
         """The cleaned scene, with a buffer of neighbouring pixels when configured."""
+        clean = clean or self.clean
         if not self.apply.buffer or self.vrt is None:
-            return read_clean(path, None, self.bands, self.clean, None, sensor=sensor), None
+            return read_clean(path, None, self.bands, clean, None, sensor=sensor), None
         with rasterio.open(path) as src:
             check_georeferenced(src)
             res = src.res
@@ -213,9 +259,7 @@ class ScenePreparer:
                 .round_lengths()
             )
         own = Window(b, b, width, height)
-        cleaned = read_clean(
-            self.vrt, None, self.bands, self.clean, None, window=window, sensor=sensor, own=own
-        )
+        cleaned = read_clean(self.vrt, None, self.bands, clean, None, window=window, sensor=sensor, own=own)
         return cleaned, own
 
 
