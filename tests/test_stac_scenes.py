@@ -225,3 +225,35 @@ def test_bad_items_end_corrupt_naming_the_item_and_asset(
     # the manifest's sha256 is the item file's
     status, _, _ = clean_of(tmp_path, "sha", str(catalog["item"]), SENSOR, CleanOptions(), sha256="0" * 64)
     assert status.status == "corrupt" and "sha256 mismatch" in status.reason
+
+
+@pytest.mark.slow
+def test_apply_maps_a_stac_scene_as_its_geotiff_twin(tmp_path: Path, catalog: dict[str, Path]) -> None:
+    import subprocess
+    import sys
+
+    from tests.test_apply import checkpoint
+
+    ckpt = checkpoint(tmp_path / "m.ckpt", FINE)
+    sensors = {
+        "s2": {"bands": BANDS, "assets": ASSETS, "mask": {"asset": "SCL", "values": SCL_INVALID}},
+        "twin": {"bands": [*BANDS, "scl"], "scale": 1e-4, "offset": -0.1},
+    }
+    maps = {}
+    for name, uri, sensor in (("stac", catalog["item"], "s2"), ("twin", catalog["twin"], "twin")):
+        man = tmp_path / f"{name}.csv"
+        man.write_text(f"scene_id,uri,role,sensor\n{name},{uri},apply,{sensor}\n")
+        clean = {"qa": {"band": "scl", "values": SCL_INVALID}} if name == "twin" else {}
+        options = {"bands": {"select": BANDS}, "clean": clean, "sensors": sensors,
+                   "predict": {"window": 64, "overlap": 8}, "apply": {"shard_size": 1}}  # fmt: skip
+        cmd = [sys.executable, "-m", "snakemap", "apply-shard", "shard-00000", "--manifest", str(man),
+               "--root", str(tmp_path / name), "--checkpoint", str(ckpt), "--options", json.dumps(options)]  # fmt: skip
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+        assert done.returncode == 0, done.stderr[-2000:]
+        status = json.loads((tmp_path / name / "scenes" / f"{name}.json").read_text())
+        assert status["status"] == "ok", status["reason"]
+        with rasterio.open(tmp_path / name / "scenes" / f"{name}.tif") as src:
+            maps[name] = src.read(1)
+    np.testing.assert_array_equal(maps["stac"], maps["twin"])
+    assert (maps["stac"] == 255).any() and (maps["stac"] != 255).mean() > 0.8  # masked: cloud and nodata
+    assert not list((tmp_path / "stac" / ".scratch").glob("*"))  # the VRT and the item are gone
