@@ -246,9 +246,11 @@ def test_apply_maps_a_stac_scene_as_its_geotiff_twin(tmp_path: Path, catalog: di
         clean = {"qa": {"band": "scl", "values": SCL_INVALID}} if name == "twin" else {}
         options = {"bands": {"select": BANDS}, "clean": clean, "sensors": sensors,
                    "predict": {"window": 64, "overlap": 8}, "apply": {"shard_size": 1}}  # fmt: skip
-        cmd = [sys.executable, "-m", "snakemap", "apply-shard", "shard-00000", "--manifest", str(man),
-               "--root", str(tmp_path / name), "--checkpoint", str(ckpt), "--options", json.dumps(options)]  # fmt: skip
-        done = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+        where = ["--manifest", str(man), "--root", str(tmp_path / name), "--checkpoint", str(ckpt)]
+        cmd = [sys.executable, "-m", "snakemap", "apply-shard", "shard-00000", *where]
+        done = subprocess.run(
+            [*cmd, "--options", json.dumps(options)], capture_output=True, text=True, timeout=600
+        )
         assert done.returncode == 0, done.stderr[-2000:]
         status = json.loads((tmp_path / name / "scenes" / f"{name}.json").read_text())
         assert status["status"] == "ok", status["reason"]
