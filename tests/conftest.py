@@ -5,7 +5,9 @@ Test modules import these helpers from ``tests.conftest``, never from one anothe
 
 from __future__ import annotations
 
+import contextlib
 import http.server
+import json
 import os
 import re
 import shutil
@@ -112,6 +114,53 @@ def demo_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     # A few minutes on 2 idle cores; the margin is for a machine that is busy with other work.
     snakemake(work, timeout=1800)
     return work
+
+
+#: the bands of the apply tests' scenes
+APPLY_BANDS = ["blue", "green", "red", "nir"]
+
+
+def random_checkpoint(path: Path, bands: list[str], classes: tuple[str, ...] = ("land", "water")) -> Path:
+    """A checkpoint as training writes it (hyperparameters + state dict), with random weights."""
+    import torch
+
+    from snakemap.tasks.networks import build_model
+
+    torch.manual_seed(0)
+    net = build_model("FPN", "mobilenet_v2", len(bands), len(classes))
+    hp = {
+        "arch": "FPN",
+        "encoder_name": "mobilenet_v2",
+        "classes": list(classes),
+        "band_names": bands,
+        "mean": [100.0] * len(bands),
+        "std": [50.0] * len(bands),
+    }
+    torch.save(
+        {"hyper_parameters": hp, "state_dict": {f"model.{k}": v for k, v in net.state_dict().items()}}, path
+    )
+    return path
+
+
+def tile(path: Path, data: np.ndarray, west: float, north: float, nodata: float | None = 0) -> Path:
+    return write_tif(
+        path,
+        data,
+        crs="EPSG:32755",
+        transform=from_origin(west, north, 10, 10),
+        nodata=nodata,
+        descriptions=APPLY_BANDS[: data.shape[0]],
+    )
+
+
+def scene_data(seed: int, size: int = 96) -> np.ndarray:
+    return np.random.default_rng(seed).integers(1, 300, (4, size, size)).astype(np.uint16)
+
+
+def apply_manifest(path: Path, scenes: dict[str, str]) -> Path:
+    rows = "".join(f"{s},{u},apply\n" for s, u in scenes.items())
+    path.write_text("scene_id,uri,role\n" + rows)
+    return path
 
 
 def write_tif(
@@ -265,6 +314,134 @@ def http_server() -> Iterator[HTTPFixture]:
     finally:
         server.shutdown()
         server.server_close()
+
+
+#: the STAC test catalogue (:func:`catalog`): its bands, those at 10 m and at 20 m, their assets
+STAC_BANDS = ["blue", "green", "red", "nir", "swir16", "swir22"]
+STAC_FINE, STAC_COARSE = STAC_BANDS[:4], STAC_BANDS[4:]
+STAC_ASSETS = {"blue": "B02", "green": "B03", "red": "B04", "nir": "B08", "swir16": "B11", "swir22": "B12"}
+STAC_SCL_INVALID = [3, 8, 9]  # cloud shadow, cloud medium and high probability
+
+
+def write_band(path: Path, data: np.ndarray, res: float, west: float, north: float) -> None:
+    profile = dict(driver="COG", width=data.shape[1], height=data.shape[0], count=1, dtype=data.dtype.name,
+                   crs="EPSG:32755", transform=from_origin(west, north, res, res), nodata=0)  # fmt: skip
+    with rasterio.open(path, "w", **profile) as dst:
+        dst.write(data, 1)
+
+
+@pytest.fixture(scope="module")
+def catalog(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """A demo scene as a STAC Item (four 10 m bands, two 20 m bands, a 20 m SCL mask, scale 1e-4
+    and offset -0.1 in raster:bands, relative hrefs) and its GeoTIFF twin: the seven bands on the
+    10 m grid, each 20 m pixel repeated 2 x 2, the same scale and offset in its sensor entry."""
+    import pystac
+    from pystac.extensions.raster import RasterBand, RasterExtension
+
+    from snakemap.data.demo import synth_scene
+
+    root = tmp_path_factory.mktemp("stac")
+    dn, _ = synth_scene("stac1", 96)
+    dn = (dn.astype(np.int64) + 1000).clip(1, 65535).astype(np.uint16)  # the offset keeps them positive
+    dn[:, :3, :] = 0  # a nodata strip
+    west, north = 400000.0, 8100000.0
+    coarse = dn[4:, ::2, ::2]  # 20 m: the top-left pixel of each 2 x 2 block
+    scl = np.full((48, 48), 4, dtype=np.uint8)  # vegetation
+    scl[10:20, 30:40] = 9  # cloud
+    scl[30:34, 5:9] = 3  # cloud shadow
+    (root / "item").mkdir()
+    item = pystac.Item("S2_T55_stac1", None, None, pystac.utils.str_to_datetime("2026-05-01T00:00:00Z"), {})
+    from shapely.geometry import box, mapping
+
+    item.geometry, item.bbox = mapping(box(140, -17, 141, -16)), [140, -17, 141, -16]
+    for band in STAC_BANDS:
+        fine = band in STAC_FINE
+        data = dn[STAC_BANDS.index(band)] if fine else coarse[STAC_COARSE.index(band)]
+        write_band(root / "item" / f"{STAC_ASSETS[band]}.tif", data, 10.0 if fine else 20.0, west, north)
+        asset = pystac.Asset(f"./{STAC_ASSETS[band]}.tif", media_type=pystac.MediaType.COG, roles=["data"])
+        item.add_asset(STAC_ASSETS[band], asset)
+        RasterExtension.ext(asset, add_if_missing=True).bands = [
+            RasterBand.create(nodata=0, scale=1e-4, offset=-0.1)
+        ]
+    write_band(root / "item" / "SCL.tif", scl, 20.0, west, north)
+    item.add_asset("SCL", pystac.Asset("./SCL.tif", media_type=pystac.MediaType.COG, roles=["data"]))
+    (root / "item" / "item.json").write_text(
+        json.dumps(item.to_dict(include_self_link=False, transform_hrefs=False))
+    )
+    twin = np.concatenate([dn[:4], coarse.repeat(2, 1).repeat(2, 2), scl.repeat(2, 0).repeat(2, 1)[None]])
+    profile = dict(driver="GTiff", width=96, height=96, count=7, dtype="uint16", crs="EPSG:32755",
+                   transform=from_origin(west, north, 10, 10), nodata=0)  # fmt: skip
+    with rasterio.open(root / "twin.tif", "w", **profile) as dst:
+        dst.write(twin.astype(np.uint16))
+    return {"root": root, "item": root / "item" / "item.json", "twin": root / "twin.tif"}
+
+
+class RangeHandler(http.server.SimpleHTTPRequestHandler):
+    """Files of a folder with HTTP range requests, as GDAL's /vsicurl/ reads COGs."""
+
+    def do_GET(self) -> None:  # the http.server API names it
+        path = Path(self.translate_path(self.path))
+        if not path.is_file():
+            self.send_error(404)
+            return
+        data = path.read_bytes()
+        wanted = self.headers.get("Range")
+        if wanted and wanted.startswith("bytes="):
+            start, _, end = wanted[6:].partition("-")
+            first, last = int(start), min(int(end) if end else len(data) - 1, len(data) - 1)
+            self.send_response(206)
+            self.send_header("Content-Range", f"bytes {first}-{last}/{len(data)}")
+            body = data[first : last + 1]
+        else:
+            self.send_response(200)
+            body = data
+        self.send_header("Accept-Ranges", "bytes")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def do_HEAD(self) -> None:
+        path = Path(self.translate_path(self.path))
+        if not path.is_file():
+            self.send_error(404)
+            return
+        self.send_response(200)
+        self.send_header("Accept-Ranges", "bytes")
+        self.send_header("Content-Length", str(path.stat().st_size))
+        self.end_headers()
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@contextlib.contextmanager
+def serving(folder: Path) -> Iterator[str]:
+    """``folder`` on a real HTTP server with range requests on 127.0.0.1 (a free port): its URL."""
+
+    def handler(*args: object) -> RangeHandler:
+        return RangeHandler(*args, directory=str(folder))  # type: ignore[arg-type]
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)  # type: ignore[arg-type]
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.fixture
+def served(catalog: dict[str, Path]) -> Iterator[str]:
+    """The STAC test catalogue's folder over HTTP, for one test."""
+    with serving(catalog["root"]) as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def served_catalog(catalog: dict[str, Path]) -> Iterator[str]:
+    """The STAC test catalogue's folder over HTTP, for a module."""
+    with serving(catalog["root"]) as url:
+        yield url
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:

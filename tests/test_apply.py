@@ -32,49 +32,10 @@ from snakemap.inference.shard import ShardRunner
 from snakemap.outputs.mosaic import build_mosaic
 from snakemap.outputs.progress import progress
 from snakemap.plan.shards import shard_ids, shard_members
-from snakemap.tasks.networks import build_model
-from tests.conftest import write_tif
-
-BANDS = ["blue", "green", "red", "nir"]
-
-
-def checkpoint(path: Path, bands: list[str], classes: tuple[str, ...] = ("land", "water")) -> Path:
-    """A checkpoint as training writes it (hyperparameters + state dict), with random weights."""
-    torch.manual_seed(0)
-    net = build_model("FPN", "mobilenet_v2", len(bands), len(classes))
-    hp = {
-        "arch": "FPN",
-        "encoder_name": "mobilenet_v2",
-        "classes": list(classes),
-        "band_names": bands,
-        "mean": [100.0] * len(bands),
-        "std": [50.0] * len(bands),
-    }
-    torch.save(
-        {"hyper_parameters": hp, "state_dict": {f"model.{k}": v for k, v in net.state_dict().items()}}, path
-    )
-    return path
-
-
-def tile(path: Path, data: np.ndarray, west: float, north: float, nodata: float | None = 0) -> Path:
-    return write_tif(
-        path,
-        data,
-        crs="EPSG:32755",
-        transform=from_origin(west, north, 10, 10),
-        nodata=nodata,
-        descriptions=BANDS[: data.shape[0]],
-    )
-
-
-def scene_data(seed: int, size: int = 96) -> np.ndarray:
-    return np.random.default_rng(seed).integers(1, 300, (4, size, size)).astype(np.uint16)
-
-
-def manifest(path: Path, scenes: dict[str, str]) -> Path:
-    rows = "".join(f"{s},{u},apply\n" for s, u in scenes.items())
-    path.write_text("scene_id,uri,role\n" + rows)
-    return path
+from tests.conftest import APPLY_BANDS as BANDS
+from tests.conftest import apply_manifest as manifest
+from tests.conftest import random_checkpoint as checkpoint
+from tests.conftest import scene_data, tile, write_tif
 
 
 def shard_cmd(tmp: Path, man: Path, ckpt: Path, shard: str, shard_size: int) -> list[str]:

@@ -18,7 +18,10 @@ from scipy import ndimage
 
 from snakemap.core.output_sections import VectorizeOptions
 from snakemap.outputs.polygons import merge_polygons, scene_polygons, write_part, write_scene_polygons
-from tests.test_apply import BANDS, checkpoint, manifest, scene_data, tile
+from tests.conftest import APPLY_BANDS as BANDS
+from tests.conftest import apply_manifest as manifest
+from tests.conftest import random_checkpoint as checkpoint
+from tests.conftest import scene_data, tile
 
 CLASSES = ["land", "water", "reef"]
 

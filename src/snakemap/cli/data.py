@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from snakemap.cli.common import step_options
-from snakemap.core.config import build
+from snakemap.core.config import ConfigError, build
 from snakemap.core.registry import task_named
 from snakemap.plan.manifest import parse_bounds, read_manifest
 
@@ -18,6 +18,28 @@ def _demo_scene(args: argparse.Namespace, cfg: dict[str, Any]) -> int:
     from snakemap.data.demo import write_demo_scene
 
     write_demo_scene(args.name, args.image, args.label, build("demo", cfg.get("demo")), args.empty)
+    return 0
+
+
+def _search(args: argparse.Namespace, cfg: dict[str, Any]) -> int:
+    from snakemap.plan.search import SearchError, search_manifest
+
+    try:
+        table = search_manifest(
+            args.stac_api,
+            args.collection,
+            args.out,
+            args.bbox,
+            args.datetime,
+            args.query,
+            args.sensor,
+            args.role,
+            args.page_size,
+            args.max_items,
+        )
+    except SearchError as exc:
+        raise ConfigError(str(exc)) from None
+    print(f"{len(table)} items: {args.out} (the query in {args.out}.search.json)")
     return 0
 
 
@@ -179,6 +201,21 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("check-manifest", parents=[common], help="check a scene manifest")
     p.add_argument("manifest", type=Path)
     p.set_defaults(func=_check_manifest)
+
+    p = sub.add_parser("search", parents=[common], help="a STAC API search to a manifest of STAC Items")
+    p.add_argument("--stac-api", required=True, help="the API's root URL")
+    p.add_argument("--collection", action="append", required=True, help="repeat for several")
+    p.add_argument("--bbox", nargs=4, type=float, metavar=("W", "S", "E", "N"), help="WGS84 degrees")
+    p.add_argument("--datetime", help="an instant or an interval A/B (RFC 3339; .. for open)")
+    p.add_argument("--query", action="append", default=[], help='e.g. "eo:cloud_cover<20" (repeatable)')
+    p.add_argument("--sensor", default="", help="the sensors entry of the rows (its band assets)")
+    p.add_argument("--role", default="apply", choices=["train", "calval", "apply"])
+    p.add_argument("--page-size", type=int, default=100, help="items per page the API returns")
+    p.add_argument("--max-items", type=int, help="stop after this many items")
+    p.add_argument(
+        "-o", "--out", type=Path, required=True, help="manifest.csv (and manifest.csv.search.json)"
+    )
+    p.set_defaults(func=_search)
 
     p = sub.add_parser(
         "config-schema",

@@ -1,6 +1,7 @@
 """Scenes as STAC Items: separate band assets (COGs at 10, 20, 60 m), read where they lie.
 
-A manifest ``uri`` ending in ``.json`` is a STAC Item (a local path or an http(s)/s3 URL). Its
+A manifest ``uri`` ending in ``.json``, or an item's URL on a STAC API, is a STAC Item (a local
+path or an http(s)/s3 URL). Its
 row's sensor entry names the assets of its bands (``sensors.{name}.assets``: band -> asset key,
 the band's own name where unset) and optionally a mask asset (``sensors.{name}.mask``). The
 scene becomes a GDAL VRT (``image.vrt``) that stacks the band assets, in the sensor's band order,
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,9 +38,15 @@ MASK_BAND = "stac_mask"
 SIDECAR = "stac.json"
 
 
+#: a STAC API's URL of one item (what ``snakemap search`` writes)
+_API_ITEM = re.compile(r"/collections/[^/]+/items/[^/]+/?$")
+
+
 def is_item(uri: str | os.PathLike[str]) -> bool:
-    """Whether a manifest ``uri`` is a STAC Item (its JSON)."""
-    return str(uri).lower().split("?")[0].endswith(".json")
+    """Whether a manifest ``uri`` is a STAC Item: a ``.json`` file, or an item's URL on a STAC
+    API (``.../collections/{id}/items/{id}``)."""
+    path = str(uri).split("?")[0]
+    return path.lower().endswith(".json") or bool(_API_ITEM.search(path))
 
 
 @dataclass
