@@ -108,3 +108,43 @@ def test_landcover_example_config(tmp_path: Path, shared_data: Path) -> None:
     hp = torch.load(work / "results/models/base/fold0/best.ckpt", weights_only=True)["hyper_parameters"]
     assert hp["family"] == "lightgbm" and hp["classes"] == NC_CLASSES
     assert hp["band_names"] == ["blue", "green", "red", "nir", "swir16", "swir22", "ndvi", "ndwi", "mndwi"]
+
+
+@pytest.mark.workflow
+def test_stac_polygons_example_runs_with_one_command(tmp_path: Path, shared_data: Path) -> None:
+    """The STAC example through snakemake on the real UKIS scenes: a catalogue of per-band COG
+    assets at 30 and 60 m with polygon labels, a booster trained on the Sentinel-2 item, the
+    Landsat 7 item mapped, its polygons and its areas with 95% intervals from a reference sample
+    labelled from its own label raster."""
+    import geopandas as gpd
+    import yaml
+
+    work = tmp_path / "work"
+    shutil.copytree(REPO / "config", work / "config")
+    (tmp_path / "shared").symlink_to(shared_data.parent)
+    example = work / "config" / "examples" / "stac_polygons.yaml"
+    config = yaml.safe_load(example.read_text())
+    config["models"]["base"]["boosting"] = {"rounds": 60, "pixels": 20000}  # quicker here
+    example.write_text(yaml.safe_dump(config))
+    snakemake(work, "--configfile", "config/examples/stac_polygons.yaml", "--replace-workflow-config")
+    acquired = work / "resources" / "scenes" / "ukis_s2"
+    assert (acquired / "image.vrt").exists() and (acquired / "label.gpkg").exists()
+    status = json.loads((work / "results" / "clean" / "ukis_s2" / "status.json").read_text())
+    assert status["status"] == "ok" and status["extra"]["class_pixels"]["water"] > 500  # from polygons
+    maps = work / "results" / "maps" / "models" / "base" / "best"
+    polygons = gpd.read_parquet(maps / "polygons.parquet")
+    assert set(polygons["class"]) <= {"water", "cloud"} and (polygons["area_m2"] >= 8100 * 0.99).all()
+    areas = pd.read_csv(maps / "areas.csv").set_index("class")
+    assert list(areas.index) == ["clear_land", "water", "cloud_shadow", "cloud", "overall"]
+    # the scene is 512 x 512 pixels of 30 m, a little over 23,590 ha in the equal-area grid
+    assert areas.loc["overall", "mapped_ha"] == pytest.approx(512 * 512 * 0.09, rel=0.01)
+    assert 0.5 < areas.loc["overall", "overall_accuracy"] <= 1
+    classes = areas.drop(index="overall")
+    assert classes["area_ha"].sum() == pytest.approx(areas.loc["overall", "mapped_ha"], abs=0.05)
+    assert (classes["area_ci95_ha"] > 0).all() and (classes["sample_points"] >= 30).all()
+    # each reference point's class is the Landsat 7 label raster's there, through labels.remap
+    reference = gpd.read_file(maps / "reference.gpkg").to_crs("EPSG:32632")
+    remap = {3: "clear_land", 1: "water", 0: "cloud_shadow", 4: "cloud"}
+    with rasterio.open(shared_data / "segmentation" / "ukis_landsat7_label.tif") as src:
+        codes = [int(v[0]) for v in src.sample(zip(reference.geometry.x, reference.geometry.y, strict=True))]
+    assert [remap[c] for c in codes] == reference["reference"].tolist()

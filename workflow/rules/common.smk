@@ -369,20 +369,25 @@ def shard_options(wildcards):
     return json.dumps(found, sort_keys=True)
 
 
+CATALOG = config.get("catalog")
+
+
 def demo_files(uris):
-    """The embedded demo's scenes among apply `uris`: files a rule writes. Real apply scenes are
-    not inputs of the DAG (a shard reads them itself), which keeps planning fast at a million."""
-    return [u for u in uris if u.startswith("resources/demo/")]
+    """The embedded demo's scenes and an example catalogue's items among apply `uris`: files a
+    rule writes. Real apply scenes are not inputs of the DAG (a shard reads them itself), which
+    keeps planning fast at a million."""
+    made = (("resources/demo/",) if config.get("demo") else ()) + (("resources/catalog/",) if CATALOG else ())
+    return [u for u in uris if made and u.startswith(made)]
 
 
 def demo_scenes(wildcards):
-    """The embedded demo's apply scenes of a shard."""
-    return demo_files(APPLY_SHARDS.column(wildcards.shard, "uri")) if "demo" in config else []
+    """The embedded demo's (or an example catalogue's) apply scenes of a shard."""
+    return demo_files(APPLY_SHARDS.column(wildcards.shard, "uri"))
 
 
 def apply_demo_scenes(wildcards):
-    """The embedded demo's apply scenes, for the VRT of all apply inputs."""
-    return demo_files(APPLY_SHARDS.rows["uri"]) if "demo" in config else []
+    """The embedded demo's (or an example catalogue's) apply scenes, for the VRT of all apply inputs."""
+    return demo_files(APPLY_SHARDS.rows["uri"])
 
 
 def apply_vrt(wildcards):

@@ -43,6 +43,17 @@ def _search(args: argparse.Namespace, cfg: dict[str, Any]) -> int:
     return 0
 
 
+def _catalog_scene(args: argparse.Namespace, cfg: dict[str, Any]) -> int:
+    from snakemap.data.catalog import write_catalog_scene
+
+    catalog = build("catalog", cfg.get("catalog"))
+    if args.scene not in catalog.scenes:
+        raise ConfigError(f"catalog.scenes: no scene {args.scene!r} (known: {', '.join(catalog.scenes)})")
+    item = write_catalog_scene(args.scene, catalog.scenes[args.scene], catalog, args.out)
+    logging.info("STAC item %s: %s", args.scene, item)
+    return 0
+
+
 def _acquire(args: argparse.Namespace, cfg: dict[str, Any]) -> int:
     from snakemap.core.sections import SensorOptions
     from snakemap.data.acquire import acquire_scene
@@ -157,6 +168,13 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--label", type=Path, required=True)
     p.add_argument("--empty", action="store_true", help="make the whole scene nodata")
     p.set_defaults(func=_demo_scene)
+
+    p = sub.add_parser(
+        "catalog-scene", parents=[common], help="write one scene of the example STAC catalogue (catalog:)"
+    )
+    p.add_argument("scene")
+    p.add_argument("--out", type=Path, required=True, help="resources/catalog/{scene}")
+    p.set_defaults(func=_catalog_scene)
 
     p = sub.add_parser("acquire", parents=[common], help="copy/download one scene, verified")
     p.add_argument("scene")

@@ -37,6 +37,7 @@ from snakemap.core.section_base import Section
 from snakemap.core.sections import (
     AcquireOptions,
     BandOptions,
+    CatalogOptions,
     ChipOptions,
     CleanOptions,
     DemoOptions,
@@ -78,6 +79,11 @@ class Config(Section):
     #: path of the scene manifest (CSV or Parquet), relative to the working directory
     manifest: str = Field(
         description="path of the scene manifest (CSV or Parquet), relative to the working directory"
+    )
+    catalog: CatalogOptions | None = Field(
+        None,
+        description="examples only: a rule writes these scenes under resources/catalog/ as STAC Items of "
+        "per-band COG assets with polygon labels",
     )
     demo: DemoOptions | None = Field(
         None,

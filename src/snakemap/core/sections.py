@@ -439,6 +439,34 @@ class DemoOptions(Section):
     )
 
 
+class CatalogSceneOptions(Section):
+    """One scene of an example STAC catalogue: its source GeoTIFF (named bands, reflectance), its
+    label raster, and the asset key of each band (default: the band's name)."""
+
+    OMIT_UNSET = frozenset({"assets", "mask_asset"})
+
+    image: str
+    label: str
+    assets: dict[str, str] | None = Field(None, description="band name -> asset key")
+    #: the key of its mask asset (1 where a band is nodata); default ``QA``
+    mask_asset: str | None = None
+    #: the item's datetime (RFC 3339)
+    datetime: str = "2020-01-01T00:00:00Z"
+
+
+class CatalogOptions(Section):
+    """The ``catalog`` section (examples only): a rule writes each scene under
+    ``resources/catalog/{scene}/`` as a STAC Item of per-band COG assets (``coarse_bands`` at
+    twice the pixel size), stored as ``(reflectance - offset) / scale`` in uint16 with that scale
+    and offset in ``raster:bands``, a mask asset, and its label raster as polygons
+    (``labels.gpkg``, field ``code``): data as a STAC API and a QGIS user would hand it over."""
+
+    scenes: dict[str, CatalogSceneOptions] = Field(min_length=1)
+    coarse_bands: list[str] = Field(default_factory=list, description="bands stored at twice the pixel size")
+    scale: Positive = 0.0001
+    offset: Number = -0.1
+
+
 class ResourceOptions(Section):
     """What the lighter per-scene jobs ask of the executor; the ``resources`` section."""
 

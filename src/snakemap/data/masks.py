@@ -98,12 +98,18 @@ def _invalid_mask(
     qa: QAOptions | None,
     qa_pos: int | None,
 ) -> np.ndarray:
-    """``(rows, cols)`` bool: True where any band is nodata/NaN, all are 0, or QA flags it."""
+    """``(rows, cols)`` bool: True where any band is nodata/NaN, all are 0, or QA flags it (the
+    QA band's values are flags, never nodata: a flag of 0 is a valid pixel's)."""
     invalid: np.ndarray = ~np.isfinite(data).all(axis=0)
+    bands = [b for b in range(len(data)) if b != qa_pos]  # band by band: no copy of the scene
     if nodata is not None and np.isfinite(nodata):
-        invalid |= (data == nodata).any(axis=0)
-    if zero_is_nodata:
-        invalid |= (data == 0).all(axis=0)
+        for b in bands:
+            invalid |= data[b] == nodata
+    if zero_is_nodata and bands:
+        zero = data[bands[0]] == 0
+        for b in bands[1:]:
+            zero &= data[b] == 0
+        invalid |= zero
     if qa is not None and qa_pos is not None:
         flags = np.nan_to_num(data[qa_pos]).astype(np.int64)
         if qa.values:
