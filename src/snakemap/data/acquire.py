@@ -33,11 +33,11 @@ from snakemap.core.status import SceneError
 from snakemap.core.storage import fsspec_options, local_path, scheme
 from snakemap.data.stac_scenes import (
     SIDECAR,
+    ItemScene,
     environment,
     is_item,
     read_item,
     resolve,
-    verify_checksums,
     write_vrt,
 )
 from snakemap.data.vector_labels import SHAPEFILE_PARTS, is_vector, vector_suffix
@@ -296,3 +296,25 @@ def _acquire_item(
     write_vrt(scene, out / "image.vrt", environment(uri, opts))
     write_json(out / SIDECAR, scene.sidecar())
     return {**asdict(fetched), "item_id": item.id, "assets": scene.paths, "checksums_verified": checked}
+
+
+def verify_checksums(scene: ItemScene, item: Any, options: AcquireOptions | None = None) -> dict[str, str]:
+    """Stream every asset with a ``file:checksum`` (a sha2-256 multihash) and compare.
+
+    Raises:
+        SceneError: naming the item and the asset, for a mismatch or an unsupported hash.
+    """
+    checked = {}
+    for key, expected in scene.checksums.items():
+        if not expected.startswith("1220"):
+            raise SceneError(
+                f"STAC item {scene.item_id}: asset {key} file:checksum {expected} is not sha2-256"
+            )
+        digest = sha256_of(item.assets[key].get_absolute_href(), options)
+        if digest != expected[4:].lower():
+            raise SceneError(
+                f"STAC item {scene.item_id}: asset {key} fails its file:checksum ({expected[4:]} expected, "
+                f"{digest} read)"
+            )
+        checked[key] = digest
+    return checked

@@ -246,30 +246,6 @@ def acquired_image(folder: Path) -> Path:
     return folder / "image.vrt" if (folder / "image.vrt").exists() else folder / "image.tif"
 
 
-def verify_checksums(scene: ItemScene, item: Any, options: AcquireOptions | None = None) -> dict[str, str]:
-    """Stream every asset with a ``file:checksum`` (a sha2-256 multihash) and compare.
-
-    Raises:
-        SceneError: naming the item and the asset, for a mismatch or an unsupported hash.
-    """
-    from snakemap.data.acquire import sha256_of
-
-    checked = {}
-    for key, expected in scene.checksums.items():
-        if not expected.startswith("1220"):
-            raise SceneError(
-                f"STAC item {scene.item_id}: asset {key} file:checksum {expected} is not sha2-256"
-            )
-        digest = sha256_of(item.assets[key].get_absolute_href(), options)
-        if digest != expected[4:].lower():
-            raise SceneError(
-                f"STAC item {scene.item_id}: asset {key} fails its file:checksum ({expected[4:]} expected, "
-                f"{digest} read)"
-            )
-        checked[key] = digest
-    return checked
-
-
 def environment(uri: str, options: AcquireOptions) -> dict[str, Any]:
     """GDAL's settings to read the assets of the item at ``uri`` (a remote item's are remote)."""
     return gdal_options(uri, options) if is_remote(uri) else {}

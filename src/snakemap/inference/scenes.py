@@ -26,7 +26,7 @@ from snakemap.core.model_sections import ApplyOptions, MaskOptions
 from snakemap.core.sections import AcquireOptions, BandOptions, CleanOptions, SensorOptions
 from snakemap.core.status import SceneError, SceneStatus, corrupt_reason
 from snakemap.core.storage import gdal_options, gdal_path, is_remote, local_path
-from snakemap.data.acquire import AcquireError, fetch
+from snakemap.data.acquire import AcquireError, fetch, verify_checksums
 from snakemap.data.clean import Cleaned, check_georeferenced, judge, judge_figures, read_clean
 from snakemap.data.stac_scenes import (
     environment,
@@ -34,7 +34,6 @@ from snakemap.data.stac_scenes import (
     read_item,
     resolve,
     scene_options,
-    verify_checksums,
     write_vrt,
 )
 from snakemap.inference.readers import CleaningReader, survey
