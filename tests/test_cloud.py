@@ -399,3 +399,44 @@ def test_apply_downloads_from_a_server_without_ranges(tmp_path: Path, http_serve
     assert status.status == "ok" and "acquire_s" in status.extra
     with rasterio.open(root / "scenes/s.tif") as src:
         assert src.crs == "EPSG:32755" and src.shape == (128, 128)
+
+
+def test_a_stac_item_in_a_bucket_cleans_like_the_same_item_on_disk(
+    store: ObjectStore, tmp_path: Path, catalog: dict[str, Path]
+) -> None:
+    """Its relative hrefs resolve to s3:// objects, read in place through /vsis3/ with the
+    endpoint that the acquire options give (kept for the clean step in stac.json)."""
+    import json
+
+    import numpy as np
+
+    from snakemap.core.sections import BandOptions, CleanOptions, SensorOptions
+    from snakemap.data.clean import clean_scene
+    from tests.conftest import STAC_ASSETS, STAC_BANDS, STAC_SCL_INVALID
+
+    for path in (catalog["root"] / "item").iterdir():
+        if path.suffix in (".tif", ".json") and path.name in {
+            "item.json",
+            *(f"{a}.tif" for a in STAC_ASSETS.values()),
+            "SCL.tif",
+        }:
+            store.put("stac", f"s2/{path.name}", path)
+    sensor = SensorOptions(
+        bands=STAC_BANDS, assets=STAC_ASSETS, mask={"asset": "SCL", "values": STAC_SCL_INVALID}
+    )
+    images = {}
+    for name, uri in (("bucket", "s3://stac/s2/item.json"), ("disk", str(catalog["item"]))):
+        acquired = tmp_path / f"acq-{name}"
+        assert acquire_scene(name, uri, acquired, options=options(store), sensor=sensor)
+        status = clean_scene(
+            name, acquired, tmp_path / name, BandOptions(select=STAC_BANDS), CleanOptions(), None, sensor
+        )
+        assert status.status == "ok", status.reason
+        with rasterio.open(tmp_path / name / "image.tif") as src:
+            images[name] = src.read()
+    assert "/vsis3/stac/s2/B02.tif" in (tmp_path / "acq-bucket" / "image.vrt").read_text()
+    assert (
+        json.loads((tmp_path / "acq-bucket" / "stac.json").read_text())["env"]["AWS_VIRTUAL_HOSTING"]
+        == "FALSE"
+    )
+    np.testing.assert_array_equal(images["bucket"], images["disk"])

@@ -293,8 +293,9 @@ def _acquire_item(
     item = read_item((out / "item.json").read_bytes(), uri)
     scene = resolve(item, sensor, sensor_name)
     checked = verify_checksums(scene, item, opts)
-    write_vrt(scene, out / "image.vrt", environment(uri, opts))
-    write_json(out / SIDECAR, scene.sidecar())
+    env = environment(scene, opts)
+    write_vrt(scene, out / "image.vrt", env)
+    write_json(out / SIDECAR, scene.sidecar(env))
     return {**asdict(fetched), "item_id": item.id, "assets": scene.paths, "checksums_verified": checked}
 
 

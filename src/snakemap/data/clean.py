@@ -104,19 +104,22 @@ def clean_scene(
         record = read_json(src_dir / RECORD)
         if record["status"] != "ok":
             raise SceneError(f"acquire failed: {record['reason']}")
-        image = acquired_image(src_dir)
-        if (src_dir / SIDECAR).exists():  # a STAC Item: its VRT, scaling and mask
+        image, env = acquired_image(src_dir), {}
+        if (src_dir / SIDECAR).exists():  # a STAC Item: its VRT, scaling, mask and GDAL settings
             own = sensor or SensorOptions(bands=list(bands.names or []))
-            sensor, clean = scene_options(own, clean, read_json(src_dir / SIDECAR))
-        cleaned = read_clean(
-            image,
-            acquired_label(src_dir),
-            bands,
-            clean,
-            labels,
-            window=None if bounds is None else bounds_window(image, bounds),
-            sensor=sensor,
-        )
+            sidecar = read_json(src_dir / SIDECAR)
+            sensor, clean = scene_options(own, clean, sidecar)
+            env = sidecar.get("env", {})
+        with rasterio.Env(**env):
+            cleaned = read_clean(
+                image,
+                acquired_label(src_dir),
+                bands,
+                clean,
+                labels,
+                window=None if bounds is None else bounds_window(image, bounds),
+                sensor=sensor,
+            )
     except ConfigError:
         raise  # the config's mistake, not the scene's: no final state
     except (SceneError, RasterioError, OSError, ValueError) as exc:

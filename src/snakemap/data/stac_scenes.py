@@ -61,9 +61,18 @@ class ItemScene:
     nodata: float | None
     mask_path: str | None
     checksums: dict[str, str]
+    #: the assets' absolute hrefs (their schemes decide GDAL's settings)
+    hrefs: list[str]
 
-    def sidecar(self) -> dict[str, Any]:
-        return {"item": self.item_id, "bands": self.bands, "scaling": self.scaling, "nodata": self.nodata}
+    def sidecar(self, env: dict[str, str] | None = None) -> dict[str, Any]:
+        """``stac.json``: what cleaning needs of the item, and GDAL's settings for its assets."""
+        return {
+            "item": self.item_id,
+            "bands": self.bands,
+            "scaling": self.scaling,
+            "nodata": self.nodata,
+            "env": env or {},
+        }
 
 
 def read_item(data: bytes, uri: str) -> Any:
@@ -93,6 +102,7 @@ def resolve(item: Any, sensor: SensorOptions, sensor_name: str = "") -> ItemScen
     where = f"sensors.{sensor_name}" if sensor_name else "the sensor"
     paths, scaling, nodata = [], [], None
     checksums: dict[str, str] = {}
+    hrefs: list[str] = []
     for band in sensor.bands:
         key = sensor.asset_key(band)
         asset = item.assets.get(key)
@@ -102,6 +112,7 @@ def resolve(item: Any, sensor: SensorOptions, sensor_name: str = "") -> ItemScen
                 f"{', '.join(sorted(item.assets))}"
             )
         paths.append(_asset_path(item, key, asset.get_absolute_href(), remote))
+        hrefs.append(asset.get_absolute_href())
         # raster:bands as written (STAC 1.1 may also put them on the asset as "bands")
         raster = asset.extra_fields.get("raster:bands") or asset.extra_fields.get("bands") or [{}]
         first = raster[0] if isinstance(raster[0], dict) else {}
@@ -118,9 +129,10 @@ def resolve(item: Any, sensor: SensorOptions, sensor_name: str = "") -> ItemScen
         if asset is None:
             raise SceneError(f"STAC item {item.id} has no mask asset {sensor.mask.asset!r} ({where}.mask)")
         mask_path = _asset_path(item, sensor.mask.asset, asset.get_absolute_href(), remote)
+        hrefs.append(asset.get_absolute_href())
         if "file:checksum" in asset.extra_fields:
             checksums[sensor.mask.asset] = str(asset.extra_fields["file:checksum"])
-    return ItemScene(item.id, list(sensor.bands), paths, scaling, nodata, mask_path, checksums)
+    return ItemScene(item.id, list(sensor.bands), paths, scaling, nodata, mask_path, checksums, hrefs)
 
 
 def _asset_path(item: Any, key: str, href: str, remote: bool) -> str:
@@ -246,6 +258,11 @@ def acquired_image(folder: Path) -> Path:
     return folder / "image.vrt" if (folder / "image.vrt").exists() else folder / "image.tif"
 
 
-def environment(uri: str, options: AcquireOptions) -> dict[str, Any]:
-    """GDAL's settings to read the assets of the item at ``uri`` (a remote item's are remote)."""
-    return gdal_options(uri, options) if is_remote(uri) else {}
+def environment(scene: ItemScene, options: AcquireOptions) -> dict[str, str]:
+    """GDAL's settings to read the scene's remote assets (an s3 endpoint, timeouts): no secrets,
+    so the sidecar keeps them for the steps that read the VRT later."""
+    found: dict[str, str] = {}
+    for href in scene.hrefs:
+        if is_remote(href):
+            found.update(gdal_options(href, options))
+    return found

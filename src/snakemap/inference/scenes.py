@@ -128,8 +128,8 @@ class ScenePreparer:
             in_place: str | None
             env: dict[str, Any] | None
             if item:  # read where its assets lie, through a VRT
-                path, sensor, clean = self._item(scene, prepared.scratch, prepared.timings)
-                in_place, env = path, environment(scene.uri, self.acquire)
+                vrt, sensor, clean, env = self._item(scene, prepared.scratch, prepared.timings)
+                path = in_place = vrt
             else:
                 in_place = self._in_place(scene)
                 path = in_place or self._acquire(scene, prepared.scratch, prepared.timings)
@@ -205,7 +205,7 @@ class ScenePreparer:
 
     def _item(
         self, scene: SceneInput, vrt: Path, timings: dict[str, float]
-    ) -> tuple[str, SensorOptions, CleanOptions]:
+    ) -> tuple[str, SensorOptions, CleanOptions, dict[str, str]]:
         """A STAC Item scene's VRT (see :mod:`snakemap.data.stac_scenes`), its sensor and clean
         options; the item's JSON is read once and left nowhere."""
         t0 = time.perf_counter()
@@ -220,10 +220,11 @@ class ScenePreparer:
             item_file.unlink(missing_ok=True)
         resolved = resolve(item, sensor, scene.sensor_name)
         verify_checksums(resolved, item, self.acquire)
-        write_vrt(resolved, vrt, environment(scene.uri, self.acquire))
+        env = environment(resolved, self.acquire)
+        write_vrt(resolved, vrt, env)
         timings["acquire_s"] = time.perf_counter() - t0
         scene_sensor, clean = scene_options(sensor, self.clean, resolved.sidecar())
-        return str(vrt), scene_sensor, clean
+        return str(vrt), scene_sensor, clean, env
 
     def _read(
         self, path: Path, sensor: SensorOptions | None, clean: CleanOptions | None = None
