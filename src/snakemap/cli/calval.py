@@ -146,43 +146,24 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--out-csv", type=Path, required=True)
     p.set_defaults(func=_calval_metrics)
 
-    p = sub.add_parser(
-        "tune-threshold", parents=[common, models], help="an ensemble's threshold, tuned out of fold"
-    )
-    p.add_argument(
-        "--indexes", nargs="+", type=Path, required=True, help="chip tables of the training scenes"
-    )
-    p.add_argument("--folds", type=Path, required=True)
-    p.add_argument("--stats", type=Path, required=True)
-    p.add_argument("--out", type=Path, required=True, help="threshold.json")
-    p.set_defaults(func=_tune_threshold)
-
-    p = sub.add_parser(
-        "tune-winners",
-        parents=[common, models],
-        help="a per-class ensemble's winner of each class, chosen out of fold",
-    )
-    p.add_argument(
-        "--indexes", nargs="+", type=Path, required=True, help="chip tables of the training scenes"
-    )
-    p.add_argument("--folds", type=Path, required=True)
-    p.add_argument("--stats", type=Path, required=True)
-    p.add_argument("--precedence", help="JSON list of the classes in the order they claim a pixel")
-    p.add_argument("--out", type=Path, required=True, help="winners.json")
-    p.set_defaults(func=_tune_winners)
-
-    p = sub.add_parser(
-        "tune-weights",
-        parents=[common, models],
-        help="an ensemble's weights per model and rule, chosen out of fold for the worst case",
-    )
-    p.add_argument(
-        "--indexes", nargs="+", type=Path, required=True, help="chip tables of the training scenes"
-    )
-    p.add_argument("--folds", type=Path, required=True)
-    p.add_argument("--stats", type=Path, required=True)
-    p.add_argument("--out", type=Path, required=True, help="weights.json")
-    p.set_defaults(func=_tune_weights)
+    tuning = (
+        ("tune-threshold", "an ensemble's threshold, tuned out of fold", "threshold.json", _tune_threshold),
+        ("tune-winners", "a per-class ensemble's winner of each class, chosen out of fold", "winners.json",
+         _tune_winners),
+        ("tune-weights", "an ensemble's weights per model and rule, chosen out of fold for the worst case",
+         "weights.json", _tune_weights),
+    )  # fmt: skip
+    for name, what, out, func in tuning:  # each walks the training scenes' held-out chips
+        p = sub.add_parser(name, parents=[common, models], help=what)
+        p.add_argument(
+            "--indexes", nargs="+", type=Path, required=True, help="chip tables of the training scenes"
+        )
+        p.add_argument("--folds", type=Path, required=True)
+        p.add_argument("--stats", type=Path, required=True)
+        p.add_argument("--out", type=Path, required=True, help=out)
+        if name == "tune-winners":
+            p.add_argument("--precedence", help="JSON list of the classes in the order they claim a pixel")
+        p.set_defaults(func=func)
 
     p = sub.add_parser("calval-summary", parents=[common], help="one row per predictor")
     p.add_argument("metrics", nargs="+", type=Path)
