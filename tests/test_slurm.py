@@ -270,3 +270,33 @@ def test_single_allocation(tmp_path: Path, slurm: None) -> None:
     assert re.fullmatch(r"job=\d+\n", (work / "alloc.txt").read_text())
     assert (work / "results" / "splits" / "folds.parquet").exists()
     assert "--executor" not in (work / "job.log").read_text()  # local executor inside the allocation
+
+
+def test_profile_slurm_by_name_from_the_project_root(tmp_path: Path, slurm: None) -> None:
+    """`snakemake --profile slurm`, as the Snakemake and plugin docs write it, from the root of a
+    fresh clone: the SLURM profile's settings hold (the root's workflow profile sets none that
+    differ), and its dry run plans every job for sbatch; nothing goes to the user's home."""
+    clone = tmp_path / "clone"
+    subprocess.run(["git", "clone", "-q", str(REPO), str(clone)], check=True, timeout=120)
+    for path in ("src", "workflow", "profiles", "config"):  # the working tree, committed or not
+        shutil.rmtree(clone / path)
+        shutil.copytree(REPO / path, clone / path, symlinks=True)
+    assert (clone / "slurm").is_symlink() and (clone / "slurm" / "config.yaml").is_file()
+    home = tmp_path / "home"
+    home.mkdir()
+    env = dict(os.environ, HOME=str(home), XDG_CONFIG_HOME=str(home / ".config"))
+    probe = (
+        "from snakemake.cli import parse_args; _, a = parse_args(['--profile', 'slurm', '-n']); "
+        "print(a.executor, a.latency_wait, a.jobs, a.retries, a.slurm_status_command)"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe], cwd=clone, env=env, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split() == ["slurm", "60", "1000", "2", "squeue"]
+    assert "Using profiles slurm and workflow specific profile profiles/default" in done.stderr
+    dry = subprocess.run([str(BIN / "snakemake"), "--profile", "slurm", "-n"], cwd=clone, env=env,
+                         capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert dry.returncode == 0, (dry.stdout + dry.stderr)[-3000:]
+    assert "This was a dry-run" in dry.stdout + dry.stderr and "train" in dry.stdout + dry.stderr
+    assert not any(home.iterdir())  # nothing copied into the user's home

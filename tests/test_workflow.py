@@ -206,7 +206,7 @@ def test_clean_jobs_get_their_own_sensor_and_label_scheme(tmp_path: Path) -> Non
     a1, a2 = commands["a1"], commands["a2"]
     assert "--sensor=demo6 --label-scheme=shifted --options" in a1 and "--sensor" not in a2
     options = json.loads(a1.split("--options ")[1].split(" 2> ")[0].strip("'"))
-    assert options["sensors"] == {"demo6": {"bands": six, "scale": 1.0, "offset": 0.0, "nodata": None}}
+    assert options["sensors"] == {"demo6": {"bands": six, "scale": None, "offset": None, "nodata": None}}
     assert list(options["label_schemes"]) == ["shifted"]  # this scene's entries only
     bad = dict(config, sensors={"demo6": {"bands": six[:3]}})
     proc = snakemake(workspace(tmp_path, bad, rows), check=False)
