@@ -299,4 +299,4 @@ def test_profile_slurm_by_name_from_the_project_root(tmp_path: Path, slurm: None
                          capture_output=True, text=True, timeout=300)  # fmt: skip
     assert dry.returncode == 0, (dry.stdout + dry.stderr)[-3000:]
     assert "This was a dry-run" in dry.stdout + dry.stderr and "train" in dry.stdout + dry.stderr
-    assert not any(home.iterdir())  # nothing copied into the user's home
+    assert not (home / ".config").exists()  # no profile copied into the user's home
