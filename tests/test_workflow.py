@@ -619,3 +619,20 @@ def test_a_dry_run_after_the_demo_plans_nothing(demo_run: Path) -> None:
     """The whole embedded demo, once finished, is up to date: a dry run has no job to plan."""
     assert (demo_run / "results" / "calval" / "summary.csv").is_file()
     assert planned_jobs(demo_run) == {}
+
+
+def test_each_train_log_has_one_line_per_epoch_and_no_line_twice(demo_run: Path) -> None:
+    import yaml
+
+    epochs = yaml.safe_load((REPO / "config" / "config.yaml").read_text())["models"]["base"]["epochs"]
+    logs = sorted((demo_run / "logs" / "train").glob("*.log"))
+    assert logs
+    for path in logs:
+        text = path.read_text()
+        assert "\r" not in text  # no progress-bar redraws in a log file
+        lines = [line.split(" ", 2)[-1] for line in text.splitlines() if line.strip()]  # without the time
+        epoch_lines = [line for line in lines if re.search(r"epoch \d+/\d+: ", line)]
+        assert len(epoch_lines) == epochs, path
+        assert all("train_loss" in line and "val_loss" in line and "val_iou" in line for line in epoch_lines)
+        # each line once: Lightning's own handler no longer repeats what the root logger prints
+        assert text.count("Seed set to") == 1 and text.count("GPU available") <= 1, text[:2000]

@@ -36,6 +36,7 @@ from snakemap.core.registry import task_named
 from snakemap.data.stats import Normalizer
 from snakemap.plan.grid import learning_params
 from snakemap.training.boosting import train_booster
+from snakemap.training.console import EpochLine, progress_bar, quiet_lightning
 from snakemap.training.datasets import ChipDataModule, ChipDataset, chip_paths
 from snakemap.training.resume import AtomicCheckpointIO, JobData, job_fingerprint, pick_resume, prepare_state
 
@@ -198,6 +199,7 @@ def train_job(
     with atomic_path(out / "config.yaml", suffix=".yaml") as tmp:
         tmp.write_text(yaml.safe_dump(resolved, sort_keys=False))
 
+    quiet_lightning()
     L.seed_everything(opts.seed, workers=True)
     train, val, flags = split_chips(data, opts, fold)
     norm = Normalizer(np.asarray(mean, dtype=np.float32), np.asarray(std, dtype=np.float32))
@@ -238,6 +240,7 @@ def train_job(
     ]
     if opts.early_stopping:
         callbacks.append(EarlyStopping(monitor=opts.monitor, mode=mode, patience=opts.early_stopping))
+    callbacks.append(EpochLine(opts.monitor, mode))
     resume = pick_resume(checkpoints, opts.resume_fallback)
     if resume is not None:
         log.info("resuming from %s (epoch %d)", resume, torch.load(resume, weights_only=True)["epoch"])
@@ -250,6 +253,7 @@ def train_job(
         log_every_n_steps=1,
         num_sanity_val_steps=0,
         enable_model_summary=False,
+        enable_progress_bar=progress_bar(),
         **setup,
     )
     trainer.fit(module_task, datamodule=module, ckpt_path=resume, weights_only=True)
