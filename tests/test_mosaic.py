@@ -161,3 +161,38 @@ def test_a_map_without_a_crs_is_listed_apart_and_a_bad_overview_crs_is_named(tmp
         assert ov.crs.to_epsg() == 4326 and (ov.read(1) == 1).any()
     with pytest.raises(ConfigError, match=r"apply\.overview_crs 'EPSG:0'"):
         build_mosaic([maps / "placed.tif"], tmp_path / "mosaic", tmp_path / "ov.tif", overview_crs="EPSG:0")
+
+
+def test_scenes_on_both_sides_of_the_antimeridian_keep_a_narrow_overview(tmp_path: Path) -> None:
+    """Two scenes near Fiji, one in UTM zone 60 (west of 180) and one in zone 1 (east of it): the
+    overview covers their longitudes on a 0..360 grid, not the whole globe, and each scene's
+    pixels land where they belong."""
+    from pyproj import Transformer
+
+    maps = []
+    for name, epsg, lon, value in (("west", 32760, 179.6, 1), ("east", 32701, -179.6, 2)):
+        x, y = Transformer.from_crs("EPSG:4326", f"EPSG:{epsg}", always_xy=True).transform(lon, -17.0)
+        path = tmp_path / "scenes" / f"{name}.tif"
+        path.parent.mkdir(exist_ok=True)
+        data = np.full((1, 100, 100), value, dtype=np.uint8)
+        write_cog(
+            path,
+            data,
+            {
+                "crs": f"EPSG:{epsg}",
+                "transform": from_origin(x - 1500, y + 1500, 30, 30),
+                "nodata": NODATA_CLASS,
+            },
+        )
+        maps.append(path)
+    index = build_mosaic(maps, tmp_path / "mosaic", tmp_path / "overview.tif", factor=2)
+    west, south, east, north = index["overview"]["bounds"]
+    assert 179.0 < west < 179.6 < 180.4 < east < 181.0  # longitudes 0..360: no band around the globe
+    assert -17.2 < south < north < -16.8
+    with rasterio.open(tmp_path / "overview.tif") as ov:
+        assert ov.crs.to_epsg() == 4326 and index["overview"]["longitudes"] == "0..360"
+        data = ov.read(1)
+        for lon, value in ((179.6, 1), (180.4, 2)):  # -179.6 is 180.4 on the 0..360 grid
+            row, col = rasterio.transform.rowcol(ov.transform, lon, -17.0)
+            assert data[row, col] == value
+        assert ov.bounds.right - ov.bounds.left < 2  # about 0.8 degrees wide, not 360

@@ -179,13 +179,28 @@ def overview_grid(
         width = max(1, round((zone.bounds[2] - zone.bounds[0]) / zone.resolution))
         height = max(1, round((zone.bounds[3] - zone.bounds[1]) / zone.resolution))
         transform, _, _ = calculate_default_transform(zone.crs, crs, width, height, *zone.bounds)
-        sizes.append(transform.a)
+        sizes.append(abs(transform.a))
         boxes.append(transform_bounds(zone.crs, crs, *zone.bounds, densify_pts=EDGE_POINTS))
     left, bottom = min(b[0] for b in boxes), min(b[1] for b in boxes)
     right, top = max(b[2] for b in boxes), max(b[3] for b in boxes)
+    if crs.is_geographic:
+        left, right = longitudes([(b[0], b[2]) for b in boxes])
     res = max(min(sizes) * factor, max(right - left, top - bottom) / OVERVIEW_MAX_PIXELS)
     width, height = math.ceil((right - left) / res), math.ceil((top - bottom) / res)
     return (left, top - height * res, left + width * res, top), res
+
+
+def longitudes(spans: Sequence[tuple[float, float]]) -> tuple[float, float]:
+    """The narrowest longitude interval holding every ``(west, east)`` span (one that crosses
+    the antimeridian has west > east): in -180..180, or, where scenes lie on both sides of the
+    antimeridian and that is narrower, in 0..360 (east of 180 where the interval crosses it)."""
+    plain = (min(w for w, _ in spans), max(e if e >= w else e + 360 for w, e in spans))
+    shifted_spans = [(w % 360, (e % 360) + (360 if e % 360 < w % 360 else 0)) for w, e in spans]
+    shifted = (min(w for w, _ in shifted_spans), max(e for _, e in shifted_spans))
+    crosses = any(e < w for w, e in spans)
+    if crosses or shifted[1] - shifted[0] < plain[1] - plain[0]:
+        return shifted
+    return plain
 
 
 def _zone_name(crs: CRS) -> tuple[str, str]:
@@ -230,10 +245,12 @@ def _write_overview(
         _empty(overview)
         return {"path": path, "crs": None, "bounds": None, "resolution": None, "shape": [1, 1]}
     bounds, res = overview_grid(zones, crs, factor)
+    if crs.is_geographic and bounds[2] > 180:  # across the antimeridian: longitudes 0..360
+        crs = CRS.from_proj4(crs.to_proj4() + " +lon_wrap=180")
     with atomic_path(overview, suffix=".tif") as tmp:
         command = [
             _tool("gdalwarp"), "-q", "-overwrite",
-            "-t_srs", crs.to_wkt(),
+            "-t_srs", crs.to_proj4() if "lon_wrap" in crs.to_proj4() else crs.to_wkt(),
             "-te", *(f"{v!r}" for v in bounds),
             "-tr", f"{res!r}", f"{res!r}",
             "-r", resampling,
@@ -244,7 +261,15 @@ def _write_overview(
         subprocess.run(command, check=True)
         with rasterio.open(tmp) as src:
             shape, out_bounds = [src.height, src.width], list(src.bounds)
-    return {"path": path, "crs": crs.to_string(), "bounds": out_bounds, "resolution": res, "shape": shape}
+    return {
+        "path": path,
+        "crs": crs.to_string(),
+        "bounds": out_bounds,
+        "resolution": res,
+        "shape": shape,
+        # scenes on both sides of the antimeridian: one grid whose longitudes run past 180
+        "longitudes": "0..360" if "lon_wrap" in crs.to_proj4() else "-180..180",
+    }
 
 
 def _build_vrt(paths: Sequence[str], vrt: Path, env: Mapping[str, str] | None = None) -> None:
