@@ -315,3 +315,38 @@ def test_validation_is_offline_and_catches_core_violations(
     with pytest.raises(ValueError, match="no offline schema"):
         validate_offline({**data, "stac_version": "0.9.0"})
     assert math.isfinite(sum(data["bbox"]))
+
+
+def test_an_item_across_the_antimeridian_is_cut_as_rfc_7946_asks(tmp_path: Path) -> None:
+    """A scene of UTM zone 1 that straddles 180 degrees (Fiji): its footprint is a MultiPolygon
+    cut at the antimeridian and its bbox has west > east; a scene beside it stays one polygon."""
+    from pyproj import Transformer
+
+    x, y = Transformer.from_crs("EPSG:4326", "EPSG:32701", always_xy=True).transform(180.0, -17.0)
+    profile = {"crs": "EPSG:32701", "nodata": NODATA_CLASS}
+    data = np.ones((1, 100, 100), dtype=np.uint8)
+    write_cog(
+        tmp_path / "scenes" / "across.tif",
+        data,
+        {**profile, "transform": from_origin(x - 1500, y + 1500, 30, 30)},
+    )
+    write_cog(
+        tmp_path / "scenes" / "beside.tif",
+        data,
+        {**profile, "transform": from_origin(x + 5000, y + 1500, 30, 30)},
+    )
+    now = time.time()
+    items = {}
+    for name in ("across", "beside"):
+        status = SceneStatus(name, "ok", crs="EPSG:32701", started=now, finished=now)
+        items[name] = scene_item(tmp_path / "scenes" / f"{name}.tif", status, PREDICTOR, CLASSES)
+        validate_offline(items[name])
+    across = items["across"]
+    assert across.geometry["type"] == "MultiPolygon" and len(across.geometry["coordinates"]) == 2
+    west, south, east, north = across.bbox
+    assert 179.9 < west < 180 and -180 < east < -179.9 and west > east and south < -17 < north
+    for polygon in across.geometry["coordinates"]:  # each part on its own side of 180
+        lons = [p[0] for p in polygon[0]]
+        assert max(lons) <= 180 and min(lons) >= -180 and (min(lons) >= 179.9 or max(lons) <= -179.9)
+    beside = items["beside"]
+    assert beside.geometry["type"] == "Polygon" and beside.bbox[0] < beside.bbox[2]

@@ -35,6 +35,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import antimeridian
 import numpy as np
 import pystac
 import rasterio
@@ -42,7 +43,8 @@ from pystac.extensions.classification import ClassificationExtension
 from pystac.extensions.projection import ProjectionExtension
 from pystac.extensions.raster import DataType, NoDataStrings, RasterBand, RasterExtension
 from pystac.validation.local_validator import get_local_schema_cache
-from rasterio.warp import transform_geom
+from rasterio.warp import transform
+from shapely.geometry import Polygon, mapping, shape
 
 from snakemap.core.io import write_json
 from snakemap.core.status import SceneStatus
@@ -228,21 +230,18 @@ def _footprint(crs: Any, bounds: Any) -> dict[str, Any]:
         + [(x, top) for x in xs[-2::-1]]
         + [(left, y) for y in ys[-2::-1]]
     )
-    polygon = {"type": "Polygon", "coordinates": [[(float(x), float(y)) for x, y in ring]]}
-    geometry: dict[str, Any] = json.loads(json.dumps(transform_geom(crs, "EPSG:4326", polygon)))
+    # the ring's points reprojected as they are, then cut where it crosses the antimeridian
+    # (RFC 7946: a MultiPolygon) by the antimeridian package, which also knows a pole inside it
+    lons, lats = transform(crs, "EPSG:4326", [x for x, _ in ring], [y for _, y in ring])
+    fixed = antimeridian.fix_polygon(Polygon(zip(lons, lats, strict=True)))
+    geometry: dict[str, Any] = json.loads(json.dumps(mapping(fixed)))
     return geometry
 
 
 def _bbox(geometry: dict[str, Any]) -> list[float]:
-    """``[west, south, east, north]`` of a (Multi)Polygon's coordinates."""
-    points = np.array(_points(geometry["coordinates"]), dtype=float)
-    return [*points.min(0).tolist(), *points.max(0).tolist()]
-
-
-def _points(coords: Any) -> list[list[float]]:
-    if coords and isinstance(coords[0], (int, float)):
-        return [list(coords)]
-    return [p for c in coords for p in _points(c)]
+    """``[west, south, east, north]`` of a (Multi)Polygon; west > east where it crosses the
+    antimeridian (RFC 7946)."""
+    return [float(v) for v in antimeridian.bbox(shape(geometry))]
 
 
 def _tiff_datetime(text: str | None) -> dt.datetime | None:
