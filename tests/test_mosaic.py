@@ -196,3 +196,39 @@ def test_scenes_on_both_sides_of_the_antimeridian_keep_a_narrow_overview(tmp_pat
             row, col = rasterio.transform.rowcol(ov.transform, lon, -17.0)
             assert data[row, col] == value
         assert ov.bounds.right - ov.bounds.left < 2  # about 0.8 degrees wide, not 360
+
+
+def test_polar_scenes_also_go_into_polar_overviews(tmp_path: Path) -> None:
+    """A scene on the Antarctic polar stereographic grid (EPSG:3031) and one in UTM near the
+    equator: the southern overview holds the polar scene alone, in EPSG:3031, where it lies; the
+    northern one, with no scene poleward of 60 N, is an empty 1 x 1 file; the global overview
+    holds both."""
+    from snakemap.core.model_sections import PolarOptions
+
+    polar = tmp_path / "scenes" / "ross.tif"
+    polar.parent.mkdir()
+    grid = {
+        "crs": "EPSG:3031",
+        "transform": from_origin(-300000, -1000000, 1000, 1000),
+        "nodata": NODATA_CLASS,
+    }
+    write_cog(polar, np.full((1, 100, 100), 2, dtype=np.uint8), grid)
+    tropic = tmp_path / "scenes" / "tropic.tif"
+    grid = {"crs": "EPSG:32755", "transform": from_origin(300000, 8200000, 100, 100), "nodata": NODATA_CLASS}
+    write_cog(tropic, np.full((1, 50, 50), 1, dtype=np.uint8), grid)
+    sides = {"south": tmp_path / "overview_south.tif", "north": tmp_path / "overview_north.tif"}
+    index = build_mosaic([polar, tropic], tmp_path / "mosaic", tmp_path / "overview.tif", 2, polar=sides,
+                         polar_options=PolarOptions(latitude=60))  # fmt: skip
+    assert index["polar"]["south"]["scenes"] == 1 and index["polar"]["north"]["scenes"] == 0
+    with rasterio.open(sides["south"]) as south:
+        assert south.crs.to_epsg() == 3031
+        left, bottom, right, top = south.bounds
+        assert left <= -300000 and right >= -200000 and bottom <= -1100000 and top >= -1000000
+        assert right - left < 200000  # the scene, not the continent
+        data = south.read(1)
+        row, col = rasterio.transform.rowcol(south.transform, -250000, -1050000)  # the scene's centre
+        assert data[row, col] == 2 and set(np.unique(data)) <= {2, NODATA_CLASS}
+    with rasterio.open(sides["north"]) as north:
+        assert north.shape == (1, 1) and north.read(1)[0, 0] == NODATA_CLASS
+    with rasterio.open(tmp_path / "overview.tif") as ov:
+        assert {1, 2} <= set(np.unique(ov.read(1)))

@@ -61,6 +61,8 @@ rule mosaic:
     output:
         mosaic=directory("results/maps/{predictor}/mosaic"),
         overview="results/maps/{predictor}/overview.tif",
+        south="results/maps/{predictor}/overview_south.tif",
+        north="results/maps/{predictor}/overview_north.tif",
     log:
         "logs/maps/{predictor}/mosaic.log",
     conda:
@@ -69,7 +71,7 @@ rule mosaic:
         options=options("apply", "task"),
     shell:
         "snakemap mosaic {input:q} --out {output.mosaic:q} --overview {output.overview:q}"
-        " --options {params.options:q} 2> {log:q}"
+        " --polar {output.south:q} {output.north:q} --options {params.options:q} 2> {log:q}"
 
 
 # The shards' polygons (`vectorize:`) in one GeoParquet file and its GeoPackage twin.

@@ -253,7 +253,21 @@ def _mosaic(args: argparse.Namespace, cfg: dict[str, Any]) -> int:
     maps = ok_scene_maps(args.shards)
     apply = build("apply", cfg.get("apply"))
     resampling = task_named(cfg.get("task")).overview_resampling
-    index = build_mosaic(maps, args.out, args.overview, apply.overview_factor, resampling, apply.overview_crs)
+    polar = dict(zip(("south", "north"), args.polar, strict=True)) if args.polar else None
+    index = build_mosaic(
+        maps,
+        args.out,
+        args.overview,
+        apply.overview_factor,
+        resampling,
+        apply.overview_crs,
+        polar,
+        apply.polar,
+    )
+    for side, entry in index.get("polar", {}).items():
+        logging.info(
+            "%s polar overview of %d scenes in %s: %s", side, entry["scenes"], entry["crs"], entry["path"]
+        )
     for key, zone in index["zones"].items():
         logging.info("%s: %d scenes in %s", key, zone["scenes"], args.out / zone["vrt"])
     logging.info("overview of %d scenes in %s: %s", len(maps), apply.overview_crs, args.overview)
@@ -364,6 +378,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "--out", type=Path, required=True, help="the folder of VRTs: results/maps/{predictor}/mosaic"
     )
     p.add_argument("--overview", type=Path, required=True)
+    p.add_argument(
+        "--polar", nargs=2, type=Path, metavar=("SOUTH", "NORTH"), help="the polar overviews (apply.polar)"
+    )
     p.set_defaults(func=_mosaic)
 
     p = sub.add_parser(

@@ -284,6 +284,15 @@ class MaskOptions(Section):
     max: AnyNumber = float("inf")
 
 
+class PolarOptions(Section):
+    """Polar overviews (``apply.polar``): scenes poleward of ``latitude`` also go into an overview
+    in a polar CRS per hemisphere, where a global one in degrees stretches them badly."""
+
+    latitude: float = Field(60.0, ge=0, le=90, description="scenes whose centre lies poleward of it")
+    south: str = Field("EPSG:3031", min_length=1, description="the southern overview's CRS")
+    north: str = Field("EPSG:3413", min_length=1, description="the northern overview's CRS")
+
+
 class ApplyOptions(Section):
     """How scenes are applied; the ``apply`` section."""
 
@@ -324,6 +333,8 @@ class ApplyOptions(Section):
         min_length=1,
         description="the overview COG's CRS, into which the maps of every CRS are warped",
     )
+    #: the polar overviews beside it (``overview_south.tif``, ``overview_north.tif``)
+    polar: PolarOptions = Field(default_factory=PolarOptions)
     _retry_corrupt: bool = PrivateAttr(False)
 
     def class_map_only(self) -> str | None:

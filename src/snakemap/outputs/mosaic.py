@@ -29,6 +29,7 @@ from rasterio.warp import calculate_default_transform, transform_bounds
 
 from snakemap.core.config import ConfigError
 from snakemap.core.io import NODATA_CLASS, atomic_path, write_cog, write_json
+from snakemap.core.model_sections import PolarOptions
 from snakemap.core.storage import gdal_path
 
 log = logging.getLogger(__name__)
@@ -57,8 +58,11 @@ def build_mosaic(
     factor: int = 8,
     resampling: str = "mode",
     overview_crs: str = "EPSG:4326",
+    polar: Mapping[str, str | os.PathLike[str]] | None = None,
+    polar_options: PolarOptions | None = None,
 ) -> dict[str, Any]:
-    """Write the mosaics of ``maps``, one VRT per CRS, and ``overview``, a COG of them all.
+    """Write the mosaics of ``maps``, one VRT per CRS, and ``overview``, a COG of them all; with
+    ``polar`` (side -> path), also the polar overviews of ``polar_options`` (:func:`_write_polar`).
 
     Layout of ``folder`` (``results/maps/{predictor}/mosaic/``)::
 
@@ -106,6 +110,12 @@ def build_mosaic(
             "unreferenced": sorted(Path(p).stem for p in unreferenced),
         }
         index["overview"] = _write_overview(list(zones.values()), tmp, overview, target, factor, resampling)
+        if polar:
+            opts = polar_options or PolarOptions()
+            index["polar"] = {
+                side: _write_polar(list(zones.values()), side, Path(path), tmp, opts, factor, resampling)
+                for side, path in polar.items()
+            }
         write_json(tmp / INDEX_FILE, index)
         # A folder cannot be renamed onto a non-empty one: the old mosaic is renamed aside first
         # (whole, at once), the new one takes its name, then the old one is removed.
@@ -131,6 +141,9 @@ class Zone:
     bounds: tuple[float, float, float, float] = (math.inf, math.inf, -math.inf, -math.inf)
     #: the finest pixel size of the maps, in ``crs``'s units
     resolution: float = math.inf
+    #: per map (in :attr:`maps`' order): its centre's latitude and its own bounds
+    latitudes: list[float] = field(default_factory=list)
+    map_bounds: list[tuple[float, float, float, float]] = field(default_factory=list)
 
 
 def group_by_crs(maps: Sequence[str | os.PathLike[str]]) -> tuple[dict[str, Zone], list[Path]]:
@@ -146,6 +159,9 @@ def group_by_crs(maps: Sequence[str | os.PathLike[str]]) -> tuple[dict[str, Zone
         key, name = _zone_name(crs)
         zone = zones.setdefault(key, Zone(crs, name))
         zone.maps.append(path)
+        _, south, _, north = transform_bounds(crs, "EPSG:4326", *bounds, densify_pts=EDGE_POINTS)
+        zone.latitudes.append((south + north) / 2)
+        zone.map_bounds.append(tuple(bounds))
         b = zone.bounds
         zone.bounds = (min(b[0], bounds[0]), min(b[1], bounds[1]), max(b[2], bounds[2]), max(b[3], bounds[3]))
         zone.resolution = min(zone.resolution, res)
@@ -269,6 +285,65 @@ def _write_overview(
         "shape": shape,
         # scenes on both sides of the antimeridian: one grid whose longitudes run past 180
         "longitudes": "0..360" if "lon_wrap" in crs.to_proj4() else "-180..180",
+    }
+
+
+def _write_polar(
+    zones: Sequence[Zone],
+    side: str,
+    overview: Path,
+    folder: Path,
+    opts: PolarOptions,
+    factor: int,
+    resampling: str,
+) -> dict[str, Any]:
+    """The overview of the maps whose centre lies poleward of ``opts.latitude`` on ``side``
+    (``south`` or ``north``), warped into that side's polar CRS; a 1 x 1 nodata file where there
+    are none (the rule's outputs are fixed). Its entry in the index."""
+    crs = parse_overview_crs(getattr(opts, side))
+    poleward: list[Zone] = []
+    for zone in zones:
+        picked = [
+            i
+            for i, lat in enumerate(zone.latitudes)
+            if (lat <= -opts.latitude if side == "south" else lat >= opts.latitude)
+        ]
+        if picked:
+            part = Zone(zone.crs, zone.vrt, [zone.maps[i] for i in picked], resolution=zone.resolution)
+            boxes = [zone.map_bounds[i] for i in picked]
+            part.bounds = (
+                min(b[0] for b in boxes),
+                min(b[1] for b in boxes),
+                max(b[2] for b in boxes),
+                max(b[3] for b in boxes),
+            )
+            poleward.append(part)
+    scenes = sum(len(z.maps) for z in poleward)
+    path = os.path.relpath(overview.absolute(), folder.absolute())
+    if not poleward:
+        _empty(overview)
+        return {"path": path, "crs": None, "bounds": None, "scenes": 0, "shape": [1, 1]}
+    bounds, res = overview_grid(poleward, crs, factor)
+    with atomic_path(overview, suffix=".tif") as tmp:
+        command = [
+            _tool("gdalwarp"), "-q", "-overwrite",
+            "-t_srs", crs.to_wkt(),
+            "-te", *(f"{v!r}" for v in bounds),
+            "-tr", f"{res!r}", f"{res!r}",
+            "-r", resampling,
+            "-of", "COG", "-co", "COMPRESS=DEFLATE",
+            *(str(Path(m).absolute()) for z in poleward for m in z.maps),
+            str(tmp.absolute()),
+        ]  # fmt: skip
+        subprocess.run(command, check=True)
+        with rasterio.open(tmp) as src:
+            shape, out_bounds = [src.height, src.width], list(src.bounds)
+    return {
+        "path": str(overview),
+        "crs": crs.to_string(),
+        "bounds": out_bounds,
+        "scenes": scenes,
+        "shape": shape,
     }
 
 

@@ -162,6 +162,16 @@ def _add_mosaics(collection: pystac.Collection, root: Path) -> None:
         collection.add_asset("overview", asset)
         if index.get("overview", {}).get("crs"):
             _asset_crs(asset, index["overview"]["crs"])
+    for side, entry in sorted(index.get("polar", {}).items()):
+        if entry.get("crs") and (root / f"overview_{side}.tif").is_file():
+            asset = pystac.Asset(
+                f"./overview_{side}.tif",
+                title=f"downsampled mosaic of the {entry['scenes']} maps poleward of the {side}ern limit",
+                media_type=pystac.MediaType.COG,
+                roles=["overview", "visual"],
+            )
+            collection.add_asset(f"overview-{side}", asset)
+            _asset_crs(asset, entry["crs"])
     if [c for c in codes if ":" in c]:
         collection.summaries.add("proj:code", [c for c in codes if ":" in c])
 
