@@ -71,3 +71,19 @@ def test_no_ok_scene_is_an_error(tmp_path: Path) -> None:
     SceneStatus("x", "corrupt", reason="bad").write(d / "status.json")
     with pytest.raises(ValueError, match="no ok training scene"):
         write_band_statistics([d], tmp_path / "bands.json")
+
+
+def test_a_long_step_logs_its_counts_and_eta_now_and_then() -> None:
+    from snakemap.core.countdown import Countdown, clock_text
+
+    now = [0.0]
+    counted = Countdown(100, "scenes", every_s=10, clock=lambda: now[0])
+    lines = []
+    for _ in range(100):
+        now[0] += 1.0  # a scene a second
+        lines.append(counted.step())
+    logged = [line for line in lines if line]
+    assert len(logged) == 10  # every 10 s, and the last
+    assert logged[0] == "10 of 100 scenes (10%), ETA 0:01:30"
+    assert logged[-1] == "100 of 100 scenes (100%), ETA 0:00:00"
+    assert clock_text(3725) == "1:02:05"

@@ -25,6 +25,7 @@ import numpy as np
 import rasterio
 from rasterio.windows import Window
 
+from snakemap.core.countdown import Countdown
 from snakemap.core.io import write_json
 from snakemap.core.status import SceneStatus, status_path
 
@@ -143,12 +144,15 @@ def band_statistics(
         One dict per band: name, count, mean, std, min, max, p1, p2, p98, p99.
     """
     moments = BandMoments(len(names))
+    counted = Countdown(2 * len(paths), "scene passes (moments, then histograms)")
     for path in paths:
         for strip in raster_strips(path):
             _check_bands(path, strip, names)
             moments.update(strip)
+        counted.step()
     hist = np.zeros((len(names), bins), dtype=np.int64)
     for path in paths:
+        counted.step()
         for strip in raster_strips(path):
             for b, values in enumerate(strip):
                 if moments.count[b] == 0:

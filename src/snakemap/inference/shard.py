@@ -44,6 +44,7 @@ from rasterio.errors import RasterioError
 from rasterio.windows import Window
 
 from snakemap.core.config import ConfigError
+from snakemap.core.countdown import Countdown
 from snakemap.core.io import read_json, write_cog, write_json
 from snakemap.core.model_sections import ApplyOptions, MaskOptions, PredictOptions
 from snakemap.core.sections import AcquireOptions, BandOptions, CleanOptions
@@ -114,6 +115,7 @@ class ShardRunner:
         self.predictor, self.bands, self.clean, self.predict = predictor, bands, clean, predict
         self.apply, self.acquire = apply, acquire or AcquireOptions()
         self.vectorize = vectorize
+        self.counted = Countdown(0, "scenes")  # each shard's, in run_shard
         self.vrt = Path(mosaic_vrt) if mosaic_vrt else None
         self.scenes = self.root / "scenes"
         self.preparer = ScenePreparer(self.root, bands, clean, apply, self.acquire, self.vrt, self.streams)
@@ -171,6 +173,7 @@ class ShardRunner:
         self.check(scenes)
         with shard_lock(self.root / "shards" / f"{shard}.lock"):
             todo = [scene for scene in scenes if not self.is_done(scene.scene_id)]
+            self.counted = Countdown(len(todo), f"scenes of {shard}")
             depth = max(1, self.apply.prefetch)
             with ThreadPoolExecutor(depth) as pool, ThreadPoolExecutor(1) as publisher:
                 ahead: deque[Future[Prepared]] = deque()
@@ -250,9 +253,9 @@ class ShardRunner:
         buffer (the neighbours' VRT) or a reprojection, which need the whole scene."""
         return not (self.apply.buffer and self.vrt) and not (self.clean.crs or self.clean.resolution)
 
-    @staticmethod
-    def _log(status: SceneStatus) -> None:
+    def _log(self, status: SceneStatus) -> None:
         log.info("%s: %s %s", status.scene_id, status.status, status.reason)
+        self.counted.step()
 
     def finish(self, prepared: Prepared) -> Callable[[], SceneStatus]:
         """Predict a prepared scene if it is ok; return what ends it in exactly one state.
