@@ -211,3 +211,17 @@ def test_sample_label_and_areas_steps_on_an_area_of_interest(
         options,
     )
     assert done.returncode != 0 and "points [0]" in done.stderr and "draw it again" in done.stderr
+
+
+def test_naming_the_drawn_sample_as_the_reference_is_refused() -> None:
+    """The sample rule rewrites its output when it reruns: labels kept in it would be lost."""
+    import yaml
+
+    from snakemap.core.config import ConfigError, load_config
+    from tests.conftest import REPO
+
+    config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+    predictor = config["apply"]["predictors"][0]
+    config["areas"] = {"reference": {predictor: f"results/maps/{predictor}/sample.gpkg"}}
+    with pytest.raises(ConfigError, match="name the drawn sample itself"):
+        load_config(config)

@@ -152,3 +152,9 @@ def test_a_shard_vectorizes_its_scenes_and_those_mapped_before(tmp_path: Path) -
         assert frame["area_m2"].sum() == pytest.approx((mapped != 255).sum() * 100, rel=0.01)
         assert (part["scene_id"] == scene).sum() == len(frame)
     assert part.crs.to_epsg() == 4326
+    # other options: the shard reruns and the done scenes' polygons are made again with them
+    coarse = {**vector, "vectorize": {"min_area_m2": 5000}}
+    done = shard(coarse)
+    assert done.returncode == 0, done.stderr[-2000:]
+    again = gpd.read_parquet(tmp_path / "maps" / "polygons" / "parts" / "shard-00000.parquet")
+    assert len(again) < len(part) and (again["area_m2"] >= 5000 * 0.99).all()

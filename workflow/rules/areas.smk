@@ -15,7 +15,8 @@ rule sample:
     conda:
         "../envs/snakemap.yaml"
     params:
-        options=options("areas", "labels"),
+        # not areas.reference nor reference_raster: naming the labelled sample never draws anew
+        options=lambda w: json.dumps({"areas": sample_section(), "labels": config["labels"]}, sort_keys=True),
     shell:
         "snakemap sample {input.mosaic:q} --out {output:q} --options {params.options:q} 2> {log:q}"
 

@@ -6,7 +6,7 @@ import shlex
 import sys
 
 from snakemap.core.calval_sections import rule_baseline
-from snakemap.core.config import build, check_baseline_bands, resolve
+from snakemap.core.config import ConfigError, build, check_baseline_bands, resolve
 from snakemap.core.model_sections import APPLIED_PATTERN, ID_PATTERN, MODEL_KEY_PATTERN
 from snakemap.core.registry import task_named
 from snakemap.core.storage import local_path
@@ -337,6 +337,12 @@ APPLY = config["apply"]
 APPLY_SHARDS = ShardTable(MANIFEST, APPLY["shard_size"])
 APPLY_SCENES = APPLY_SHARDS.scene_ids
 SHARDS = APPLY_SHARDS.ids
+# apply.buffer reads neighbours through a VRT of the apply scenes' files: STAC Items have none.
+if APPLY["buffer"] and any(is_item(u) for u in APPLY_SHARDS.rows["uri"]):
+    raise ConfigError(
+        "apply.buffer: neighbours are read through a VRT of the apply scenes' files, and STAC Item "
+        "scenes are not files: set apply.buffer to 0 for a manifest of items"
+    )
 # A mask band that the apply scenes' cleaned bands lack stops the run here, naming the key.
 check_mask(
     APPLY["mask"],
@@ -463,6 +469,11 @@ def area_outputs():
         return []
     found = expand("results/maps/{predictor}/sample.gpkg", predictor=APPLY["predictors"])
     return found + [f"results/maps/{p}/areas.csv" for p in APPLY["predictors"] if reference_of(p)]
+
+
+def sample_section():
+    """The `areas` keys that decide the sample (not the reference files, which label it)."""
+    return {k: v for k, v in AREAS.items() if k not in ("reference", "reference_raster")}
 
 
 def reference_of(predictor):

@@ -175,10 +175,10 @@ class Config(Section):
                     f"calval.ensembles.{name}.threshold: combine: per_class maps each class by its winner; "
                     "leave threshold out"
                 )
-            if ensemble.weights == "tune" and (ensemble.combine != "mean" or ensemble.threshold == "tune"):
+            if ensemble.weights == "tune" and (ensemble.combine != "mean" or ensemble.threshold is not None):
                 raise ValueError(
-                    f"calval.ensembles.{name}.weights: tune is for combine: mean with a fixed threshold or "
-                    "none (a per-class ensemble uses no weights; tune one or the other)"
+                    f"calval.ensembles.{name}.weights: tune is for combine: mean without a threshold (the "
+                    "weights are chosen for the most probable class; a per-class ensemble uses none)"
                 )
             if ensemble.weights == "tune" and len({m.split("/fold")[0] for m in ensemble.members}) < 2:
                 raise ValueError(
@@ -217,6 +217,12 @@ class Config(Section):
             raise ValueError("areas: estimates the areas of classes; this task maps no classes")
         if not self.apply.predictors:
             raise ValueError("areas: estimates the areas of applied maps, and apply.predictors is empty")
+        drawn = [p for p, path in self.areas.reference.items() if path.endswith(f"{p}/sample.gpkg")]
+        if drawn:
+            raise ValueError(
+                f"areas.reference: {drawn} name the drawn sample itself, which a rerun replaces: "
+                "label a copy (results/maps/.../sample.gpkg -> reference/...gpkg) and name that"
+            )
         unknown = sorted(set(self.areas.reference) - set(self.apply.predictors))
         if unknown:
             raise ValueError(

@@ -265,7 +265,13 @@ def acquire_scene(
             log.error("scene %s: %s failed: %s", scene_id, kind, exc)
             record.update(status="failed", reason=f"{kind}: {exc}")
             # Never leave a partial scene: a failed scene holds its record alone.
-            for partial in [out / "image.tif", out / "image.vrt", out / SIDECAR, *out.glob("label.*")]:
+            for partial in [
+                out / "image.tif",
+                out / "image.vrt",
+                out / SIDECAR,
+                out / "item.json",
+                *out.glob("label.*"),
+            ]:
                 partial.unlink(missing_ok=True)
             break
     record["files"] = files

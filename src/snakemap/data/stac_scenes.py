@@ -146,7 +146,10 @@ def _asset_path(item: Any, key: str, href: str, remote: bool) -> str:
             f"STAC item {item.id}: asset {key} points at a local file ({href}), and the item came over "
             "the network: refused"
         )
-    return gdal_path(href, ".")  # hrefs are absolute here
+    try:
+        return gdal_path(href, ".")  # hrefs are absolute here
+    except ValueError as exc:  # a scheme GDAL cannot read
+        raise SceneError(f"STAC item {item.id}: asset {key}: {exc}") from None
 
 
 def write_vrt(scene: ItemScene, path: str | os.PathLike[str], env: dict[str, Any] | None = None) -> Path:

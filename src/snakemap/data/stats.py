@@ -152,7 +152,6 @@ def band_statistics(
         counted.step()
     hist = np.zeros((len(names), bins), dtype=np.int64)
     for path in paths:
-        counted.step()
         for strip in raster_strips(path):
             for b, values in enumerate(strip):
                 if moments.count[b] == 0:
@@ -160,6 +159,7 @@ def band_statistics(
                 v = values[np.isfinite(values)]
                 span = (moments.min[b], max(moments.max[b], moments.min[b] + 1e-12))
                 hist[b] += np.histogram(v, bins=bins, range=span)[0]
+        counted.step()
     out = []
     for b, name in enumerate(names):
         empty = moments.count[b] == 0

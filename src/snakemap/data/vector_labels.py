@@ -99,7 +99,10 @@ def rasterize_labels(
             f"label {name} has no column {labels.field!r} (labels.field); it has "
             f"{', '.join(c for c in features.columns if c != 'geometry')}"
         )
-    features = features[~features.geometry.is_empty & features.geometry.notna()]
+    # no geometry, or no class value (a NULL in the field): nothing to label with
+    features = features[
+        ~features.geometry.is_empty & features.geometry.notna() & features[labels.field].notna()
+    ]
     invalid = features.index[~features.geometry.is_valid]
     if len(invalid):
         raise SceneError(

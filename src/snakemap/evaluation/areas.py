@@ -92,7 +92,7 @@ def estimate(
         p = w[:, None] * share  # p_ij (eq. 4)
         p_j = p.sum(axis=0)
         se_share = np.sqrt((w[:, None] ** 2 * var_term).sum(axis=0))
-        users = np.diag(share)
+        users = np.where(n_i > 0, np.diag(share), np.nan)  # undefined for a stratum without points
         users_var = np.where(n_i > 1, users * (1 - users) / (n_i - 1), np.nan)
         producers = np.where(p_j > 0, np.diag(p) / p_j, np.nan)
         # eq. 7, with the mapped areas as the N_i (the ratio does not depend on their unit)
@@ -102,8 +102,10 @@ def estimate(
             area**2 * (1 - producers) ** 2 * users * (1 - users) / np.maximum(n_i - 1, 1)
             + producers**2 * others
         ) / n_hat_j**2
-    overall = float(np.sum(w * users))
-    overall_se = math.sqrt(float(np.nansum(w**2 * np.where(n_i > 1, users * (1 - users) / (n_i - 1), 0.0))))
+    overall = float(np.nansum(w * users))
+    overall_se = math.sqrt(
+        float(np.nansum(w**2 * np.where(n_i > 1, users * (1 - users) / np.maximum(n_i - 1, 1), 0.0)))
+    )
     ha = total * unit_ha
     rows = [
         {
@@ -187,6 +189,8 @@ class AreaGrid:
                 bounds.append(transform_bounds(src.crs, target, *src.bounds, densify_pts=21))
                 t, _, _ = calculate_default_transform(src.crs, target, src.width, src.height, *src.bounds)
                 sizes.append(abs(t.a))
+        if not sizes:
+            raise ValueError("no map to estimate areas from (no scene of the predictor ended ok)")
         geometries = None
         if aoi is not None:
             import geopandas as gpd

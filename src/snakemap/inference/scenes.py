@@ -156,7 +156,8 @@ class ScenePreparer:
                     prepared.status.reason = f"no pixel with {mask.band} in [{mask.min}, {mask.max}]"
             else:
                 # never in place; the neighbours, through the VRT, may be remote
-                with rasterio.Env(**(gdal_options(scene.uri, self.acquire) if is_remote(scene.uri) else {})):
+                remote = gdal_options(scene.uri, self.acquire) if is_remote(scene.uri) else {}
+                with rasterio.Env(**(env if item and env else remote)):
                     prepared.cleaned, prepared.crop = self._read(Path(path), sensor, clean)
                 own = cropped(prepared.cleaned, prepared.crop)
                 prepared.status = judge(scene.scene_id, own, clean, None)

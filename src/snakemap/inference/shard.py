@@ -72,6 +72,10 @@ class Vectorizer(Protocol):
     def part(self, paths: Sequence[Path], out: Path) -> int:
         """Write a shard's part from its scenes' polygons; return how many there are."""
 
+    def fingerprint(self) -> str:
+        """What the polygons depend on (the options, the classes): a scene's polygons made with
+        another are made again."""
+
 
 @contextlib.contextmanager
 def shard_lock(path: Path) -> Iterator[None]:
@@ -230,20 +234,24 @@ class ShardRunner:
         """Write a scene's polygons from its published map (and probabilities, where there are)."""
         assert self.vectorize is not None
         probs = self._probs_path(scene_id)
+        out = self.polygons_path(scene_id)
         self.vectorize.scene(
             self.scenes / f"{scene_id}.tif",
             probs if probs is not None and probs.exists() else None,
             scene_id,
-            self.polygons_path(scene_id),
+            out,
         )
+        write_json(out.with_suffix(".json"), {"options": self.vectorize.fingerprint()})
 
     def _write_part(self, shard: str, ok_scenes: Sequence[str]) -> None:
-        """The shard's polygons in one part; ok scenes mapped before ``vectorize`` was set get
-        theirs first (from their maps)."""
+        """The shard's polygons in one part; ok scenes mapped before ``vectorize`` was set, or
+        with other options, get theirs first (from their maps)."""
         assert self.vectorize is not None
+        wanted = self.vectorize.fingerprint()
         for scene_id in ok_scenes:
-            if not self.polygons_path(scene_id).exists():
-                self._vectorize(scene_id)
+            made = self.polygons_path(scene_id).with_suffix(".json")
+            if not made.exists() or read_json(made).get("options") != wanted:
+                self._vectorize(scene_id)  # new, or made with other options (or classes)
         part = self.root / "polygons" / "parts" / f"{shard}.parquet"
         count = self.vectorize.part([self.polygons_path(s) for s in ok_scenes], part)
         log.info("%s: %d polygons of %d ok scenes", shard, count, len(ok_scenes))

@@ -324,6 +324,7 @@ def _write_polar(
         _empty(overview)
         return {"path": path, "crs": None, "bounds": None, "scenes": 0, "shape": [1, 1]}
     bounds, res = overview_grid(poleward, crs, factor)
+    listing = folder / f"{side}.maps.txt"  # inside the mosaic's temporary folder
     with atomic_path(overview, suffix=".tif") as tmp:
         command = [
             _tool("gdalwarp"), "-q", "-overwrite",
@@ -332,10 +333,14 @@ def _write_polar(
             "-tr", f"{res!r}", f"{res!r}",
             "-r", resampling,
             "-of", "COG", "-co", "COMPRESS=DEFLATE",
-            *(str(Path(m).absolute()) for z in poleward for m in z.maps),
+            "--optfile", str(listing.absolute()),
             str(tmp.absolute()),
         ]  # fmt: skip
-        subprocess.run(command, check=True)
+        listing.write_text("".join(f'"{Path(m).absolute()}"\n' for z in poleward for m in z.maps))
+        try:
+            subprocess.run(command, check=True)
+        finally:
+            listing.unlink(missing_ok=True)
         with rasterio.open(tmp) as src:
             shape, out_bounds = [src.height, src.width], list(src.bounds)
     return {

@@ -120,6 +120,11 @@ class Vectorizer:
     def part(self, paths: Sequence[Path], out: Path) -> int:
         return write_part(paths, out)
 
+    def fingerprint(self) -> str:
+        import json
+
+        return json.dumps({"options": self.options.resolved(), "classes": self.classes}, sort_keys=True)
+
 
 def write_scene_polygons(frame: Any, path: str | os.PathLike[str]) -> None:
     """One scene's polygons as FlatGeobuf, atomically (an empty layer where there are none)."""
