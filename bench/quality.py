@@ -478,7 +478,8 @@ def per_class_winners(checkpoints: list[Path], data: JobData) -> tuple[Any, dict
 def tuned_weights(checkpoints: list[Path], data: JobData) -> tuple[list[float], dict[str, Any]]:
     """The members' weights (then the example's rules') tuned as the workflow's ``tune_weights``
     tunes them, from weights of 1: on the held-out fold of the training scene, for the worst case."""
-    from snakemap.evaluation.tuning import TuningMember, tune_weights
+    from snakemap.evaluation.tuning import TuningMember
+    from snakemap.evaluation.weights import tune_weights
 
     members = [TuningMember(c, 1.0, 0) for c in checkpoints]
     rules = [Member.from_rules(example_rules(), UKIS.classes, 1.0, RULES_NAME)]

@@ -17,15 +17,8 @@ import rasterio
 from rasterio.transform import from_origin
 from shapely.geometry import box
 
-from snakemap.evaluation.areas import (
-    AreaGrid,
-    count_mapped,
-    draw_sample,
-    estimate,
-    label_from_raster,
-    sample_counts,
-    sample_sizes,
-)
+from snakemap.evaluation.area_grid import AreaGrid, count_mapped, draw_sample, label_from_raster
+from snakemap.evaluation.areas import estimate, sample_counts, sample_sizes
 
 CLASSES = ["water", "land", "cloud"]
 LABELS = {"classes": CLASSES, "remap": {"0": "water", "1": "land", "2": "cloud"}}

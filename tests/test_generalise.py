@@ -190,7 +190,7 @@ def test_thresholds_are_tuned_on_out_of_fold_chips_only(tmp_path: Path, chips: d
 
 def test_weights_are_tuned_out_of_fold_for_the_worst_case(tmp_path: Path, chips: dict) -> None:
     from snakemap.core.calval_sections import BaselineOptions
-    from snakemap.evaluation.tuning import group_of, tune_weights, variants
+    from snakemap.evaluation.weights import group_of, tune_weights, variants
 
     folds = pd.read_parquet(chips["folds"])
     # one model in two folds (its members hold out folds 0 and 2), saying reef everywhere
@@ -247,7 +247,7 @@ def test_tuned_weights_replace_the_given_ones_and_drop_members_weighed_zero(tmp_
 
 
 def test_class_rich_statistics_reweight_the_labelled_pixels(chips: dict) -> None:
-    from snakemap.evaluation.tuning import _Moments
+    from snakemap.evaluation.weights import _Moments
 
     images = np.load(str(chips["indexes"][0]).replace("index.parquet", "image.npy"))
     labels = np.load(str(chips["indexes"][0]).replace("index.parquet", "label.npy"))

@@ -20,7 +20,7 @@ def _sections(cfg: dict[str, Any]) -> tuple[Any, Any]:
 
 
 def _grid(maps: list[Path], areas: Any) -> Any:
-    from snakemap.evaluation.areas import AreaGrid, map_files
+    from snakemap.evaluation.area_grid import AreaGrid, map_files
 
     try:
         return AreaGrid.over(map_files(maps), areas.crs, areas.aoi, areas.resolution)
@@ -29,7 +29,8 @@ def _grid(maps: list[Path], areas: Any) -> Any:
 
 
 def _sample(args: argparse.Namespace, cfg: dict[str, Any]) -> int:
-    from snakemap.evaluation.areas import count_mapped, draw_sample, map_files, sample_sizes, write_sample
+    from snakemap.evaluation.area_grid import count_mapped, draw_sample, map_files, write_sample
+    from snakemap.evaluation.areas import sample_sizes
 
     areas, labels = _sections(cfg)
     grid = _grid(args.maps, areas)
@@ -56,7 +57,7 @@ def _label_sample(args: argparse.Namespace, cfg: dict[str, Any]) -> int:
     import pyogrio
 
     from snakemap.data.labels import remap_labels
-    from snakemap.evaluation.areas import label_from_raster, read_sample, write_sample
+    from snakemap.evaluation.area_grid import label_from_raster, read_sample, write_sample
 
     _, labels = _sections(cfg)
     crs = pyogrio.read_info(args.sample)["crs"]
@@ -75,14 +76,8 @@ def _label_sample(args: argparse.Namespace, cfg: dict[str, Any]) -> int:
 
 def _areas(args: argparse.Namespace, cfg: dict[str, Any]) -> int:
     from snakemap.core.io import write_csv
-    from snakemap.evaluation.areas import (
-        check_strata,
-        count_mapped,
-        estimate,
-        map_files,
-        read_sample,
-        sample_counts,
-    )
+    from snakemap.evaluation.area_grid import check_strata, count_mapped, map_files, read_sample
+    from snakemap.evaluation.areas import estimate, sample_counts
 
     areas, labels = _sections(cfg)
     grid = _grid(args.maps, areas)

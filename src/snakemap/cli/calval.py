@@ -73,6 +73,12 @@ def _tune_threshold(args: argparse.Namespace, cfg: dict[str, Any]) -> int:
     return 0
 
 
+def _rules(args: argparse.Namespace, cfg: dict[str, Any]) -> list[Any]:
+    """The ``--rule`` members of an ensemble step, checked against the config's classes."""
+    classes = build("labels", cfg["labels"]).classes if cfg.get("labels") else []
+    return [rule_member(text, classes) for text in args.rule]
+
+
 def _tune_winners(args: argparse.Namespace, cfg: dict[str, Any]) -> int:
     import json
 
@@ -80,8 +86,7 @@ def _tune_winners(args: argparse.Namespace, cfg: dict[str, Any]) -> int:
     from snakemap.evaluation.tuning import TuningMember, tune_winners
 
     members = [TuningMember.from_checkpoint(c) for c in args.checkpoint]
-    classes = build("labels", cfg["labels"]).classes if cfg.get("labels") else None
-    rules = [rule_member(text, classes or []) for text in args.rule]
+    rules = _rules(args, cfg)
     precedence = json.loads(args.precedence) if args.precedence else None
     result = tune_winners(members, rules, args.indexes, args.folds, args.stats, precedence)
     write_json(args.out, result)
@@ -96,13 +101,13 @@ def _tune_winners(args: argparse.Namespace, cfg: dict[str, Any]) -> int:
 
 def _tune_weights(args: argparse.Namespace, cfg: dict[str, Any]) -> int:
     from snakemap.core.io import write_json
-    from snakemap.evaluation.tuning import TuningMember, tune_weights
+    from snakemap.evaluation.tuning import TuningMember
+    from snakemap.evaluation.weights import tune_weights
 
     members = [
         TuningMember.from_checkpoint(c, w) for c, w in zip(args.checkpoint, member_weights(args), strict=True)
     ]
-    classes = build("labels", cfg["labels"]).classes if cfg.get("labels") else []
-    rules = [rule_member(text, classes) for text in args.rule]
+    rules = _rules(args, cfg)
     indices = [spec.name for spec in build("bands", cfg["bands"]).index_specs()] if cfg.get("bands") else []
     result = tune_weights(members, rules, args.indexes, args.folds, args.stats, indices)
     write_json(args.out, result)

@@ -164,7 +164,7 @@ class EnsembleOptions(Section):
     )
     #: ``given``: the members' weights as written; ``tune``: each model's weight (its folds'
     #: together) and each rule's scaled by a factor chosen for the best worst case out of fold
-    #: (:func:`snakemap.evaluation.tuning.tune_weights`), written to ``weights.json``
+    #: (:func:`snakemap.evaluation.weights.tune_weights`), written to ``weights.json``
     weights: Literal["given", "tune"] = Field(
         "given",
         description="given: the members' weights as written; tune: each model's (its folds together) and "
