@@ -112,7 +112,8 @@ def demo_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     shutil.copy(REPO / "config" / "config.yaml", work / "config" / "config.yaml")
     shutil.copy(REPO / "config" / "demo_manifest.csv", work / "config" / "demo_manifest.csv")
     # A few minutes on 2 idle cores; the margin is for a machine that is busy with other work.
-    snakemake(work, timeout=1800)
+    proc = snakemake(work, timeout=1800)
+    (work / "console.txt").write_text(proc.stdout + proc.stderr)  # what `make demo` prints
     return work
 
 

@@ -131,6 +131,15 @@ def test_bad_scenes_end_in_their_state(tmp_path: Path) -> None:
     assert states["dry"] == ("empty", "no pixel with nir in [0, 250]")
     maps = sorted(p.name for p in (tmp_path / "maps" / "scenes").glob("*.tif"))
     assert maps == ["good.tif"]
+    # the ok scene's hectares per class on the ground (10 m pixels: 0.01 ha), summed by progress
+    with rasterio.open(tmp_path / "maps" / "scenes" / "good.tif") as src:
+        classes = src.read(1)
+    expected = {c: 0.01 * int((classes == k).sum()) for k, c in enumerate(["land", "water"])}
+    assert expected["land"] > 0 and sum(expected.values()) == pytest.approx(0.01 * 96 * 96)
+    good = SceneStatus.read(tmp_path / "maps" / "scenes" / "good.json")
+    assert good.extra["class_ha"] == pytest.approx(expected)
+    mapped = progress(tmp_path / "maps", [s.scene_id for s in scenes], 6)["mapped_ha"]
+    assert mapped == pytest.approx(expected)
     # Final states are not retried... unless asked.
     again = runner.run_shard("shard-00000", scenes)
     assert (again["processed"], again["skipped"]) == (0, 6)

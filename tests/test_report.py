@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import shutil
 import zipfile
+from html.parser import HTMLParser
 from pathlib import Path
 
 import numpy as np
@@ -14,14 +15,34 @@ import pandas as pd
 import pytest
 import rasterio
 import torch
+from pyproj import Geod
+from rasterio.transform import from_origin
 
+from snakemap.core.config import ConfigError, build
+from snakemap.core.io import NODATA_CLASS
+from snakemap.core.palette import CYCLE, class_colors, rgb
 from snakemap.core.sections import DemoOptions
 from snakemap.data.demo import write_demo_scene
-from snakemap.evaluation.report import display_bands, image_panel, preview, stretch
+from snakemap.evaluation.areas import estimate
+from snakemap.evaluation.report import ERROR_COLOR, NODATA_GREY, display_bands, image_panel, preview, stretch
 from snakemap.evaluation.winners import winners, write_winners
-from tests.conftest import CONFIG, demo_row, snakemake, workspace
+from snakemap.inference.class_areas import class_hectares
+from snakemap.outputs.quicklook import SceneImage, class_panel, image_overview, quicklook, read_overview
+from snakemap.outputs.report_pages import landing, maps_page
+from tests.conftest import CONFIG, REPO, demo_row, snakemake, workspace, write_tif
 
 CHROMIUM = shutil.which("chromium")
+#: headless Chromium, offline
+FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 SITES = ["s1", "s2"]
 
 
@@ -400,23 +421,13 @@ def test_report_in_headless_chromium(calval_run: Path) -> None:
     report = calval_run / "report.html"
     shots = calval_run / "screenshots"
     shots.mkdir()
-    flags = [
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-quic",
-        "--no-first-run",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-    ]
     figures = {
         "Calval": ["IoU by class", "precision-recall", "confusion matrices"],
         "Training": ["training curves"],
         "Maps": SITES,
     }
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=flags)
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
         page = browser.new_page(viewport={"width": 1400, "height": 1000})
         for category, names in figures.items():
             for name in names:
@@ -434,3 +445,258 @@ def test_report_in_headless_chromium(calval_run: Path) -> None:
                 page.screenshot(path=shots / f"{category}-{name}.png".replace(" ", "_"))
         browser.close()
     assert len(list(shots.glob("*.png"))) == 6
+
+
+class _Tables(HTMLParser):
+    """The tables of an HTML page as lists of rows of cell texts."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.tables: list[list[list[str]]] = []
+        self.cell: list[str] | None = None
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag == "table":
+            self.tables.append([])
+        elif tag == "tr":
+            self.tables[-1].append([])
+        elif tag in ("td", "th"):
+            self.cell = []
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag in ("td", "th") and self.cell is not None:
+            self.tables[-1][-1].append("".join(self.cell).strip())
+            self.cell = None
+
+    def handle_data(self, data: str) -> None:
+        if self.cell is not None:
+            self.cell.append(data)
+
+
+def html_tables(text: str) -> list[pd.DataFrame]:
+    parser = _Tables()
+    parser.feed(text)
+    return [pd.DataFrame(t[1:], columns=t[0]) for t in parser.tables]
+
+
+def test_class_colours_default_to_what_people_expect_and_labels_colors_wins() -> None:
+    classes = ["clear_land", "water", "cloud", "cloud_shadow", "reef", "thing", "other"]
+    labels = build("labels", {"classes": classes, "remap": {0: "clear_land"}, "colors": {"other": "navy"}})
+    palette = dict(zip(classes, labels.palette, strict=True))
+    r, g, b = rgb(palette["water"])
+    assert b > 150 and b > r + 80 and b > g  # water blue
+    assert palette["cloud"] == "#ffffff" and max(rgb(palette["cloud_shadow"])) < 100  # white, dark
+    assert palette["other"] == "#000080" and len(set(labels.palette)) == len(classes)
+    assert ERROR_COLOR not in labels.palette and NODATA_GREY not in labels.palette
+    assert class_colors(["a", "b"]) == list(CYCLE[:2])  # unnamed classes: the cycle
+    with pytest.raises(ConfigError, match=r"labels.colors: 'lnd' is not in labels.classes \(land, water\)"):
+        build("labels", {"classes": ["land", "water"], "remap": {0: "land"}, "colors": {"lnd": "red"}})
+    with pytest.raises(ConfigError, match=r"labels.colors.land: '#12' is not a colour"):
+        build("labels", {"classes": ["land", "water"], "remap": {0: "land"}, "colors": {"land": "#12"}})
+
+
+def test_class_hectares_on_the_ground_projected_and_geographic(tmp_path: Path) -> None:
+    classes = np.zeros((50, 40), np.uint8)
+    classes[:, 10:] = 1
+    classes[0, :] = NODATA_CLASS
+    utm = write_tif(tmp_path / "utm.tif", classes, transform=from_origin(500000, 8000000, 30, 30), nodata=255)
+    assert class_hectares(utm, ["land", "water", "cloud"]) == pytest.approx(
+        {"land": 49 * 10 * 0.09, "water": 49 * 30 * 0.09, "cloud": 0.0}
+    )
+    # 0.005 degrees a pixel from 60 to 60.25 N: against the ellipsoid's area of the same box
+    geo = write_tif(
+        tmp_path / "geo.tif",
+        classes,
+        crs="EPSG:4326",
+        transform=from_origin(10.0, 60.25, 0.005, 0.005),
+        nodata=255,
+    )
+    got = class_hectares(geo, ["land", "water"])
+    assert got is not None
+    geod = Geod(ellps="WGS84")
+
+    def box_ha(west: float, south: float, east: float, north: float) -> float:
+        lons = np.r_[np.linspace(west, east, 50), np.linspace(east, west, 50)]
+        lats = np.r_[np.full(50, south), np.full(50, north)]
+        return abs(geod.polygon_area_perimeter(lons, lats)[0]) / 1e4
+
+    assert got["land"] == pytest.approx(box_ha(10.0, 60.0, 10.05, 60.245), rel=3e-3)
+    assert got["water"] == pytest.approx(box_ha(10.05, 60.0, 10.2, 60.245), rel=3e-3)
+
+
+def test_quicklook_shows_the_overview_in_class_colours_beside_the_scenes_image(tmp_path: Path) -> None:
+    from snakemap.outputs.mosaic import build_mosaic
+
+    # two scenes side by side; each band constant, so the image panel's values are known
+    scenes, maps = [], []
+    for k, (west, values) in enumerate([(500000, (100, 200, 300)), (500960, (50, 60, 70))]):
+        image = np.stack([np.full((96, 96), v, np.uint16) for v in values])
+        path = write_tif(
+            tmp_path / f"s{k}.tif",
+            image,
+            transform=from_origin(west, 8000000, 10, 10),
+            nodata=0,
+            descriptions=["red", "green", "blue"],
+        )
+        scenes.append(SceneImage(f"s{k}", str(path), ["red", "green", "blue"]))
+        classes = np.full((96, 96), k, np.uint8)  # s0 all land, s1 all water
+        maps.append(
+            write_tif(
+                tmp_path / f"m{k}.tif", classes, transform=from_origin(west, 8000000, 10, 10), nodata=255
+            )
+        )
+    build_mosaic(maps, tmp_path / "mosaic", tmp_path / "overview.tif", factor=4, resampling="mode")
+    data, grid, _ = read_overview(tmp_path / "overview.tif")
+    image, skipped = image_overview([*scenes, SceneImage("gone", str(tmp_path / "nope.tif"), [])], grid)
+    assert skipped and skipped[0].startswith("gone: ")
+    for k, values in enumerate([(100, 200, 300), (50, 60, 70)]):
+        inside = data == k  # the overview's pixels of scene k, off the seam (where both have some)
+        inside[:, 1:] &= inside[:, :-1].copy()
+        inside[:, :-1] &= inside[:, 1:].copy()
+        assert inside.sum() > 100
+        core = inside & np.isfinite(image).all(axis=0)
+        assert core.mean() > 0.9 * inside.mean()
+        for band, value in enumerate(values):
+            np.testing.assert_allclose(image[band][core], value, rtol=1e-5)
+    palette = class_colors(["land", "water"])
+    panel = class_panel(data, palette)
+    assert np.allclose(panel[data == 1][:, :3], np.array(rgb(palette[1])) / 255)
+    assert (panel[data == NODATA_CLASS][:, 3] == 0).all()
+    out = tmp_path / "quicklook.png"
+    shown = quicklook(tmp_path / "overview.tif", scenes, ["land", "water", "cloud"], palette + ["#ffffff"],
+                      "demo", out, mapped_ha={"land": 92.16, "water": 92.16}, total_scenes=2)  # fmt: skip
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert (shown.scenes, shown.skipped, shown.classes) == (2, [], ["land", "water"])
+
+
+REASON = "unreadable: <not a TIFF> & more"
+
+
+def _progress(corrupt: int, unlike: int) -> dict[str, object]:
+    return {
+        "total": 10, "ok": 6, "empty": 2, "corrupt": corrupt, "pending": 2 - corrupt,
+        "done_pct": 80.0 + 10 * corrupt, "scenes_per_hour": 0.0, "eta_s": None, "shards": 5,
+        "shards_done": 4,
+        "corrupt_scenes": [{"scene_id": f"c{i}", "reason": REASON} for i in range(corrupt)],
+        "unlike_scenes": [{"scene_id": f"u{i}", "shift": 3.5 - i} for i in range(unlike)],
+        "shift_threshold": 1.0, "mapped_ha": {"land": 300.0, "water": 100.0}, "zones": {},
+    }  # fmt: skip
+
+
+def test_the_maps_page_lists_progress_areas_corrupt_and_unlike_scenes(tmp_path: Path) -> None:
+    (tmp_path / "a.json").write_text(json.dumps(_progress(2, 1)))
+    (tmp_path / "b.json").write_text(json.dumps(_progress(0, 0)))
+    classes = ["land", "water"]
+    estimate(np.array([[40, 5], [2, 30]]), [300.0, 100.0], classes).to_csv(
+        tmp_path / "areas.csv", index=False
+    )
+    out = tmp_path / "maps.html"
+    maps_page(
+        {"models/u/best": tmp_path / "a.json", "ensembles/e": tmp_path / "b.json"},
+        {"models/u/best": tmp_path / "areas.csv"},
+        classes,
+        class_colors(classes),
+        out,
+    )
+    text = out.read_text()
+    assert "&lt;not a TIFF&gt; &amp; more" in text and "<not a TIFF>" not in text  # escaped
+    tables = html_tables(text)
+    progress_table = tables[0].set_index("predictor")
+    assert progress_table.loc["models/u/best", ["ok", "empty", "corrupt", "pending"]].tolist() == [
+        "6",
+        "2",
+        "2",
+        "0",
+    ]
+    assert progress_table.loc["ensembles/e", "unlike training"] == "0"
+    mapped = tables[1].set_index("class")
+    assert mapped.loc["land", "models/u/best ha"] == "300" and mapped.loc["water", "ensembles/e %"] == "25"
+    estimates = tables[2].set_index("class")
+    assert {"area_ha", "area_low_ha", "area_high_ha", "users_accuracy"} <= set(estimates.columns)
+    assert float(estimates.loc["land", "area_low_ha"].replace(",", "")) < float(
+        estimates.loc["land", "area_ha"].replace(",", "")
+    )
+    corrupt = tables[3]
+    assert corrupt["scene_id"].tolist() == ["c0", "c1"] and "Corrupt scenes: models/u/best (2)" in text
+    assert tables[4]["scene_id"].tolist() == ["u0"] and "Corrupt scenes: ensembles/e (0)" in text
+    assert f"background:{class_colors(classes)[1]}" in text  # class cells carry their colour
+
+
+def test_the_landing_text_renders_the_winners_as_a_table(tmp_path: Path) -> None:
+    from docutils.core import publish_parts
+    from jinja2 import Environment
+
+    _summary().to_csv(tmp_path / "summary.csv", index=False)
+    write_winners(tmp_path / "summary.csv", tmp_path / "best_by_class.csv")
+    landing(
+        REPO / "workflow" / "report" / "workflow.rst",
+        tmp_path / "best_by_class.csv",
+        tmp_path / "landing.rst",
+    )
+
+    class Snakemake:  # what snakemake --report renders the text with
+        config = {"manifest": "config/demo_manifest.csv"}
+
+    rst = Environment().from_string((tmp_path / "landing.rst").read_text()).render(snakemake=Snakemake)
+    body = publish_parts(rst, writer="html")["html_body"]
+    assert "config/demo_manifest.csv" in body and "Best predictor per class" in body
+    table = html_tables(body)[0]
+    assert table["class"].tolist() == ["land", "water", "reef", "cloud", "macro"]
+    assert table.set_index("class").loc["reef", "winner"] == "models/a/best"
+
+
+@pytest.mark.workflow
+@pytest.mark.browser
+@pytest.mark.skipif(
+    CHROMIUM is None, reason="Debian's chromium is not installed (make test installs it as root)"
+)
+def test_the_demo_report_opens_on_the_winners_and_shows_the_applied_map(
+    demo_run: Path, tmp_path: Path
+) -> None:
+    from playwright.sync_api import sync_playwright
+
+    report = tmp_path / "report.html"  # the demo's folder is shared: only its outputs are read
+    snakemake(demo_run, "--report", str(report))
+    predictor = "models/arch-Unet/best"
+    progress = json.loads((demo_run / "results" / "maps" / predictor / "progress.json").read_text())
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        page.goto(report.as_uri())
+        # it opens on the winners per class, a table in the page
+        landing = page.locator(".prose")
+        landing.get_by_text("Best predictor per class").wait_for()
+        winners = html_tables(landing.inner_html())[0]
+        expected = pd.read_csv(demo_run / "results" / "reports" / "best_by_class.csv")
+        assert winners["class"].tolist() == expected["class"].tolist()
+        assert winners["winner"].tolist() == expected["winner"].tolist()
+        # the quicklook of the applied map: an image, decoded
+        page.get_by_text("Applied maps", exact=True).click()
+        page.locator("tr", has_text="quicklook").locator("a[iconname=eye]").click()
+        page.wait_for_function(
+            "() => [...document.images].some(i => i.src.startsWith('data:image/png') && i.complete)"
+        )
+        sizes = page.eval_on_selector_all(
+            "img",
+            "els => els.filter(e => e.src.startsWith('data:image/png'))"
+            ".map(e => [e.naturalWidth, e.naturalHeight])",
+        )
+        assert sizes and all(w > 600 and h > 200 for w, h in sizes), sizes
+        page.screenshot(path=tmp_path / "quicklook.png")
+        # the page of progress and areas, shown in the report (not a download)
+        page.goto(report.as_uri())
+        page.get_by_text("Applied maps", exact=True).click()
+        page.locator("tr", has_text="progress, areas").locator("a[iconname=eye]").click()
+        frame = page.frame_locator("iframe")
+        frame.get_by_text("Mapped area per class").wait_for()
+        tables = html_tables(frame.locator("body").inner_html())
+        states = tables[0].set_index("predictor").loc[predictor]
+        assert [int(states[k]) for k in ("ok", "empty", "corrupt", "pending")] == [
+            progress[k] for k in ("ok", "empty", "corrupt", "pending")
+        ]
+        mapped = tables[1].set_index("class")
+        for name, ha in progress["mapped_ha"].items():
+            assert float(mapped.loc[name, f"{predictor} ha"].replace(",", "")) == pytest.approx(ha, abs=0.06)
+        assert "Area estimates: models/arch-Unet/best" in frame.locator("body").inner_text()
+        page.screenshot(path=tmp_path / "maps.png")
+        browser.close()

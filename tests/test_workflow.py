@@ -636,3 +636,20 @@ def test_each_train_log_has_one_line_per_epoch_and_no_line_twice(demo_run: Path)
         assert all("train_loss" in line and "val_loss" in line and "val_iou" in line for line in epoch_lines)
         # each line once: Lightning's own handler no longer repeats what the root logger prints
         assert text.count("Seed set to") == 1 and text.count("GPU available") <= 1, text[:2000]
+
+
+def test_the_demo_console_is_one_line_per_job_start_and_end(demo_run: Path) -> None:
+    """What `make demo` prints (installation aside): under 30 KB, no progress bars, no shell
+    commands nor file lists; each job's start is one line, its message, and each end counted."""
+    text = (demo_run / "console.txt").read_text()
+    assert len(text.encode()) < 30_000 and "\r" not in text
+    assert not re.search(r"^\s+(input|output|log|shell|resources): ", text, re.MULTILINE)
+    assert "--options" not in text  # no shell command, with its JSON
+    started = re.findall(r"^Job (\d+): (.+)$", text, re.MULTILINE)
+    finished = re.findall(r"^Finished jobid: (\d+) \(Rule: (\w+)\)$", text, re.MULTILINE)
+    total = int(re.findall(r"^(\d+) of \1 steps \(100%\) done$", text, re.MULTILINE)[-1])
+    assert len(started) == len(finished) == total > 40
+    assert {job for job, _ in started} == {job for job, _ in finished}
+    messages = dict(started)
+    assert any(m.startswith("train arch-") for m in messages.values())
+    assert "apply models/arch-Unet/best to shard-00000" in messages.values()

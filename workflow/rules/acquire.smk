@@ -17,6 +17,8 @@ rule acquire:
         label_sha256=lambda w: scene(w)["label_sha256"],
         options=acquire_options,
         sensor=lambda w: scene(w)["sensor"] if is_item(scene(w)["uri"]) else "",
+    message:
+        "acquire {wildcards.scene}"
     shell:
         "snakemap acquire {wildcards.scene:q} --uri {params.uri:q} --sha256={params.sha256:q}"
         " --label-uri={params.label_uri:q} --label-sha256={params.label_sha256:q}"

@@ -14,5 +14,7 @@ rule analyze:
         "../envs/snakemap.yaml"
     resources:
         mem_mb=lambda w, attempt: config["resources"]["analyze_mem_mb"] * attempt,
+    message:
+        "band statistics of the training scenes"
     shell:
         "snakemap analyze {input:q} --out {output:q} 2> {log:q}"

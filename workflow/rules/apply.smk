@@ -14,6 +14,8 @@ rule apply_inputs_vrt:
         "../envs/snakemap.yaml"
     params:
         options=options("acquire", "task"),
+    message:
+        "VRT of the apply scenes"
     shell:
         "snakemap inputs-vrt --manifest {input.manifest:q} --out {output:q} --options {params.options:q}"
         " 2> {log:q}"
@@ -47,6 +49,8 @@ rule apply_shard:
         options=shard_options,
         # `snakemake --config retry_corrupt=true` reruns the shards; each retries its corrupt scenes
         retry=config["retry_corrupt"],
+    message:
+        "apply {wildcards.predictor} to {wildcards.shard}"
     shell:
         "snakemap apply-shard {wildcards.shard} --manifest {params.manifest:q} --root results/maps/{wildcards.predictor}"
         " {params.predictor} {params.vrt} --retry-corrupt={params.retry} --gpus {resources.gpu}"
@@ -69,6 +73,8 @@ rule mosaic:
         "../envs/snakemap.yaml"
     params:
         options=options("apply", "task"),
+    message:
+        "mosaic and overviews of {wildcards.predictor}"
     shell:
         "snakemap mosaic {input:q} --out {output.mosaic:q} --overview {output.overview:q}"
         " --polar {output.south:q} {output.north:q} --options {params.options:q} 2> {log:q}"
@@ -85,6 +91,8 @@ rule polygons:
         "logs/maps/{predictor}/polygons.log",
     conda:
         "../envs/snakemap.yaml"
+    message:
+        "polygons of {wildcards.predictor}"
     shell:
         "snakemap polygons {input:q} --parquet {output.parquet:q} --gpkg {output.gpkg:q} 2> {log:q}"
 
@@ -103,6 +111,8 @@ rule progress:
         "../envs/snakemap.yaml"
     params:
         options=options("manifest", "apply", "task", "shift"),
+    message:
+        "progress of {wildcards.predictor}"
     shell:
         "snakemap progress --predictor {wildcards.predictor:q} --out {output:q}"
         " --options {params.options:q} > {log:q} 2>&1"
@@ -130,6 +140,8 @@ rule stac:
         bundle=lambda w, input: f"--bundle {input.bundle}" if input.bundle else "",
         manifest=config["manifest"],
         options=options("labels", "task"),
+    message:
+        "STAC collection of {wildcards.predictor}"
     shell:
         "snakemap stac {input.shards:q} --predictor {wildcards.predictor:q}"
         " --root results/maps/{wildcards.predictor} --manifest {params.manifest:q}"

@@ -17,6 +17,8 @@ rule sample:
     params:
         # not areas.reference nor reference_raster: naming the labelled sample never draws anew
         options=lambda w: json.dumps({"areas": sample_section(), "labels": config["labels"]}, sort_keys=True),
+    message:
+        "reference sample of {wildcards.predictor}"
     shell:
         "snakemap sample {input.mosaic:q} --out {output:q} --options {params.options:q} 2> {log:q}"
 
@@ -33,6 +35,8 @@ rule label_sample:
         "../envs/snakemap.yaml"
     params:
         options=options("labels"),
+    message:
+        "label the reference sample of {wildcards.predictor}"
     shell:
         "snakemap label-sample {input.sample:q} --raster {input.rasters:q} --out {output:q}"
         " --options {params.options:q} 2> {log:q}"
@@ -51,6 +55,8 @@ rule areas:
         "../envs/snakemap.yaml"
     params:
         options=options("areas", "labels"),
+    message:
+        "areas with 95% intervals of {wildcards.predictor}"
     shell:
         "snakemap areas {input.mosaic:q} --reference {input.reference:q} --out {output:q}"
         " --options {params.options:q} > {log:q} 2>&1"

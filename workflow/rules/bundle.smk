@@ -15,6 +15,8 @@ rule bundle:
         "../envs/snakemap.yaml"
     params:
         options=options("bands", "clean", "sensors", "labels", "predict", "downscaling", "task"),
+    message:
+        "bundle {wildcards.model}"
     shell:
         "snakemap bundle --checkpoint {input.ckpt:q} --resolved {input.resolved:q} --out {output.zip:q}"
         " --options {params.options:q} 2> {log:q}"
@@ -29,5 +31,7 @@ rule onnx:
         "logs/bundles/{model}.onnx.log",
     conda:
         "../envs/snakemap.yaml"
+    message:
+        "ONNX export of {wildcards.model}"
     shell:
         "snakemap export-onnx --bundle {input:q} --out {output:q} 2> {log:q}"

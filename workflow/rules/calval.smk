@@ -24,6 +24,8 @@ rule calval_predict:
     params:
         predictor=predictor_args,
         options=options("predict"),
+    message:
+        "predict {wildcards.site} with {wildcards.predictor}"
     shell:
         "snakemap predict {params.predictor} --clean {input.clean:q}"
         " --classes-out {output.classes:q} --probs-out {output.probs:q}"
@@ -48,6 +50,8 @@ rule tune_threshold:
         checkpoints=lambda w, input: " ".join(f"--checkpoint {c}" for c in input.ckpts),
         args=ensemble_args,
         target=lambda w: single_target(),
+    message:
+        "tune the threshold of ensembles/{wildcards.ensemble}"
     shell:
         "snakemap tune-threshold {params.checkpoints} {params.args} --target {params.target:q}"
         " --indexes {input.indexes:q} --folds {input.folds:q} --stats {input.stats:q}"
@@ -72,6 +76,8 @@ rule tune_weights:
         checkpoints=lambda w, input: " ".join(f"--checkpoint {c}" for c in input.ckpts),
         members=ensemble_args,
         options=options("labels", "bands"),
+    message:
+        "tune the weights of ensembles/{wildcards.ensemble}"
     shell:
         "snakemap tune-weights {params.checkpoints} {params.members}"
         " --indexes {input.indexes:q} --folds {input.folds:q} --stats {input.stats:q}"
@@ -97,6 +103,8 @@ rule tune_winners:
         rules=ensemble_args,
         precedence=ensemble_precedence,
         labels=options("labels"),
+    message:
+        "per-class winners of ensembles/{wildcards.ensemble}"
     shell:
         "snakemap tune-winners {params.checkpoints} {params.rules} {params.precedence}"
         " --indexes {input.indexes:q} --folds {input.folds:q} --stats {input.stats:q}"
@@ -116,6 +124,8 @@ rule calval_baseline:
     params:
         spec=lambda w: json.dumps(BASELINES[w.baseline], sort_keys=True),
         labels=options("labels"),
+    message:
+        "baselines/{wildcards.baseline} at {wildcards.site}"
     shell:
         "snakemap baseline {wildcards.site:q} --spec {params.spec:q} --clean {input.clean:q}"
         " --out {output:q} --options {params.labels:q} 2> {log:q}"
@@ -137,6 +147,8 @@ rule calval_metrics:
         tuned=lambda w, input: f"--threshold-from {input.tuned[0]}" if input.tuned else "",
         selection=selection,
         labels_options=options("labels"),
+    message:
+        "score {wildcards.predictor}"
     shell:
         "snakemap calval-metrics --predictor {wildcards.predictor:q} --clean {input.clean:q}"
         " --maps {input.maps:q} {params.probs} {params.tuned}"
@@ -154,5 +166,7 @@ rule calval_summary:
     localrule: True
     conda:
         "../envs/snakemap.yaml"
+    message:
+        "calval summary"
     shell:
         "snakemap calval-summary {input:q} --out {output:q} > {log:q} 2>&1"

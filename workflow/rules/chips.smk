@@ -18,6 +18,8 @@ rule chips:
         mem_mb=lambda w, attempt: config["resources"]["chips_mem_mb"] * attempt,
     params:
         options=options("chips", "labels", "task"),
+    message:
+        "chips of {wildcards.scene}"
     shell:
         "snakemap chips {wildcards.scene:q} --clean {input:q} --image {output.image:q}"
         " --label {output.label:q} --index {output.index:q}"
@@ -36,6 +38,8 @@ rule folds:
         "../envs/snakemap.yaml"
     params:
         options=options("splits", "task"),
+    message:
+        "cross-validation folds"
     shell:
         "snakemap folds {input.index:q} --manifest {input.manifest:q} --out {output:q}"
         " --options {params.options:q} 2> {log:q}"

@@ -19,6 +19,8 @@ checkpoint clean:
     params:
         options=clean_options,
         scene=clean_args,
+    message:
+        "clean {wildcards.scene}"
     shell:
         "snakemap clean {wildcards.scene:q} --acquired {input:q} --out {output:q}"
         " {params.scene} --options {params.options:q} 2> {log:q}"

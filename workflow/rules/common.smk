@@ -114,6 +114,7 @@ def all_outputs(wildcards=None):
         + report_outputs()
         + apply_outputs()
         + area_outputs()
+        + map_report_outputs()
     )
 
 
@@ -459,6 +460,31 @@ def polygon_outputs(predictor):
     if not VECTORIZE:
         return []
     return [f"results/maps/{predictor}/polygons.parquet", f"results/maps/{predictor}/polygons.gpkg"]
+
+
+def map_report_outputs():
+    """Per applied predictor its quicklook, and the page of progress and areas of them all."""
+    if not APPLY_SCENES:
+        return []
+    return expand("results/reports/maps/{predictor}.png", predictor=APPLY["predictors"]) + [
+        "results/reports/maps.html"
+    ]
+
+
+def area_files():
+    """predictor -> its areas.csv, for the predictors that have one (see area_outputs)."""
+    if not AREAS or not APPLY_SCENES:
+        return {}
+    return {p: f"results/maps/{p}/areas.csv" for p in APPLY["predictors"] if reference_of(p)}
+
+
+# The text `snakemake --report` opens on: once the run wrote it (the workflow's description and
+# the best predictor per class), else the description alone.
+LANDING = "results/reports/landing.rst"
+
+
+def landing_text():
+    return os.path.abspath(LANDING) if os.path.exists(LANDING) else "report/workflow.rst"
 
 
 def area_outputs():

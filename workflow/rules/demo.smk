@@ -12,6 +12,8 @@ rule demo_scene:
     params:
         options=options("demo"),
         empty=lambda w: "--empty" if w.name in config.get("demo", {}).get("empty", []) else "",
+    message:
+        "demo scene {wildcards.name}"
     shell:
         "snakemap demo-scene {wildcards.name:q} --image {output.image:q} --label {output.label:q}"
         " {params.empty} --options {params.options:q} 2> {log:q}"
@@ -31,6 +33,8 @@ rule catalog_scene:
         "../envs/snakemap.yaml"
     params:
         options=options("catalog"),
+    message:
+        "catalogue scene {wildcards.name}"
     shell:
         "snakemap catalog-scene {wildcards.name:q} --out resources/catalog/{wildcards.name}"
         " --options {params.options:q} 2> {log:q}"

@@ -22,6 +22,8 @@ rule downscale_site:
         mem_mb=lambda w, attempt: 4000 * attempt,
     params:
         options=options("downscaling", "predict"),
+    message:
+        "downscale {wildcards.site} with models/{wildcards.model}/{wildcards.checkpoint}"
     shell:
         "snakemap downscale --checkpoint {input.ckpt:q} --clean {input.clean:q} --out {output:q}"
         " --options {params.options:q} --gpus {resources.gpu} 2> {log:q}"
@@ -39,6 +41,8 @@ rule downscale_baseline:
         scale="[0-9]+",
     conda:
         "../envs/snakemap.yaml"
+    message:
+        "baselines/{wildcards.method}-x{wildcards.scale} at {wildcards.site}"
     shell:
         "snakemap downscale --method {wildcards.method} --scale {wildcards.scale}"
         " --clean {input.clean:q} --out {output:q} 2> {log:q}"
@@ -63,6 +67,8 @@ rule downscale_metrics:
             else ""
         ),
         selection=selection,
+    message:
+        "score {wildcards.predictor}"
     shell:
         "snakemap downscale-metrics --predictor {wildcards.predictor:q} --clean {input.clean:q}"
         " --maps {input.maps:q} --scale {params.scale} {params.method}"
@@ -87,6 +93,8 @@ rule downscale_summary:
         "../envs/snakemap.yaml"
     params:
         scales=" ".join(map(str, SCALES)),
+    message:
+        "calval summary"
     shell:
         "snakemap downscale-summary {input:q} --out {output.summary:q} --tables results/reports"
         " --scales {params.scales} > {log:q} 2>&1"
@@ -110,6 +118,8 @@ rule downscale_figure:
         "logs/report/downscaling/{site}.log",
     conda:
         "../envs/snakemap.yaml"
+    message:
+        "report: figure of {wildcards.site}"
     shell:
         "snakemap downscale-figure --clean {input.clean:q} --summary {input.summary:q}"
         " --out {output:q} 2> {log:q}"

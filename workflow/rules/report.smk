@@ -35,6 +35,8 @@ rule report_plots:
         "logs/report/plots.log",
     conda:
         "../envs/snakemap.yaml"
+    message:
+        "report: calval and training figures"
     shell:
         "snakemap report-plots --metrics {input.metrics:q} --training {input.training:q}"
         " --bars {output.bars:q} --pr {output.pr:q} --confusion {output.confusion:q}"
@@ -61,6 +63,8 @@ rule report_preview:
     params:
         predictors=calval_predictors(),
         labels=options("labels"),
+    message:
+        "report: preview of {wildcards.site}"
     shell:
         "snakemap preview {wildcards.site:q} --clean {input.clean:q} --summary {input.summary:q}"
         " --predictors {params.predictors:q} --maps {input.maps:q}"
@@ -72,7 +76,7 @@ rule report_summary:
         "results/calval/summary.csv",
     output:
         report(
-            "results/reports/summary.csv",
+            "results/reports/summary.html",
             caption="../report/summary.rst",
             category="Calval",
             labels={"figure": "summary table"},
@@ -82,16 +86,22 @@ rule report_summary:
     localrule: True
     conda:
         "../envs/snakemap.yaml"
+    params:
+        labels=options("labels"),
+    message:
+        "report: calval summary table"
     shell:
-        "cp {input:q} {output:q} 2> {log:q}"
+        "snakemap report-table {input:q} --title 'Calval summary' --out {output:q}"
+        " --options {params.labels:q} 2> {log:q}"
 
 
 rule report_winners:
     input:
         "results/calval/summary.csv",
     output:
-        report(
-            "results/reports/best_by_class.csv",
+        csv="results/reports/best_by_class.csv",
+        html=report(
+            "results/reports/best_by_class.html",
             caption="../report/best_by_class.rst",
             category="Calval",
             labels={"figure": "best predictor per class"},
@@ -101,8 +111,34 @@ rule report_winners:
     localrule: True
     conda:
         "../envs/snakemap.yaml"
+    params:
+        labels=options("labels"),
+    message:
+        "report: best predictor per class"
     shell:
-        "snakemap report-winners {input:q} --out {output:q} > {log:q} 2>&1"
+        "snakemap report-winners {input:q} --out {output.csv:q} --html {output.html:q}"
+        " --options {params.labels:q} > {log:q} 2>&1"
+
+
+# The text the report opens on: the workflow's description and the best predictor per class.
+rule report_landing:
+    input:
+        description=workflow.source_path("../report/workflow.rst"),
+        winners="results/reports/best_by_class.csv",
+    output:
+        LANDING,
+    log:
+        "logs/report/landing.log",
+    localrule: True
+    conda:
+        "../envs/snakemap.yaml"
+    params:
+        labels=options("labels"),
+    message:
+        "report: the page it opens on"
+    shell:
+        "snakemap report-landing --description {input.description:q} --winners {input.winners:q}"
+        " --out {output:q} --options {params.labels:q} 2> {log:q}"
 
 
 rule report_sites:
@@ -111,8 +147,9 @@ rule report_sites:
         stats="results/stats/bands.json",
         metrics=expand("results/calval/{predictor}/metrics.json", predictor=calval_predictors()),
     output:
-        report(
-            "results/reports/sites.csv",
+        csv="results/reports/sites.csv",
+        html=report(
+            "results/reports/sites.html",
             caption="../report/sites.rst",
             category="Calval",
             labels={"figure": "sites: shift and scores"},
@@ -123,18 +160,21 @@ rule report_sites:
     conda:
         "../envs/snakemap.yaml"
     params:
-        options=options("shift"),
+        options=options("shift", "labels"),
+    message:
+        "report: calval sites' shift and scores"
     shell:
         "snakemap report-sites --clean {input.clean:q} --stats {input.stats:q} --metrics {input.metrics:q}"
-        " --out {output:q} --options {params.options:q} > {log:q} 2>&1"
+        " --out {output.csv:q} --html {output.html:q} --options {params.options:q} > {log:q} 2>&1"
 
 
 rule report_ensembles:
     input:
         expand("results/ensembles/{ensemble}/winners.json", ensemble=per_class_ensembles()),
     output:
-        report(
-            "results/reports/per_class_winners.csv",
+        csv="results/reports/per_class_winners.csv",
+        html=report(
+            "results/reports/per_class_winners.html",
             caption="../report/per_class_winners.rst",
             category="Calval",
             labels={"figure": "per-class ensembles: out-of-fold winners"},
@@ -146,8 +186,12 @@ rule report_ensembles:
         "../envs/snakemap.yaml"
     params:
         names=per_class_ensembles(),
+        labels=options("labels"),
+    message:
+        "report: per-class ensembles' winners"
     shell:
-        "snakemap report-ensembles {input:q} --names {params.names:q} --out {output:q} > {log:q} 2>&1"
+        "snakemap report-ensembles {input:q} --names {params.names:q} --out {output.csv:q}"
+        " --html {output.html:q} --options {params.labels:q} > {log:q} 2>&1"
 
 
 rule calval_report:
@@ -155,3 +199,5 @@ rule calval_report:
         report_outputs,
         preview_outputs,
     localrule: True
+    message:
+        "calval and its report are up to date"

@@ -17,11 +17,12 @@ def report_outputs(wildcards=None):
         return []
     return [
         "results/calval/summary.csv",
-        "results/reports/summary.csv",
-        "results/reports/best_by_class.csv",
-        "results/reports/sites.csv",
+        "results/reports/summary.html",
+        "results/reports/best_by_class.html",
+        "results/reports/sites.html",
         "results/reports/iou_by_class.png",
-    ] + (["results/reports/per_class_winners.csv"] if per_class_ensembles() else [])
+        LANDING,
+    ] + (["results/reports/per_class_winners.html"] if per_class_ensembles() else [])
 
 
 def per_class_ensembles():

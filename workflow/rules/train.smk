@@ -30,6 +30,8 @@ rule train:
         # what the job learns; its resources below are not in it, so raising them reruns nothing
         job=job_json,
         labels=options("labels", "task"),
+    message:
+        "train {wildcards.model}"
     shell:
         "snakemap train --job {params.job:q} --options {params.labels:q}"
         " --train-indexes {input.train:q} --calval-indexes {input.calval:q}"
@@ -42,6 +44,8 @@ rule train_all:
     input:
         model_outputs(),
     localrule: True
+    message:
+        "every model is trained"
 
 
 rule models_table:
@@ -54,5 +58,7 @@ rule models_table:
         "../envs/snakemap.yaml"
     params:
         models=options("models", "splits"),
+    message:
+        "table of the model grid"
     shell:
         "snakemap models-table --options {params.models:q} --out {output:q} 2> {log:q}"

@@ -16,6 +16,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field, PrivateAttr, field_validator, model_validator
 
+from snakemap.core.palette import class_colors, to_hex
 from snakemap.core.section_base import AnyNumber, Fraction, Name, NonNegative, Number, Positive, Section
 
 #: what a remap table maps a value to for pixels that are not learnt from
@@ -307,6 +308,13 @@ class LabelOptions(Section):
     background: str | None = Field(
         None, description="vector labels: the class of pixels under no feature (null: unlabelled)"
     )
+    #: class -> colour (``#rrggbb``, ``#rgb`` or a name) in the report's maps and the class
+    #: GeoTIFFs' colour tables; classes left out take the default palette (:mod:`snakemap.core.palette`)
+    colors: dict[str, str] | None = Field(
+        None,
+        description="class -> colour (#rrggbb or a name) for maps, legends and GeoTIFF colour tables; "
+        "unset classes take the default palette (water blue, cloud white, ...)",
+    )
     _table: dict[int, int] = PrivateAttr(default_factory=dict)
     _names: dict[str, int] = PrivateAttr(default_factory=dict)
     _remap_key: str = PrivateAttr("labels.remap")
@@ -323,7 +331,21 @@ class LabelOptions(Section):
         for name in self.target or []:
             if name not in self.classes:
                 raise ValueError(f"labels.target: {name!r} is not in labels.classes")
+        for name, color in (self.colors or {}).items():
+            if name not in self.classes:
+                raise ValueError(
+                    f"labels.colors: {name!r} is not in labels.classes ({', '.join(self.classes)})"
+                )
+            try:
+                to_hex(color)
+            except ValueError as exc:
+                raise ValueError(f"labels.colors.{name}: {exc}") from None
         return self
+
+    @property
+    def palette(self) -> list[str]:
+        """``#rrggbb`` per class, in class order (``colors`` over the default palette)."""
+        return class_colors(self.classes, self.colors)
 
     @property
     def table(self) -> dict[int, int]:

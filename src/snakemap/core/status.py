@@ -89,7 +89,7 @@ class SceneStatus:
 
     def summary(self) -> dict[str, Any]:
         """What a shard's manifest lists of the scene: id, status, reason, finish time and, for an
-        applied scene, its shift score (:mod:`snakemap.inference.shift`)."""
+        applied scene, its shift score (:mod:`snakemap.inference.shift`) and hectares per class."""
         summary = {
             "scene_id": self.scene_id,
             "status": self.status,
@@ -98,6 +98,8 @@ class SceneStatus:
         }
         if isinstance(self.extra.get("shift"), dict):  # how unlike the training data (apply)
             summary["shift"] = self.extra["shift"]["score"]
+        if isinstance(self.extra.get("class_ha"), dict):  # hectares per class of its map (apply)
+            summary["class_ha"] = self.extra["class_ha"]
         return summary
 
 

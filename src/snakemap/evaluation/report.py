@@ -23,6 +23,7 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 
 from snakemap.core.io import NODATA_CLASS, atomic_path, read_json
+from snakemap.core.palette import class_colors
 
 
 def _save(fig: Figure, out: str | os.PathLike[str]) -> None:
@@ -129,6 +130,8 @@ def training_curves(metrics_csvs: Sequence[str | os.PathLike[str]], out: str | o
 DISPLAY_GAMMA = 2.2
 #: Colour of nodata pixels in the image panel (clouds are white, so nodata is not).
 NODATA_GREY = "0.6"
+#: Colour of the wrong pixels in a preview's error panel: no class of the palette's
+ERROR_COLOR = "#ff00ff"
 
 
 def stretch(
@@ -189,13 +192,16 @@ def preview(
     title: str,
     out: str | os.PathLike[str],
     ignore_index: int = 255,
+    colors: Sequence[str] | None = None,
 ) -> None:
-    """Image | reference | prediction | errors of one site."""
+    """Image | reference | prediction | errors of one site; classes in ``colors`` (``#rrggbb``
+    per class, default :func:`snakemap.core.palette.class_colors`), errors in magenta (no class
+    colour is)."""
     with rasterio.open(label) as src:
         ref = src.read(1)
     with rasterio.open(prediction) as src:
         pred = src.read(1)
-    palette = sns.color_palette("tab10", len(classes))
+    palette = list(colors) if colors is not None else class_colors(classes)
     cmap = ListedColormap(palette)
     fig, axes = plt.subplots(1, 4, figsize=(16, 4.4))
     axes[0].set_facecolor(NODATA_GREY)
@@ -210,17 +216,17 @@ def preview(
     errors[scored] = (ref[scored] != pred[scored]).astype(float)
     axes[3].imshow(
         np.ma.masked_invalid(errors),
-        cmap=ListedColormap(["#d9d9d9", "#d62728"]),
+        cmap=ListedColormap(["#d9d9d9", ERROR_COLOR]),
         vmin=0,
         vmax=1,
         interpolation="nearest",
     )
     wrong = float(np.nanmean(errors)) if scored.any() else float("nan")
-    axes[3].set_title(f"errors (red: {wrong:.1%} of scored pixels)")
+    axes[3].set_title(f"errors (magenta: {wrong:.1%} of scored pixels)")
     for ax in axes:
         ax.set_xticks([])
         ax.set_yticks([])
-    handles = [Rectangle((0, 0), 1, 1, color=palette[i]) for i in range(len(classes))]
+    handles = [Rectangle((0, 0), 1, 1, facecolor=palette[i], edgecolor="0.3") for i in range(len(classes))]
     fig.legend(handles, classes, loc="lower center", ncol=len(classes), fontsize=8)
     fig.suptitle(title)
     _save(fig, out)

@@ -51,6 +51,7 @@ from snakemap.core.sections import AcquireOptions, BandOptions, CleanOptions
 from snakemap.core.status import SceneError, SceneStatus, corrupt_reason
 from snakemap.data.bands import cleaned_names
 from snakemap.data.clean import Cleaned
+from snakemap.inference.class_areas import class_hectares
 from snakemap.inference.predict import Predictor, predict_scene, predict_staged
 from snakemap.inference.readers import ArrayReader, CleaningReader
 from snakemap.inference.scenes import Prepared, SceneInput, ScenePreparer, cropped
@@ -319,6 +320,14 @@ class ShardRunner:
                 except (RasterioError, OSError, ValueError) as exc:
                     ended = SceneStatus(scene_id, "corrupt", reason=f"polygons: {corrupt_reason(exc)}")
                 prepared.timings["vectorize_s"] = time.perf_counter() - t0
+            if self.predictor is not None and ended.status == "ok":  # for progress and the report
+                try:
+                    hectares = class_hectares(self.scenes / f"{scene_id}.tif", self.predictor.classes)
+                except (RasterioError, OSError, ValueError) as exc:
+                    ended = SceneStatus(scene_id, "corrupt", reason=f"class areas: {corrupt_reason(exc)}")
+                else:
+                    if hectares is not None:
+                        ended.extra["class_ha"] = hectares
             if self.apply.outputs != "both" and (scratch := self._probs_path(scene_id)) is not None:
                 scratch.unlink(missing_ok=True)
             ended.extra.update(prepared.timings)

@@ -39,7 +39,11 @@ def progress(
     Returns:
         ``{"total", "ok", "empty", "corrupt", "pending", "done_pct", "scenes_per_hour", "eta_s",
         "corrupt_scenes": [{"scene_id", "reason"}], "unlike_scenes": [{"scene_id", "shift"}],
-        "shift_threshold", "shards_done", "shards", "zones"}``; ``unlike_scenes``: the ok scenes
+        "shift_threshold", "mapped_ha", "shards_done", "shards", "zones"}``;
+        ``scenes_per_hour``: the scenes that finished in the last ten minutes (:data:`RECENT_S`),
+        per hour (0 once a run has been idle that long), and ``eta_s`` the pending scenes at that
+        rate; ``mapped_ha``: hectares per class summed over the ok scenes' maps (where scenes
+        overlap, each counts its own); ``unlike_scenes``: the ok scenes
         whose shift score (:mod:`snakemap.inference.shift`) is above ``shift_threshold``, most
         unlike the training data first;
         ``zones``: ok scenes by CRS (``{"EPSG:32618": 12}``, plus ``"none"`` for maps without
@@ -51,6 +55,7 @@ def progress(
     corrupt: list[dict[str, str]] = []
     unlike_scenes: list[dict[str, Any]] = []
     recent = 0
+    mapped: dict[str, float] = {}
     shards = shard_ids(len(scene_ids), shard_size)
     finished = [shard for shard in shards if (root / "shards" / f"{shard}.json").exists()]
     unfinished = sorted(set(shards) - set(finished))
@@ -66,6 +71,8 @@ def progress(
         corrupt += summary["corrupt_scenes"]
         unlike_scenes += summary["unlike_scenes"]
         recent += summary["recent"]
+        for name, ha in summary["mapped_ha"].items():
+            mapped[name] = mapped.get(name, 0.0) + ha
     done = sum(counts.values())
     pending = len(scene_ids) - done
     per_hour = recent / RECENT_S * 3600
@@ -81,13 +88,14 @@ def progress(
         "corrupt_scenes": corrupt,
         "unlike_scenes": sorted(unlike_scenes, key=lambda e: -e["shift"]),
         "shift_threshold": shift_threshold,
+        "mapped_ha": mapped,
         "zones": zones(root),
     }
 
 
 def _summary(entries: Sequence[dict[str, Any]], now: float, shift_threshold: float) -> dict[str, Any]:
-    """Counts by state, the corrupt scenes, the scenes unlike the training data and how many
-    finished in the last ``RECENT_S``."""
+    """Counts by state, the corrupt scenes, the scenes unlike the training data, hectares per
+    class of the ok maps and how many finished in the last ``RECENT_S``."""
     summary: dict[str, Any] = {
         "ok": 0,
         "empty": 0,
@@ -95,8 +103,11 @@ def _summary(entries: Sequence[dict[str, Any]], now: float, shift_threshold: flo
         "corrupt_scenes": [],
         "unlike_scenes": unlike(entries, shift_threshold),
         "recent": 0,
+        "mapped_ha": {},
     }
     for e in entries:
+        for name, ha in (e.get("class_ha") or {}).items():
+            summary["mapped_ha"][name] = summary["mapped_ha"].get(name, 0.0) + ha
         summary[e["status"]] += 1
         if e["status"] == "corrupt":
             summary["corrupt_scenes"].append({"scene_id": e["scene_id"], "reason": e.get("reason", "")})
@@ -146,7 +157,7 @@ def _shard_summaries(
 
 
 #: what each kept shard summary holds (an older summary without one is made again)
-SUMMARY_KEYS = ("ok", "empty", "corrupt", "corrupt_scenes", "unlike_scenes", "recent")
+SUMMARY_KEYS = ("ok", "empty", "corrupt", "corrupt_scenes", "unlike_scenes", "recent", "mapped_ha")
 
 
 def _usable(entry: Any, key: str) -> bool:
@@ -155,10 +166,7 @@ def _usable(entry: Any, key: str) -> bool:
         isinstance(entry, dict)
         and entry.get("key") == key
         and isinstance(entry.get("summary"), dict)
-        and all(
-            k in entry["summary"]
-            for k in ("ok", "empty", "corrupt", "corrupt_scenes", "unlike_scenes", "recent")
-        )
+        and all(k in entry["summary"] for k in SUMMARY_KEYS)
     )
 
 
@@ -200,6 +208,8 @@ def format_progress(name: str, p: dict[str, Any]) -> str:
     ]
     if p.get("zones"):
         lines.append("  mosaic: " + ", ".join(f"{k} {n}" for k, n in p["zones"].items()))
+    if p.get("mapped_ha"):
+        lines.append("  mapped: " + ", ".join(f"{k} {v:,.1f} ha" for k, v in p["mapped_ha"].items()))
     lines += [f"  corrupt: {c['scene_id']}: {c['reason']}" for c in p["corrupt_scenes"]]
     unlike_scenes = p.get("unlike_scenes") or []
     if unlike_scenes:
