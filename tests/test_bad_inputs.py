@@ -13,7 +13,7 @@ import rasterio
 from snakemap.core.sections import DemoOptions
 from snakemap.data.clean import ALL_ZERO, NO_CRS
 from snakemap.data.demo import write_demo_scene
-from tests.conftest import CONFIG, apply_row, demo_row, snakemake, workspace, write_tif
+from tests.conftest import CONFIG, apply_row, demo_row, planned_jobs, snakemake, workspace, write_tif
 
 pytestmark = pytest.mark.workflow
 
@@ -162,3 +162,17 @@ def test_a_mask_band_the_config_does_not_produce_stops_the_dry_run(tmp_path: Pat
         in (proc.stdout + proc.stderr)
     )
     assert not (work / "results").exists() and not (work / "resources").exists()
+
+
+def test_retrying_corrupt_apply_scenes_is_a_one_off(bad_run: Path) -> None:
+    """As the README says: the shards retry their corrupt scenes (and only those), and the next
+    plain run has nothing to do. Last in this module: it reruns the shard of the shared run."""
+    maps = bad_run / MAPS
+    before = {p.stem: json.loads(p.read_text()) for p in (maps / "scenes").glob("*.json")}
+    snakemake(bad_run, "--forcerun", "apply_shard", "--config", "retry_corrupt=true")
+    after = {p.stem: json.loads(p.read_text()) for p in (maps / "scenes").glob("*.json")}
+    assert set(after) == set(before)
+    retried = {s for s in after if after[s]["finished"] != before[s]["finished"]}
+    assert retried == {s for s, e in before.items() if e["status"] == "corrupt"} and retried
+    assert all(after[s]["status"] == "corrupt" for s in retried)  # the files are still bad
+    assert planned_jobs(bad_run) == {}

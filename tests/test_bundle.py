@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
+import sys
 import zipfile
 from pathlib import Path
 
@@ -23,6 +25,7 @@ from snakemap.outputs.bundle import (
 )
 from snakemap.outputs.export import OnnxNetwork, export_onnx
 from snakemap.tasks.networks import build_model
+from tests.conftest import write_tif
 
 UKIS_BANDS = ["blue", "green", "red", "nir", "swir16", "swir22"]
 
@@ -131,3 +134,39 @@ def test_broken_and_malicious_bundles_are_refused(bundle_file: Path, tmp_path: P
         assert str(path) in str(info.value)
     # nothing was extracted anywhere
     assert not (tmp_path.parent / "evil.sh").exists() and not Path("/etc/evil").exists()
+
+
+def predict_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    """``snakemap predict`` as a user types it."""
+    cmd = [str(Path(sys.executable).parent / "snakemap"), "predict", *args]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+
+
+def test_bad_input_to_predict_is_one_line_that_says_what_to_do(bundle_file: Path, tmp_path: Path) -> None:
+    three = write_tif(tmp_path / "three.tif", np.ones((3, 32, 32), np.uint16))
+    six = write_tif(tmp_path / "six.tif", np.ones((6, 32, 32), np.uint16))
+    out = str(tmp_path / "map.tif")
+    cases = {
+        (str(three), out): f"{three} has 3 bands and the bundle's model reads 6 bands (blue, green, red, "
+        "nir, swir16, swir22): give a scene with those bands in that order (the bundle has no sensors table "
+        "for --sensor)",
+        (str(six), out, "--sensor", "s2"): "--sensor s2: the bundle has no sensors table; leave --sensor out",
+        (str(tmp_path / "nope.tif"), out): f"{tmp_path / 'nope.tif'}: No such file or directory",
+    }
+    for args, message in cases.items():
+        proc = predict_cli("--bundle", str(bundle_file), *args)
+        assert proc.returncode == 2, proc.stderr
+        lines = proc.stderr.strip().splitlines()
+        assert lines == [lines[0]] and lines[0].startswith("snakemap predict: ") and message in lines[0], (
+            lines
+        )
+        assert not Path(out).exists()
+    missing_bundle = predict_cli("--bundle", str(tmp_path / "none.zip"), str(six), out)
+    assert missing_bundle.returncode == 2 and "Traceback" not in missing_bundle.stderr
+    assert f"bundle {tmp_path / 'none.zip'}: unreadable" in missing_bundle.stderr
+    # --debug: the traceback
+    debug = subprocess.run(
+        [str(Path(sys.executable).parent / "snakemap"), "--debug", "predict", "--bundle", str(bundle_file),
+         str(three), out], capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert debug.returncode == 1 and "Traceback" in debug.stderr

@@ -89,6 +89,11 @@ def test_a_resolved_config_keeps_numbers_as_given_and_omits_what_has_no_default(
         ({"label_schemes": {"b": {"3": "coral"}}}, "label_schemes.b: value 3 maps to 'coral'"),
         ({"calval": {"checkpoints": ["best", "best"]}}, "calval.checkpoints: best given more than once"),
         ({"task": "classification"}, "task: 'classification' is no task; known: segmentation, downscaling"),
+        (  # the demo's baseline in a config whose classes say clear_land
+            {"labels": {"classes": ["clear_land", "water", "reef", "cloud"], "remap": {0: "clear_land"}}},
+            "calval.baselines.ndwi_water: 'land' not in labels.classes (clear_land, water, reef, cloud)",
+        ),
+        ({"labels": {"classes": ["land", "water"], "remap": {}, "colors": {"lnd": "red"}}}, "labels.colors"),
     ],
 )
 def test_a_config_mistake_names_its_section_and_key(change: dict[str, Any], message: str) -> None:

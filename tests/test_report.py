@@ -672,7 +672,7 @@ def test_the_demo_report_opens_on_the_winners_and_shows_the_applied_map(
         assert winners["winner"].tolist() == expected["winner"].tolist()
         # the quicklook of the applied map: an image, decoded
         page.get_by_text("Applied maps", exact=True).click()
-        page.locator("tr", has_text="quicklook").locator("a[iconname=eye]").click()
+        page.locator("tr", has_text=f"quicklook of {predictor}").locator("a[iconname=eye]").click()
         page.wait_for_function(
             "() => [...document.images].some(i => i.src.startsWith('data:image/png') && i.complete)"
         )

@@ -300,3 +300,20 @@ def test_profile_slurm_by_name_from_the_project_root(tmp_path: Path, slurm: None
     assert dry.returncode == 0, (dry.stdout + dry.stderr)[-3000:]
     assert "This was a dry-run" in dry.stdout + dry.stderr and "train" in dry.stdout + dry.stderr
     assert not (home / ".config").exists()  # no profile copied into the user's home
+
+
+def test_snakemake_does_not_wait_for_a_controller_that_is_gone(slurm: None) -> None:
+    """As `make test` leaves the machine (SLURM's tools installed, its daemons stopped), the SLURM
+    plugin's import does not wait for a controller: stop-slurm.sh takes its slurm.conf away.
+    The controller is started again for what follows."""
+    subprocess.run(["bash", str(SCRIPTS / "stop-slurm.sh")], check=True, timeout=60)
+    try:
+        conf = Path("/etc/slurm/slurm.conf")
+        assert not conf.exists() or "ClusterName=snakemapci" not in conf.read_text()
+        t0 = time.perf_counter()
+        subprocess.run([str(BIN / "snakemake"), "--version"], check=True, capture_output=True, timeout=60)
+        assert time.perf_counter() - t0 < 4.0
+    finally:
+        subprocess.run(
+            ["bash", str(SCRIPTS / "start-slurm.sh")], check=True, timeout=120, capture_output=True
+        )

@@ -19,6 +19,10 @@ cat > /etc/slurm/gres.conf <<CONF
 AutoDetect=off
 NodeName=${NODE} Name=gpu File=/run/fakegpu/gpu[0-$(( FAKE_GPUS - 1 ))]
 CONF
+# A slurm.conf that is not this script's is kept aside (stop-slurm.sh puts it back).
+if [ -e /etc/slurm/slurm.conf ] && ! grep -q '^ClusterName=snakemapci$' /etc/slurm/slurm.conf; then
+  mv /etc/slurm/slurm.conf /etc/slurm/slurm.conf.snakemap-saved
+fi
 cat > /etc/slurm/slurm.conf <<CONF
 ClusterName=snakemapci
 SlurmctldHost=${NODE}(127.0.0.1)

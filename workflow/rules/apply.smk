@@ -47,13 +47,11 @@ rule apply_shard:
         vrt=vrt_args,
         manifest=config["manifest"],
         options=shard_options,
-        # `snakemake --config retry_corrupt=true` reruns the shards; each retries its corrupt scenes
-        retry=config["retry_corrupt"],
     message:
         "apply {wildcards.predictor} to {wildcards.shard}"
     shell:
         "snakemap apply-shard {wildcards.shard} --manifest {params.manifest:q} --root results/maps/{wildcards.predictor}"
-        " {params.predictor} {params.vrt} --retry-corrupt={params.retry} --gpus {resources.gpu}"
+        " {params.predictor} {params.vrt} --retry-corrupt={RETRY_CORRUPT} --gpus {resources.gpu}"
         " --options {params.options:q} 2> {log:q}"
 
 

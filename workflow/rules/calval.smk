@@ -23,7 +23,7 @@ rule calval_predict:
         mem_mb=lambda w, attempt: 4000 * attempt,
     params:
         predictor=predictor_args,
-        options=options("predict"),
+        options=colored("predict"),
     message:
         "predict {wildcards.site} with {wildcards.predictor}"
     shell:

@@ -57,6 +57,13 @@ def options(*sections):
     return json.dumps({s: config[s] for s in sections if s in config}, sort_keys=True)
 
 
+def colored(*sections):
+    """options() of the sections, with `labels` where `labels.colors` is set: the class maps'
+    colour tables follow it (without it, the default palette needs no parameter)."""
+    has_colors = (config.get("labels") or {}).get("colors")
+    return options(*sections, "labels") if has_colors else options(*sections)
+
+
 def scene(wildcards):
     """The manifest row of the scene being built."""
     return MANIFEST.loc[wildcards.scene]
@@ -335,6 +342,9 @@ def baseline_maps(wildcards):
 
 # Application: apply scenes in shards; one job per shard and predictor.
 APPLY = config["apply"]
+# `snakemake --forcerun apply_shard --config retry_corrupt=true`: each shard retries its corrupt
+# scenes. A one-off flag: in the shell text, not a parameter, so the next plain run reruns nothing.
+RETRY_CORRUPT = str(bool(config["retry_corrupt"])).lower()
 APPLY_SHARDS = ShardTable(MANIFEST, APPLY["shard_size"])
 APPLY_SCENES = APPLY_SHARDS.scene_ids
 SHARDS = APPLY_SHARDS.ids
@@ -370,6 +380,8 @@ def shard_options(wildcards):
     found = {s: config[s] for s in sections if s in config}
     if VECTORIZE:  # polygons of each scene: the section and the classes' names
         found.update(vectorize=VECTORIZE, labels=config["labels"])
+    if (config.get("labels") or {}).get("colors"):  # the maps' colour tables
+        found["labels"] = config["labels"]
     names = APPLY_SHARDS.sensors(wildcards.shard)
     if names:
         found["sensors"] = {n: config["sensors"][n] for n in names}

@@ -13,7 +13,8 @@ rule report_quicklook:
             "results/reports/maps/{predictor}.png",
             caption="../report/quicklook.rst",
             category="Applied maps",
-            labels={"predictor": "{predictor}", "figure": "quicklook"},
+            # one label: two would be shown as a toggle, which breaks with one page per predictor
+            labels={"figure": "quicklook of {predictor}"},
         ),
     log:
         "logs/report/quicklook/{predictor}.log",
@@ -40,7 +41,7 @@ rule report_maps:
             "results/reports/maps.html",
             caption="../report/maps.rst",
             category="Applied maps",
-            labels={"predictor": "all", "figure": "progress, areas, corrupt and unlike scenes"},
+            labels={"figure": "progress, areas, corrupt and unlike scenes"},
         ),
     log:
         "logs/report/maps.log",

@@ -19,6 +19,7 @@ from snakemap.cli.common import (
     tuned_weights,
 )
 from snakemap.core.config import ConfigError, build, load_sections
+from snakemap.core.palette import class_colors
 from snakemap.core.registry import task_named
 from snakemap.plan.manifest import apply_scene_ids, manifest_rows, read_manifest
 from snakemap.plan.manifest_cache import CACHE_DIR
@@ -57,7 +58,10 @@ def _make_predictor(args: argparse.Namespace, cfg: dict[str, Any]) -> Predictor:
         members = tuned_weights(args.weights_from, members, classes)
     winners = per_class(args.winners_from, members, classes) if args.winners_from else None
     tta = build("predict", cfg.get("predict")).tta
-    return Predictor(members, classes, device, tta, threshold, target, winners)
+    predictor = Predictor(members, classes, device, tta, threshold, target, winners)
+    if cfg.get("labels"):  # the maps' colour tables
+        predictor.colors = class_colors(classes, build("labels", cfg["labels"]).colors)
+    return predictor
 
 
 def _predict(args: argparse.Namespace, cfg: dict[str, Any]) -> int:

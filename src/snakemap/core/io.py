@@ -102,6 +102,7 @@ def write_cog(
     descriptions: list[str] | None = None,
     tags: dict[str, str] | None = None,
     scales: list[float] | None = None,
+    colormap: dict[int, tuple[int, int, int, int]] | None = None,
 ) -> None:
     """Write a ``(bands, rows, cols)`` array as a tiled, compressed Cloud-Optimized GeoTIFF.
 
@@ -112,6 +113,7 @@ def write_cog(
         descriptions: optional band names, one per band.
         tags: optional dataset-level metadata tags.
         scales: optional per-band scale factors (value * scale is the quantity).
+        colormap: optional colour table of band 1 (value -> RGBA), for a uint8 class map.
     """
     # rasterio loads GDAL (a quarter of a second): only the steps that write rasters pay for it,
     # not those that read sentinels (`snakemap progress`).
@@ -141,5 +143,7 @@ def write_cog(
                 dst.update_tags(**tags)
             if scales:
                 dst.scales = scales
+            if colormap:
+                dst.write_colormap(1, colormap)
         with mem.open() as src, atomic_path(path, suffix=".tif") as tmp:
             rasterio.shutil.copy(src, tmp, **COG_OPTIONS)

@@ -179,6 +179,8 @@ class Predictor:
     winners: PerClass | None = None
     #: seconds spent in the models alone (for the efficiency benchmark)
     model_seconds: float = 0.0
+    #: ``#rrggbb`` per class for the class maps' colour tables (None: the default palette)
+    colors: list[str] | None = None
 
     def compile(self) -> None:
         """Compile each member network with ``torch.compile`` (once; other callables, such as an
@@ -349,7 +351,7 @@ def predict_staged(
     figures: dict[str, float] = {"windows": 0, "batches": 0, "valid_pixels": 0}
     # One thread reads the next strip and one writes finished rows while the model runs: GDAL's
     # decompression and compression release the GIL.
-    outputs = SceneOutputs(reader, k, opts, class_path, prob_path)
+    outputs = SceneOutputs(reader, list(predictor.classes), opts, class_path, prob_path, predictor.colors)
     with outputs.staging(), ThreadPoolExecutor(1) as writer:
         flushed = 0
         pending: list[Future[None]] = []

@@ -404,8 +404,11 @@ class ShardRunner:
                 with rasterio.open(src_path) as src:
                     data = src.read(window=crop)
                     profile = {"crs": src.crs, "transform": src.window_transform(crop), "nodata": src.nodata}
+                    described = {"descriptions": list(src.descriptions), "tags": src.tags()}
                     scales = list(src.scales)
-                write_cog(dest, data, profile, scales=scales)
+                    with contextlib.suppress(ValueError):  # the class map's colour table
+                        described["colormap"] = src.colormap(1)
+                write_cog(dest, data, profile, scales=scales, **described)
             return figures
         finally:
             for p in staged:

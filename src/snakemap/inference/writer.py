@@ -3,6 +3,9 @@
 Both are staged as tiled GeoTIFFs beside their final paths, then copied to Cloud-Optimized
 GeoTIFFs and renamed into place, so a killed run leaves no partial output. Probabilities are
 uint8 scaled by 250 (nodata 255) or float32 (NaN nodata); :func:`read_probabilities` reads either.
+The files say what they hold: the class map has a colour table (``labels.colors``, else the
+default palette), the band description ``class`` and the tags of :func:`class_tags`; each
+probability band is described ``p({class})``, with its scale in the ``PROBABILITY`` tag.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import rasterio.shutil
 from rasterio.windows import Window
 
 from snakemap.core.io import COG_OPTIONS, NODATA_CLASS, PROB_SCALE, atomic_path
+from snakemap.core.palette import class_colors, colormap
 
 if TYPE_CHECKING:
     from snakemap.core.model_sections import PredictOptions
@@ -30,9 +34,17 @@ class SceneOutputs:
     into place (:meth:`publish`) or removed (:meth:`discard`)."""
 
     def __init__(
-        self, reader: SceneReader, classes: int, opts: PredictOptions, class_path: Any, prob_path: Any
+        self,
+        reader: SceneReader,
+        names: list[str],
+        opts: PredictOptions,
+        class_path: Any,
+        prob_path: Any,
+        colors: list[str] | None = None,
     ):
-        self.reader, self.classes, self.opts = reader, classes, opts
+        self.reader, self.names, self.opts = reader, names, opts
+        self.classes = len(names)
+        self.colors = colors or class_colors(names)
         self.paths = [Path(class_path)] + ([Path(prob_path)] if prob_path else [])
         # Staged beside the outputs (same filesystem), removed whatever happens.
         self.tmps = [p.with_name(f".{p.name}.{os.getpid()}.stage.tif") for p in self.paths]
@@ -81,6 +93,13 @@ class SceneOutputs:
             )
             if u8:
                 self.prob_ds.scales = [1 / PROB_SCALE] * self.classes
+            for i, name in enumerate(self.names, start=1):
+                self.prob_ds.set_band_description(i, f"p({name})")
+            self.prob_ds.update_tags(**prob_tags(u8))
+        # what the values mean, in the file itself: class names, their colours
+        self.class_ds.set_band_description(1, "class")
+        self.class_ds.update_tags(**class_tags(self.names))
+        self.class_ds.write_colormap(1, colormap(self.colors))
 
     def write(
         self,
@@ -126,6 +145,21 @@ class SceneOutputs:
         self.stack.close()
         for tmp in self.tmps:
             tmp.unlink(missing_ok=True)
+
+
+def class_tags(names: list[str]) -> dict[str, str]:
+    """A class map's metadata: ``CLASSES`` (names in value order, comma-separated), ``CLASS_{i}``
+    per value, and what nodata means."""
+    tags = {"CLASSES": ",".join(names), "NODATA_MEANS": f"{NODATA_CLASS}: no valid input"}
+    tags.update({f"CLASS_{i}": name for i, name in enumerate(names)})
+    return tags
+
+
+def prob_tags(u8: bool) -> dict[str, str]:
+    """A probability file's metadata: how a stored value reads as a probability."""
+    if u8:
+        return {"PROBABILITY": f"value / {PROB_SCALE} (0..{PROB_SCALE}); {NODATA_CLASS}: nodata"}
+    return {"PROBABILITY": "value (0..1); NaN: nodata"}
 
 
 def _to_cog(staged: Path, path: Path, **options: Any) -> None:

@@ -216,6 +216,7 @@ def predict_classes(
     """Segmentation's :func:`predict_raw`: the scene cleaned with the bundled options, then
     predicted in windows into a class map (and probabilities)."""
     from snakemap.core.model_sections import PredictOptions
+    from snakemap.core.palette import class_colors
     from snakemap.core.status import SceneError
     from snakemap.data.clean import judge, read_clean
     from snakemap.inference.predict import Member, Predictor, predict_scene
@@ -223,12 +224,18 @@ def predict_classes(
 
     sections = meta["sections"]
     bands, clean, sensors = _cleaning(meta, sensor)
-    cleaned = read_clean(Path(image), None, bands, clean, None, sensor=sensors.get(sensor))
+    try:
+        cleaned = read_clean(Path(image), None, bands, clean, None, sensor=sensors.get(sensor))
+    except SceneError as exc:
+        if not str(exc).startswith("wrong band count"):
+            raise
+        raise BundleError(_band_count_message(image, bands.names, sensors, sensor)) from None
     status = judge(Path(image).stem, cleaned, clean, None)
     if status.status != "ok":
         raise SceneError(f"{image} is {status.status}: {status.reason}")
     member = Member.from_trained(model, 1.0, "bundle")
     predictor = Predictor([member], list(model.classes))
+    predictor.colors = class_colors(list(model.classes), (sections.get("labels") or {}).get("colors"))
     reader = ArrayReader(cleaned.image, cleaned.names, cleaned.crs, cleaned.transform)
     options = PredictOptions(**(sections.get("predict") or {}))
     return predict_scene(reader, predictor, options, out, probs_out)
@@ -261,6 +268,23 @@ def predict_field(
     return downscale_raster(image, out, model, model.scale, given, opts.window, opts.overlap, batch)
 
 
+def _band_count_message(
+    image: str | os.PathLike[str], names: list[str] | None, sensors: dict[str, Any], sensor: str
+) -> str:
+    """What to do about a scene whose band count is not the bundle's (or its sensor's)."""
+    import rasterio
+
+    with rasterio.open(image) as src:
+        count = src.count
+    expected = list(sensors[sensor].bands) if sensor else list(names or [])
+    reads = f"{len(expected)} bands ({', '.join(expected)})" + (f" as sensor {sensor}" if sensor else "")
+    if sensors:
+        hint = f"pass --sensor with one of the bundle's sensors ({', '.join(sensors)})"
+    else:
+        hint = "give a scene with those bands in that order (the bundle has no sensors table for --sensor)"
+    return f"{image} has {count} bands and the bundle's model reads {reads}: {hint}"
+
+
 def _cleaning(meta: dict[str, Any], sensor: str) -> tuple[Any, Any, dict[str, Any]]:
     """The bundled ``bands`` and ``clean`` options and ``sensors`` table.
 
@@ -275,6 +299,10 @@ def _cleaning(meta: dict[str, Any], sensor: str) -> tuple[Any, Any, dict[str, An
     clean = CleanOptions(**(sections.get("clean") or {}))
     sensors = build_sensors(sections.get("sensors"), bands)
     if sensor and sensor not in sensors:
-        known = ", ".join(sensors) or "none"
-        raise BundleError(f"sensor {sensor!r} is not in the bundle's sensors ({known})")
+        if sensors:
+            raise BundleError(f"--sensor {sensor}: not among the bundle's sensors ({', '.join(sensors)})")
+        raise BundleError(
+            f"--sensor {sensor}: the bundle has no sensors table; leave --sensor out and give a scene "
+            f"with its bands ({', '.join(bands.names or [])})"
+        )
     return bands, clean, sensors
