@@ -41,6 +41,8 @@ rule apply_shard:
         gpu=APPLY["gpus"],
         mem_mb=lambda w, attempt: APPLY["mem_mb"] * attempt,
         runtime=APPLY["runtime"],
+        # a one-off flag, not a parameter: the next plain run reruns nothing (see common.smk)
+        retry_corrupt=RETRY_CORRUPT,
     params:
         scenes=shard_fingerprint,
         predictor=predictor_args,
@@ -51,7 +53,7 @@ rule apply_shard:
         "apply {wildcards.predictor} to {wildcards.shard}"
     shell:
         "snakemap apply-shard {wildcards.shard} --manifest {params.manifest:q} --root results/maps/{wildcards.predictor}"
-        " {params.predictor} {params.vrt} --retry-corrupt={RETRY_CORRUPT} --gpus {resources.gpu}"
+        " {params.predictor} {params.vrt} --retry-corrupt={resources.retry_corrupt} --gpus {resources.gpu}"
         " --options {params.options:q} 2> {log:q}"
 
 

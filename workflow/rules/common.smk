@@ -343,8 +343,9 @@ def baseline_maps(wildcards):
 # Application: apply scenes in shards; one job per shard and predictor.
 APPLY = config["apply"]
 # `snakemake --forcerun apply_shard --config retry_corrupt=true`: each shard retries its corrupt
-# scenes. A one-off flag: in the shell text, not a parameter, so the next plain run reruns nothing.
-RETRY_CORRUPT = str(bool(config["retry_corrupt"])).lower()
+# scenes. A one-off flag: a resource of the job, not a parameter, so the next plain run reruns
+# nothing.
+RETRY_CORRUPT = int(bool(config["retry_corrupt"]))  # resources are numbers
 APPLY_SHARDS = ShardTable(MANIFEST, APPLY["shard_size"])
 APPLY_SCENES = APPLY_SHARDS.scene_ids
 SHARDS = APPLY_SHARDS.ids

@@ -122,7 +122,7 @@ def _apply_shard(args: argparse.Namespace, cfg: dict[str, Any]) -> int:
     from snakemap.plan.shards import ShardTable
 
     apply = build("apply", cfg.get("apply"))
-    apply.retry_corrupt = args.retry_corrupt.lower() == "true"
+    apply.retry_corrupt = args.retry_corrupt.lower() in ("true", "1")
     # Read by GDAL when its block cache is first used, which is after this.
     os.environ.setdefault("GDAL_CACHEMAX", str(apply.gdal_cache_mb))
     bands = build("bands", cfg.get("bands"))
@@ -356,7 +356,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("shard")
     p.add_argument("--manifest", type=Path, required=True)
     p.add_argument("--root", type=Path, required=True, help="results/maps/{predictor}")
-    p.add_argument("--retry-corrupt", choices=["True", "False", "true", "false"], default="false")
+    p.add_argument("--retry-corrupt", choices=["True", "False", "true", "false", "1", "0"], default="false")
     p.add_argument("--vrt", type=Path, help="VRT of all inputs, for apply.buffer")
     p.set_defaults(func=_apply_shard)
 

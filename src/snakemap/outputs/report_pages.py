@@ -213,9 +213,12 @@ def landing(
     if winners_csv is not None and Path(winners_csv).is_file():
         table = html_table(pd.read_csv(winners_csv), swatches)
         style = (
-            "<style>.prose.max-w-lg{max-width:64rem}.prose table{font-size:12px;border-collapse:collapse}.prose td,.prose th"
-            "{border:1px solid #ddd;padding:2px 6px}.prose .swatch{display:inline-block;width:.9em;"
-            "height:.9em;border:1px solid #555;margin-right:.3em}</style>"
+            "<style>.prose.max-w-lg{max-width:64rem}"  # the table beside the rule graph
+            ".prose table{font-size:12px;border-collapse:collapse}"
+            ".prose td,.prose th{border:1px solid #ddd;padding:2px 6px}"
+            ".prose .swatch{display:inline-block;width:.9em;height:.9em;border:1px solid #555;"
+            "margin-right:.3em}"
+            "</style>"
         )
         raw = "\n".join("   " + line for line in (style + table).splitlines())
         text += (
