@@ -15,6 +15,7 @@ import pytest
 import rasterio
 import torch
 
+from snakemap.core.palette import class_colors, rgb
 from snakemap.outputs.bundle import (
     FORMAT_VERSION,
     BundleError,
@@ -170,3 +171,34 @@ def test_bad_input_to_predict_is_one_line_that_says_what_to_do(bundle_file: Path
          str(three), out], capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert debug.returncode == 1 and "Traceback" in debug.stderr
+
+
+def test_inspect_says_what_a_bundle_holds_and_its_maps_say_what_they_hold(
+    bundle_file: Path, tmp_path: Path
+) -> None:
+    proc = subprocess.run(
+        [str(Path(sys.executable).parent / "snakemap"), "inspect", str(bundle_file)],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert "task: segmentation" in lines and "model: Unet / resnet18" in lines
+    assert "  7. ndwi  mean 0.1, std 0.05" in lines
+    palette = class_colors(["land", "water", "shadow", "cloud"])
+    assert [f"  {i}: {c} {palette[i]}" for i, c in enumerate(["land", "water", "shadow", "cloud"])] == [
+        line for line in lines if re.match(r"  \d: ", line)
+    ]
+    assert "raw scene bands, in file order: blue, green, red, nir, swir16, swir22" in lines
+    assert "sensors (--sensor): none" in lines
+    # a map it makes: class names, a colour table (water blue, cloud white), what nodata means
+    scene = write_tif(
+        tmp_path / "six.tif", np.random.default_rng(0).integers(1, 3000, (6, 64, 64)).astype(np.uint16)
+    )
+    out = tmp_path / "map.tif"
+    assert predict_cli("--bundle", str(bundle_file), str(scene), str(out)).returncode == 0
+    with rasterio.open(out) as src:
+        assert src.descriptions == ("class",)
+        tags = src.tags()
+        assert tags["CLASSES"] == "land,water,shadow,cloud" and tags["CLASS_1"] == "water"
+        colours = src.colormap(1)
+    assert colours[1][:3] == rgb(palette[1]) and colours[3][:3] == (255, 255, 255)

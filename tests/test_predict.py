@@ -11,6 +11,7 @@ import torch
 from rasterio.transform import from_origin
 
 from snakemap.core.model_sections import PredictOptions
+from snakemap.core.palette import class_colors, rgb
 from snakemap.data.stats import Normalizer
 from snakemap.inference.predict import Member, Predictor, predict_scene
 from snakemap.inference.readers import CleanImageReader
@@ -78,6 +79,14 @@ def test_uint8_probabilities_and_flip_tta(tmp_path: Path) -> None:
     np.testing.assert_allclose(probs[:, valid], data[:, valid], atol=0.5 / 250 + 1e-6)
     with rasterio.open(tmp_path / "prob.tif") as src:
         assert src.dtypes[0] == "uint8" and src.nodata == 255 and src.scales[0] == pytest.approx(1 / 250)
+        # each band names its class, and the file says how its values read
+        assert src.descriptions == ("p(c0)", "p(c1)", "p(c2)")
+        assert src.tags()["PROBABILITY"] == "value / 250 (0..250); 255: nodata"
+    with rasterio.open(tmp_path / "cls.tif") as src:
+        assert src.descriptions == ("class",) and src.tags()["CLASSES"] == "c0,c1,c2"
+        assert [src.colormap(1)[i][:3] for i in range(3)] == [
+            rgb(c) for c in class_colors(["c0", "c1", "c2"])
+        ]
 
 
 def test_threshold_on_a_target_class() -> None:

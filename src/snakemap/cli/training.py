@@ -62,6 +62,19 @@ def _models_table(args: argparse.Namespace, cfg: dict[str, Any]) -> int:
     return 0
 
 
+def _inspect(args: argparse.Namespace, cfg: dict[str, Any]) -> int:
+    import json
+
+    from snakemap.outputs.bundle import describe, read_bundle
+
+    meta = read_bundle(args.bundle).meta
+    if args.json:
+        print(json.dumps(meta, indent=1, sort_keys=True, default=str))
+    else:
+        print("\n".join([f"{args.bundle}:", *describe(meta)]))
+    return 0
+
+
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add the training steps to the ``snakemap`` command."""
     common = step_options()
@@ -87,6 +100,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--bundle", type=Path, required=True, help="results/bundles/{model}.zip")
     p.add_argument("--out", type=Path, required=True, help="results/bundles/{model}.onnx")
     p.set_defaults(func=_export_onnx)
+
+    p = sub.add_parser("inspect", parents=[common], help="what a bundle holds: classes, bands, sensors")
+    p.add_argument("bundle", type=Path, help="a bundle (results/bundles/{model}.zip)")
+    p.add_argument("--json", action="store_true", help="its bundle.json as it is")
+    p.set_defaults(func=_inspect)
 
     p = sub.add_parser("models-table", parents=[common], help="list the models of the grid")
     p.add_argument("--out", type=Path, required=True)

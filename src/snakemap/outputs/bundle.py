@@ -306,3 +306,48 @@ def _cleaning(meta: dict[str, Any], sensor: str) -> tuple[Any, Any, dict[str, An
             f"with its bands ({', '.join(bands.names or [])})"
         )
     return bands, clean, sensors
+
+
+def describe(meta: dict[str, Any]) -> list[str]:
+    """What a bundle holds, as lines for people (``snakemap inspect``): task, model, its input
+    bands and their statistics, classes with their colours (or the scale), the raw bands a scene
+    must have and the sensors it may be, the prediction options and where it comes from."""
+    from snakemap.core.palette import class_colors
+
+    model, sections = meta["model"], meta.get("sections") or {}
+    arch = model.get("arch") or model.get("family", "?")
+    encoder = f" / {model['encoder_name']}" if model.get("encoder_name") else ""
+    lines = [
+        f"task: {meta.get('task', DEFAULT_TASK)}",
+        f"model: {arch}{encoder}" + (f" (family {model['family']})" if model.get("family") else ""),
+    ]
+    names, mean, std = model.get("band_names") or [], model.get("mean") or [], model.get("std") or []
+    lines.append(f"input bands ({len(names)}), normalised {model.get('normalize', 'dataset')}:")
+    for i, name in enumerate(names):
+        stats = f"mean {mean[i]:.6g}, std {std[i]:.6g}" if i < len(mean) and i < len(std) else ""
+        lines.append(f"  {i + 1}. {name}  {stats}".rstrip())
+    if model.get("classes"):
+        colors = class_colors(model["classes"], (sections.get("labels") or {}).get("colors"))
+        lines.append("classes (value: name colour):")
+        lines += [
+            f"  {i}: {c} {col}" for i, (c, col) in enumerate(zip(model["classes"], colors, strict=True))
+        ]
+    if model.get("scale"):
+        lines.append(f"scale: x{model['scale']}")
+    bands = sections.get("bands") or {}
+    if bands.get("names"):
+        lines.append(f"raw scene bands, in file order: {', '.join(bands['names'])}")
+    sensors = sections.get("sensors") or {}
+    lines.append("sensors (--sensor): " + (", ".join(sensors) if sensors else "none"))
+    for name, entry in sensors.items():
+        lines.append(f"  {name}: bands {', '.join(entry.get('bands') or [])}")
+    predict = sections.get("predict") or {}
+    if predict:
+        lines.append("predict: " + ", ".join(f"{k} {v}" for k, v in sorted(predict.items())))
+    config = meta.get("config") or {}
+    fold = config.get("fold")
+    lines.append(
+        f"made by snakemap {meta.get('snakemap_version', '?')}, bundle format {meta.get('format_version')}"
+        + (f", held-out fold {fold}" if fold is not None else ", trained on every fold")
+    )
+    return lines
