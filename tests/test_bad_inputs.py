@@ -4,6 +4,7 @@ ends in its state with a clear reason, and the good scenes' outputs stay intact 
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -176,3 +177,36 @@ def test_retrying_corrupt_apply_scenes_is_a_one_off(bad_run: Path) -> None:
     assert retried == {s for s, e in before.items() if e["status"] == "corrupt"} and retried
     assert all(after[s]["status"] == "corrupt" for s in retried)  # the files are still bad
     assert planned_jobs(bad_run) == {}
+
+
+def test_a_config_that_makes_nothing_says_so_and_names_the_grid_lacks_stop_it(tmp_path: Path) -> None:
+    rows = [demo_row("a1"), apply_row("q1")]
+    # no models, no calval rows, apply rows without apply.predictors: data preparation alone, said
+    work = workspace(tmp_path / "idle", CONFIG, rows)
+    proc = snakemake(work, "--dry-run")
+    said = proc.stdout + proc.stderr
+    assert "snakemap: no models: section: nothing is trained" in said
+    assert "snakemap: the manifest has no calval rows: no model, ensemble or baseline is scored" in said
+    assert "snakemap: the manifest has 1 apply rows, and apply.predictors is empty: nothing is mapped" in said
+    assert re.search(r"^clean\s+1$", said, re.MULTILINE)  # the scene is still prepared
+    model = {"base": {"arch": "FPN", "encoder_name": "mobilenet_v2", "epochs": 1}}
+    cases = {
+        "predictor": (
+            {"models": model, "apply": {"predictors": ["models/unet/best"]}},
+            "apply.predictors: models/unet/best names model 'unet', which the grid does not make "
+            "(models: base)",
+        ),
+        "member": (
+            {"models": model, "calval": {"ensembles": {"e": {"members": {"base": 1, "unet": 1}}}}},
+            "calval.ensembles.e.members: 'unet' is no model of the grid (models: base)",
+        ),
+        "ensemble": (
+            {"models": model, "apply": {"predictors": ["ensembles/e"]}},
+            "apply.predictors: ensembles/e: no ensemble 'e' in calval.ensembles (none)",
+        ),
+    }
+    for name, (change, message) in cases.items():
+        work = workspace(tmp_path / name, {**CONFIG, **change}, rows)
+        proc = snakemake(work, "--dry-run", check=False)
+        assert proc.returncode != 0 and message in proc.stdout + proc.stderr, name
+        assert not (work / "results").exists(), name

@@ -4,13 +4,15 @@ import json
 import os
 import shlex
 import sys
+from snakemake.logging import logger
 
 from snakemap.core.calval_sections import rule_baseline
 from snakemap.core.config import ConfigError, build, check_baseline_bands, resolve
 from snakemap.core.model_sections import APPLIED_PATTERN, ID_PATTERN, MODEL_KEY_PATTERN
 from snakemap.core.registry import task_named
 from snakemap.core.storage import local_path
-from snakemap.plan.grid import PREDICTOR_PATTERN, learning_params, split_predictor
+from snakemap.plan.grid import PREDICTOR_PATTERN, check_references, learning_params, split_predictor
+from snakemap.plan.idle import idle_warnings
 from snakemap.plan.grid import expand as expand_models
 from snakemap.plan.manifest import SCENE_ID_PATTERN, read_manifest, scenes_with_role
 from snakemap.plan.manifest_cache import CACHE_DIR
@@ -39,6 +41,11 @@ MANIFEST = read_manifest(
     labels_required=task_named(config["task"]).labels_required,
     cache=CACHE_DIR,
 )
+
+
+# A config that would train, score or map nothing says so (preparing data alone is a valid run).
+for _warning in idle_warnings(config, MANIFEST["role"].value_counts().to_dict()):
+    logger.warning(f"snakemap: {_warning}")
 
 
 # The task (snakemap.core.registry): its rule files score and show the calval sites (see Snakefile)
@@ -157,6 +164,10 @@ JOBS = (
     if "models" in config
     else {}
 )
+
+
+# An ensemble member or applied predictor that names a model the grid does not make stops here.
+check_references(config, JOBS)
 
 
 wildcard_constraints:

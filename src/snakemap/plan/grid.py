@@ -21,12 +21,13 @@ import copy
 import itertools
 import re
 import zlib
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from pydantic import ValidationError
 
+from snakemap.core.calval_sections import RULE_MEMBER
 from snakemap.core.config import ConfigError, message
 from snakemap.core.model_sections import (
     ID_PATTERN,
@@ -221,3 +222,33 @@ def check_downscaling(config: dict[str, Any], jobs: Iterable[ModelJob]) -> list[
         if not predictor.startswith("models/"):
             raise ConfigError(f"apply.predictors: {predictor!r}: downscaling applies models only")
     return sorted(scales)
+
+
+def check_references(config: Mapping[str, Any], model_keys: Iterable[str]) -> None:
+    """Every model an ensemble or ``apply.predictors`` names is one the grid makes (``model_keys``:
+    ``{id}`` and ``{id}/fold{k}``), and every applied ensemble is in ``calval.ensembles``.
+
+    Raises:
+        ConfigError: naming the key and listing the valid names.
+    """
+    keys = set(model_keys)
+    listing = ", ".join(sorted(keys)) or "none: the config has no models: section"
+    ensembles = (config.get("calval") or {}).get("ensembles") or {}
+    for name, ensemble in ensembles.items():
+        for member in ensemble.get("members") or {}:
+            if not member.startswith(RULE_MEMBER) and member not in keys:
+                raise ConfigError(
+                    f"calval.ensembles.{name}.members: {member!r} is no model of the grid (models: {listing})"
+                )
+    for predictor in (config.get("apply") or {}).get("predictors") or []:
+        kind, name = split_predictor(predictor)
+        if kind == "models" and name.rsplit("/", 1)[0] not in keys:
+            raise ConfigError(
+                f"apply.predictors: {predictor} names model {name.rsplit('/', 1)[0]!r}, which the grid "
+                f"does not make (models: {listing})"
+            )
+        if kind == "ensembles" and name not in ensembles:
+            known = ", ".join(ensembles) or "none"
+            raise ConfigError(
+                f"apply.predictors: {predictor}: no ensemble {name!r} in calval.ensembles ({known})"
+            )

@@ -1,0 +1,41 @@
+"""What a config would leave undone: the warnings a run starts with when a section that makes
+models, scores or maps is missing, or has nothing to work on. Preparing data alone is a valid
+run: these are warnings, never errors."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+
+def idle_warnings(config: Mapping[str, Any], roles: Mapping[str, int]) -> list[str]:
+    """One line per stage the run would skip, naming the section or manifest role it lacks.
+
+    Args:
+        config: the resolved config.
+        roles: manifest rows per role (``{"train": 12, "calval": 2, "apply": 1000}``).
+    """
+    found = []
+    models = config.get("models")
+    predictors = (config.get("apply") or {}).get("predictors") or []
+    apply_rows, train_rows, calval_rows = (int(roles.get(r, 0)) for r in ("apply", "train", "calval"))
+    if not models:
+        found.append(
+            "no models: section: nothing is trained, so nothing is scored or mapped by a model "
+            "(add models: {base: {arch: Unet, ...}}; see the README's 'Your own scenes')"
+        )
+    elif not train_rows:
+        found.append("models: is given, but the manifest has no train rows: nothing can be trained")
+    if not calval_rows:
+        found.append("the manifest has no calval rows: no model, ensemble or baseline is scored")
+    if apply_rows and not predictors:
+        found.append(
+            f"the manifest has {apply_rows} apply rows, and apply.predictors is empty: nothing is "
+            "mapped (name a model or ensemble there, e.g. apply: {predictors: [models/base/best]})"
+        )
+    if predictors and not apply_rows:
+        found.append(
+            f"apply.predictors names {', '.join(predictors)}, and the manifest has no apply rows: "
+            "nothing is mapped"
+        )
+    return found
