@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pandas as pd
@@ -78,9 +80,9 @@ def test_missing_and_unknown_columns(tmp_path: Path) -> None:
     path.write_text("scene_id,uri\na,a.tif\n")
     with pytest.raises(ManifestError, match="missing column"):
         read_manifest(path)
-    path.write_text("scene_id,uri,role,colour\na,a.tif,apply,red\n")
-    with pytest.raises(ManifestError, match="unknown column.*colour"):
-        read_manifest(path)
+    path.write_text("scene_id,uri,role,cloud_cover\na,a.tif,apply,12.5\n")  # what a STAC search adds
+    manifest = read_manifest(path)  # kept in the file, ignored
+    assert list(manifest.columns) == list(REQUIRED + OPTIONAL) and manifest.loc["a", "uri"] == "a.tif"
 
 
 def test_parquet_manifest(tmp_path: Path) -> None:
@@ -152,3 +154,29 @@ def test_bounds_and_datetime_columns_are_checked(tmp_path: Path) -> None:
     assert list(read_manifest(tmp_path / "fields.csv", labels_required=False).index) == ["g"]
     with pytest.raises(ManifestError, match="role train needs a label_uri"):
         read_manifest(tmp_path / "fields.csv")
+
+
+def test_check_manifest_as_typed_checks_files_and_says_what_it_skipped(tmp_path: Path) -> None:
+    scene = tmp_path / "a.tif"
+    scene.write_bytes(b"II*\x00")
+    good = tmp_path / "good.csv"
+    good.write_text(f"scene_id,uri,role,sensor,cloud_cover\na,{scene},apply,s2,3\n")
+    cmd = [str(Path(sys.executable).parent / "snakemap"), "check-manifest"]
+    proc = subprocess.run([*cmd, str(good)], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines() == [
+        f"{good}: 1 scenes apply=1",
+        "ignored column(s): cloud_cover",
+        "not checked: the sensor and label_scheme entries the rows name (s2) exist in a config: "
+        "pass --config FILE",
+    ]
+    bad = tmp_path / "bad.csv"
+    bad.write_text(
+        f"scene_id,uri,role\na,{scene},apply\nb,{tmp_path / 'nope.tif'},apply\nc,s3://b/c.tif,apply\n"
+    )
+    proc = subprocess.run([*cmd, str(bad)], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2
+    assert proc.stderr.splitlines() == [
+        f"snakemap check-manifest: {bad}: 1 local file(s) do not exist:",
+        f"b: uri {tmp_path / 'nope.tif'}",
+    ]

@@ -11,7 +11,13 @@ from typing import Any
 from snakemap.cli.common import step_options
 from snakemap.core.config import ConfigError, build
 from snakemap.core.registry import task_named
-from snakemap.plan.manifest import parse_bounds, read_manifest
+from snakemap.plan.manifest import (
+    ManifestError,
+    extra_columns,
+    missing_local_files,
+    parse_bounds,
+    read_manifest,
+)
 
 
 def _demo_scene(args: argparse.Namespace, cfg: dict[str, Any]) -> int:
@@ -133,6 +139,8 @@ def _folds(args: argparse.Namespace, cfg: dict[str, Any]) -> int:
 
 
 def _check_manifest(args: argparse.Namespace, cfg: dict[str, Any]) -> int:
+    import pandas as pd
+
     sensors: Collection[str] | None = None
     schemes: Collection[str] | None = None
     if cfg:  # with --config: the sensors and label schemes too, and that the rows name entries of them
@@ -142,10 +150,28 @@ def _check_manifest(args: argparse.Namespace, cfg: dict[str, Any]) -> int:
         sensors, schemes = tables.sensors, tables.label_schemes
     labels = task_named(cfg.get("task")).labels_required
     manifest = read_manifest(args.manifest, sensors, schemes, labels_required=labels)
+    missing = missing_local_files(manifest)
+    if missing:
+        shown = "\n".join(missing[:50]) + (f"\n... and {len(missing) - 50} more" if len(missing) > 50 else "")
+        raise ManifestError(f"{args.manifest}: {len(missing)} local file(s) do not exist:\n{shown}")
     counts = manifest["role"].value_counts().to_dict()
     print(
         f"{args.manifest}: {len(manifest)} scenes " + ", ".join(f"{k}={v}" for k, v in sorted(counts.items()))
     )
+    header = (
+        pd.read_parquet(args.manifest).iloc[:0]
+        if args.manifest.suffix == ".parquet"
+        else pd.read_csv(args.manifest, nrows=0)
+    )
+    extra = extra_columns(header)
+    if extra:
+        print(f"ignored column(s): {', '.join(extra)}")
+    named = sorted({*manifest["sensor"], *manifest["label_scheme"]} - {""})
+    if not cfg and named:
+        print(
+            f"not checked: the sensor and label_scheme entries the rows name ({', '.join(named)}) "
+            "exist in a config: pass --config FILE"
+        )
     return 0
 
 

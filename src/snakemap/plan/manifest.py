@@ -180,6 +180,25 @@ def apply_scene_ids(path: str | os.PathLike[str], cache: str | os.PathLike[str] 
     return ids
 
 
+def extra_columns(df: pd.DataFrame) -> list[str]:
+    """The columns of a manifest that snakemap does not read (kept in the file, ignored)."""
+    return [str(c) for c in df.columns if c not in REQUIRED + OPTIONAL]
+
+
+def missing_local_files(df: pd.DataFrame) -> list[str]:
+    """``scene_id: column path`` of each local ``uri`` or ``label_uri`` (a path, ``file://``)
+    that does not exist, relative to the working directory (remote ones are not looked up)."""
+    from snakemap.core.storage import local_path
+
+    missing = []
+    for column in ("uri", "label_uri"):
+        for scene, uri in zip(df["scene_id"], df[column], strict=True):
+            path = local_path(uri) if uri else None
+            if path is not None and not path.exists():
+                missing.append(f"{scene}: {column} {uri}")
+    return missing
+
+
 def check_manifest(
     df: pd.DataFrame,
     name: str = "manifest",
@@ -194,12 +213,7 @@ def check_manifest(
     missing = [c for c in REQUIRED if c not in df.columns]
     if missing:
         raise ManifestError(f"{name}: missing column(s) {', '.join(missing)}")
-    unknown = [c for c in df.columns if c not in REQUIRED + OPTIONAL]
-    if unknown:
-        raise ManifestError(
-            f"{name}: unknown column(s) {', '.join(map(str, unknown))}; "
-            f"expected {', '.join(REQUIRED + OPTIONAL)}"
-        )
+    # other columns (a STAC search's cloud_cover, a user's notes) are ignored: see extra_columns()
     df = df.copy()
     for col in OPTIONAL:
         if col not in df.columns:
