@@ -11,7 +11,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from snakemap.outputs.progress import COUNTS_CACHE, progress
+from snakemap.outputs.progress import COUNTS_CACHE, format_progress, progress
 from snakemap.plan.manifest import ManifestError, apply_scene_ids, check_manifest, read_manifest
 from snakemap.plan.shards import ShardTable
 
@@ -117,6 +117,7 @@ def shard_manifest(root: Path, shard: str, ids: list[str], finished: float, corr
             "scene_id": s,
             "status": "corrupt" if s == corrupt else "ok",
             "reason": "bad" if s == corrupt else "",
+            "started": finished - 60,
             "finished": finished,
         }
         for s in ids
@@ -201,6 +202,9 @@ def test_kept_summaries_count_no_recent_scene_once_old(tmp_path: Path) -> None:
     assert progress(tmp_path, ids, 4, now=now)["scenes_per_hour"] == 4 / 600 * 3600
     later = progress(tmp_path, ids, 4, now=now + 3600)  # the kept summary counted 4 recent ones
     assert (later["ok"], later["scenes_per_hour"], later["eta_s"]) == (4, 0.0, 0.0)
+    # a finished run still says what it ran at: 4 scenes in the minute from first start to last finish
+    assert later["run_scenes_per_hour"] == pytest.approx(4 * 60)
+    assert "0 scenes/h in the last 10 min, 240 over the run; ETA done" in format_progress("p", later)
     (tmp_path / COUNTS_CACHE).write_text(json.dumps({"shard-00000": {"key": "x"}}))  # another shape
     assert progress(tmp_path, ids, 4, now=now + 3600) == later
     (tmp_path / COUNTS_CACHE).write_text("[1, 2]")

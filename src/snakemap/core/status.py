@@ -88,12 +88,13 @@ class SceneStatus:
         return status
 
     def summary(self) -> dict[str, Any]:
-        """What a shard's manifest lists of the scene: id, status, reason, finish time and, for an
+        """What a shard's manifest lists of the scene: id, status, reason, start and finish times and, for an
         applied scene, its shift score (:mod:`snakemap.inference.shift`) and hectares per class."""
         summary = {
             "scene_id": self.scene_id,
             "status": self.status,
             "reason": self.reason,
+            "started": self.started,
             "finished": self.finished,
         }
         if isinstance(self.extra.get("shift"), dict):  # how unlike the training data (apply)

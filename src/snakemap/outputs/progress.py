@@ -39,10 +39,13 @@ def progress(
     Returns:
         ``{"total", "ok", "empty", "corrupt", "pending", "done_pct", "scenes_per_hour", "eta_s",
         "corrupt_scenes": [{"scene_id", "reason"}], "unlike_scenes": [{"scene_id", "shift"}],
-        "shift_threshold", "mapped_ha", "shards_done", "shards", "zones"}``;
-        ``scenes_per_hour``: the scenes that finished in the last ten minutes (:data:`RECENT_S`),
-        per hour (0 once a run has been idle that long), and ``eta_s`` the pending scenes at that
-        rate; ``mapped_ha``: hectares per class summed over the ok scenes' maps (where scenes
+        "shift_threshold", "mapped_ha", "run_scenes_per_hour", "shards_done", "shards", "zones"}``;
+        ``scenes_per_hour``: the scenes that finished in the last ten minutes (:data:`RECENT_S`)
+        before ``now``, per hour: the current rate (0 once a run has been idle that long), and
+        ``eta_s`` the pending scenes at that rate (None while it is 0 and scenes are pending);
+        ``run_scenes_per_hour``: the done scenes per hour from the first scene's start to the last
+        one's finish (0 before two are known), what a finished run ran at;
+        ``mapped_ha``: hectares per class summed over the ok scenes' maps (where scenes
         overlap, each counts its own); ``unlike_scenes``: the ok scenes
         whose shift score (:mod:`snakemap.inference.shift`) is above ``shift_threshold``, most
         unlike the training data first;
@@ -55,6 +58,7 @@ def progress(
     corrupt: list[dict[str, str]] = []
     unlike_scenes: list[dict[str, Any]] = []
     recent = 0
+    span: list[float] = []  # each summary's first start and last finish
     mapped: dict[str, float] = {}
     shards = shard_ids(len(scene_ids), shard_size)
     finished = [shard for shard in shards if (root / "shards" / f"{shard}.json").exists()]
@@ -71,17 +75,20 @@ def progress(
         corrupt += summary["corrupt_scenes"]
         unlike_scenes += summary["unlike_scenes"]
         recent += summary["recent"]
+        span += [t for t in (summary["first_start"], summary["last_finish"]) if t is not None]
         for name, ha in summary["mapped_ha"].items():
             mapped[name] = mapped.get(name, 0.0) + ha
     done = sum(counts.values())
     pending = len(scene_ids) - done
     per_hour = recent / RECENT_S * 3600
+    hours = (max(span) - min(span)) / 3600 if span else 0.0
     return {
         "total": len(scene_ids),
         **counts,
         "pending": pending,
         "done_pct": 100.0 * done / len(scene_ids) if scene_ids else 100.0,
         "scenes_per_hour": per_hour,
+        "run_scenes_per_hour": done / hours if hours > 0 else 0.0,
         "eta_s": pending / per_hour * 3600 if per_hour > 0 else (0.0 if pending == 0 else None),
         "shards": len(shards),
         "shards_done": shards_done,
@@ -104,6 +111,8 @@ def _summary(entries: Sequence[dict[str, Any]], now: float, shift_threshold: flo
         "unlike_scenes": unlike(entries, shift_threshold),
         "recent": 0,
         "mapped_ha": {},
+        "first_start": min((e["started"] for e in entries if e.get("started")), default=None),
+        "last_finish": max((e["finished"] for e in entries if e.get("finished")), default=None),
     }
     for e in entries:
         for name, ha in (e.get("class_ha") or {}).items():
@@ -157,7 +166,10 @@ def _shard_summaries(
 
 
 #: what each kept shard summary holds (an older summary without one is made again)
-SUMMARY_KEYS = ("ok", "empty", "corrupt", "corrupt_scenes", "unlike_scenes", "recent", "mapped_ha")
+SUMMARY_KEYS = (
+    "ok", "empty", "corrupt", "corrupt_scenes", "unlike_scenes", "recent", "mapped_ha", "first_start",
+    "last_finish",
+)  # fmt: skip
 
 
 def _usable(entry: Any, key: str) -> bool:
@@ -204,7 +216,8 @@ def format_progress(name: str, p: dict[str, Any]) -> str:
     lines = [
         f"{name}: {p['done_pct']:.1f}% of {p['total']} scenes "
         f"(ok {p['ok']}, empty {p['empty']}, corrupt {p['corrupt']}, pending {p['pending']}); "
-        f"shards {p['shards_done']}/{p['shards']}; {p['scenes_per_hour']:.0f} scenes/h; ETA {eta}"
+        f"shards {p['shards_done']}/{p['shards']}; {p['scenes_per_hour']:.0f} scenes/h in the last "
+        f"10 min, {p.get('run_scenes_per_hour', 0.0):.0f} over the run; ETA {eta}"
     ]
     if p.get("zones"):
         lines.append("  mosaic: " + ", ".join(f"{k} {n}" for k, n in p["zones"].items()))
