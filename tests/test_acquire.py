@@ -49,12 +49,22 @@ def test_truncated_download_is_retried_then_fails(tmp_path: Path, http_server) -
     assert leftovers(tmp_path) == []
 
 
-def test_sha256_mismatch_fails_with_both_checksums(tmp_path: Path, http_server) -> None:
+def test_sha256_mismatch_fails_with_both_checksums(
+    tmp_path: Path, http_server, caplog: pytest.LogCaptureFixture
+) -> None:
     url = http_server.serve("/m.tif", BODY)
     wrong = "0" * 64
     with pytest.raises(AcquireError, match=f"sha256 mismatch: expected {wrong}, got {sha(BODY)}"):
         fetch(url, tmp_path / "m.tif", sha256=wrong, options=FAST)
     assert not (tmp_path / "m.tif").exists()
+    assert http_server.hits("/m.tif") == 3  # a download may come right next time ...
+    local = tmp_path / "local.tif"
+    local.write_bytes(BODY)
+    caplog.clear()
+    with pytest.raises(AcquireError, match=f"{local}: sha256 mismatch: expected {wrong}"):
+        fetch(str(local), tmp_path / "copy.tif", sha256=wrong, options=FAST)  # ... a local file will not
+    assert not [r for r in caplog.records if "retrying" in r.getMessage()]
+    assert not (tmp_path / "copy.tif").exists()
 
 
 def test_404_is_final_without_retries(tmp_path: Path, http_server) -> None:
@@ -89,7 +99,7 @@ def test_failed_label_leaves_no_partial_scene(tmp_path: Path, http_server) -> No
     ok = acquire_scene("s2", img, tmp_path / "s2", label_uri=http_server.url("/missing.tif"), options=FAST)
     assert not ok
     record = json.loads((tmp_path / "s2" / "acquire.json").read_text())
-    assert record["status"] == "failed"
+    assert record["status"] == "corrupt"
     assert record["reason"].startswith("label: ") and "HTTP 404" in record["reason"]
     assert sorted(p.name for p in (tmp_path / "s2").iterdir()) == ["acquire.json"]
 

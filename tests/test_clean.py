@@ -150,6 +150,7 @@ def test_unmapped_label_values_are_recorded_and_fail_above_the_fraction(
     out = clean_cli(tmp_path, "s", acquired(tmp_path, image, label, label_nodata=255), config, *flags)
     status = json.loads((out / "status.json").read_text())
     assert status["status"] == "ok" and status["extra"]["unmapped_fraction"] == fraction
+    assert 0 < status["started"] <= status["finished"]  # when the step ran, in the status itself
     assert (read(out / "label.tif")[0][0][np.isin(label, [0, 1, 2], invert=True)] == 255).all()
 
 
@@ -228,7 +229,7 @@ def test_garbage_and_truncated_files_are_corrupt(tmp_path: Path) -> None:
 def test_failed_acquisition_is_corrupt_with_its_reason(tmp_path: Path) -> None:
     folder = tmp_path / "acq"
     folder.mkdir()
-    (folder / "acquire.json").write_text(json.dumps({"status": "failed", "reason": "image: HTTP 404"}))
+    (folder / "acquire.json").write_text(json.dumps({"status": "corrupt", "reason": "image: HTTP 404"}))
     status, _ = run(tmp_path, folder)
     assert (status.status, status.reason) == ("corrupt", "acquire failed: image: HTTP 404")
 

@@ -2,8 +2,8 @@
 
 Output layout of one scene, ``resources/scenes/{scene}/``:
 
-- ``acquire.json``: always; ``status`` is ``ok`` or ``failed`` with the reason, and per file the
-  URI, size, sha256 and the number of attempts.
+- ``acquire.json``: always; ``status`` is ``ok`` or ``corrupt`` (the scenes' state words) with
+  the reason, and per file the URI, size, sha256 and the number of attempts.
 - ``image.tif`` and, when the manifest gives a ``label_uri``, ``label.tif`` (or a vector label
   as ``label.{gpkg,shp,geojson,fgb,parquet,...}``, a Shapefile with its ``.shx``, ``.dbf``,
   ``.prj``): only when ok.
@@ -72,7 +72,8 @@ def fetch(
     """Copy or download ``uri`` to ``dest`` atomically, verifying ``sha256`` when given.
 
     Transient failures (HTTP 5xx and 429, dropped connections, truncated bodies, checksum
-    mismatches) are retried with exponential backoff; anything else fails at once.
+    mismatches of a download) are retried with exponential backoff; anything else fails at once,
+    a local file's checksum mismatch too (it will not change).
 
     Raises:
         AcquireError: naming the URI and the last reason.
@@ -85,7 +86,10 @@ def fetch(
             with atomic_path(dest) as tmp:
                 size, digest = _copy_to(uri, tmp, opts)
                 if sha256 and digest.lower() != sha256.lower():
-                    raise _Transient(f"sha256 mismatch: expected {sha256.lower()}, got {digest}")
+                    mismatch = f"sha256 mismatch: expected {sha256.lower()}, got {digest}"
+                    if local_path(uri) is not None:  # a local file will not change: no retry
+                        raise AcquireError(f"{uri}: {mismatch}")
+                    raise _Transient(mismatch)
             return FetchRecord(uri=uri, bytes=size, sha256=digest, attempts=attempt)
         except _Transient as exc:
             last = str(exc)
@@ -223,7 +227,7 @@ def acquire_scene(
         sensor: the row's sensor entry (a STAC Item's band assets and mask); None: ``bands.names``.
 
     Returns:
-        True when every file was acquired; False when the record says ``failed``.
+        True when every file was acquired; False when the record says ``corrupt``.
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -242,7 +246,7 @@ def acquire_scene(
             files["item"] = _acquire_item(uri, out, sha256, options, sensor, sensor_name)
         except SceneError as exc:
             log.error("scene %s: STAC item failed: %s", scene_id, exc)
-            record.update(status="failed", reason=f"image: {exc}", files=files)
+            record.update(status="corrupt", reason=f"image: {exc}", files=files)
             for partial in (out / "image.vrt", out / SIDECAR, out / "item.json"):
                 partial.unlink(missing_ok=True)
             write_json(out / RECORD, record)
@@ -263,7 +267,7 @@ def acquire_scene(
             if kind in ("label.prj", "label.cpg"):
                 continue  # optional parts of a Shapefile
             log.error("scene %s: %s failed: %s", scene_id, kind, exc)
-            record.update(status="failed", reason=f"{kind}: {exc}")
+            record.update(status="corrupt", reason=f"{kind}: {exc}")
             # Never leave a partial scene: a failed scene holds its record alone.
             for partial in [
                 out / "image.tif",

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -96,6 +97,7 @@ def clean_scene(
     """
     if sensor is None:
         cleaned_names(bands, {"bands.names": bands.names}, clean.qa_band)
+    started = time.time()
     src_dir, out = Path(acquired_dir), Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     for stale in ("image.tif", "label.tif"):
@@ -125,6 +127,7 @@ def clean_scene(
     except (SceneError, RasterioError, OSError, ValueError) as exc:
         status = SceneStatus(scene_id, "corrupt", reason=corrupt_reason(exc))
         log.warning("scene %s is corrupt: %s", scene_id, status.reason)
+        status.started, status.finished = started, time.time()
         status.write(status_path(out))
         return status
     status = judge(scene_id, cleaned, clean, labels)
@@ -134,6 +137,7 @@ def clean_scene(
         if cleaned.label is not None and labels is not None:
             label_profile = dict(profile, nodata=labels.ignore_index)
             write_cog(out / "label.tif", cleaned.label[None], label_profile, descriptions=["label"])
+    status.started, status.finished = started, time.time()
     status.write(status_path(out))
     return status
 
