@@ -158,10 +158,11 @@ def test_the_ice_thickness_example_runs_end_to_end(tmp_path: Path, shared_data: 
     config = yaml.safe_load((work / "config/examples/downscaling_ice.yaml").read_text())
     config["models"]["base"].update(epochs=1, samples_per_epoch=32, features=8, blocks=1)
     config["models"]["grid"] = {"arch": ["RecurrentSRCNN", "EDSR"]}
-    (work / "config/test.yaml").write_text(yaml.safe_dump(config))
-    snakemake(work, "--configfile", "config/test.yaml", "--replace-workflow-config")
+    (work / "config/examples/test.yaml").write_text(yaml.safe_dump(config))  # paths are relative to it
+    snakemake(work, "--configfile", "config/examples/test.yaml", "--replace-workflow-config")
+    run = work / config["workdir"]  # the example writes into its own workdir
 
-    table = pd.read_csv(work / "results/reports/scale_x4.csv").set_index("predictor")
+    table = pd.read_csv(run / "results/reports/scale_x4.csv").set_index("predictor")
     assert set(table.index) == {
         "models/arch-RecurrentSRCNN/best",
         "models/arch-EDSR/best",
@@ -176,15 +177,15 @@ def test_the_ice_thickness_example_runs_end_to_end(tmp_path: Path, shared_data: 
         assert table[column].notna().all()
     assert table.loc["models/arch-EDSR/best", "selection"] == "held-out fold"
     # the auxiliary field joined the cleaned field; the model knows it by name
-    status = json.loads((work / "results/clean/hef_west/status.json").read_text())
+    status = json.loads((run / "results/clean/hef_west/status.json").read_text())
     assert status["bands"] == ["thickness", "surface"]
-    resolved = yaml.safe_load((work / "results/models/arch-EDSR/config.yaml").read_text())
+    resolved = yaml.safe_load((run / "results/models/arch-EDSR/config.yaml").read_text())
     assert resolved["task"] == "downscaling" and resolved["bands"] == ["thickness", "surface"]
-    assert (work / "results/reports/downscaling/hef_west.png").stat().st_size > 10_000
+    assert (run / "results/reports/downscaling/hef_west.png").stat().st_size > 10_000
     # the applied map: 4 x the rows and columns on the same bounds, NaN off the glacier
     with (
         rasterio.open(shared_data / "downscaling/hintereisferner_ice_thickness_25m.tif") as src,
-        rasterio.open(work / "results/maps/models/arch-EDSR/best/scenes/hef_apply.tif") as out,
+        rasterio.open(run / "results/maps/models/arch-EDSR/best/scenes/hef_apply.tif") as out,
     ):
         assert (out.height, out.width) == (4 * src.height, 4 * src.width)
         assert out.bounds == pytest.approx(src.bounds) and out.crs == src.crs
@@ -193,7 +194,7 @@ def test_the_ice_thickness_example_runs_end_to_end(tmp_path: Path, shared_data: 
     glacier = np.repeat(np.repeat(thickness > 0, 4, 0), 4, 1)
     np.testing.assert_array_equal(np.isfinite(mapped), glacier)
     assert 0 < np.nanmedian(mapped) < 200
-    assert len(list((work / "results/maps/models/arch-EDSR/best/mosaic").glob("*.vrt"))) == 1
+    assert len(list((run / "results/maps/models/arch-EDSR/best/mosaic").glob("*.vrt"))) == 1
 
 
 def test_patch_standardised_networks_learn_shape_and_keep_the_input_on_average(tmp_path: Path) -> None:

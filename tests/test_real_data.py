@@ -56,28 +56,30 @@ def test_ukis_example_config(tmp_path: Path, shared_data: Path) -> None:
     targets = ["results/clean/ukis_l7", "results/stats/bands.json", "results/splits/folds.parquet"]
     targets.append("results/calval/baselines/index_rules/metrics.json")
     snakemake(work, "--configfile", "config/examples/ukis.yaml", "--replace-workflow-config", *targets)
+    run = work / "runs" / "ukis"  # the example's workdir: beside any other run's results
+    assert not (work / "results").exists()
     for scene in ("ukis_s2", "ukis_l7"):
-        status = json.loads((work / "results" / "clean" / scene / "status.json").read_text())
+        status = json.loads((run / "results" / "clean" / scene / "status.json").read_text())
         assert status["status"] == "ok" and status["shape"] == [512, 512]
         assert status["bands"] == ["blue", "green", "red", "nir", "swir16", "swir22", "ndwi", "mndwi"]
-        record = json.loads((work / "resources" / "scenes" / scene / "acquire.json").read_text())
+        record = json.loads((run / "resources" / "scenes" / scene / "acquire.json").read_text())
         assert record["files"]["image"]["attempts"] == 1  # checksums verified at the first try
-    s2 = json.loads((work / "results" / "clean" / "ukis_s2" / "status.json").read_text())
+    s2 = json.loads((run / "results" / "clean" / "ukis_s2" / "status.json").read_text())
     assert s2["extra"]["class_pixels"] == {
         "clear_land": 183124,
         "water": 840,
         "cloud_shadow": 28583,
         "cloud": 49597,
     }
-    stats = json.loads((work / "results" / "stats" / "bands.json").read_text())
+    stats = json.loads((run / "results" / "stats" / "bands.json").read_text())
     assert stats["scenes"] == ["ukis_s2"]
     blue = stats["bands"][0]
     assert blue["count"] == 512 * 512 and 0 <= blue["min"] < blue["p1"] < blue["mean"] < blue["p99"] < 1.5
-    folds = pd.read_parquet(work / "results" / "splits" / "folds.parquet")
+    folds = pd.read_parquet(run / "results" / "splits" / "folds.parquet")
     assert len(folds) == 225 and sorted(folds["fold"].unique()) == [0, 1, 2, 3]
     assert (folds.groupby("group")["fold"].nunique() == 1).all() and folds["group"].nunique() == 16
-    assert not (work / "results" / "chips" / "ukis_l7.index.parquet").exists()  # calval: no chips
-    rules = json.loads((work / "results/calval/baselines/index_rules/metrics.json").read_text())
+    assert not (run / "results" / "chips" / "ukis_l7.index.parquet").exists()  # calval: no chips
+    rules = json.loads((run / "results/calval/baselines/index_rules/metrics.json").read_text())
     ious = {c: round(v["iou"], 3) for c, v in rules["overall"]["per_class"].items()}
     # in-sample (the thresholds were read off both scenes, this one included): the rules as written
     assert ious == {"clear_land": 0.737, "water": 0.433, "cloud_shadow": 0.671, "cloud": 0.651}
@@ -101,11 +103,12 @@ def test_landcover_example_config(tmp_path: Path, shared_data: Path) -> None:
     example.write_text(yaml.safe_dump(config))
     args = ["--configfile", "config/examples/landcover.yaml", "--replace-workflow-config"]
     snakemake(work, *args, "results/models/base/fold0/best.ckpt", "results/bundles/base/fold0.zip")
-    folds = pd.read_parquet(work / "results" / "splits" / "folds.parquet")
+    run = work / config["workdir"]
+    folds = pd.read_parquet(run / "results" / "splits" / "folds.parquet")
     assert sorted(folds["fold"].unique()) == [0, 1, 2, 3]
-    metrics = pd.read_csv(work / "results" / "models" / "base" / "fold0" / "metrics.csv")
+    metrics = pd.read_csv(run / "results" / "models" / "base" / "fold0" / "metrics.csv")
     assert metrics["val_f1"].max() > 1 / len(NC_CLASSES) * 2  # well above chance on the held-out fold
-    hp = torch.load(work / "results/models/base/fold0/best.ckpt", weights_only=True)["hyper_parameters"]
+    hp = torch.load(run / "results/models/base/fold0/best.ckpt", weights_only=True)["hyper_parameters"]
     assert hp["family"] == "lightgbm" and hp["classes"] == NC_CLASSES
     assert hp["band_names"] == ["blue", "green", "red", "nir", "swir16", "swir22", "ndvi", "ndwi", "mndwi"]
 
@@ -127,11 +130,12 @@ def test_stac_polygons_example_runs_with_one_command(tmp_path: Path, shared_data
     config["models"]["base"]["boosting"] = {"rounds": 60, "pixels": 20000}  # quicker here
     example.write_text(yaml.safe_dump(config))
     snakemake(work, "--configfile", "config/examples/stac_polygons.yaml", "--replace-workflow-config")
-    acquired = work / "resources" / "scenes" / "ukis_s2"
+    run = work / config["workdir"]
+    acquired = run / "resources" / "scenes" / "ukis_s2"
     assert (acquired / "image.vrt").exists() and (acquired / "label.gpkg").exists()
-    status = json.loads((work / "results" / "clean" / "ukis_s2" / "status.json").read_text())
+    status = json.loads((run / "results" / "clean" / "ukis_s2" / "status.json").read_text())
     assert status["status"] == "ok" and status["extra"]["class_pixels"]["water"] > 500  # from polygons
-    maps = work / "results" / "maps" / "models" / "base" / "best"
+    maps = run / "results" / "maps" / "models" / "base" / "best"
     polygons = gpd.read_parquet(maps / "polygons.parquet")
     assert set(polygons["class"]) <= {"water", "cloud"} and (polygons["area_m2"] >= 8100 * 0.99).all()
     areas = pd.read_csv(maps / "areas.csv").set_index("class")

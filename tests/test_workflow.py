@@ -653,3 +653,41 @@ def test_the_demo_console_is_one_line_per_job_start_and_end(demo_run: Path) -> N
     messages = dict(started)
     assert any(m.startswith("train arch-") for m in messages.values())
     assert "apply models/arch-Unet/best to shard-00000" in messages.values()
+
+
+def test_a_config_elsewhere_runs_in_its_own_workdir_with_paths_beside_it(tmp_path: Path) -> None:
+    """Paths in a config and its manifest are relative to those files; the run writes into the
+    config's workdir (or --directory), never beside another run's results."""
+    project = tmp_path / "project"
+    for name in ("a1", "b1"):
+        write_demo_scene(
+            name,
+            project / "data" / f"{name}.tif",
+            project / "data" / f"{name}.label.tif",
+            DemoOptions(size=64),
+        )
+    (project / "config" / "examples").mkdir(parents=True)
+    rows = "".join(f"{n},../../data/{n}.tif,train,../../data/{n}.label.tif,{n}\n" for n in ("a1", "b1"))
+    (project / "config" / "examples" / "mine.csv").write_text("scene_id,uri,role,label_uri,aoi\n" + rows)
+    config = {
+        **CONFIG,
+        "manifest": "mine.csv",
+        "workdir": "runs/mine",
+        "chips": {"size": 32},
+        "splits": {"folds": 2},
+    }
+    config.pop("demo")
+    (project / "config" / "examples" / "mine.yaml").write_text(yaml.safe_dump(config))
+    args = ("--configfile", "config/examples/mine.yaml", "--replace-workflow-config")
+    snakemake(project, *args)
+    run = project / "runs" / "mine"
+    for name in ("a1", "b1"):
+        assert json.loads((run / "results" / "clean" / name / "status.json").read_text())["status"] == "ok"
+    assert (run / "results" / "splits" / "folds.parquet").is_file() and (run / "logs").is_dir()
+    assert not (project / "results").exists() and not (project / "resources").exists()
+    assert "Nothing to be done" in snakemake(project, *args, "--dry-run").stdout
+    # --directory wins over the config's workdir; the paths still resolve from the config's folder
+    elsewhere = tmp_path / "elsewhere"
+    snakemake(project, *args, "--directory", str(elsewhere))
+    assert (elsewhere / "results" / "clean" / "a1" / "status.json").is_file()
+    assert not (elsewhere / "runs").exists()

@@ -9,6 +9,7 @@ from snakemake.logging import logger
 from snakemap.core.calval_sections import rule_baseline
 from snakemap.core.config import ConfigError, build, check_baseline_bands, resolve
 from snakemap.core.model_sections import APPLIED_PATTERN, ID_PATTERN, MODEL_KEY_PATTERN
+from snakemap.core.paths import LAUNCH_ENV, config_paths
 from snakemap.core.registry import task_named
 from snakemap.core.storage import local_path
 from snakemap.plan.grid import PREDICTOR_PATTERN, check_references, learning_params, split_predictor
@@ -28,8 +29,20 @@ os.environ["PATH"] = os.pathsep.join([os.path.dirname(sys.executable), os.enviro
 # The typed config (snakemap.core.config): every key checked (a mistake stops the run here, naming
 # the section and the key), defaults filled in; --config overrides go through it too.
 _RESOLVED = resolve(config)
+
+# The run writes into the config's workdir (under the folder snakemake was started in; a cluster
+# job, started there already, stays), and the config's relative paths point beside the config file
+# given last, else into that folder (snakemap.core.paths).
+os.environ.setdefault(LAUNCH_ENV, os.getcwd())
+_CONFIG_DIR = os.path.dirname(
+    os.path.join(os.environ[LAUNCH_ENV], (workflow.overwrite_configfiles or workflow.configfiles)[-1])
+)
+if _RESOLVED.get("workdir") and workflow.overwrite_workdir is None:
+    _WORKDIR = os.path.abspath(os.path.join(os.environ[LAUNCH_ENV], _RESOLVED["workdir"]))
+    if os.path.abspath(os.getcwd()) != _WORKDIR:
+        workflow.workdir(_WORKDIR)
 config.clear()
-config.update(_RESOLVED)
+config.update(config_paths(_RESOLVED, _CONFIG_DIR))
 
 # The sensors and label schemes, checked against bands and labels; then the manifest, whose
 # messages name the line of each bad row (and of each sensor or label scheme not in the tables).

@@ -293,9 +293,14 @@ def _progress(args: argparse.Namespace, cfg: dict[str, Any]) -> int:
     import json
 
     from snakemap.core.io import write_json
+    from snakemap.core.paths import config_paths
     from snakemap.outputs.progress import format_progress, progress
 
     cfg = _project_config(args, cfg)
+    source = args.config or (PROJECT_CONFIG if args.options is None and PROJECT_CONFIG.is_file() else None)
+    if source is not None:  # its paths, as the workflow resolves them
+        cfg = config_paths(cfg, Path(source).absolute().parent)
+    root = args.results if args.results is not None else Path(cfg.get("workdir") or ".") / "results"
     apply = build("apply", cfg.get("apply"))
     if args.manifest is None and not cfg.get("manifest"):
         raise ConfigError(
@@ -308,7 +313,7 @@ def _progress(args: argparse.Namespace, cfg: dict[str, Any]) -> int:
     scene_ids = apply_scene_ids(cfg["manifest"] if args.manifest is None else args.manifest, CACHE_DIR)
     threshold = build("shift", cfg.get("shift")).threshold
     results = {
-        p: progress(args.results / "maps" / p, scene_ids, apply.shard_size, shift_threshold=threshold)
+        p: progress(root / "maps" / p, scene_ids, apply.shard_size, shift_threshold=threshold)
         for p in predictors
     }
     if args.out:
@@ -401,7 +406,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help="scenes done, empty, corrupt, pending; ETA (default: ./config/config.yaml)",
     )
     p.add_argument("--manifest", type=Path, help="default: the config's")
-    p.add_argument("--results", type=Path, default=Path("results"))
+    p.add_argument("--results", type=Path, help="the results folder (default: the config's workdir/results)")
     p.add_argument("--predictor", action="append", help="default: the config's apply.predictors")
     p.add_argument("--json", action="store_true")
     p.add_argument("--out", type=Path, help="also write the figures as JSON here")

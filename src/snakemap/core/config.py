@@ -76,9 +76,18 @@ class Config(Section):
         description="apply shards try their corrupt scenes again: snakemake --forcerun apply_shard "
         "--config retry_corrupt=true",
     )
-    #: path of the scene manifest (CSV or Parquet), relative to the working directory
+    #: path of the scene manifest (CSV or Parquet): relative to the config file, else to the
+    #: folder snakemake runs in (see :mod:`snakemap.core.paths`)
     manifest: str = Field(
-        description="path of the scene manifest (CSV or Parquet), relative to the working directory"
+        description="path of the scene manifest (CSV or Parquet): relative to the config file's folder, "
+        "else to the folder snakemake runs in"
+    )
+    #: the folder the run writes into (resources/, results/, logs/), relative to the folder
+    #: snakemake runs in; None: that folder itself. ``--directory`` wins over it.
+    workdir: str | None = Field(
+        None,
+        description="the folder the run writes into (resources/, results/, logs/, benchmarks/), "
+        "relative to the folder snakemake runs in (null: that folder); examples set their own",
     )
     catalog: CatalogOptions | None = Field(
         None,

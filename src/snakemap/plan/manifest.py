@@ -40,6 +40,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 import numpy as np
 
 from snakemap.core.io import atomic_path
+from snakemap.core.paths import rows_base
 from snakemap.plan.manifest_cache import CACHE_ENTRY, cache_key, load_checked, store_checked
 
 if TYPE_CHECKING:
@@ -114,12 +115,26 @@ def read_manifest(
     data = path.read_bytes()  # once: what is checked is what the key names, whatever edits the file
     args = (str(path), *_where(path), sensors, label_schemes, labels_required)
     if cache is None:
-        return check_manifest(_read(path, data), *args)
+        return _rebased(check_manifest(_read(path, data), *args), path)
     entry = Path(cache) / f"{cache_key(path, data)}.parquet"
-    checked = _cached(path, data, entry, args)
+    checked = _rebased(_cached(path, data, entry, args), path)
     # where derived tables of this content may be kept too (snakemap.plan.shards.ShardTable)
     checked.attrs[CACHE_ENTRY] = str(entry)
     return checked
+
+
+def _rebased(df: pd.DataFrame, path: Path) -> pd.DataFrame:
+    """``df`` with its relative ``uri`` and ``label_uri`` paths as the workdir sees them: relative
+    to the manifest's folder, else to the launch folder (:func:`snakemap.core.paths.rows_base`)."""
+    for column in ("uri", "label_uri"):
+        values = df[column]
+        relative = (values != "") & ~values.str.contains("://", regex=False) & ~values.str.startswith("/")
+        if not relative.any():
+            continue
+        prefix = rows_base(path, str(values[relative].iloc[0]))
+        if prefix is not None:
+            df.loc[relative, column] = prefix + "/" + values[relative]
+    return df
 
 
 def _cached(path: Path, data: bytes, entry: Path, args: tuple[Any, ...]) -> pd.DataFrame:
