@@ -49,7 +49,7 @@ slurm:
 	fi
 
 demo: setup
-	$(BIN)/snakemake --cores all
+	$(VENV)/bin/snakemake --cores all
 
 # As root with slurm-wlm installed, a local SLURM runs during the tests (see tests/test_slurm.py).
 test: setup browser slurm

@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -273,3 +274,29 @@ def test_light_steps_do_not_import_torch() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_config_paths_resolve_beside_the_file_then_in_the_launch_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from snakemap.core.paths import LAUNCH_ENV, config_paths
+
+    launch, configs, work = tmp_path / "project", tmp_path / "project" / "config", tmp_path / "work"
+    for folder in (configs, work):
+        folder.mkdir(parents=True)
+    (configs / "mine.csv").write_text("scene_id,uri,role\n")
+    (launch / "weights.pth").write_bytes(b"")
+    monkeypatch.setenv(LAUNCH_ENV, str(launch))
+    monkeypatch.chdir(work)  # the run's workdir: paths come back relative to it
+    config = {
+        "manifest": "mine.csv",  # beside the config
+        "models": {"base": {"encoder_weights": "weights.pth"}},  # in the launch folder
+        "areas": {"reference_raster": "made/by/the/run.tif"},  # nowhere yet: as written
+        "calval": {"baselines": {"p": {"maps": {"s1": "https://example.org/p.tif"}}}},  # a URL: as is
+    }
+    resolved = config_paths(config, configs)
+    assert resolved["manifest"] == "../project/config/mine.csv"
+    assert resolved["models"]["base"]["encoder_weights"] == "../project/weights.pth"
+    assert resolved["areas"] == {"reference_raster": "made/by/the/run.tif"}  # no aoi key added
+    assert resolved["calval"]["baselines"]["p"]["maps"]["s1"] == "https://example.org/p.tif"
+    assert config["manifest"] == "mine.csv"  # the given config is left as it was

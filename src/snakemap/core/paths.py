@@ -55,7 +55,8 @@ def config_paths(config: Mapping[str, Any], base: str | os.PathLike[str]) -> dic
     interest, product baselines' rasters, auxiliary fields, an example catalogue's rasters,
     pretrained weights) resolved from the config file's folder ``base`` (:func:`resolve`)."""
     out = dict(config)
-    out["manifest"] = resolve(config.get("manifest"), base)
+    if "manifest" in config:
+        out["manifest"] = resolve(config["manifest"], base)
     areas = config.get("areas")
     if isinstance(areas, Mapping):
         areas = dict(areas)
@@ -63,7 +64,10 @@ def config_paths(config: Mapping[str, Any], base: str | os.PathLike[str]) -> dic
             areas["reference"] = {k: resolve(v, base) for k, v in areas["reference"].items()}
         if isinstance(areas.get("reference_raster"), list):
             areas["reference_raster"] = [resolve(v, base) for v in areas["reference_raster"]]
-        areas["aoi"] = resolve(areas.get("aoi"), base)
+        elif isinstance(areas.get("reference_raster"), str):
+            areas["reference_raster"] = resolve(areas["reference_raster"], base)
+        if areas.get("aoi") is not None:  # a key left out stays out
+            areas["aoi"] = resolve(areas["aoi"], base)
         out["areas"] = areas
     calval = config.get("calval")
     if isinstance(calval, Mapping) and isinstance(calval.get("baselines"), Mapping):
