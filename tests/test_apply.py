@@ -17,6 +17,7 @@ import pytest
 import rasterio
 import torch
 from affine import Affine
+from pyproj import Geod, Transformer
 from rasterio.transform import from_origin
 
 from snakemap.cli import main
@@ -131,15 +132,24 @@ def test_bad_scenes_end_in_their_state(tmp_path: Path) -> None:
     assert states["dry"] == ("empty", "no pixel with nir in [0, 250]")
     maps = sorted(p.name for p in (tmp_path / "maps" / "scenes").glob("*.tif"))
     assert maps == ["good.tif"]
-    # the ok scene's hectares per class on the ground (10 m pixels: 0.01 ha), summed by progress
+    # the ok scene's hectares per class on the ground: the ellipsoid's area of its footprint (far
+    # from its UTM zone's central meridian a 10 m pixel is not 0.01 ha there), shared by pixel
+    # count; summed by progress
     with rasterio.open(tmp_path / "maps" / "scenes" / "good.tif") as src:
-        classes = src.read(1)
-    expected = {c: 0.01 * int((classes == k).sum()) for k, c in enumerate(["land", "water"])}
-    assert expected["land"] > 0 and sum(expected.values()) == pytest.approx(0.01 * 96 * 96)
+        classes, crs, (west, south, east, north) = src.read(1), src.crs, src.bounds
+    side = np.linspace(0, 1, 50)
+    xs = np.r_[west + (east - west) * side, np.full(50, east), east - (east - west) * side, np.full(50, west)]
+    ys = np.r_[
+        np.full(50, south), south + (north - south) * side, np.full(50, north), north - (north - south) * side
+    ]
+    lon, lat = Transformer.from_crs(crs, "EPSG:4326", always_xy=True).transform(xs, ys)
+    ground_ha = abs(Geod(ellps="WGS84").polygon_area_perimeter(lon, lat)[0]) / 1e4
+    expected = {c: ground_ha * float((classes == k).mean()) for k, c in enumerate(["land", "water"])}
+    assert expected["land"] > 0 and abs(ground_ha / (0.01 * 96 * 96) - 1) > 0.001  # not the map's area
     good = SceneStatus.read(tmp_path / "maps" / "scenes" / "good.json")
-    assert good.extra["class_ha"] == pytest.approx(expected)
+    assert good.extra["class_ha"] == pytest.approx(expected, rel=2e-3)
     mapped = progress(tmp_path / "maps", [s.scene_id for s in scenes], 6)["mapped_ha"]
-    assert mapped == pytest.approx(expected)
+    assert mapped == pytest.approx(good.extra["class_ha"])
     # Final states are not retried... unless asked.
     again = runner.run_shard("shard-00000", scenes)
     assert (again["processed"], again["skipped"]) == (0, 6)

@@ -229,3 +229,26 @@ def test_shard_fingerprints_are_kept_beside_the_cached_manifest(tmp_path: Path) 
     }
     kept.write_text(json.dumps({"shard-00000": "x"}))
     assert ShardTable(read_manifest(path, cache=cache), 4).fingerprints() == expected
+
+
+def test_manifest_rows_resolve_beside_the_manifest_and_keep_their_fingerprints(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from snakemap.core.paths import LAUNCH_ENV
+
+    folder = tmp_path / "config"
+    (folder / "data").mkdir(parents=True)
+    (folder / "data" / "q1.tif").write_bytes(b"")
+    (folder / "resources" / "demo").mkdir(parents=True)  # a leftover beside it: the run's own path
+    (folder / "resources" / "demo" / "q3.tif").write_bytes(b"")
+    (folder / "m.csv").write_text(
+        "scene_id,uri,role\nq1,data/q1.tif,apply\nq2,s3://bucket/q2.tif,apply\nq3,resources/demo/q3.tif,apply\n"
+    )
+    monkeypatch.delenv(LAUNCH_ENV, raising=False)
+    monkeypatch.chdir(folder)  # read where it lies: nothing to rebase
+    own = read_manifest("m.csv")
+    monkeypatch.chdir(tmp_path)  # read from the project: rows beside the manifest, run paths as written
+    moved = read_manifest("config/m.csv")
+    assert moved["uri"].tolist() == ["config/data/q1.tif", "s3://bucket/q2.tif", "resources/demo/q3.tif"]
+    assert own["uri"].tolist() == ["data/q1.tif", "s3://bucket/q2.tif", "resources/demo/q3.tif"]
+    assert ShardTable(moved, 2).fingerprints() == ShardTable(own, 2).fingerprints()

@@ -21,7 +21,7 @@ from rasterio.transform import from_origin
 from snakemap.core.config import ConfigError, build
 from snakemap.core.io import NODATA_CLASS
 from snakemap.core.palette import CYCLE, class_colors, rgb
-from snakemap.core.sections import DemoOptions
+from snakemap.core.sections import DemoOptions, SensorOptions
 from snakemap.data.demo import write_demo_scene
 from snakemap.evaluation.areas import estimate
 from snakemap.evaluation.report import ERROR_COLOR, NODATA_GREY, display_bands, image_panel, preview, stretch
@@ -489,6 +489,11 @@ def test_class_colours_default_to_what_people_expect_and_labels_colors_wins() ->
     assert palette["other"] == "#000080" and len(set(labels.palette)) == len(classes)
     assert ERROR_COLOR not in labels.palette and NODATA_GREY not in labels.palette
     assert class_colors(["a", "b"]) == list(CYCLE[:2])  # unnamed classes: the cycle
+    # whole words, and never two classes in one colour
+    mixed = ["land", "bare_soil", "coral", "reef", "rice", "street", "ice", "forest", "tree_cover"]
+    colours = class_colors(mixed)
+    assert len(set(colours)) == len(mixed)
+    assert colours[mixed.index("ice")] != colours[mixed.index("rice")] == CYCLE[2]  # rice is no ice
     with pytest.raises(ConfigError, match=r"labels.colors: 'lnd' is not in labels.classes \(land, water\)"):
         build("labels", {"classes": ["land", "water"], "remap": {0: "land"}, "colors": {"lnd": "red"}})
     with pytest.raises(ConfigError, match=r"labels.colors.land: '#12' is not a colour"):
@@ -500,9 +505,21 @@ def test_class_hectares_on_the_ground_projected_and_geographic(tmp_path: Path) -
     classes[:, 10:] = 1
     classes[0, :] = NODATA_CLASS
     utm = write_tif(tmp_path / "utm.tif", classes, transform=from_origin(500000, 8000000, 30, 30), nodata=255)
+    k0 = 0.9996**2  # UTM's areal scale on its central meridian (easting 500000): the ground is larger
     assert class_hectares(utm, ["land", "water", "cloud"]) == pytest.approx(
-        {"land": 49 * 10 * 0.09, "water": 49 * 30 * 0.09, "cloud": 0.0}
+        {"land": 49 * 10 * 0.09 / k0, "water": 49 * 30 * 0.09 / k0, "cloud": 0.0}, rel=1e-5
     )
+    # Web Mercator stretches areas by 1 / cos(lat)^2: 4 at 60 degrees; the ground area is a quarter
+    y60 = 8399737.89  # Web Mercator's northing of 60 N
+    mercator = write_tif(
+        tmp_path / "mercator.tif",
+        classes,
+        crs="EPSG:3857",
+        transform=from_origin(0, y60 + 750, 30, 30),
+        nodata=255,
+    )
+    got = class_hectares(mercator, ["land", "water"])
+    assert got is not None and got["land"] == pytest.approx(49 * 10 * 0.09 / 4, rel=0.01)
     # 0.005 degrees a pixel from 60 to 60.25 N: against the ellipsoid's area of the same box
     geo = write_tif(
         tmp_path / "geo.tif",
@@ -527,7 +544,9 @@ def test_class_hectares_on_the_ground_projected_and_geographic(tmp_path: Path) -
 def test_quicklook_shows_the_overview_in_class_colours_beside_the_scenes_image(tmp_path: Path) -> None:
     from snakemap.outputs.mosaic import build_mosaic
 
-    # two scenes side by side; each band constant, so the image panel's values are known
+    # two scenes side by side; each band constant, so the image panel's values are known. The
+    # second has no nodata value (off its footprint the warp must still say "nothing here") and
+    # internal overviews (read from one of them: a constant stays that constant)
     scenes, maps = [], []
     for k, (west, values) in enumerate([(500000, (100, 200, 300)), (500960, (50, 60, 70))]):
         image = np.stack([np.full((96, 96), v, np.uint16) for v in values])
@@ -535,10 +554,13 @@ def test_quicklook_shows_the_overview_in_class_colours_beside_the_scenes_image(t
             tmp_path / f"s{k}.tif",
             image,
             transform=from_origin(west, 8000000, 10, 10),
-            nodata=0,
+            nodata=0 if k == 0 else None,
             descriptions=["red", "green", "blue"],
         )
-        scenes.append(SceneImage(f"s{k}", str(path), ["red", "green", "blue"]))
+        if k == 1:
+            with rasterio.open(path, "r+") as dst:
+                dst.build_overviews([2, 4], rasterio.enums.Resampling.average)
+        scenes.insert(0, SceneImage(f"s{k}", str(path), ["red", "green", "blue"]))
         classes = np.full((96, 96), k, np.uint8)  # s0 all land, s1 all water
         maps.append(
             write_tif(
@@ -547,8 +569,10 @@ def test_quicklook_shows_the_overview_in_class_colours_beside_the_scenes_image(t
         )
     build_mosaic(maps, tmp_path / "mosaic", tmp_path / "overview.tif", factor=4, resampling="mode")
     data, grid, _ = read_overview(tmp_path / "overview.tif")
-    image, skipped = image_overview([*scenes, SceneImage("gone", str(tmp_path / "nope.tif"), [])], grid)
-    assert skipped and skipped[0].startswith("gone: ")
+    item = SceneImage("item", str(tmp_path / "nope.json"), [], SensorOptions(bands=["red", "green", "blue"]))
+    gone = SceneImage("gone", str(tmp_path / "nope.tif"), [])
+    image, skipped = image_overview([*scenes, gone, item], grid)
+    assert [s.split(":")[0] for s in skipped] == ["gone", "item"]  # a picture: never an error
     for k, values in enumerate([(100, 200, 300), (50, 60, 70)]):
         inside = data == k  # the overview's pixels of scene k, off the seam (where both have some)
         inside[:, 1:] &= inside[:, :-1].copy()

@@ -16,6 +16,8 @@ stop_pidfile /run/slurmctld.pid
 stop_pidfile /run/munge/munged.pid
 if [ -e /etc/slurm/slurm.conf ] && grep -q '^ClusterName=snakemapci$' /etc/slurm/slurm.conf; then
   rm -f /etc/slurm/slurm.conf
-  [ -e /etc/slurm/slurm.conf.snakemap-saved ] && mv /etc/slurm/slurm.conf.snakemap-saved /etc/slurm/slurm.conf
+fi
+if [ ! -e /etc/slurm/slurm.conf ] && [ -e /etc/slurm/slurm.conf.snakemap-saved ]; then
+  mv /etc/slurm/slurm.conf.snakemap-saved /etc/slurm/slurm.conf
 fi
 true

@@ -9,7 +9,7 @@ from snakemake.logging import logger
 from snakemap.core.calval_sections import rule_baseline
 from snakemap.core.config import ConfigError, build, check_baseline_bands, resolve
 from snakemap.core.model_sections import APPLIED_PATTERN, ID_PATTERN, MODEL_KEY_PATTERN
-from snakemap.core.paths import LAUNCH_ENV, config_paths
+from snakemap.core.paths import LAUNCH_ENV, WORKDIR_ENV, config_paths
 from snakemap.core.registry import task_named
 from snakemap.core.storage import local_path
 from snakemap.plan.grid import PREDICTOR_PATTERN, check_references, learning_params, split_predictor
@@ -30,17 +30,19 @@ os.environ["PATH"] = os.pathsep.join([os.path.dirname(sys.executable), os.enviro
 # the section and the key), defaults filled in; --config overrides go through it too.
 _RESOLVED = resolve(config)
 
-# The run writes into the config's workdir (under the folder snakemake was started in; a cluster
-# job, started there already, stays), and the config's relative paths point beside the config file
-# given last, else into that folder (snakemap.core.paths).
+# The run writes into the config's workdir (under the folder snakemake was started in; --directory
+# wins), and the config's relative paths point beside the config file given last, else into that
+# folder (snakemap.core.paths). The run's first read decides both and leaves them in the
+# environment: its cluster jobs, which read this file again wherever they start, follow it.
 os.environ.setdefault(LAUNCH_ENV, os.getcwd())
 _CONFIG_DIR = os.path.dirname(
     os.path.join(os.environ[LAUNCH_ENV], (workflow.overwrite_configfiles or workflow.configfiles)[-1])
 )
-if _RESOLVED.get("workdir") and workflow.overwrite_workdir is None:
-    _WORKDIR = os.path.abspath(os.path.join(os.environ[LAUNCH_ENV], _RESOLVED["workdir"]))
-    if os.path.abspath(os.getcwd()) != _WORKDIR:
-        workflow.workdir(_WORKDIR)
+if WORKDIR_ENV not in os.environ:
+    _GIVEN = _RESOLVED.get("workdir") if workflow.overwrite_workdir is None else None
+    os.environ[WORKDIR_ENV] = os.path.abspath(os.path.join(os.environ[LAUNCH_ENV], _GIVEN or "."))
+if os.path.abspath(os.getcwd()) != os.environ[WORKDIR_ENV] and workflow.overwrite_workdir is None:
+    workflow.workdir(os.environ[WORKDIR_ENV])
 config.clear()
 config.update(config_paths(_RESOLVED, _CONFIG_DIR))
 
@@ -77,11 +79,17 @@ def options(*sections):
     return json.dumps({s: config[s] for s in sections if s in config}, sort_keys=True)
 
 
+def class_colors_option():
+    """`{"colors": labels.colors}` where it is set: the class maps' colour tables follow it (a
+    colour changes the maps; nothing else of `labels` does). Without it, the default palette."""
+    colors = (config.get("labels") or {}).get("colors")
+    return {"colors": colors} if colors else {}
+
+
 def colored(*sections):
-    """options() of the sections, with `labels` where `labels.colors` is set: the class maps'
-    colour tables follow it (without it, the default palette needs no parameter)."""
-    has_colors = (config.get("labels") or {}).get("colors")
-    return options(*sections, "labels") if has_colors else options(*sections)
+    """options() of the sections, with the class colours (class_colors_option)."""
+    found = {s: config[s] for s in sections if s in config}
+    return json.dumps({**found, **class_colors_option()}, sort_keys=True)
 
 
 def scene(wildcards):
@@ -405,8 +413,7 @@ def shard_options(wildcards):
     found = {s: config[s] for s in sections if s in config}
     if VECTORIZE:  # polygons of each scene: the section and the classes' names
         found.update(vectorize=VECTORIZE, labels=config["labels"])
-    if (config.get("labels") or {}).get("colors"):  # the maps' colour tables
-        found["labels"] = config["labels"]
+    found.update(class_colors_option())
     names = APPLY_SHARDS.sensors(wildcards.shard)
     if names:
         found["sensors"] = {n: config["sensors"][n] for n in names}

@@ -59,8 +59,8 @@ def _make_predictor(args: argparse.Namespace, cfg: dict[str, Any]) -> Predictor:
     winners = per_class(args.winners_from, members, classes) if args.winners_from else None
     tta = build("predict", cfg.get("predict")).tta
     predictor = Predictor(members, classes, device, tta, threshold, target, winners)
-    if cfg.get("labels"):  # the maps' colour tables
-        predictor.colors = class_colors(classes, build("labels", cfg["labels"]).colors)
+    # the maps' colour tables: a rule passes `colors` alone; by hand, the config's labels.colors
+    predictor.colors = class_colors(classes, cfg.get("colors") or (cfg.get("labels") or {}).get("colors"))
     return predictor
 
 
@@ -310,7 +310,8 @@ def _progress(args: argparse.Namespace, cfg: dict[str, Any]) -> int:
     predictors = args.predictor or apply.predictors
     if not predictors:
         raise ConfigError("no predictor: pass --predictor NAME, or a config with apply.predictors")
-    scene_ids = apply_scene_ids(cfg["manifest"] if args.manifest is None else args.manifest, CACHE_DIR)
+    cache = Path(cfg.get("workdir") or ".") / CACHE_DIR  # the run's own, beside its results
+    scene_ids = apply_scene_ids(cfg["manifest"] if args.manifest is None else args.manifest, cache)
     threshold = build("shift", cfg.get("shift")).threshold
     results = {
         p: progress(root / "maps" / p, scene_ids, apply.shard_size, shift_threshold=threshold)

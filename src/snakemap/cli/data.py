@@ -139,8 +139,6 @@ def _folds(args: argparse.Namespace, cfg: dict[str, Any]) -> int:
 
 
 def _check_manifest(args: argparse.Namespace, cfg: dict[str, Any]) -> int:
-    import pandas as pd
-
     sensors: Collection[str] | None = None
     schemes: Collection[str] | None = None
     if cfg:  # with --config: the sensors and label schemes too, and that the rows name entries of them
@@ -158,12 +156,7 @@ def _check_manifest(args: argparse.Namespace, cfg: dict[str, Any]) -> int:
     print(
         f"{args.manifest}: {len(manifest)} scenes " + ", ".join(f"{k}={v}" for k, v in sorted(counts.items()))
     )
-    header = (
-        pd.read_parquet(args.manifest).iloc[:0]
-        if args.manifest.suffix == ".parquet"
-        else pd.read_csv(args.manifest, nrows=0)
-    )
-    extra = extra_columns(header)
+    extra = extra_columns(args.manifest)
     if extra:
         print(f"ignored column(s): {', '.join(extra)}")
     named = sorted({*manifest["sensor"], *manifest["label_scheme"]} - {""})

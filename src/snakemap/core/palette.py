@@ -1,6 +1,6 @@
 """Class colours: the ``labels.colors`` table, with a default palette where common class names
 get the colours people expect (water blue, cloud white, vegetation green) and any other class a
-distinct colour of matplotlib's ``tab20`` cycle that no named class uses.
+distinct colour of matplotlib's ``tab20`` cycle that no other class uses.
 
 Colours are ``#rrggbb`` strings everywhere: the report's figures, the legends and the colour
 tables of the class GeoTIFFs (:func:`colormap`).
@@ -8,6 +8,7 @@ tables of the class GeoTIFFs (:func:`colormap`).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 
 #: the default colour of a class by (a word of) its name, first match wins
@@ -69,13 +70,21 @@ def to_hex(color: str) -> str:
 
 def class_colors(classes: Sequence[str], colors: Mapping[str, str] | None = None) -> list[str]:
     """``#rrggbb`` per class, in the order of ``classes``: ``colors[class]`` where given, else
-    the default for its name (:data:`NAMED`), else the next colour of :data:`CYCLE` not yet used."""
+    the default of the first :data:`NAMED` entry that begins a word of its name (``cloud_shadow``:
+    shadow; ``vegetation``: veget) unless another class has that colour already, else the next
+    colour of :data:`CYCLE` not yet used."""
     given = {k: to_hex(v) for k, v in (colors or {}).items()}
     chosen: list[str | None] = []
     for name in classes:
-        lowered = name.lower()
-        chosen.append(given.get(name) or next((c for word, c in NAMED if word in lowered), None))
-    free = [c for c in CYCLE if c not in chosen]
+        if name in given:
+            chosen.append(given[name])
+            continue
+        words = re.split(r"[^a-z0-9]+", name.lower())
+        named = next((c for word, c in NAMED if any(w.startswith(word) for w in words)), None)
+        # a colour another class already has: the next free one instead (classes stay apart)
+        taken = set(given.values()) | {c for c in chosen if c}
+        chosen.append(named if named not in taken else None)
+    free = [c for c in CYCLE if c not in chosen and c not in given.values()]
     out: list[str] = []
     for color in chosen:
         if color is None:

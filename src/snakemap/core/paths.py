@@ -4,12 +4,13 @@ A run starts in a folder (the *launch folder*: where ``snakemake`` was typed, or
 ``--directory``) and writes into its ``workdir`` (the config's ``workdir:``, else the launch
 folder): ``resources/``, ``results/``, ``logs/``, ``benchmarks/``. A relative path in a config
 file or a manifest is looked up beside that file first, then in the launch folder; one found in
-neither is left as written, relative to the workdir (files the run itself makes, such as the
-demo's scenes). Found paths are handed on relative to the workdir, so steps that run there find
-them.
+neither, or under ``resources/`` or ``results/`` (files the run itself makes, such as the demo's
+scenes), is left as written, relative to the workdir. Found paths are handed on relative to the
+workdir, so steps that run there find them.
 
-The launch folder is kept in the environment (:data:`LAUNCH_ENV`) the first time a run reads
-its config: steps and cluster jobs, started in the workdir, resolve paths the same way.
+The launch folder and the workdir are kept in the environment (:data:`LAUNCH_ENV`,
+:data:`WORKDIR_ENV`) by the run's first read of its config: its steps and cluster jobs, which
+read it again, resolve paths the same way and work in the same folder.
 """
 
 from __future__ import annotations
@@ -17,12 +18,15 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
-
-from snakemap.core.storage import local_path
+from typing import TYPE_CHECKING, Any
 
 #: the environment variable that holds the launch folder for the steps a run starts
 LAUNCH_ENV = "SNAKEMAP_LAUNCH_DIR"
+
+if TYPE_CHECKING:
+    import pandas as pd
+#: ... and the one that holds the run's workdir, as its first read of the config chose it
+WORKDIR_ENV = "SNAKEMAP_WORKDIR"
 
 
 def launch_dir() -> Path:
@@ -31,11 +35,11 @@ def launch_dir() -> Path:
 
 
 def is_relative_local(value: Any) -> bool:
-    """Whether ``value`` is a relative path on this machine (not a URL, not absolute)."""
-    if not isinstance(value, str) or not value:
-        return False
-    path = local_path(value)
-    return path is not None and not value.startswith("file:") and not path.is_absolute()
+    """Whether ``value`` is a relative path on this machine to a file the run does not make
+    (:func:`rebasable`)."""
+    import pandas as pd  # not at import: `snakemap progress` starts without it
+
+    return isinstance(value, str) and bool(rebasable(pd.Series([value])).iloc[0])
 
 
 def resolve(value: Any, base: str | os.PathLike[str]) -> Any:
@@ -117,6 +121,19 @@ def _weights(model: Mapping[str, Any], base: str | os.PathLike[str]) -> dict[str
     if "encoder_weights" not in model:
         return dict(model)
     return {**model, "encoder_weights": resolve(model["encoder_weights"], base)}
+
+
+#: the folders a run writes under its workdir: a manifest path there is the run's own file
+RUN_FOLDERS = ("resources/", "results/")
+
+
+def rebasable(values: pd.Series) -> pd.Series:
+    """Which of a manifest column's values are relative local paths to files the run does not
+    make (:func:`is_relative_local`, and not under :data:`RUN_FOLDERS`), as a boolean mask."""
+    written = values.astype(str)
+    remote = written.str.contains("://", regex=False) | written.str.startswith("file:")
+    absolute = written.str.startswith(("/", "~"))
+    return (written != "") & ~remote & ~absolute & ~written.str.startswith(RUN_FOLDERS)
 
 
 def rows_base(manifest: str | os.PathLike[str], first: str | None) -> str | None:

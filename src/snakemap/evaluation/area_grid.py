@@ -31,7 +31,8 @@ from rasterio.windows import Window
 from rasterio.windows import transform as window_transform
 
 from snakemap.core.io import NODATA_CLASS, read_json
-from snakemap.evaluation.areas import HA, MAP_COLUMN, REFERENCE_COLUMN
+from snakemap.evaluation.areas import MAP_COLUMN, REFERENCE_COLUMN
+from snakemap.inference.class_areas import HA
 
 #: rows and columns of the equal-area grid read at a time
 BLOCK = 1024

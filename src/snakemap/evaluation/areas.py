@@ -26,8 +26,6 @@ import pandas as pd
 
 #: the two-sided 95% quantile of the normal distribution, as the paper rounds it
 Z95 = 1.96
-#: hectares per square metre
-HA = 1e-4
 #: the columns of a reference sample file (the map's class and the reference class, by name)
 MAP_COLUMN, REFERENCE_COLUMN = "map_class", "reference"
 

@@ -1,9 +1,11 @@
 """The area a class map gives each class, in hectares, on the ground.
 
-A projected map's pixels all have the area of the transform's cell (in its CRS's linear unit,
-turned into metres); a geographic map's pixels shrink toward the poles, so each row is weighed
-by the area of its band of latitude on the WGS84 ellipsoid: ``a^2 / 2 * dlon * (q(lat2) -
-q(lat1))``, with ``q`` the authalic function of the ellipsoid (Snyder 1987, eq. 3-12).
+A geographic map's pixels shrink toward the poles: each row is weighed by the area of its band of
+latitude on the WGS84 ellipsoid, ``a^2 / 2 * dlon * (q(lat2) - q(lat1))``, with ``q`` the
+authalic function of the ellipsoid (Snyder 1987, eq. 3-12). A projected map's cell (in its CRS's
+linear unit, turned into metres) is divided by the projection's areal scale at each row's centre
+(PROJ's factors): 1 within 0.1% in a UTM zone, 4 at 60 degrees in Web Mercator. Rows are taken
+as the transform's (no rotation).
 """
 
 from __future__ import annotations
@@ -23,8 +25,8 @@ from snakemap.core.io import NODATA_CLASS
 #: the WGS84 ellipsoid: semi-major axis (metres) and eccentricity
 WGS84_A = 6_378_137.0
 WGS84_E = math.sqrt(2 / 298.257223563 - (1 / 298.257223563) ** 2)
-#: square metres per hectare
-M2_PER_HA = 1e4
+#: hectares per square metre
+HA = 1e-4
 #: rows of the map read at a time
 ROWS = 1024
 
@@ -38,10 +40,22 @@ def row_hectares(crs: CRS | None, transform: Affine, rows: int) -> np.ndarray | 
         width = math.radians(abs(transform.a))
         edges = np.radians(np.clip(transform.f + transform.e * np.arange(rows + 1), -90, 90))
         band = np.abs(np.diff(_authalic_q(edges)))
-        return np.asarray(WGS84_A**2 / 2 * width * band / M2_PER_HA, dtype=np.float64)
+        return np.asarray(WGS84_A**2 / 2 * width * band * HA, dtype=np.float64)
     unit = float(crs.linear_units_factor[1])
-    area = abs(transform.a * transform.e - transform.b * transform.d) * unit**2 / M2_PER_HA
-    return np.full(rows, area, dtype=np.float64)
+    area = abs(transform.a * transform.e - transform.b * transform.d) * unit**2 * HA
+    return area / _areal_scale(crs, transform, rows)
+
+
+def _areal_scale(crs: CRS, transform: Affine, rows: int) -> np.ndarray:
+    """``(rows,)`` the projection's areal scale (map area / ground area) at each row's centre
+    (1 where PROJ gives none)."""
+    from pyproj import Proj, Transformer
+
+    xs = np.full(rows, transform.c + transform.a * 0.5)  # the first column's centre: rows vary in y
+    ys = transform.f + transform.e * (np.arange(rows) + 0.5)
+    lon, lat = Transformer.from_crs(crs, "EPSG:4326", always_xy=True).transform(xs, ys)
+    scale = np.asarray(Proj(crs).get_factors(lon, lat).areal_scale, dtype=np.float64)
+    return np.where(np.isfinite(scale) & (scale > 0), scale, 1.0)
 
 
 def _authalic_q(lat: np.ndarray) -> np.ndarray:

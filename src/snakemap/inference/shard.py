@@ -40,7 +40,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 import rasterio
-from rasterio.errors import RasterioError
+from rasterio.errors import CRSError, RasterioError
 from rasterio.windows import Window
 
 from snakemap.core.config import ConfigError
@@ -323,8 +323,8 @@ class ShardRunner:
             if self.predictor is not None and ended.status == "ok":  # for progress and the report
                 try:
                     hectares = class_hectares(self.scenes / f"{scene_id}.tif", self.predictor.classes)
-                except (RasterioError, OSError, ValueError) as exc:
-                    ended = SceneStatus(scene_id, "corrupt", reason=f"class areas: {corrupt_reason(exc)}")
+                except (RasterioError, OSError, ValueError, CRSError) as exc:  # the map stays ok
+                    log.warning("%s: no class areas (%s)", scene_id, corrupt_reason(exc))
                 else:
                     if hectares is not None:
                         ended.extra["class_ha"] = hectares

@@ -4,7 +4,8 @@ mapped areas, beside a stretched image of the scenes it was made from, on the sa
 The overview is read whole (at most :data:`PANEL_PIXELS` on its longer side). The image panel
 is warped from the scenes themselves (:func:`image_overview`), at most :data:`MAX_IMAGE_SCENES`
 of them, spread evenly over the run (the title says how many): a quicklook of a million scenes
-reads a hundred, at the overview's resolution, where their files have overviews.
+reads a hundred, each from its coarsest overview that is still finer than the panel's pixels
+where its file has overviews (a COG's), else at full resolution.
 """
 
 from __future__ import annotations
@@ -28,10 +29,12 @@ from rasterio.crs import CRS
 from rasterio.enums import Resampling
 from rasterio.errors import RasterioError
 from rasterio.vrt import WarpedVRT
+from rasterio.warp import calculate_default_transform
 
 from snakemap.core.io import NODATA_CLASS, atomic_path
 from snakemap.core.palette import rgb
 from snakemap.core.sections import AcquireOptions, SensorOptions
+from snakemap.core.status import SceneError
 from snakemap.core.storage import gdal_options, gdal_path, is_remote
 from snakemap.data.stac_scenes import is_item, read_item, resolve, write_vrt
 from snakemap.evaluation.report import NODATA_GREY, display_bands, stretch
@@ -117,23 +120,14 @@ def image_overview(
     out = np.full((3, grid.height, grid.width), np.nan, dtype=np.float32)
     skipped: list[str] = []
     if grid.crs is None:
-        return out, [s.scene_id for s in scenes]
+        return out, [f"{s.scene_id}: the overview has no CRS (no scene has one)" for s in scenes]
     with tempfile.TemporaryDirectory(prefix="quicklook-") as tmp:
         for scene in scenes:
             try:
                 path, env, names = _source(scene, Path(tmp), acquire)
-                with rasterio.Env(**env), rasterio.open(path) as src:
-                    bands = display_bands(names if len(names) == src.count else src.descriptions, src.count)
-                    with WarpedVRT(
-                        src,
-                        crs=grid.crs,
-                        transform=grid.transform,
-                        width=grid.width,
-                        height=grid.height,
-                        resampling=Resampling.average,
-                    ) as vrt:
-                        data = vrt.read(bands, out_dtype="float32", masked=True).filled(np.nan)
-            except (RasterioError, OSError, ValueError) as exc:  # AcquireError and SceneError too
+                with rasterio.Env(**env):
+                    data = _warped(path, names, grid)
+            except (RasterioError, OSError, ValueError, SceneError) as exc:  # AcquireError too
                 skipped.append(f"{scene.scene_id}: {exc}")
                 continue
             if data.shape[0] == 1:
@@ -141,6 +135,36 @@ def image_overview(
             fill = np.isnan(out).all(axis=0) & np.isfinite(data).all(axis=0)
             out[:, fill] = data[:, fill]
     return out, skipped
+
+
+def _warped(path: str, names: list[str | None], grid: Grid) -> np.ndarray:
+    """A scene's display bands on ``grid``: ``(1 or 3, H, W)`` float32, NaN off the scene and
+    where it has no data (an alpha band marks its footprint, nodata or not), read from the
+    coarsest overview still finer than the grid's pixels."""
+    with rasterio.open(path) as src:
+        bands = display_bands(names if len(names) == src.count else src.descriptions, src.count)
+        factors = src.overviews(1)
+        level = None
+        if factors and src.crs is not None:
+            native, _, _ = calculate_default_transform(src.crs, grid.crs, src.width, src.height, *src.bounds)
+            ratio = abs(grid.transform.a) / abs(native.a)  # source pixels per panel pixel
+            fine = [i for i, f in enumerate(factors) if f <= ratio]
+            level = fine[-1] if fine else None
+    opened = rasterio.open(path, overview_level=level) if level is not None else rasterio.open(path)
+    with (
+        opened as src,
+        WarpedVRT(
+            src,
+            crs=grid.crs,
+            transform=grid.transform,
+            width=grid.width,
+            height=grid.height,
+            resampling=Resampling.average,
+            add_alpha=True,
+        ) as vrt,
+    ):
+        data: np.ndarray = vrt.read(bands, out_dtype="float32", masked=True).filled(np.nan)
+    return data
 
 
 def spread(items: Sequence[str], most: int) -> list[str]:

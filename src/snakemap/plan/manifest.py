@@ -40,7 +40,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 import numpy as np
 
 from snakemap.core.io import atomic_path
-from snakemap.core.paths import rows_base
+from snakemap.core.paths import rebasable, rows_base
 from snakemap.plan.manifest_cache import CACHE_ENTRY, cache_key, load_checked, store_checked
 
 if TYPE_CHECKING:
@@ -125,15 +125,17 @@ def read_manifest(
 
 def _rebased(df: pd.DataFrame, path: Path) -> pd.DataFrame:
     """``df`` with its relative ``uri`` and ``label_uri`` paths as the workdir sees them: relative
-    to the manifest's folder, else to the launch folder (:func:`snakemap.core.paths.rows_base`)."""
+    to the manifest's folder, else to the launch folder (:func:`snakemap.core.paths.rows_base`);
+    the prefix each column got is in ``df.attrs`` (``uri_prefix``)."""
     for column in ("uri", "label_uri"):
         values = df[column]
-        relative = (values != "") & ~values.str.contains("://", regex=False) & ~values.str.startswith("/")
+        relative = rebasable(values)
         if not relative.any():
             continue
         prefix = rows_base(path, str(values[relative].iloc[0]))
         if prefix is not None:
             df.loc[relative, column] = prefix + "/" + values[relative]
+            df.attrs[f"{column}_prefix"] = prefix  # what shard fingerprints take off again
     return df
 
 
@@ -158,15 +160,20 @@ def _read(path: Path, data: bytes) -> pd.DataFrame:
     """The manifest's bytes (from ``path``) as a table of text."""
     import pandas as pd  # not at import: `snakemap progress` reads the cached ids without it
 
-    if path.suffix.lower() in (".parquet", ".pq"):
+    if _is_parquet(path):
         return pd.read_parquet(io.BytesIO(data))
     return pd.read_csv(io.BytesIO(data), dtype=str, keep_default_na=False, skipinitialspace=False)
+
+
+def _is_parquet(path: Path) -> bool:
+    """A Parquet manifest (else CSV), by its suffix."""
+    return path.suffix.lower() in (".parquet", ".pq")
 
 
 def _where(path: Path) -> tuple[str, int]:
     """How messages name a row, and the number of the first: CSV lines (the header is line 1) or
     Parquet rows."""
-    return ("row {}", 1) if path.suffix.lower() in (".parquet", ".pq") else ("line {}", 2)
+    return ("row {}", 1) if _is_parquet(path) else ("line {}", 2)
 
 
 def apply_scene_ids(path: str | os.PathLike[str], cache: str | os.PathLike[str] | None = None) -> list[str]:
@@ -195,9 +202,19 @@ def apply_scene_ids(path: str | os.PathLike[str], cache: str | os.PathLike[str] 
     return ids
 
 
-def extra_columns(df: pd.DataFrame) -> list[str]:
-    """The columns of a manifest that snakemap does not read (kept in the file, ignored)."""
-    return [str(c) for c in df.columns if c not in REQUIRED + OPTIONAL]
+def extra_columns(path: str | os.PathLike[str]) -> list[str]:
+    """The columns of the manifest at ``path`` that snakemap does not read (kept in the file,
+    ignored), from its header alone."""
+    import pandas as pd
+
+    path = Path(path)
+    if _is_parquet(path):
+        import pyarrow.parquet as pq
+
+        names = list(pq.read_schema(path).names)
+    else:
+        names = list(pd.read_csv(path, nrows=0).columns)
+    return [str(c) for c in names if c not in REQUIRED + OPTIONAL and not str(c).startswith("__index")]
 
 
 def missing_local_files(df: pd.DataFrame) -> list[str]:
@@ -229,7 +246,7 @@ def check_manifest(
     if missing:
         raise ManifestError(f"{name}: missing column(s) {', '.join(missing)}")
     # other columns (a STAC search's cloud_cover, a user's notes) are ignored: see extra_columns()
-    df = df.copy()
+    df = df[[c for c in df.columns if c in REQUIRED + OPTIONAL]].copy()
     for col in OPTIONAL:
         if col not in df.columns:
             df[col] = ""

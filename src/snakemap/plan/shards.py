@@ -64,6 +64,8 @@ class ShardTable:
         self._lines: tuple[np.ndarray, memoryview] | None = None
         self._fingerprints: dict[str, str] | None = None
         self._entry: str = manifest.attrs.get(CACHE_ENTRY, "")
+        # URIs as the manifest writes them: where the run starts from changes no fingerprint
+        self._prefix: str = manifest.attrs.get("uri_prefix", "")
         self._quoted = False
         self._sensorless = not (self.rows["sensor"] != "").any()
 
@@ -109,7 +111,10 @@ class ShardTable:
     def _hash(self, shard: str) -> str:
         offsets, data = self._csv_lines()
         if self._quoted:
-            rows = zip(*(self.column(shard, c) for c in ("scene_id", "uri", "sha256")), strict=True)
+            uris = [
+                u.removeprefix(f"{self._prefix}/") if self._prefix else u for u in self.column(shard, "uri")
+            ]
+            rows = zip(self.column(shard, "scene_id"), uris, self.column(shard, "sha256"), strict=True)
             text = io.StringIO()
             writer = csv.writer(text, lineterminator="\n")
             writer.writerow(["scene_id", "uri", "sha256"])
@@ -132,7 +137,9 @@ class ShardTable:
 
             text = pa.large_string()
             # pandas' Arrow-backed strings pass as they are (pa.array of the Series would copy)
-            cols = [pa.array(self.rows[c].array).cast(text) for c in ("scene_id", "uri", "sha256")]
+            uri = self.rows["uri"].str.removeprefix(f"{self._prefix}/") if self._prefix else self.rows["uri"]
+            columns = (self.rows["scene_id"], uri, self.rows["sha256"])
+            cols = [pa.array(c.array).cast(text) for c in columns]
             joined = pc.binary_join_element_wise(*cols, pa.scalar(",", text))
             ended = pc.binary_join_element_wise(joined, pa.scalar("", text), pa.scalar("\n", text))
             if isinstance(ended, pa.ChunkedArray):
