@@ -209,6 +209,11 @@ def test_kept_summaries_count_no_recent_scene_once_old(tmp_path: Path) -> None:
     assert progress(tmp_path, ids, 4, now=now + 3600) == later
     (tmp_path / COUNTS_CACHE).write_text("[1, 2]")
     assert progress(tmp_path, ids, 4, now=now + 3600) == later
+    # the shard job began ten minutes before its last scene ended (models loaded, scenes listed)
+    path = tmp_path / "shards" / "shard-00000.json"
+    path.write_text(json.dumps({**json.loads(path.read_text()), "started": now - 30 - 600}))
+    os.utime(path, (now - 20, now - 20))
+    assert progress(tmp_path, ids, 4, now=now + 3600)["run_scenes_per_hour"] == pytest.approx(4 * 6)
 
 
 def test_shard_fingerprints_are_kept_beside_the_cached_manifest(tmp_path: Path) -> None:

@@ -117,6 +117,9 @@ def _predict_standalone(args: argparse.Namespace) -> int:
 
 
 def _apply_shard(args: argparse.Namespace, cfg: dict[str, Any]) -> int:
+    import time
+
+    started = time.time()  # the job's, its models' loading included (the run's rate counts it)
     from snakemap.data.sensors import SceneTables, build_sensors
     from snakemap.inference.scenes import SceneInput
     from snakemap.plan.shards import ShardTable
@@ -137,7 +140,7 @@ def _apply_shard(args: argparse.Namespace, cfg: dict[str, Any]) -> int:
         for r in manifest_rows(rows)
     ]
     runner: ShardRunner = task.hook("shard_runner")(args, cfg, apply, bands)
-    result = runner.run_shard(args.shard, scenes)
+    result = runner.run_shard(args.shard, scenes, started=started)
     logging.info(
         "%s: %d scenes processed, %d already done", args.shard, result["processed"], result["skipped"]
     )

@@ -163,7 +163,9 @@ class ShardRunner:
                     f"bands.select/bands.indices do not produce (they produce {cleaned})"
                 )
 
-    def run_shard(self, shard: str, scenes: Sequence[SceneInput]) -> dict[str, Any]:
+    def run_shard(
+        self, shard: str, scenes: Sequence[SceneInput], started: float | None = None
+    ) -> dict[str, Any]:
         """Apply every scene of a shard that is not done; write and return the shard's manifest.
 
         While one scene is predicted, the next ``apply.prefetch`` scenes are downloaded, opened
@@ -172,9 +174,13 @@ class ShardRunner:
         not wait on the network or the disk. Each scene still ends with its own sentinel, in
         shard order; a killed job loses at most the scenes in flight.
 
+        ``started``: when the job began (its models' loading included), written into the
+        manifest for the run's rate (:func:`snakemap.outputs.progress.progress`); default now.
+
         Raises:
             ConfigError: see :meth:`check`, before any scene is touched.
         """
+        begun = time.time()
         self.check(scenes)
         with shard_lock(self.root / "shards" / f"{shard}.lock"):
             todo = [scene for scene in scenes if not self.is_done(scene.scene_id)]
@@ -214,6 +220,7 @@ class ShardRunner:
                 "scenes": entries,
                 "processed": len(todo),
                 "skipped": len(scenes) - len(todo),
+                "started": started if started is not None else begun,  # the job's start, for rates
             }
             write_json(self.root / "shards" / f"{shard}.json", manifest)
             return manifest

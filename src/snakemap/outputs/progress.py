@@ -43,8 +43,8 @@ def progress(
         ``scenes_per_hour``: the scenes that finished in the last ten minutes (:data:`RECENT_S`)
         before ``now``, per hour: the current rate (0 once a run has been idle that long), and
         ``eta_s`` the pending scenes at that rate (None while it is 0 and scenes are pending);
-        ``run_scenes_per_hour``: the done scenes per hour from the first scene's start to the last
-        one's finish (0 before two are known), what a finished run ran at;
+        ``run_scenes_per_hour``: the done scenes per hour from the first shard job's start to the
+        last scene's finish (0 before both are known), what a finished run ran at;
         ``mapped_ha``: hectares per class summed over the ok scenes' maps (where scenes
         overlap, each counts its own); ``unlike_scenes``: the ok scenes
         whose shift score (:mod:`snakemap.inference.shift`) is above ``shift_threshold``, most
@@ -149,12 +149,12 @@ def _shard_summaries(
         entry: Any = cache.get(shard)
         recent = now - stat.st_mtime <= RECENT_S
         if not _usable(entry, key) or recent:
-            entry = {
-                "key": key,
-                "summary": _summary(
-                    read_json(root / "shards" / f"{shard}.json")["scenes"], now, shift_threshold
-                ),
-            }
+            manifest = read_json(root / "shards" / f"{shard}.json")
+            summary = _summary(manifest["scenes"], now, shift_threshold)
+            # the job's start (models loaded, scenes listed) counts for the run's rate
+            starts = [t for t in (summary["first_start"], manifest.get("started")) if t is not None]
+            summary["first_start"] = min(starts) if starts else None
+            entry = {"key": key, "summary": summary}
             changed = True
         kept[shard] = entry
         # a manifest written before the last RECENT_S holds no recent scene, whatever was kept
