@@ -344,7 +344,7 @@ def halves(whole: Path, folder: Path) -> list[Path]:
 def executed_jobs(output: str) -> dict[str, int]:
     """The job counts of a real run's log, by rule."""
     counts: dict[str, int] = {}
-    for rule in re.findall(r"^(?:local)?(?:rule|checkpoint) (\w+):$", output, re.MULTILINE):
+    for rule in re.findall(r"^Finished jobid: \d+ \(Rule: (\w+)\)$", output, re.MULTILINE):
         counts[rule] = counts.get(rule, 0) + 1
     return counts
 

@@ -508,7 +508,7 @@ def polygon_outputs(predictor):
 
 def map_report_outputs():
     """Per applied predictor its quicklook, and the page of progress and areas of them all."""
-    if not APPLY_SCENES:
+    if not APPLY_SCENES or not APPLY["predictors"]:
         return []
     return expand("results/reports/maps/{predictor}.png", predictor=APPLY["predictors"]) + [
         "results/reports/maps.html"
