@@ -74,9 +74,10 @@ wildcard_constraints:
     scene=SCENE_ID_PATTERN,
 
 
-def options(*sections):
-    """The named config sections as one JSON argument for `snakemap <step> --options`."""
-    return json.dumps({s: config[s] for s in sections if s in config}, sort_keys=True)
+def options(*sections, extra=None):
+    """The named config sections (and `extra` keys) as one JSON argument for
+    `snakemap <step> --options`."""
+    return json.dumps({**{s: config[s] for s in sections if s in config}, **(extra or {})}, sort_keys=True)
 
 
 def class_colors_option():
@@ -88,8 +89,7 @@ def class_colors_option():
 
 def colored(*sections):
     """options() of the sections, with the class colours (class_colors_option)."""
-    found = {s: config[s] for s in sections if s in config}
-    return json.dumps({**found, **class_colors_option()}, sort_keys=True)
+    return options(*sections, extra=class_colors_option())
 
 
 def scene(wildcards):

@@ -11,13 +11,8 @@ from typing import Any
 from snakemap.cli.common import step_options
 from snakemap.core.config import ConfigError, build
 from snakemap.core.registry import task_named
-from snakemap.plan.manifest import (
-    ManifestError,
-    extra_columns,
-    missing_local_files,
-    parse_bounds,
-    read_manifest,
-)
+from snakemap.plan.manifest import ManifestError, parse_bounds, read_manifest
+from snakemap.plan.manifest_files import extra_columns, missing_local_files
 
 
 def _demo_scene(args: argparse.Namespace, cfg: dict[str, Any]) -> int:

@@ -160,12 +160,12 @@ def _read(path: Path, data: bytes) -> pd.DataFrame:
     """The manifest's bytes (from ``path``) as a table of text."""
     import pandas as pd  # not at import: `snakemap progress` reads the cached ids without it
 
-    if _is_parquet(path):
+    if is_parquet(path):
         return pd.read_parquet(io.BytesIO(data))
     return pd.read_csv(io.BytesIO(data), dtype=str, keep_default_na=False, skipinitialspace=False)
 
 
-def _is_parquet(path: Path) -> bool:
+def is_parquet(path: Path) -> bool:
     """A Parquet manifest (else CSV), by its suffix."""
     return path.suffix.lower() in (".parquet", ".pq")
 
@@ -173,7 +173,7 @@ def _is_parquet(path: Path) -> bool:
 def _where(path: Path) -> tuple[str, int]:
     """How messages name a row, and the number of the first: CSV lines (the header is line 1) or
     Parquet rows."""
-    return ("row {}", 1) if _is_parquet(path) else ("line {}", 2)
+    return ("row {}", 1) if is_parquet(path) else ("line {}", 2)
 
 
 def apply_scene_ids(path: str | os.PathLike[str], cache: str | os.PathLike[str] | None = None) -> list[str]:
@@ -200,35 +200,6 @@ def apply_scene_ids(path: str | os.PathLike[str], cache: str | os.PathLike[str] 
     with contextlib.suppress(OSError), atomic_path(listing) as tmp:
         tmp.write_text("".join(f"{i}\n" for i in ids))
     return ids
-
-
-def extra_columns(path: str | os.PathLike[str]) -> list[str]:
-    """The columns of the manifest at ``path`` that snakemap does not read (kept in the file,
-    ignored), from its header alone."""
-    import pandas as pd
-
-    path = Path(path)
-    if _is_parquet(path):
-        import pyarrow.parquet as pq
-
-        names = list(pq.read_schema(path).names)
-    else:
-        names = list(pd.read_csv(path, nrows=0).columns)
-    return [str(c) for c in names if c not in REQUIRED + OPTIONAL and not str(c).startswith("__index")]
-
-
-def missing_local_files(df: pd.DataFrame) -> list[str]:
-    """``scene_id: column path`` of each local ``uri`` or ``label_uri`` (a path, ``file://``)
-    that does not exist, relative to the working directory (remote ones are not looked up)."""
-    from snakemap.core.storage import local_path
-
-    missing = []
-    for column in ("uri", "label_uri"):
-        for scene, uri in zip(df["scene_id"], df[column], strict=True):
-            path = local_path(uri) if uri else None
-            if path is not None and not path.exists():
-                missing.append(f"{scene}: {column} {uri}")
-    return missing
 
 
 def check_manifest(
