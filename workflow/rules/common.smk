@@ -292,6 +292,19 @@ def members_args(name):
     return " ".join(args)
 
 
+def fallback_args(name):
+    """--fallback-shift and a --fallback-member per member of an ensemble's fallback (the members
+    that alone map a scene unlike the training data); none without one. Tuning never sees it."""
+    ens = ENSEMBLES[name]
+    if not ens.get("fallback"):
+        return ""
+    args = [f"--fallback-shift {ens['fallback']['shift']}"]
+    for member in ens["fallback"]["members"]:
+        path = member if is_rule(member) else f"results/models/{member}/{ens['checkpoint']}.ckpt"
+        args.append(f"--fallback-member {shlex.quote(path)}")
+    return " ".join(args)
+
+
 def single_target():
     """The one target class that thresholds and PR curves refer to."""
     labels = config["labels"]
@@ -471,7 +484,7 @@ def predictor_args(wildcards, input):
     args = [f"--checkpoint {c}" for c in input.ckpts]
     kind, name = split_predictor(wildcards.predictor)
     if kind == "ensembles":
-        args += [members_args(name), threshold_args(wildcards, input)]
+        args += [members_args(name), threshold_args(wildcards, input), fallback_args(name)]
         if input.get("winners"):
             args.append(f"--winners-from {input.winners[0]}")
         if input.get("weights"):

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from snakemap.cli.common import (
     add_image,
+    fallback,
     input_image,
     member_weights,
     model_options,
@@ -58,7 +59,7 @@ def _make_predictor(args: argparse.Namespace, cfg: dict[str, Any]) -> Predictor:
         members = tuned_weights(args.weights_from, members, classes)
     winners = per_class(args.winners_from, members, classes) if args.winners_from else None
     tta = build("predict", cfg.get("predict")).tta
-    predictor = Predictor(members, classes, device, tta, threshold, target, winners)
+    predictor = Predictor(members, classes, device, tta, threshold, target, winners, fallback(args, members))
     # the maps' colour tables: a rule passes `colors` alone; by hand, the config's labels.colors
     predictor.colors = class_colors(classes, cfg.get("colors") or (cfg.get("labels") or {}).get("colors"))
     return predictor

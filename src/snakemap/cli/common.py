@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 from snakemap.core.config import ConfigError
 
 if TYPE_CHECKING:
-    from snakemap.inference.predict import Member, PerClass
+    from snakemap.inference.predict import Fallback, Member, PerClass
 
 
 def step_options() -> argparse.ArgumentParser:
@@ -47,8 +47,36 @@ def model_options(required: bool = True) -> argparse.ArgumentParser:
         default=[],
         help='a rule baseline as an ensemble member, JSON: {"name", "weight", "spec"} (repeatable)',
     )
+    models.add_argument(
+        "--fallback-shift",
+        type=float,
+        help="a scene whose shift score is above this is mapped by the --fallback-member members alone",
+    )
+    models.add_argument(
+        "--fallback-member",
+        action="append",
+        default=[],
+        help="a member (its --checkpoint, or a --rule's name) that maps such a scene (repeatable)",
+    )
     models.add_argument("--gpus", type=int, default=0)
     return models
+
+
+def fallback(args: argparse.Namespace, members: list[Member]) -> Fallback | None:
+    """The :class:`~snakemap.inference.predict.Fallback` of --fallback-shift/--fallback-member,
+    matched to the members by their checkpoint path or rule name; None without them."""
+    from snakemap.inference.predict import Fallback
+
+    if args.fallback_shift is None and not args.fallback_member:
+        return None
+    if args.fallback_shift is None or not args.fallback_member:
+        raise ConfigError("--fallback-shift and --fallback-member go together")
+    sources = [Path(m.source) if m.learned else m.source for m in members]
+    wanted = [name if name.startswith("baselines/") else Path(name) for name in args.fallback_member]
+    unknown = [str(w) for w in wanted if w not in sources]
+    if unknown:  # a member tuned to weight 0 has left the predictor
+        raise ConfigError(f"fallback members {unknown} are not among the predictor's members")
+    return Fallback(args.fallback_shift, [sources.index(w) for w in wanted])
 
 
 def member_weights(args: argparse.Namespace) -> list[float]:

@@ -134,11 +134,26 @@ def rule_baseline(member: str) -> str | None:
     return member.removeprefix(RULE_MEMBER) if member.startswith(RULE_MEMBER) else None
 
 
+class FallbackOptions(Section):
+    """An ensemble's ``fallback``: a scene whose shift score (how unlike the training scenes its
+    bands are, :mod:`snakemap.inference.shift`) is above ``shift`` is mapped by these members
+    alone, typically its rule baselines: the learned members extrapolate there, and in
+    ``bench/quality.py`` they lose to the rules on such scenes. Per-class winners are not used on
+    a scene that falls back; a threshold is. The scene's status and STAC item say so."""
+
+    #: the shift score above which only ``members`` map a scene
+    shift: Positive = Field(description="the shift score above which only the fallback members map a scene")
+    #: members of the ensemble (model keys or ``baselines/{name}``), weighted as in ``members``
+    members: Annotated[Unique[str], Field(min_length=1)] = Field(
+        description="members of the ensemble (model keys or baselines/{name}) that alone map such a scene"
+    )
+
+
 class EnsembleOptions(Section):
     """An entry of ``calval.ensembles``: weighted members and how their probabilities are cut, or
     (``combine: per_class``) which member maps each class."""
 
-    OMIT_UNSET = frozenset({"combine", "precedence", "weights"})
+    OMIT_UNSET = frozenset({"combine", "precedence", "weights", "fallback"})
 
     #: model key (id or id/fold{k}), or ``baselines/{name}`` of a rule baseline -> weight
     members: dict[str, Positive] = Field(
@@ -178,6 +193,24 @@ class EnsembleOptions(Section):
         description="per_class: classes in the order they claim a pixel several winners map; null: by "
         "the winners' out-of-fold precision",
     )
+    #: the members that alone map a scene unlike the training data (None: every member maps every
+    #: scene)
+    fallback: FallbackOptions | None = Field(
+        None,
+        description="{shift, members}: a scene whose shift score is above shift is mapped by these members "
+        "alone (e.g. the rules where the models extrapolate)",
+    )
+
+    @model_validator(mode="after")
+    def _fallback_members(self) -> EnsembleOptions:
+        if self.fallback is None:
+            return self
+        unknown = [m for m in self.fallback.members if m not in self.members]
+        if unknown:
+            raise ValueError(f"fallback.members: {unknown} are not members of the ensemble")
+        if set(self.fallback.members) == set(self.members):
+            raise ValueError("fallback.members: name some of the members, not all of them")
+        return self
 
 
 class CalvalOptions(Section):

@@ -99,6 +99,8 @@ class SceneStatus:
         }
         if isinstance(self.extra.get("shift"), dict):  # how unlike the training data (apply)
             summary["shift"] = self.extra["shift"]["score"]
+            if self.extra["shift"].get("fallback"):  # mapped by an ensemble's fallback members
+                summary["fallback"] = True
         if isinstance(self.extra.get("class_ha"), dict):  # hectares per class of its map (apply)
             summary["class_ha"] = self.extra["class_ha"]
         return summary

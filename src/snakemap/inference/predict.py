@@ -21,7 +21,7 @@ import contextlib
 import logging
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -33,6 +33,7 @@ from snakemap.core.calval_sections import BaselineOptions
 from snakemap.core.model_sections import PredictOptions
 from snakemap.data.stats import STRIP_ROWS, Normalizer, scene_normalizer
 from snakemap.inference.readers import SceneReader
+from snakemap.inference.shift import BandMoments, shift_score
 from snakemap.inference.windows import padded_origins, prefetched, window_strips
 from snakemap.inference.writer import SceneOutputs
 from snakemap.tasks.networks import TrainedModel
@@ -154,6 +155,22 @@ class PerClass:
         return one_hot
 
 
+@dataclass(frozen=True)
+class Fallback:
+    """The members that alone map a scene unlike the training data (an ensemble's ``fallback``).
+
+    A scene whose shift score (:func:`snakemap.inference.shift.shift_score`, against the learned
+    members' training statistics) is above ``shift`` is mapped by the weighted mean of these
+    members only, typically the index rules: where the learned members are extrapolating, the
+    rules' map is the safer one. Per-class winners are not used on such a scene; a threshold is.
+    """
+
+    #: the shift score above which only ``members`` map a scene
+    shift: float
+    #: the indices of the members that do
+    members: list[int]
+
+
 @dataclass
 class Predictor:
     """Class probabilities of image windows from one model or a weighted ensemble.
@@ -168,6 +185,8 @@ class Predictor:
         target: the class index the threshold applies to.
         winners: ``combine: per_class``: what :class:`PerClass` says maps each class (None: the
             weighted mean of the members).
+        fallback: the members that alone map a scene unlike the training data (None: all map
+            every scene).
     """
 
     members: list[Member]
@@ -177,6 +196,11 @@ class Predictor:
     threshold: float | None = None
     target: int | None = None
     winners: PerClass | None = None
+    fallback: Fallback | None = None
+    #: the last fitted scene's shift score (``{"score", "bands"}``; None without a fallback)
+    scene_shift: dict[str, Any] | None = None
+    #: the last fitted scene is mapped by the fallback members alone
+    fell_back: bool = False
     #: seconds spent in the models alone (for the efficiency benchmark)
     model_seconds: float = 0.0
     #: ``#rrggbb`` per class for the class maps' colour tables (None: the default palette)
@@ -222,31 +246,60 @@ class Predictor:
                 found.setdefault(band, (float(member.training.mean[i]), float(member.training.std[i])))
         return found
 
-    def fit_scene(self, reader: SceneReader) -> None:
-        """Give ``normalize: scene`` members this scene's own band statistics (one pass over it)."""
+    def fit_scene(self, reader: SceneReader, moments: BandMoments | None = None) -> None:
+        """Give ``normalize: scene`` members this scene's own band statistics and, with a
+        ``fallback``, decide from the scene's shift score which members map it (one pass over the
+        scene, none when its ``moments`` are given and no member standardises by scene)."""
         scene_members = [m for m in self.members if m.normalize == "scene"]
-        if not scene_members:
-            return
-        strips = (
-            reader.read_rows(r, min(r + STRIP_ROWS, reader.height))
-            for r in range(0, reader.height, STRIP_ROWS)
-        )
-        norm = scene_normalizer(strips)
-        for m in scene_members:
-            keep = [reader.names.index(b) for b in m.bands]
-            m.normalizer = Normalizer(norm.mean[keep], norm.std[keep])
+        self.scene_shift, self.fell_back = None, False
+        count = moments is None and self.fallback is not None
+        seen = BandMoments(list(reader.names)) if moments is None else moments
+
+        def strips() -> Iterator[np.ndarray]:
+            for r in range(0, reader.height, STRIP_ROWS):
+                strip = reader.read_rows(r, min(r + STRIP_ROWS, reader.height))
+                if count:
+                    seen.add(strip)
+                yield strip
+
+        if scene_members:
+            norm = scene_normalizer(strips())
+            for m in scene_members:
+                keep = [reader.names.index(b) for b in m.bands]
+                m.normalizer = Normalizer(norm.mean[keep], norm.std[keep])
+        elif count:
+            for _ in strips():
+                pass
+        if self.fallback is not None:
+            self.scene_shift = shift_score(seen, self.reference())
+            score = None if self.scene_shift is None else self.scene_shift["score"]
+            self.fell_back = score is not None and score > self.fallback.shift
+            if self.fell_back:
+                names = [self.members[i].source for i in self.fallback.members]
+                log.info("shift %.3f > %g: mapped by %s alone", score, self.fallback.shift, names)
+
+    def fallback_names(self) -> list[str]:
+        """The sources of the fallback members (for a scene's status)."""
+        return [self.members[i].source for i in self.fallback.members] if self.fallback else []
 
     def probabilities(self, windows: np.ndarray, names: list[str]) -> np.ndarray:
         """``(n, bands, h, w)`` float32 windows (NaN invalid) -> ``(n, classes, h, w)`` probabilities
         (one-hot with per-class winners)."""
+        if self.fell_back:
+            assert self.fallback is not None
+            return self._mean([self.members[i] for i in self.fallback.members], windows, names)
         if self.winners is not None:
             return self.winners.combine(
                 [self._run(m, m.prepare(windows, names, self.device)) for m in self.members],
                 len(self.classes),
             )
+        return self._mean(self.members, windows, names)
+
+    def _mean(self, members: list[Member], windows: np.ndarray, names: list[str]) -> np.ndarray:
+        """The weighted mean of ``members``' probabilities of ``windows``."""
         total = None
-        weight_sum = sum(m.weight for m in self.members)
-        for member in self.members:
+        weight_sum = sum(m.weight for m in members)
+        for member in members:
             probs = self._run(member, member.prepare(windows, names, self.device))
             total = (
                 probs * (member.weight / weight_sum)
@@ -303,15 +356,19 @@ def predict_scene(
     opts: PredictOptions,
     class_path: str | os.PathLike[str],
     prob_path: str | os.PathLike[str] | None = None,
+    moments: BandMoments | None = None,
 ) -> dict[str, Any]:
     """Predict a whole scene and write its class map (and probabilities) atomically.
+
+    ``moments``: the scene's band moments where the caller has them (its shift score, for a
+    predictor with a fallback); otherwise they are counted when needed.
 
     Returns:
         Figures of the run: windows, batches, valid pixels, seconds in the models (on this scene)
         and in total.
     """
     start = time.perf_counter()
-    figures, staged = predict_staged(reader, predictor, opts, class_path, prob_path)
+    figures, staged = predict_staged(reader, predictor, opts, class_path, prob_path, moments)
     staged.publish()
     figures["seconds"] = time.perf_counter() - start
     return figures
@@ -323,6 +380,7 @@ def predict_staged(
     opts: PredictOptions,
     class_path: str | os.PathLike[str],
     prob_path: str | os.PathLike[str] | None = None,
+    moments: BandMoments | None = None,
 ) -> tuple[dict[str, Any], SceneOutputs]:
     """Predict a whole scene into staged (uncompressed, hidden) GeoTIFFs beside its outputs.
 
@@ -337,7 +395,7 @@ def predict_staged(
     predictor.check_context(opts)
     if opts.compile:
         predictor.compile()
-    predictor.fit_scene(reader)
+    predictor.fit_scene(reader, moments)
     opts = opts.fitted(reader.height, reader.width)
     pad, stride = opts.geometry()
     w, o, height, width = opts.window, opts.overlap, reader.height, reader.width

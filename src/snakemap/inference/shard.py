@@ -50,12 +50,11 @@ from snakemap.core.model_sections import ApplyOptions, MaskOptions, PredictOptio
 from snakemap.core.sections import AcquireOptions, BandOptions, CleanOptions
 from snakemap.core.status import SceneError, SceneStatus, corrupt_reason
 from snakemap.data.bands import cleaned_names
-from snakemap.data.clean import Cleaned
 from snakemap.inference.class_areas import class_hectares
 from snakemap.inference.predict import Predictor, predict_scene, predict_staged
 from snakemap.inference.readers import ArrayReader, CleaningReader
 from snakemap.inference.scenes import Prepared, SceneInput, ScenePreparer, cropped
-from snakemap.inference.shift import shift_score
+from snakemap.inference.shift import BandMoments, shift_score
 from snakemap.plan.shards import check_mask
 
 if TYPE_CHECKING:
@@ -295,12 +294,13 @@ class ShardRunner:
                     if shift is not None:
                         status.extra["shift"] = shift
                 if prepared.reader is not None:
-                    staged = self._predict_stream(scene_id, prepared.reader, prepared.timings)
+                    staged = self._predict_stream(scene_id, prepared, prepared.reader)
                 else:
                     assert prepared.cleaned is not None
-                    status = self._predict(
-                        scene_id, prepared.cleaned, prepared.crop, status, prepared.timings
-                    )
+                    status = self._predict(scene_id, prepared, status)
+                if self.predictor is not None and self.predictor.fell_back and "shift" in status.extra:
+                    # unlike the training data: mapped by the ensemble's fallback members alone
+                    status.extra["shift"]["fallback"] = self.predictor.fallback_names()
         except ConfigError:
             raise
         except (SceneError, RasterioError, OSError, ValueError) as exc:
@@ -344,9 +344,7 @@ class ShardRunner:
 
         return complete
 
-    def _predict_stream(
-        self, scene_id: str, reader: CleaningReader, timings: dict[str, float]
-    ) -> SceneOutputs:
+    def _predict_stream(self, scene_id: str, prepared: Prepared, reader: CleaningReader) -> SceneOutputs:
         """Predict a scene strip by strip into staged outputs (published by :meth:`finish`'s step)."""
         assert self.predictor is not None
         missing = sorted({b for m in self.predictor.members for b in m.bands} - set(reader.names))
@@ -355,20 +353,16 @@ class ShardRunner:
         out = self.scenes / f"{scene_id}.tif"
         probs = self._probs_path(scene_id)
         t0 = time.perf_counter()
-        figures, staged = predict_staged(reader, self.predictor, self.predict, out, probs)
+        figures, staged = predict_staged(reader, self.predictor, self.predict, out, probs, prepared.moments)
+        timings = prepared.timings
         timings["predict_s"] = time.perf_counter() - t0
         timings["model_s"] = figures.get("model_seconds", 0.0)
         return staged
 
-    def _predict(
-        self,
-        scene_id: str,
-        cleaned: Cleaned,
-        crop: Window | None,
-        status: SceneStatus,
-        timings: dict[str, float],
-    ) -> SceneStatus:
-        assert self.predictor is not None  # a FieldShardRunner predicts with its downscaler
+    def _predict(self, scene_id: str, prepared: Prepared, status: SceneStatus) -> SceneStatus:
+        # a FieldShardRunner predicts with its downscaler
+        assert self.predictor is not None and prepared.cleaned is not None
+        cleaned, crop, timings = prepared.cleaned, prepared.crop, prepared.timings
         # Only where the files name the bands (else check() has seen to it): this scene's own bands.
         missing = sorted({b for m in self.predictor.members for b in m.bands} - set(cleaned.names))
         if missing:
@@ -390,22 +384,23 @@ class ShardRunner:
         t0 = time.perf_counter()
         reader = ArrayReader(cleaned.image, cleaned.names, cleaned.crs, cleaned.transform)
         if crop is None:
-            figures = predict_scene(reader, self.predictor, self.predict, out, probs)
+            figures = predict_scene(reader, self.predictor, self.predict, out, probs, prepared.moments)
         else:
-            figures = self._predict_buffered(reader, crop, out, probs)
+            figures = self._predict_buffered(reader, crop, out, probs, prepared.moments)
         timings["predict_s"] = time.perf_counter() - t0
         timings["model_s"] = figures.get("model_seconds", 0.0)
         return status
 
     def _predict_buffered(
-        self, reader: ArrayReader, crop: Window, out: Path, probs: Path | None
+        self, reader: ArrayReader, crop: Window, out: Path, probs: Path | None, moments: BandMoments | None
     ) -> dict[str, Any]:
-        """Predict the buffered area, then keep the scene's own window."""
+        """Predict the buffered area, then keep the scene's own window (a fallback is decided by
+        the scene's own ``moments``)."""
         assert self.predictor is not None
         staged = [p.with_name(f".{p.name}.{os.getpid()}.buffered.tif") for p in (out, probs) if p is not None]
         try:
             figures = predict_scene(
-                reader, self.predictor, self.predict, staged[0], staged[1] if probs else None
+                reader, self.predictor, self.predict, staged[0], staged[1] if probs else None, moments
             )
             for src_path, dest in zip(staged, [p for p in (out, probs) if p is not None], strict=True):
                 with rasterio.open(src_path) as src:

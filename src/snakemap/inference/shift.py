@@ -8,7 +8,9 @@ bands: 0 for a scene distributed like the training data, about 1 when the scene'
 by one training standard deviation (another sensor's calibration, a scene that is mostly water or
 cloud, a season or a place the models never saw). It is written into each ok scene's sentinel
 (``extra.shift``), its STAC item (``snakemap:shift``) and the shard's manifest; ``snakemap
-progress`` lists the scenes above ``shift.threshold`` as unlike the training data.
+progress`` lists the scenes above ``shift.threshold`` as unlike the training data. An ensemble with
+a ``fallback`` maps a scene whose score is above the fallback's ``shift`` by its fallback members
+alone (:class:`snakemap.inference.predict.Fallback`).
 """
 
 from __future__ import annotations
@@ -66,9 +68,10 @@ def shift_score(scene: BandMoments, reference: Mapping[str, tuple[float, float]]
 
 def unlike(entries: Sequence[Mapping[str, Any]], threshold: float) -> list[dict[str, Any]]:
     """The scenes of shard-manifest ``entries`` whose shift is above ``threshold``, most shifted
-    first: ``[{"scene_id", "shift"}]``."""
+    first: ``[{"scene_id", "shift", "fallback"}]`` (``fallback``: mapped by the ensemble's fallback
+    members alone)."""
     found = [
-        {"scene_id": e["scene_id"], "shift": float(e["shift"])}
+        {"scene_id": e["scene_id"], "shift": float(e["shift"]), "fallback": bool(e.get("fallback"))}
         for e in entries
         if e.get("shift") is not None and float(e["shift"]) > threshold
     ]

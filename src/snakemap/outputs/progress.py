@@ -38,8 +38,9 @@ def progress(
 
     Returns:
         ``{"total", "ok", "empty", "corrupt", "pending", "done_pct", "scenes_per_hour", "eta_s",
-        "corrupt_scenes": [{"scene_id", "reason"}], "unlike_scenes": [{"scene_id", "shift"}],
-        "shift_threshold", "mapped_ha", "run_scenes_per_hour", "shards_done", "shards", "zones"}``;
+        "corrupt_scenes": [{"scene_id", "reason"}], "unlike_scenes": [{"scene_id", "shift",
+        "fallback"}], "shift_threshold", "fallback_scenes", "mapped_ha", "run_scenes_per_hour",
+        "shards_done", "shards", "zones"}``;
         ``scenes_per_hour``: the scenes that finished in the last ten minutes (:data:`RECENT_S`)
         before ``now``, per hour: the current rate (0 once a run has been idle that long), and
         ``eta_s`` the pending scenes at that rate (None while it is 0 and scenes are pending);
@@ -48,7 +49,8 @@ def progress(
         ``mapped_ha``: hectares per class summed over the ok scenes' maps (where scenes
         overlap, each counts its own); ``unlike_scenes``: the ok scenes
         whose shift score (:mod:`snakemap.inference.shift`) is above ``shift_threshold``, most
-        unlike the training data first;
+        unlike the training data first; ``fallback_scenes``: the ok scenes an ensemble mapped by
+        its fallback members alone (:class:`snakemap.inference.predict.Fallback`);
         ``zones``: ok scenes by CRS (``{"EPSG:32618": 12}``, plus ``"none"`` for maps without
         a CRS) in the last mosaic, ``{}`` before it.
     """
@@ -57,6 +59,7 @@ def progress(
     counts = {"ok": 0, "empty": 0, "corrupt": 0}
     corrupt: list[dict[str, str]] = []
     unlike_scenes: list[dict[str, Any]] = []
+    fallback = 0
     recent = 0
     span: list[float] = []  # each summary's first start and last finish
     mapped: dict[str, float] = {}
@@ -74,6 +77,7 @@ def progress(
             counts[status] += summary[status]
         corrupt += summary["corrupt_scenes"]
         unlike_scenes += summary["unlike_scenes"]
+        fallback += summary["fallback"]
         recent += summary["recent"]
         span += [t for t in (summary["first_start"], summary["last_finish"]) if t is not None]
         for name, ha in summary["mapped_ha"].items():
@@ -95,6 +99,7 @@ def progress(
         "corrupt_scenes": corrupt,
         "unlike_scenes": sorted(unlike_scenes, key=lambda e: -e["shift"]),
         "shift_threshold": shift_threshold,
+        "fallback_scenes": fallback,
         "mapped_ha": mapped,
         "zones": zones(root),
     }
@@ -109,6 +114,8 @@ def _summary(entries: Sequence[dict[str, Any]], now: float, shift_threshold: flo
         "corrupt": 0,
         "corrupt_scenes": [],
         "unlike_scenes": unlike(entries, shift_threshold),
+        # mapped by an ensemble's fallback members alone (inference.predict.Fallback)
+        "fallback": sum(1 for e in entries if e.get("fallback")),
         "recent": 0,
         "mapped_ha": {},
         "first_start": min((e["started"] for e in entries if e.get("started")), default=None),
@@ -167,8 +174,8 @@ def _shard_summaries(
 
 #: what each kept shard summary holds (an older summary without one is made again)
 SUMMARY_KEYS = (
-    "ok", "empty", "corrupt", "corrupt_scenes", "unlike_scenes", "recent", "mapped_ha", "first_start",
-    "last_finish",
+    "ok", "empty", "corrupt", "corrupt_scenes", "unlike_scenes", "fallback", "recent", "mapped_ha",
+    "first_start", "last_finish",
 )  # fmt: skip
 
 
@@ -232,4 +239,6 @@ def format_progress(name: str, p: dict[str, Any]) -> str:
             f"  unlike the training data (shift > {p['shift_threshold']:g}): {len(unlike_scenes)} scenes: "
             f"{shown}{more}"
         )
+    if p.get("fallback_scenes"):
+        lines.append(f"  mapped by the ensemble's fallback members alone: {p['fallback_scenes']} scenes")
     return "\n".join(lines)

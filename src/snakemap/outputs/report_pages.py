@@ -119,6 +119,7 @@ def maps_tables(
                 "done %": round(float(p["done_pct"]), 1),
                 "shards done": f"{p['shards_done']}/{p['shards']}",
                 "unlike training": len(p.get("unlike_scenes") or []),
+                "by fallback": p.get("fallback_scenes", 0),
             }
             for name, p in progress.items()
         ]
@@ -190,7 +191,7 @@ def maps_page(
             f"({len(unlike):,}, shift &gt; {threshold:g})</h2>"
         )
         parts.append(
-            _scene_list(unlike, ["scene_id", "shift"])
+            _scene_list(unlike, ["scene_id", "shift", "fallback"])
             if unlike
             else "<p class=\"note\">none: every ok scene's bands lie near the training scenes'</p>"
         )

@@ -121,6 +121,8 @@ def scene_item(
         # how unlike the training scenes it is (snakemap.inference.shift), per band and overall
         properties["snakemap:shift"] = status.extra["shift"]["score"]
         properties["snakemap:shift_bands"] = status.extra["shift"]["bands"]
+        if status.extra["shift"].get("fallback"):  # mapped by the ensemble's fallback members alone
+            properties["snakemap:fallback"] = status.extra["shift"]["fallback"]
     item = pystac.Item(
         id=scene,
         geometry=geometry,
