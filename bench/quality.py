@@ -41,7 +41,7 @@ from snakemap.data.chips import ChipPaths, write_chips
 from snakemap.data.clean import clean_scene
 from snakemap.data.splits import write_folds
 from snakemap.data.stats import write_band_statistics
-from snakemap.inference.predict import Member, Predictor, predict_scene
+from snakemap.inference.predict import Fallback, Member, Predictor, predict_scene
 from snakemap.inference.readers import CleanImageReader
 from snakemap.tasks.networks import load_trained
 from snakemap.training.resume import JobData
@@ -113,15 +113,18 @@ def predict(
     out: Path,
     weights: list[float] | None = None,
     winners: Any = None,
+    fallback: float | None = None,
 ) -> np.ndarray:
     """The class map of a cleaned scene by one model or the (weighted) mean of several; with
     ``weights`` one longer than ``checkpoints``, the example's rule baseline is a member too;
-    with ``winners`` (a :class:`PerClass`) each class is mapped by its winning member."""
+    with ``winners`` (a :class:`PerClass`) each class is mapped by its winning member; with
+    ``fallback``, the rule alone maps a scene whose shift score is above it."""
     weights = weights or [1.0] * len(checkpoints)
     members = [Member.from_trained(load_trained(c), w) for c, w in zip(checkpoints, weights, strict=False)]
     if len(weights) > len(checkpoints):
         members.append(Member.from_rules(example_rules(), UKIS.classes, weights[-1], RULES_NAME))
-    predictor = Predictor(members, load_trained(checkpoints[0]).classes, winners=winners)
+    gate = None if fallback is None else Fallback(fallback, [len(members) - 1])
+    predictor = Predictor(members, load_trained(checkpoints[0]).classes, winners=winners, fallback=gate)
     reader = CleanImageReader(clean / "image.tif")
     try:
         predict_scene(reader, predictor, PredictOptions(window=256, overlap=32), out)
@@ -256,6 +259,15 @@ HYBRIDS: dict[str, tuple[list[str], list[float] | str]] = {
         ["Unet, normalize: scene", "Unet, dataset + gain/offset jitter", "LightGBM, normalize: dataset"],
         [1, 1, 1, 1.5],
     ),
+}
+#: an ensemble of HYBRIDS whose rules alone map a case whose shift score is above the threshold
+#: (the example's ``fallback``), at three thresholds around one training standard deviation
+FALLBACKS: dict[str, tuple[str, float]] = {
+    f"ens: Unet scene + LightGBM + rules x1.5, the rules alone above shift {shift:g}": (
+        "ens: Unet scene + LightGBM + rules x1.5",
+        shift,
+    )
+    for shift in (0.75, 1.0, 1.5)
 }
 #: the LightGBM options' ``boosting`` (the defaults; --quick makes them small)
 BOOSTING: dict[str, Any] = {}
@@ -438,6 +450,25 @@ def class_mix(work: Path, seeds: int, save: Any) -> dict[str, Any]:
             }
         }
         sea_map = predict(ckpts, sea, out / "sea.tif", weights, winners)
+        rows["sea"][name] = float((sea_map[sea_map < 255] == 1).mean())
+        log(
+            f"class-mix {name}: "
+            + "; ".join(f"{n}: {fmt(v)}" for n, v in rows["options"][name]["cases"].items())
+        )
+        save(rows)
+    for name, (base, shift) in FALLBACKS.items():
+        options, weights = HYBRIDS[base]
+        assert isinstance(weights, list) and len(weights) == len(options) + 1  # the rules are a member
+        ckpts = [work / "classmix" / f"{slug(o)}-s0" / "best.ckpt" for o in options]
+        out = work / "classmix" / slug(name)
+        out.mkdir(parents=True, exist_ok=True)
+        rows["options"][name] = {
+            "cases": {
+                n: case_scores(predict(ckpts, f, out / f"{slug(n)}.tif", weights, None, shift), truths[n])
+                for n, f in cases.items()
+            }
+        }
+        sea_map = predict(ckpts, sea, out / "sea.tif", weights, None, shift)
         rows["sea"][name] = float((sea_map[sea_map < 255] == 1).mean())
         log(
             f"class-mix {name}: "

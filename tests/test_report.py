@@ -173,6 +173,11 @@ def calval_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
                 "fixed": {"members": {"arch-Unet": 1}, "threshold": 0.3},
                 # a model and a rule baseline, the rule weighted far above: its map wins
                 "mixed": {"members": {"arch-Unet": 1, "baselines/ndwi": 3}},
+                # the model far above the rule, but every site's shift (> 0) is above the fallback's
+                "guarded": {
+                    "members": {"arch-Unet": 100, "baselines/ndwi": 1},
+                    "fallback": {"shift": 1e-9, "members": ["baselines/ndwi"]},
+                },
                 # weights per model and rule tuned out of fold for the worst case
                 "tuned": {"members": {"arch-Unet": 1, "gbm": 1, "baselines/ndwi": 1}, "weights": "tune"},
                 # each class by the member best at it out of fold: networks, the booster or the rule
@@ -211,6 +216,7 @@ PREDICTORS = [
     "ensembles/both",
     "ensembles/fixed",
     "ensembles/mixed",
+    "ensembles/guarded",
     "ensembles/tuned",
     "ensembles/winners",
     "baselines/ndwi",
@@ -265,6 +271,15 @@ def test_every_predictor_is_scored(calval_run: Path) -> None:
             rasterio.open(calval_run / "results/calval/baselines/ndwi" / f"{site}.tif") as rule,
         ):
             assert (mixed.read(1) == rule.read(1)).all()
+    # the fallback: every site mapped by the rule alone, though the model outweighs it 100 to 1
+    logs = calval_run / "logs" / "calval" / "ensembles" / "guarded"
+    for site in SITES:
+        with (
+            rasterio.open(calval_run / "results/calval/ensembles/guarded" / f"{site}.tif") as guarded,
+            rasterio.open(calval_run / "results/calval/baselines/ndwi" / f"{site}.tif") as rule,
+        ):
+            assert (guarded.read(1) == rule.read(1)).all()
+        assert "mapped by ['baselines/ndwi'] alone" in (logs / f"{site}.log").read_text()
 
 
 @pytest.mark.workflow
