@@ -37,6 +37,7 @@ rule apply_shard:
         predictor=APPLIED_PATTERN,
     conda:
         "../envs/snakemap.yaml"
+    threads: PREDICT["threads"]
     resources:
         gpu=APPLY["gpus"],
         mem_mb=lambda w, attempt: APPLY["mem_mb"] * attempt,
@@ -54,6 +55,7 @@ rule apply_shard:
     shell:
         "snakemap apply-shard {wildcards.shard} --manifest {params.manifest:q} --root results/maps/{wildcards.predictor}"
         " {params.predictor} {params.vrt} --retry-corrupt={resources.retry_corrupt} --gpus {resources.gpu}"
+        " --threads {threads}"
         " --options {params.options:q} 2> {log:q}"
 
 

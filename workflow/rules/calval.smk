@@ -18,6 +18,7 @@ rule calval_predict:
         predictor=APPLIED_PATTERN,
     conda:
         "../envs/snakemap.yaml"
+    threads: PREDICT["threads"]
     resources:
         gpu=CV["gpus"],
         mem_mb=lambda w, attempt: 4000 * attempt,
@@ -29,7 +30,7 @@ rule calval_predict:
     shell:
         "snakemap predict {params.predictor} --clean {input.clean:q}"
         " --classes-out {output.classes:q} --probs-out {output.probs:q}"
-        " --options {params.options:q} --gpus {resources.gpu} 2> {log:q}"
+        " --options {params.options:q} --gpus {resources.gpu} --threads {threads} 2> {log:q}"
 
 
 rule tune_threshold:

@@ -13,7 +13,7 @@ from snakemap.core.paths import LAUNCH_ENV, WORKDIR_ENV, config_paths
 from snakemap.core.registry import task_named
 from snakemap.core.storage import local_path
 from snakemap.plan.grid import PREDICTOR_PATTERN, check_references, learning_params, split_predictor
-from snakemap.plan.idle import idle_warnings
+from snakemap.plan.idle import backend_warnings, idle_warnings
 from snakemap.plan.grid import expand as expand_models
 from snakemap.plan.manifest import SCENE_ID_PATTERN, read_manifest, scenes_with_role
 from snakemap.plan.manifest_cache import CACHE_DIR
@@ -189,6 +189,12 @@ JOBS = (
 
 # An ensemble member or applied predictor that names a model the grid does not make stops here.
 check_references(config, JOBS)
+
+# A booster has no ONNX graph: with predict.backend: onnxruntime it runs in LightGBM, and says so.
+for _warning in backend_warnings(
+    config["predict"], {k: j.params.get("family", "network") for k, j in JOBS.items()}
+):
+    logger.warning(f"snakemap: {_warning}")
 
 
 wildcard_constraints:
@@ -465,23 +471,47 @@ def vrt_args(wildcards, input):
     return f"--vrt {shlex.quote(input.vrt[0])}" if input.vrt else ""
 
 
+PREDICT = config["predict"]
+
+
+def onnx_export(checkpoint):
+    """What ONNX Runtime runs for a model checkpoint with `predict.backend: onnxruntime`: its ONNX
+    export, or that export quantized to int8 (`predict.quantize: int8`); None for a booster (it
+    runs in LightGBM) or with the torch backend."""
+    if PREDICT["backend"] != "onnxruntime":
+        return None
+    key, name = os.path.split(checkpoint.removeprefix("results/models/"))
+    if not has_onnx(JOBS[key]):
+        return None
+    stem = name.removesuffix(".ckpt")
+    return f"results/models/{key}/{stem}{'.int8' if PREDICT['quantize'] == 'int8' else ''}.onnx"
+
+
 def predictor_inputs(wildcards):
-    """Checkpoints of a model or ensemble predictor, and an ensemble's threshold.json when tuned,
-    winners.json when it combines per class, weights.json when its weights are tuned."""
+    """Checkpoints of a model or ensemble predictor (and the networks' ONNX exports with
+    `predict.backend: onnxruntime`), and an ensemble's threshold.json when tuned, winners.json
+    when it combines per class, weights.json when its weights are tuned."""
     kind, name = split_predictor(wildcards.predictor)
     if kind == "models":
-        return {"ckpts": [f"results/models/{name}.ckpt"], "tuned": [], "winners": [], "weights": []}
-    return {
-        "ckpts": members_checkpoints(name),
-        "tuned": tuned_threshold(kind, name),
-        "winners": tuned_winners(kind, name),
-        "weights": tuned_weights(kind, name),
-    }
+        ckpts = [f"results/models/{name}.ckpt"]
+        found = {"ckpts": ckpts, "tuned": [], "winners": [], "weights": []}
+    else:
+        ckpts = members_checkpoints(name)
+        found = {
+            "ckpts": ckpts,
+            "tuned": tuned_threshold(kind, name),
+            "winners": tuned_winners(kind, name),
+            "weights": tuned_weights(kind, name),
+        }
+    found["onnx"] = [o for o in map(onnx_export, ckpts) if o]
+    return found
 
 
 def predictor_args(wildcards, input):
-    """--checkpoint (and --weight, --threshold or --threshold-from) of a model or ensemble."""
+    """--checkpoint (and --weight, --threshold or --threshold-from, --onnx-model) of a model or
+    ensemble."""
     args = [f"--checkpoint {c}" for c in input.ckpts]
+    args += [f"--onnx-model {c}={onnx_export(c)}" for c in input.ckpts if onnx_export(c)]
     kind, name = split_predictor(wildcards.predictor)
     if kind == "ensembles":
         args += [members_args(name), threshold_args(wildcards, input), fallback_args(name)]

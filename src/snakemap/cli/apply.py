@@ -14,6 +14,7 @@ from snakemap.cli.common import (
     input_image,
     member_weights,
     model_options,
+    onnx_members,
     per_class,
     rule_member,
     step_options,
@@ -38,6 +39,8 @@ def _make_predictor(args: argparse.Namespace, cfg: dict[str, Any]) -> Predictor:
     from snakemap.tasks.networks import load_trained
 
     device = torch.device("cuda" if args.gpus and torch.cuda.is_available() else "cpu")
+    if args.threads:
+        torch.set_num_threads(args.threads)
     weights = member_weights(args)
     models = [load_trained(c, device) for c in args.checkpoint]
     classes = models[0].classes
@@ -54,6 +57,7 @@ def _make_predictor(args: argparse.Namespace, cfg: dict[str, Any]) -> Predictor:
         logging.info("threshold %.3f tuned on %s (%s)", threshold, tuned["tuned_on"], args.threshold_from)
     loaded = zip(args.checkpoint, models, weights, strict=True)
     members = [Member.from_trained(m, w, str(c)) for c, m, w in loaded]
+    onnx_members(args, members)
     members += [rule_member(text, classes) for text in args.rule]
     if args.weights_from:
         members = tuned_weights(args.weights_from, members, classes)
@@ -106,11 +110,18 @@ def _predict_standalone(args: argparse.Namespace) -> int:
     auxiliary = dict(a.split("=", 1) for a in args.auxiliary)
     if args.bundle:
         bundle = read_bundle(args.bundle)
-        meta, model = bundle.meta, bundled_model(bundle.meta, bundle.state)
+        backend = (bundle.meta["sections"].get("predict") or {}).get("backend", "torch")
+        if backend == "onnxruntime" and bundle.onnx is not None:  # as the workflow predicted
+            from snakemap.outputs.export import OnnxNetwork
+
+            network = OnnxNetwork(bundle.onnx, args.threads, source=f"{args.bundle}: model.onnx")
+            meta, model = bundle.meta, bundled_model(bundle.meta, network=network)
+        else:
+            meta, model = bundle.meta, bundled_model(bundle.meta, bundle.state)
     else:
         from snakemap.outputs.export import OnnxNetwork
 
-        network = OnnxNetwork(args.onnx)
+        network = OnnxNetwork(args.onnx, args.threads)
         meta, model = network.meta, bundled_model(network.meta, network=network)
     figures = predict_raw(meta, model, args.input, args.output, args.sensor, auxiliary, args.probs_out)
     logging.info("predicted %s with %s: %s", args.input, args.bundle or args.onnx, figures)

@@ -58,8 +58,32 @@ def model_options(required: bool = True) -> argparse.ArgumentParser:
         default=[],
         help="a member (its --checkpoint, or a --rule's name) that maps such a scene (repeatable)",
     )
+    models.add_argument(
+        "--onnx-model",
+        action="append",
+        default=[],
+        metavar="CHECKPOINT=ONNX",
+        help="run the network of --checkpoint CHECKPOINT as this ONNX export in ONNX Runtime (repeatable)",
+    )
+    models.add_argument("--threads", type=int, help="CPU threads of torch and ONNX Runtime (default: all)")
     models.add_argument("--gpus", type=int, default=0)
     return models
+
+
+def onnx_members(args: argparse.Namespace, members: list[Member]) -> None:
+    """Swap each member named by an ``--onnx-model CHECKPOINT=ONNX`` for its ONNX export, run by
+    :class:`~snakemap.outputs.export.OnnxNetwork` with ``--threads``."""
+    from snakemap.outputs.export import OnnxNetwork
+
+    by_source = {Path(m.source): m for m in members if m.learned}
+    for pair in args.onnx_model:
+        checkpoint, sep, onnx = pair.partition("=")
+        member = by_source.get(Path(checkpoint))
+        if not sep or member is None:
+            raise ConfigError(
+                f"--onnx-model {pair}: give CHECKPOINT=ONNX for one of the --checkpoint members"
+            )
+        member.model = OnnxNetwork(onnx, args.threads, source=onnx)
 
 
 def fallback(args: argparse.Namespace, members: list[Member]) -> Fallback | None:

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from snakemap.cli.common import step_options
-from snakemap.core.config import build
+from snakemap.core.config import ConfigError, build
 from snakemap.core.registry import task_named
 
 
@@ -37,17 +37,34 @@ def _bundle(args: argparse.Namespace, cfg: dict[str, Any]) -> int:
     from snakemap.outputs.bundle import write_bundle
 
     resolved = yaml.safe_load(args.resolved.read_text())
-    write_bundle(args.checkpoint, resolved, cfg, args.out, task_named(cfg.get("task")).name)
+    write_bundle(args.checkpoint, resolved, cfg, args.out, task_named(cfg.get("task")).name, args.onnx)
     logging.info("bundle %s (%d bytes)", args.out, args.out.stat().st_size)
     return 0
 
 
 def _export_onnx(args: argparse.Namespace, cfg: dict[str, Any]) -> int:
-    from snakemap.outputs.bundle import read_bundle
+    from snakemap.outputs.bundle import checkpoint_bundle, read_bundle
     from snakemap.outputs.export import export_onnx
 
-    export_onnx(read_bundle(args.bundle), args.out)
+    if bool(args.bundle) == bool(args.checkpoint):
+        raise ConfigError("export-onnx takes one of --bundle or --checkpoint")
+    if args.bundle:
+        bundle = read_bundle(args.bundle)
+    else:
+        bundle = checkpoint_bundle(args.checkpoint, task_named(cfg.get("task")).name)[0]
+    export_onnx(bundle, args.out)
     logging.info("ONNX export %s (%d bytes)", args.out, args.out.stat().st_size)
+    return 0
+
+
+def _quantize_onnx(args: argparse.Namespace, cfg: dict[str, Any]) -> int:
+    from snakemap.outputs.quantize import calibration_windows, quantize_int8, quantized_ops
+
+    windows = calibration_windows(args.checkpoint, args.indexes, args.folds, args.stats)
+    done = quantize_int8(args.onnx, windows, args.out)
+    ops = quantized_ops(args.out)
+    logging.info("int8 %s: %s", args.out, done)
+    logging.info("operators (nodes, on int8, float32):\n%s", ops.to_string())
     return 0
 
 
@@ -94,12 +111,31 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--checkpoint", type=Path, required=True)
     p.add_argument("--resolved", type=Path, required=True, help="the job's resolved config.yaml")
     p.add_argument("--out", type=Path, required=True, help="results/bundles/{model}.zip")
+    p.add_argument(
+        "--onnx", type=Path, help="the network's ONNX export to carry (predict.backend: onnxruntime)"
+    )
     p.set_defaults(func=_bundle)
 
-    p = sub.add_parser("export-onnx", parents=[common], help="a network bundle's ONNX export")
-    p.add_argument("--bundle", type=Path, required=True, help="results/bundles/{model}.zip")
+    p = sub.add_parser(
+        "export-onnx", parents=[common], help="a network bundle's (or checkpoint's) ONNX export"
+    )
+    p.add_argument("--bundle", type=Path, help="results/bundles/{model}.zip")
+    p.add_argument("--checkpoint", type=Path, help="results/models/{model}/{checkpoint}.ckpt")
     p.add_argument("--out", type=Path, required=True, help="results/bundles/{model}.onnx")
     p.set_defaults(func=_export_onnx)
+
+    p = sub.add_parser(
+        "quantize-onnx", parents=[common], help="a network's ONNX export quantized to int8 (calibrated)"
+    )
+    p.add_argument("--onnx", type=Path, required=True, help="results/models/{model}/{checkpoint}.onnx")
+    p.add_argument("--checkpoint", type=Path, required=True, help="its checkpoint: bands, statistics, fold")
+    p.add_argument(
+        "--indexes", nargs="+", type=Path, required=True, help="chip tables of the training scenes"
+    )
+    p.add_argument("--folds", type=Path, required=True)
+    p.add_argument("--stats", type=Path, required=True)
+    p.add_argument("--out", type=Path, required=True, help="results/models/{model}/{checkpoint}.int8.onnx")
+    p.set_defaults(func=_quantize_onnx)
 
     p = sub.add_parser("inspect", parents=[common], help="what a bundle holds: classes, bands, sensors")
     p.add_argument("bundle", type=Path, help="a bundle (results/bundles/{model}.zip)")

@@ -161,6 +161,15 @@ class Config(Section):
         return self
 
     @model_validator(mode="after")
+    def _onnxruntime_for_class_maps(self) -> Config:
+        if self.predict.backend == "onnxruntime" and self.task != DEFAULT_TASK:
+            raise ValueError(
+                f"predict.backend: onnxruntime runs the networks of class maps (task {DEFAULT_TASK}); "
+                f"task {self.task} predicts with torch: set predict.backend: torch"
+            )
+        return self
+
+    @model_validator(mode="after")
     def _ensembles_name_rule_baselines(self) -> Config:
         for name, ensemble in self.calval.ensembles.items():
             rules = [m for m in ensemble.members if rule_baseline(m) is not None]

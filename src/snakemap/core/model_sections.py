@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal
 
 import numpy as np
-from pydantic import Field, PrivateAttr, field_validator
+from pydantic import Field, PrivateAttr, field_validator, model_validator
 
 from snakemap.core.learning_sections import AugmentOptions, BoostingOptions, LossWeights
 from snakemap.core.section_base import (
@@ -235,6 +235,30 @@ class PredictOptions(Section):
         description="compile the networks with torch.compile before the first scene (pays off over many "
         "scenes on a GPU)",
     )
+
+    #: what runs the networks on the CPU: torch eager, or ONNX Runtime on each model's ONNX export
+    #: (``results/models/{model}/{checkpoint}.onnx``, a rule output); a booster runs in LightGBM
+    backend: Literal["torch", "onnxruntime"] = Field(
+        "torch",
+        description="torch: eager PyTorch; onnxruntime: each network's ONNX export in ONNX Runtime (CPU; "
+        "boosters run in LightGBM either way)",
+    )
+    #: ``int8``: ONNX Runtime runs each network's static int8 quantization, calibrated once per
+    #: model on its training chips (``{checkpoint}.int8.onnx``); needs ``backend: onnxruntime``
+    quantize: Literal["none", "int8"] = Field(
+        "none",
+        description="int8: ONNX Runtime runs each network quantized to int8 (calibrated on its training "
+        "chips); needs backend: onnxruntime",
+    )
+    #: CPU threads of each prediction job (calval and apply shards declare them; torch and ONNX
+    #: Runtime use them)
+    threads: int = Field(2, ge=1, description="CPU threads of each prediction job (calval, apply shards)")
+
+    @model_validator(mode="after")
+    def _int8_in_onnxruntime(self) -> PredictOptions:
+        if self.quantize != "none" and self.backend != "onnxruntime":
+            raise ValueError(f"quantize: {self.quantize} runs in ONNX Runtime: set backend: onnxruntime")
+        return self
 
     def fitted(self, height: int, width: int, multiple: int = 32) -> PredictOptions:
         """The same options with the window shrunk, as far as it helps, to tile this scene evenly.

@@ -9,15 +9,12 @@ import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from rasterio.windows import Window
-
 from snakemap.core.config import ConfigError
 from snakemap.core.model_sections import ApplyOptions, DownscalingOptions, PredictOptions
 from snakemap.core.sections import AcquireOptions, BandOptions, CleanOptions
 from snakemap.core.status import SceneStatus
-from snakemap.data.clean import Cleaned
 from snakemap.inference.fields import check_auxiliary, downscale_field, write_downscaled
-from snakemap.inference.scenes import SceneInput
+from snakemap.inference.scenes import Prepared, SceneInput
 from snakemap.inference.shard import ShardRunner
 
 if TYPE_CHECKING:
@@ -58,14 +55,9 @@ class FieldShardRunner(ShardRunner):
         if problem:
             raise ConfigError(problem)
 
-    def _predict(
-        self,
-        scene_id: str,
-        cleaned: Cleaned,
-        crop: Window | None,
-        status: SceneStatus,
-        timings: dict[str, float],
-    ) -> SceneStatus:
+    def _predict(self, scene_id: str, prepared: Prepared, status: SceneStatus) -> SceneStatus:
+        assert prepared.cleaned is not None
+        cleaned, timings = prepared.cleaned, prepared.timings
         t0 = time.perf_counter()
         opts = self.downscaling
         pred, transform = downscale_field(

@@ -14,6 +14,9 @@ export.
   empty for a booster).
 - ``booster.txt``: a booster's (``family: lightgbm``) LightGBM text model, only there; in memory
   it is ``meta["model"]["booster"]``, as in a checkpoint's hyper-parameters.
+- ``model.onnx``: with ``predict.backend: onnxruntime``, the network's ONNX export that the
+  workflow predicted with (its int8 quantization with ``predict.quantize: int8``), which
+  ``snakemap predict --bundle`` then runs in ONNX Runtime as well.
 
 A bundle is read without extracting anything to disk: a member whose path is absolute or
 escapes the archive's folder, a missing or unexpected member, a truncated archive or a format
@@ -45,7 +48,7 @@ from snakemap.core.registry import DEFAULT_TASK, task_named
 FORMAT_VERSION = 1
 MEMBERS = ("bundle.json", "weights.pt")
 #: members only some bundles have
-OPTIONAL_MEMBERS = ("booster.txt",)
+OPTIONAL_MEMBERS = ("booster.txt", "model.onnx")
 #: the config sections a bundle carries
 SECTIONS = ("bands", "clean", "sensors", "labels", "predict", "downscaling")
 
@@ -60,6 +63,8 @@ class Bundle:
 
     meta: dict[str, Any]
     state: dict[str, torch.Tensor]
+    #: ``model.onnx``'s bytes where the bundle holds one (``predict.backend: onnxruntime``)
+    onnx: bytes | None = None
 
     @property
     def task(self) -> str:
@@ -82,6 +87,7 @@ def write_bundle(
     sections: dict[str, Any],
     out: str | os.PathLike[str],
     task: str = DEFAULT_TASK,
+    onnx: str | os.PathLike[str] | None = None,
 ) -> Path:
     """Write a bundle of a checkpoint (see the module docstring) atomically.
 
@@ -89,7 +95,32 @@ def write_bundle(
         checkpoint: a training checkpoint, read with ``weights_only=True``.
         resolved: the job's resolved config (its ``config.yaml``).
         sections: the workflow's config sections; those in :data:`SECTIONS` are kept.
+        onnx: the checkpoint's ONNX export (or its int8 quantization) to carry as ``model.onnx``.
     """
+    bundle, booster = checkpoint_bundle(checkpoint, task)
+    meta = {
+        **bundle.meta,
+        "config": resolved,
+        "sections": {k: v for k, v in sections.items() if k in SECTIONS},
+    }
+    weights = io.BytesIO()
+    torch.save(bundle.state, weights)
+    with atomic_path(out, suffix=".zip") as tmp, zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr("bundle.json", json.dumps(meta, indent=1, sort_keys=True, default=str))
+        zf.writestr("weights.pt", weights.getvalue())
+        if booster is not None:
+            zf.writestr("booster.txt", str(booster))
+        if onnx is not None:
+            zf.write(onnx, "model.onnx")
+    return Path(out)
+
+
+def checkpoint_bundle(
+    checkpoint: str | os.PathLike[str], task: str = DEFAULT_TASK
+) -> tuple[Bundle, str | None]:
+    """A training checkpoint (read with ``weights_only=True``) as a bundle without config
+    sections (what an ONNX export of the checkpoint needs), and a booster's text model (None for a
+    network)."""
     ckpt = torch.load(checkpoint, map_location="cpu", weights_only=True)
     state = {k.removeprefix("model."): v for k, v in ckpt["state_dict"].items() if k.startswith("model.")}
     model = dict(ckpt["hyper_parameters"])
@@ -99,17 +130,10 @@ def write_bundle(
         "snakemap_version": __version__,
         "task": task,
         "model": model,
-        "config": resolved,
-        "sections": {k: v for k, v in sections.items() if k in SECTIONS},
+        "config": {},
+        "sections": {},
     }
-    weights = io.BytesIO()
-    torch.save(state, weights)
-    with atomic_path(out, suffix=".zip") as tmp, zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as zf:
-        zf.writestr("bundle.json", json.dumps(meta, indent=1, sort_keys=True, default=str))
-        zf.writestr("weights.pt", weights.getvalue())
-        if booster is not None:
-            zf.writestr("booster.txt", str(booster))
-    return Path(out)
+    return Bundle(meta, state), None if booster is None else str(booster)
 
 
 def _safe_name(name: str) -> bool:
@@ -153,11 +177,12 @@ def read_bundle(path: str | os.PathLike[str]) -> Bundle:
                 )
             if booster:
                 meta["model"]["booster"] = zf.read("booster.txt").decode()
+            onnx = zf.read("model.onnx") if "model.onnx" in names else None
     except BundleError:
         raise
     except (zipfile.BadZipFile, EOFError, OSError, KeyError, ValueError, RuntimeError) as exc:
         raise BundleError(f"bundle {path}: unreadable ({type(exc).__name__}: {exc})") from exc
-    return Bundle(meta, state)
+    return Bundle(meta, state, onnx)
 
 
 def bundled_model(

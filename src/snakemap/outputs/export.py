@@ -112,22 +112,29 @@ class OnnxNetwork:
     """An onnxruntime session that stands in for a torch network: tensors in, a tensor out (on the
     CPU, float32). ``meta`` is the bundle description stored in the model."""
 
-    def __init__(self, path: str | os.PathLike[str], threads: int | None = None) -> None:
+    def __init__(
+        self, path: str | os.PathLike[str] | bytes, threads: int | None = None, source: str = ""
+    ) -> None:
+        """``path``: an ONNX file, or its bytes (a bundle's ``model.onnx``, named by ``source``);
+        ``threads``: ONNX Runtime's intra-op threads (None: one per core)."""
         import onnxruntime as ort
 
         options = ort.SessionOptions()
         if threads:
             options.intra_op_num_threads = threads
-        self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+            options.inter_op_num_threads = 1
+        model = path if isinstance(path, bytes) else str(path)
+        self.session = ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
         props = self.session.get_modelmeta().custom_metadata_map
         if META_KEY not in props:
-            raise ValueError(f"{path} is not a snakemap ONNX export (no {META_KEY!r} metadata)")
+            name = source or ("the ONNX model" if isinstance(path, bytes) else path)
+            raise ValueError(f"{name} is not a snakemap ONNX export (no {META_KEY!r} metadata)")
         self.meta: dict[str, Any] = json.loads(props[META_KEY])
         self.inputs = [i.name for i in self.session.get_inputs()]
 
     def __call__(self, *tensors: torch.Tensor | None) -> torch.Tensor:
         feed = {
-            name: t.detach().cpu().numpy().astype(np.float32)
+            name: np.ascontiguousarray(t.detach().cpu().numpy(), dtype=np.float32)
             for name, t in zip(self.inputs, tensors, strict=False)
             if t is not None
         }

@@ -39,3 +39,20 @@ def idle_warnings(config: Mapping[str, Any], roles: Mapping[str, int]) -> list[s
             "nothing is mapped"
         )
     return found
+
+
+def backend_warnings(predict: Mapping[str, Any], families: Mapping[str, str]) -> list[str]:
+    """What ``predict.backend: onnxruntime`` (and ``quantize``) leaves to another runtime: the
+    models of ``families`` (model key -> family) that have no ONNX graph, boosters, which run in
+    LightGBM's own runtime in every backend."""
+    if predict.get("backend") != "onnxruntime":
+        return []
+    others = sorted(k for k, family in families.items() if family != "network")
+    if not others:
+        return []
+    shown = ", ".join(others[:6]) + (f" and {len(others) - 6} more" if len(others) > 6 else "")
+    quantized = " nor int8 quantization" if predict.get("quantize") == "int8" else ""
+    return [
+        f"predict.backend: onnxruntime: {shown} (family lightgbm) have no ONNX graph{quantized}: "
+        "they run in LightGBM, the networks in ONNX Runtime"
+    ]
