@@ -39,16 +39,17 @@ def calibration_windows(
     seed: int = 0,
 ) -> np.ndarray:
     """Up to ``count`` of the chips a checkpoint trained on (every fold but its held-out one),
-    its input bands normalised as it was trained: ``(n, bands, h, w)`` float32."""
+    its input bands normalised as it was trained (by the training statistics, or by each chip's
+    scene's own with ``normalize: scene``): ``(n, bands, h, w)`` float32."""
     import torch
+
+    from snakemap.training.datasets import scene_statistics
 
     ckpt = torch.load(checkpoint, map_location="cpu", weights_only=True)
     hp = ckpt["hyper_parameters"]
     held_out = TuningMember.from_checkpoint(checkpoint).held_out
     names = [b["name"] for b in read_json(stats)["bands"]]
     keep = [names.index(b) for b in hp["band_names"]]
-    mean = np.asarray(hp["mean"], dtype=np.float32).reshape(1, -1, 1, 1)
-    std = np.asarray(hp["std"], dtype=np.float32).reshape(1, -1, 1, 1)
     pool = [
         (part, int(chip))
         for part in held_out_chips(indexes, folds)
@@ -59,8 +60,17 @@ def calibration_windows(
         raise ValueError(f"{checkpoint}: no training chip to calibrate its int8 quantization on")
     rng = np.random.default_rng(seed)
     picked = sorted(rng.choice(len(pool), size=min(count, len(pool)), replace=False))
-    windows = np.stack([np.asarray(pool[i][0].images[pool[i][1]], dtype=np.float32)[keep] for i in picked])
-    normalised: np.ndarray = np.nan_to_num((windows - mean) / std, nan=0.0).astype(np.float32)
+    windows = []
+    for i in picked:
+        part, chip = pool[i]
+        if hp.get("normalize", "dataset") == "scene":
+            norm = scene_statistics(part.index, keep)
+            mean, std = np.asarray(norm.mean), np.asarray(norm.std)
+        else:
+            mean, std = np.asarray(hp["mean"]), np.asarray(hp["std"])
+        window = np.asarray(part.images[chip], dtype=np.float32)[keep]
+        windows.append((window - mean.reshape(-1, 1, 1)) / std.reshape(-1, 1, 1))
+    normalised: np.ndarray = np.nan_to_num(np.stack(windows), nan=0.0).astype(np.float32)
     return normalised
 
 
@@ -138,19 +148,19 @@ def quantize_int8(
 
 
 def quantized_ops(path: str | os.PathLike[str]) -> pd.DataFrame:
-    """Per operator type of an int8 ONNX model: nodes in all, and how many run on int8 inputs
-    (fed by a DequantizeLinear: QDQ) or stay float32."""
+    """Per operator type of an int8 QDQ model: nodes in all, how many run in int8 (their output is
+    quantized again: a QuantizeLinear reads it) and how many stay float32."""
     import onnx
 
     model = onnx.load(str(path))
-    dequantized = {o for n in model.graph.node if n.op_type == "DequantizeLinear" for o in n.output}
+    quantized = {i for n in model.graph.node if n.op_type == "QuantizeLinear" for i in n.input[:1]}
     rows: dict[str, dict[str, int]] = {}
     for node in model.graph.node:
         if node.op_type in {"QuantizeLinear", "DequantizeLinear"}:
             continue
         row = rows.setdefault(node.op_type, {"nodes": 0, "int8": 0})
         row["nodes"] += 1
-        row["int8"] += int(any(i in dequantized for i in node.input[:1]))
+        row["int8"] += int(any(o in quantized for o in node.output))
     table = pd.DataFrame.from_dict(rows, orient="index")
     table["float32"] = table["nodes"] - table["int8"]
     return table.sort_values("nodes", ascending=False)
