@@ -6,7 +6,14 @@ fresh project (the manifest is read and checked) and again (the checked manifest
 cache, by content hash); beside it, up to --per-scene-max scenes, a minimal Snakefile with one
 job per scene (empty placeholder files). Then times `snakemap progress` at the largest size
 with all shards but two finished and one in flight. Goals at a million scenes: the dry run
-<= 5 s, `snakemap progress` <= 1 s.
+<= 5 s from cold and <= 3 s warm, `snakemap progress` <= 1 s.
+
+"Cold" is a new project folder: no `.snakemake/` (so no manifest cache, no shard fingerprints
+kept), the operating system's file cache as the previous size left it, and the SLURM
+controller's state as the tests leave it (stopped, its `slurm.conf` removed: the SLURM plugin's
+import does not wait on it). "Warm" is the same command again. Snakemake's own floor, printed
+beside: `snakemake --version` (its imports and plugins), and a dry run of a Snakefile with one
+rule and no job.
 
     .venv/bin/python bench/dag_scaling.py [--sizes 10000 100000 1000000] [--shard-size 2000]
 """
@@ -137,6 +144,21 @@ def dry_run(ours: Path) -> tuple[float, float]:
     )
 
 
+FLOOR = """
+rule all:
+    input: []
+"""
+
+
+def floor(root: Path) -> tuple[float, float]:
+    """Seconds of `snakemake --version` and of a dry run of a Snakefile with no job."""
+    (root / "floor").mkdir(exist_ok=True)
+    (root / "floor" / "Snakefile").write_text(FLOOR)
+    version = measure(root / "floor", [str(BIN / "snakemake"), "--version"])[0]
+    empty = measure(root / "floor", [str(BIN / "snakemake"), "-n", "--cores", "1", "--quiet"])[0]
+    return version, empty
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--sizes", type=int, nargs="+", default=[10000, 100000, 1000000])
@@ -165,6 +187,9 @@ def main() -> None:
             print(line, flush=True)
             if n == max(args.sizes):
                 call, command, first = progress_timing(ours, n, args.shard_size)
+    with tempfile.TemporaryDirectory() as tmp:
+        version, empty = floor(Path(tmp))
+    print(f"\nSnakemake's floor: --version {version:.1f} s; a dry run with no job {empty:.1f} s")
     print(
         f"\nsnakemap progress at {max(args.sizes)} scenes: {command[0]:.2f} s as a command, first "
         f"call; then {command[1]:.2f} s (finished shards' summaries kept), {call:.3f} s of it in the function"

@@ -162,7 +162,12 @@ def _read(path: Path, data: bytes) -> pd.DataFrame:
 
     if is_parquet(path):
         return pd.read_parquet(io.BytesIO(data))
-    return pd.read_csv(io.BytesIO(data), dtype=str, keep_default_na=False, skipinitialspace=False)
+    try:  # Arrow's reader: a million rows in a third of the time of pandas' own
+        return pd.read_csv(
+            io.BytesIO(data), dtype=str, keep_default_na=False, skipinitialspace=False, engine="pyarrow"
+        )
+    except ValueError as exc:  # pandas' ParserError: a row with more cells than the header, say
+        raise ManifestError(f"manifest {path} is not a readable CSV table: {exc}") from None
 
 
 def is_parquet(path: Path) -> bool:
@@ -218,16 +223,26 @@ def check_manifest(
         raise ManifestError(f"{name}: missing column(s) {', '.join(missing)}")
     # other columns (a STAC search's cloud_cover, a user's notes) are ignored: see extra_columns()
     df = df[[c for c in df.columns if c in REQUIRED + OPTIONAL]].copy()
-    for col in OPTIONAL:
-        if col not in df.columns:
-            df[col] = ""
+    missing = [col for col in OPTIONAL if col not in df.columns]
+    if missing:  # one column of empty text, of the ids' own type, shared (df[col] = "" is 20x slower)
+        empty = df["scene_id"].astype(str).str.slice(0, 0)
+        for col in missing:
+            df[col] = empty
     # empty cells: "" whatever the reader made of them (NaN, None; pandas 3 keeps NaN in astype)
     df = df.fillna("").astype({c: str for c in REQUIRED + OPTIONAL}).replace({"nan": "", "None": ""})
     # Whole-column checks find the rows that may be bad (a million rows in about a second); only
     # those are then looked at one by one, for their messages.
-    repeated = df["scene_id"].duplicated(keep=False).to_numpy()
+    # (an index's uniqueness is a hash pass, 20x faster than marking each duplicate)
+    import pandas as pd
+
+    unique = pd.Index(df["scene_id"]).is_unique
+    repeated = np.zeros(len(df), dtype=bool) if unique else df["scene_id"].duplicated(keep=False).to_numpy()
     _raise_for(df, name, where, first, _suspect(df, labels_required, known), labels_required, known, repeated)
-    df["aoi"] = df["aoi"].where(df["aoi"] != "", df["scene_id"])
+    no_aoi = (df["aoi"] == "").to_numpy(bool)
+    if no_aoi.all():  # (a whole column copied at once: where() takes 0.6 s on a million rows)
+        df["aoi"] = df["scene_id"]
+    elif no_aoi.any():
+        df["aoi"] = df["aoi"].where(~no_aoi, df["scene_id"])
     return df[list(REQUIRED + OPTIONAL)].set_index("scene_id", drop=False)
 
 
@@ -260,6 +275,8 @@ def _raise_for(
         firsts.setdefault(str(ids.iat[pos]), pos)
     errors: list[str] = []
     positions = np.flatnonzero(suspect | repeated).tolist()
+    if not positions:  # (even an empty iloc copies every column of a million rows)
+        return
     for pos, row in zip(positions, manifest_rows(df.iloc[positions]), strict=True):
         loc = where.format(pos + first)
         errors += [f"{name} {loc}: {e}" for e in _row_errors(row, labels_required) + _name_errors(row, known)]
