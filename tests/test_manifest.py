@@ -94,6 +94,21 @@ def test_parquet_manifest(tmp_path: Path) -> None:
         read_manifest(path)
 
 
+def test_a_row_with_more_cells_than_the_header_is_named(tmp_path: Path) -> None:
+    path = write(tmp_path, "a1,a.tif,,a_lab.tif,train,reefA\nq1,q.tif,,,apply,,stray\n")
+    with pytest.raises(
+        ManifestError, match=r"manifest.csv is not a readable CSV table: .*Expected 6 columns, got 7"
+    ):
+        read_manifest(path)
+
+
+def test_empty_cells_and_words_that_mean_nothing_to_csv_stay_text(tmp_path: Path) -> None:
+    m = read_manifest(write(tmp_path, 'NA,"a,b.tif",,null_lab.tif,train,\nq1, q.tif ,,,apply,\n'))
+    assert list(m.index) == ["NA", "q1"]  # not a missing value
+    assert m.loc["NA", "uri"] == "a,b.tif" and m.loc["NA", "label_uri"] == "null_lab.tif"
+    assert m.loc["q1", "uri"] == " q.tif " and m.loc["q1", "sha256"] == "" and m.loc["q1", "aoi"] == "q1"
+
+
 def test_missing_file(tmp_path: Path) -> None:
     with pytest.raises(ManifestError, match="does not exist"):
         read_manifest(tmp_path / "nope.csv")
