@@ -146,7 +146,7 @@ def big_stream(scene: str, root: str) -> dict[str, float]:
     from snakemap.core.model_sections import ApplyOptions, PredictOptions
     from snakemap.core.sections import BandOptions, CleanOptions
     from snakemap.data.stats import Normalizer
-    from snakemap.inference.predict import Member, Predictor
+    from snakemap.inference.predictor import Member, Predictor
     from snakemap.inference.scenes import SceneInput
     from snakemap.inference.shard import ShardRunner
 

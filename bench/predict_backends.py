@@ -41,7 +41,8 @@ import yaml
 from quality import EXAMPLE, UKIS, iou_per_class, log, read, train_once, ukis_data
 
 from snakemap.core.model_sections import PredictOptions
-from snakemap.inference.predict import Member, Predictor, predict_scene
+from snakemap.inference.predict import predict_scene
+from snakemap.inference.predictor import Member, Predictor
 from snakemap.inference.readers import CleanImageReader
 from snakemap.outputs.bundle import checkpoint_bundle
 from snakemap.outputs.export import OnnxNetwork, export_onnx

@@ -41,7 +41,8 @@ from snakemap.data.chips import ChipPaths, write_chips
 from snakemap.data.clean import clean_scene
 from snakemap.data.splits import write_folds
 from snakemap.data.stats import write_band_statistics
-from snakemap.inference.predict import Fallback, Member, Predictor, predict_scene
+from snakemap.inference.predict import predict_scene
+from snakemap.inference.predictor import Fallback, Member, Predictor
 from snakemap.inference.readers import CleanImageReader
 from snakemap.tasks.networks import load_trained
 from snakemap.training.resume import JobData
@@ -490,7 +491,7 @@ def per_class_winners(checkpoints: list[Path], data: JobData) -> tuple[Any, dict
     """The per-class winners of the models (then the example's rules), chosen as the workflow's
     ``tune_winners`` chooses them: on the held-out fold of the training scene."""
     from snakemap.evaluation.tuning import TuningMember, tune_winners
-    from snakemap.inference.predict import PerClass
+    from snakemap.inference.predictor import PerClass
 
     members = [TuningMember(c, 1.0, 0) for c in checkpoints]
     rules = [Member.from_rules(example_rules(), UKIS.classes, 1.0, RULES_NAME)]

@@ -27,7 +27,7 @@ from snakemap.core.sections import BandOptions, CleanOptions, SensorOptions
 from snakemap.core.status import SceneStatus
 from snakemap.data.clean import ALL_ZERO
 from snakemap.data.stats import Normalizer
-from snakemap.inference.predict import Member, Predictor
+from snakemap.inference.predictor import Member, Predictor
 from snakemap.inference.scenes import SceneInput
 from snakemap.inference.shard import ShardRunner
 from snakemap.outputs.mosaic import build_mosaic

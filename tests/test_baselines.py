@@ -180,7 +180,7 @@ def test_an_ensemble_mixes_a_model_and_a_rule_baseline(tmp_path: Path) -> None:
         probs = src.read()[:, 0] / 250.0  # the first row; uint8 probabilities scaled by 250
     assert probs[CLASSES.index("cloud"), 0] > 0.98  # the rule's one-hot, weighted 100 to 1
 
-    from snakemap.inference.predict import Member, Predictor
+    from snakemap.inference.predictor import Member, Predictor
     from snakemap.tasks.networks import load_trained
 
     trained = load_trained(ckpt)
@@ -215,7 +215,7 @@ def test_rule_members_are_checked_when_the_config_is_loaded() -> None:
 
 
 def test_per_class_winners_claim_in_precedence_and_the_fallback_fills_the_rest() -> None:
-    from snakemap.inference.predict import PerClass
+    from snakemap.inference.predictor import PerClass
 
     def one_hot(classes: list[list[int]]) -> torch.Tensor:
         return torch.from_numpy(np.eye(3, dtype=np.float32)[np.array(classes)]).permute(2, 0, 1)[None]
@@ -259,7 +259,7 @@ def test_winners_json_is_read_in_the_models_class_order(tmp_path: Path) -> None:
     """JSON objects come back with sorted keys: the precedence must index the model's classes."""
     from snakemap.cli.common import per_class
     from snakemap.core.io import write_json
-    from snakemap.inference.predict import Member
+    from snakemap.inference.predictor import Member
 
     classes = ["land", "water", "reef", "cloud"]
     write_json(

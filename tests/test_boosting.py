@@ -14,7 +14,8 @@ import torch
 
 from snakemap.core.model_sections import ModelOptions, PredictOptions, field_model_errors
 from snakemap.core.sections import ChipOptions
-from snakemap.inference.predict import Member, Predictor, predict_scene
+from snakemap.inference.predict import predict_scene
+from snakemap.inference.predictor import Member, Predictor
 from snakemap.inference.readers import CleanImageReader
 from snakemap.outputs.bundle import bundled_model, read_bundle, write_bundle
 from snakemap.outputs.export import ExportError, export_onnx

@@ -24,7 +24,7 @@ from snakemap.core.status import SceneStatus
 from snakemap.data.acquire import AcquireError, acquire_scene, fetch
 from snakemap.data.clean import clean_scene
 from snakemap.data.stats import Normalizer
-from snakemap.inference.predict import Member, Predictor
+from snakemap.inference.predictor import Member, Predictor
 from snakemap.inference.readers import CleaningReader
 from snakemap.inference.scenes import SceneInput
 from snakemap.inference.shard import ShardRunner

@@ -16,7 +16,8 @@ from snakemap.core.model_sections import PredictOptions
 from snakemap.core.sections import ChipOptions
 from snakemap.data.stats import Normalizer, scene_normalizer
 from snakemap.evaluation.tuning import TUNED_ON, TuningMember, tune_threshold
-from snakemap.inference.predict import Member, Predictor, predict_scene
+from snakemap.inference.predict import predict_scene
+from snakemap.inference.predictor import Member, Predictor
 from snakemap.inference.readers import ArrayReader
 from snakemap.inference.writer import read_probabilities
 from snakemap.tasks.augment import augment, zoom

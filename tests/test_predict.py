@@ -13,7 +13,8 @@ from rasterio.transform import from_origin
 from snakemap.core.model_sections import PredictOptions
 from snakemap.core.palette import class_colors, rgb
 from snakemap.data.stats import Normalizer
-from snakemap.inference.predict import Member, Predictor, predict_scene
+from snakemap.inference.predict import predict_scene
+from snakemap.inference.predictor import Member, Predictor
 from snakemap.inference.readers import CleanImageReader
 from snakemap.inference.windows import padded_origins
 from snakemap.inference.writer import read_probabilities

@@ -21,7 +21,7 @@ from snakemap.core.config import ConfigError
 from snakemap.core.model_sections import ApplyOptions, PredictOptions
 from snakemap.core.sections import BandOptions, CleanOptions
 from snakemap.core.status import SceneStatus
-from snakemap.inference.predict import Member, Predictor
+from snakemap.inference.predictor import Member, Predictor
 from snakemap.inference.scenes import SceneInput
 from snakemap.inference.shard import ShardRunner
 from snakemap.inference.shift import BandMoments, shift_score, unlike

@@ -27,7 +27,7 @@ from snakemap.plan.manifest import apply_scene_ids, manifest_rows, read_manifest
 from snakemap.plan.manifest_cache import CACHE_DIR
 
 if TYPE_CHECKING:
-    from snakemap.inference.predict import Predictor
+    from snakemap.inference.predictor import Predictor
     from snakemap.inference.shard import ShardRunner
 
 
@@ -35,7 +35,7 @@ def _make_predictor(args: argparse.Namespace, cfg: dict[str, Any]) -> Predictor:
     """The Predictor of --checkpoint/--weight/--threshold/--target/--gpus."""
     import torch
 
-    from snakemap.inference.predict import Member, Predictor
+    from snakemap.inference.predictor import Member, Predictor
     from snakemap.tasks.networks import load_trained
 
     device = torch.device("cuda" if args.gpus and torch.cuda.is_available() else "cpu")

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 from snakemap.core.config import ConfigError
 
 if TYPE_CHECKING:
-    from snakemap.inference.predict import Fallback, Member, PerClass
+    from snakemap.inference.predictor import Fallback, Member, PerClass
 
 
 def step_options() -> argparse.ArgumentParser:
@@ -87,9 +87,9 @@ def onnx_members(args: argparse.Namespace, members: list[Member]) -> None:
 
 
 def fallback(args: argparse.Namespace, members: list[Member]) -> Fallback | None:
-    """The :class:`~snakemap.inference.predict.Fallback` of --fallback-shift/--fallback-member,
+    """The :class:`~snakemap.inference.predictor.Fallback` of --fallback-shift/--fallback-member,
     matched to the members by their checkpoint path or rule name; None without them."""
-    from snakemap.inference.predict import Fallback
+    from snakemap.inference.predictor import Fallback
 
     if args.fallback_shift is None and not args.fallback_member:
         return None
@@ -137,7 +137,7 @@ def rule_member(text: str, classes: list[str]) -> Member:
 
     from snakemap.core.calval_sections import BaselineOptions, rule_baseline
     from snakemap.core.config import message
-    from snakemap.inference.predict import Member
+    from snakemap.inference.predictor import Member
 
     rule = json.loads(text)
     where = ("calval", "baselines", str(rule_baseline(rule["name"]) or rule["name"]))
@@ -155,7 +155,7 @@ def per_class(path: Path, members: list[Member], classes: list[str]) -> PerClass
     """The per-class winners of ``winners.json`` (``tune-winners``) over the predictor's members,
     which must be the ones it was tuned with, in the same order."""
     from snakemap.core.io import read_json
-    from snakemap.inference.predict import PerClass
+    from snakemap.inference.predictor import PerClass
 
     tuned = read_json(path)
     names = [m.source for m in members]

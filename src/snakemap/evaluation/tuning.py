@@ -32,7 +32,7 @@ import yaml
 
 from snakemap.core.io import PROB_SCALE, read_json
 from snakemap.evaluation.calval import pr_curve
-from snakemap.inference.predict import Member, Predictor
+from snakemap.inference.predictor import Member, Predictor
 from snakemap.tasks.networks import load_trained
 from snakemap.training.datasets import chip_paths, scene_statistics
 from snakemap.training.train import held_out_fold

@@ -25,7 +25,7 @@ from snakemap.evaluation.tuning import (
     held_out_chips,
     out_of_fold_predictor,
 )
-from snakemap.inference.predict import Member, Predictor
+from snakemap.inference.predictor import Member, Predictor
 from snakemap.tasks.networks import load_trained
 
 #: the factors by which ``weights: tune`` may scale each group's given weight

@@ -51,7 +51,8 @@ from snakemap.core.sections import AcquireOptions, BandOptions, CleanOptions
 from snakemap.core.status import SceneError, SceneStatus, corrupt_reason
 from snakemap.data.bands import cleaned_names
 from snakemap.inference.class_areas import class_hectares
-from snakemap.inference.predict import Predictor, predict_scene, predict_staged
+from snakemap.inference.predict import predict_scene, predict_staged
+from snakemap.inference.predictor import Predictor
 from snakemap.inference.readers import ArrayReader, CleaningReader
 from snakemap.inference.scenes import Prepared, SceneInput, ScenePreparer, cropped
 from snakemap.inference.shift import BandMoments, shift_score

@@ -10,7 +10,7 @@ cloud, a season or a place the models never saw). It is written into each ok sce
 (``extra.shift``), its STAC item (``snakemap:shift``) and the shard's manifest; ``snakemap
 progress`` lists the scenes above ``shift.threshold`` as unlike the training data. An ensemble with
 a ``fallback`` maps a scene whose score is above the fallback's ``shift`` by its fallback members
-alone (:class:`snakemap.inference.predict.Fallback`).
+alone (:class:`snakemap.inference.predictor.Fallback`).
 """
 
 from __future__ import annotations

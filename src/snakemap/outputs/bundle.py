@@ -244,7 +244,8 @@ def predict_classes(
     from snakemap.core.palette import class_colors
     from snakemap.core.status import SceneError
     from snakemap.data.clean import judge, read_clean
-    from snakemap.inference.predict import Member, Predictor, predict_scene
+    from snakemap.inference.predict import predict_scene
+    from snakemap.inference.predictor import Member, Predictor
     from snakemap.inference.readers import ArrayReader
 
     sections = meta["sections"]

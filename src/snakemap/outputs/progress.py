@@ -50,7 +50,7 @@ def progress(
         overlap, each counts its own); ``unlike_scenes``: the ok scenes
         whose shift score (:mod:`snakemap.inference.shift`) is above ``shift_threshold``, most
         unlike the training data first; ``fallback_scenes``: the ok scenes an ensemble mapped by
-        its fallback members alone (:class:`snakemap.inference.predict.Fallback`);
+        its fallback members alone (:class:`snakemap.inference.predictor.Fallback`);
         ``zones``: ok scenes by CRS (``{"EPSG:32618": 12}``, plus ``"none"`` for maps without
         a CRS) in the last mosaic, ``{}`` before it.
     """
@@ -114,7 +114,7 @@ def _summary(entries: Sequence[dict[str, Any]], now: float, shift_threshold: flo
         "corrupt": 0,
         "corrupt_scenes": [],
         "unlike_scenes": unlike(entries, shift_threshold),
-        # mapped by an ensemble's fallback members alone (inference.predict.Fallback)
+        # mapped by an ensemble's fallback members alone (inference.predictor.Fallback)
         "fallback": sum(1 for e in entries if e.get("fallback")),
         "recent": 0,
         "mapped_ha": {},

@@ -9,7 +9,7 @@ export's ``snakemap`` metadata, so :class:`snakemap.outputs.export.OnnxNetwork` 
 runs the float32 export.
 
 Calibration windows: ``(n, bands, h, w)`` float32, normalised, NaN set to 0 (the predictor's
-:meth:`snakemap.inference.predict.Member.prepare`).
+:meth:`snakemap.inference.predictor.Member.prepare`).
 """
 
 from __future__ import annotations

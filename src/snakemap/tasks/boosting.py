@@ -77,7 +77,7 @@ class PixelBooster:
         self.classes = classes
         self.threads = threads
         #: pixels at each window edge that the predictor discards (its centre crop): not
-        #: predicted, their probabilities uniform (:meth:`snakemap.inference.predict.Predictor.
+        #: predicted, their probabilities uniform (:meth:`snakemap.inference.predictor.Predictor.
         #: check_context` sets it; 0 predicts every pixel, as blending needs)
         self.margin = 0
 
