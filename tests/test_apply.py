@@ -574,7 +574,10 @@ def test_maps_are_published_behind_the_next_scene(tmp_path: Path, prefetch: int)
     starts: list[float] = []  # when each scene's prediction began (its first step)
     predictor = null_predictor()
     fit_scene = predictor.fit_scene
-    predictor.fit_scene = lambda reader: (starts.append(time.time()), fit_scene(reader))[1]  # type: ignore[method-assign]
+    predictor.fit_scene = lambda reader, moments=None: (
+        starts.append(time.time()),
+        fit_scene(reader, moments),
+    )[1]  # type: ignore[method-assign]
     runner = ShardRunner(
         tmp_path / "maps",
         predictor,

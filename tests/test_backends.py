@@ -121,6 +121,7 @@ def test_the_bundle_carries_the_int8_network_and_predict_runs_it(
     bundle = work / "results/bundles/arch-Unet.zip"
     with zipfile.ZipFile(bundle) as zf:
         assert zf.read("model.onnx") == (work / f"{UNET}.int8.onnx").read_bytes()
+        assert json.loads(zf.read("bundle.json"))["format_version"] == 2  # older snakemaps: "upgrade"
     with zipfile.ZipFile(work / "results/bundles/gbm.zip") as zf:
         assert "model.onnx" not in zf.namelist()
     image = work / "resources/demo/images/a2.tif"

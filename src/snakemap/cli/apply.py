@@ -31,6 +31,14 @@ if TYPE_CHECKING:
     from snakemap.inference.shard import ShardRunner
 
 
+def cpu_threads(args: argparse.Namespace) -> None:
+    """torch's CPU threads from --threads (the job's `threads`); all cores without it."""
+    if getattr(args, "threads", None):
+        import torch
+
+        torch.set_num_threads(args.threads)
+
+
 def _make_predictor(args: argparse.Namespace, cfg: dict[str, Any]) -> Predictor:
     """The Predictor of --checkpoint/--weight/--threshold/--target/--gpus."""
     import torch
@@ -39,8 +47,7 @@ def _make_predictor(args: argparse.Namespace, cfg: dict[str, Any]) -> Predictor:
     from snakemap.tasks.networks import load_trained
 
     device = torch.device("cuda" if args.gpus and torch.cuda.is_available() else "cpu")
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    cpu_threads(args)
     weights = member_weights(args)
     models = [load_trained(c, device) for c in args.checkpoint]
     classes = models[0].classes
@@ -107,6 +114,7 @@ def _predict_standalone(args: argparse.Namespace) -> int:
         raise ConfigError("predict --bundle/--onnx needs a raw scene IN.tif and the map OUT.tif")
     if bool(args.bundle) == bool(args.onnx) or args.checkpoint:
         raise ConfigError("predict takes one of --bundle, --onnx or --checkpoint")
+    cpu_threads(args)
     auxiliary = dict(a.split("=", 1) for a in args.auxiliary)
     if args.bundle:
         bundle = read_bundle(args.bundle)
@@ -151,6 +159,7 @@ def _apply_shard(args: argparse.Namespace, cfg: dict[str, Any]) -> int:
         SceneInput(r.scene_id, r.uri, r.sha256, tables.sensor(r.sensor), r.sensor)
         for r in manifest_rows(rows)
     ]
+    cpu_threads(args)  # every task's runner: the job's threads
     runner: ShardRunner = task.hook("shard_runner")(args, cfg, apply, bands)
     result = runner.run_shard(args.shard, scenes, started=started)
     logging.info(

@@ -162,11 +162,19 @@ class Config(Section):
 
     @model_validator(mode="after")
     def _onnxruntime_for_class_maps(self) -> Config:
-        if self.predict.backend == "onnxruntime" and self.task != DEFAULT_TASK:
+        if self.predict.backend != "onnxruntime":
+            return self
+        if self.task != DEFAULT_TASK:
             raise ValueError(
                 f"predict.backend: onnxruntime runs the networks of class maps (task {DEFAULT_TASK}); "
                 f"task {self.task} predicts with torch: set predict.backend: torch"
             )
+        for key, gpus in (("calval.gpus", self.calval.gpus), ("apply.gpus", self.apply.gpus)):
+            if gpus:
+                raise ValueError(
+                    f"predict.backend: onnxruntime runs on the CPU, and {key} is {gpus}: set {key}: 0, "
+                    "or predict.backend: torch for the GPU"
+                )
         return self
 
     @model_validator(mode="after")
@@ -192,6 +200,11 @@ class Config(Section):
                 raise ValueError(
                     f"calval.ensembles.{name}.threshold: combine: per_class maps each class by its winner; "
                     "leave threshold out"
+                )
+            if ensemble.weights == "tune" and ensemble.fallback is not None:
+                raise ValueError(
+                    f"calval.ensembles.{name}.fallback: not with weights: tune, which may weigh the "
+                    "fallback members 0 and leave them out of the predictor; give the weights"
                 )
             if ensemble.weights == "tune" and (ensemble.combine != "mean" or ensemble.threshold is not None):
                 raise ValueError(

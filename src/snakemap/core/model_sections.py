@@ -216,6 +216,9 @@ class ModelsSection(Section):
 class PredictOptions(Section):
     """Windows, batches and outputs of the predictor; the ``predict`` section."""
 
+    #: written out only where given: a project that never set them plans the jobs it planned
+    OMIT_UNSET = frozenset({"backend", "quantize", "threads"})
+
     #: window side in pixels (the model's input)
     window: int = Field(256, ge=16, description="window side in pixels")
     #: context pixels: cropped from each side (centre crop) or blended between neighbours

@@ -284,6 +284,8 @@ class ShardRunner:
         """
         scene_id = prepared.scene.scene_id
         staged: SceneOutputs | None = None
+        if self.predictor is not None:  # this scene's own, once fitted (not the scene before's)
+            self.predictor.fell_back = False
         try:
             if prepared.error is not None:
                 raise prepared.error  # the config's mistake, not the scene's: no final state

@@ -44,8 +44,9 @@ from snakemap import __version__
 from snakemap.core.io import atomic_path
 from snakemap.core.registry import DEFAULT_TASK, task_named
 
-#: the bundle format this snakemap writes and the newest it reads
-FORMAT_VERSION = 1
+#: the newest bundle format this snakemap reads; it writes 1, or 2 for a bundle with
+#: ``model.onnx`` (which a snakemap that reads 1 alone refuses: "upgrade snakemap")
+FORMAT_VERSION = 2
 MEMBERS = ("bundle.json", "weights.pt")
 #: members only some bundles have
 OPTIONAL_MEMBERS = ("booster.txt", "model.onnx")
@@ -102,6 +103,7 @@ def write_bundle(
         **bundle.meta,
         "config": resolved,
         "sections": {k: v for k, v in sections.items() if k in SECTIONS},
+        "format_version": 1 if onnx is None else 2,
     }
     weights = io.BytesIO()
     torch.save(bundle.state, weights)
@@ -126,7 +128,7 @@ def checkpoint_bundle(
     model = dict(ckpt["hyper_parameters"])
     booster = model.pop("booster", None)
     meta = {
-        "format_version": FORMAT_VERSION,
+        "format_version": 1,  # 2 where write_bundle adds model.onnx
         "snakemap_version": __version__,
         "task": task,
         "model": model,

@@ -139,7 +139,9 @@ class OnnxNetwork:
             if t is not None
         }
         (out,) = self.session.run(None, feed)[:1]
-        return torch.from_numpy(np.asarray(out))
+        first = next((t for t in tensors if t is not None), None)
+        result = torch.from_numpy(np.asarray(out))
+        return result if first is None else result.to(first.device)  # beside the other members
 
     def eval(self) -> OnnxNetwork:
         return self

@@ -115,7 +115,7 @@ def _summary(entries: Sequence[dict[str, Any]], now: float, shift_threshold: flo
         "corrupt_scenes": [],
         "unlike_scenes": unlike(entries, shift_threshold),
         # mapped by an ensemble's fallback members alone (inference.predictor.Fallback)
-        "fallback": sum(1 for e in entries if e.get("fallback")),
+        "fallback": sum(1 for e in entries if e.get("fallback") and e["status"] == "ok"),
         "recent": 0,
         "mapped_ha": {},
         "first_start": min((e["started"] for e in entries if e.get("started")), default=None),

@@ -41,18 +41,20 @@ def idle_warnings(config: Mapping[str, Any], roles: Mapping[str, int]) -> list[s
     return found
 
 
-def backend_warnings(predict: Mapping[str, Any], families: Mapping[str, str]) -> list[str]:
+def backend_warnings(predict: Any, families: Mapping[str, str]) -> list[str]:
     """What ``predict.backend: onnxruntime`` (and ``quantize``) leaves to another runtime: the
     models of ``families`` (model key -> family) that have no ONNX graph, boosters, which run in
     LightGBM's own runtime in every backend."""
+    predict = predict if isinstance(predict, Mapping) else predict.model_dump()
     if predict.get("backend") != "onnxruntime":
         return []
     others = sorted(k for k, family in families.items() if family != "network")
     if not others:
         return []
     shown = ", ".join(others[:6]) + (f" and {len(others) - 6} more" if len(others) > 6 else "")
+    kinds = ", ".join(sorted({families[k] for k in others}))
     quantized = " nor int8 quantization" if predict.get("quantize") == "int8" else ""
     return [
-        f"predict.backend: onnxruntime: {shown} (family lightgbm) have no ONNX graph{quantized}: "
-        "they run in LightGBM, the networks in ONNX Runtime"
+        f"predict.backend: onnxruntime: {shown} (family {kinds}) have no ONNX graph{quantized}: "
+        "they run in their own runtime (LightGBM), the networks in ONNX Runtime"
     ]

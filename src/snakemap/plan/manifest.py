@@ -162,12 +162,22 @@ def _read(path: Path, data: bytes) -> pd.DataFrame:
 
     if is_parquet(path):
         return pd.read_parquet(io.BytesIO(data))
+    options: dict[str, Any] = {"dtype": str, "keep_default_na": False, "skipinitialspace": False}
+    df: pd.DataFrame
     try:  # Arrow's reader: a million rows in a third of the time of pandas' own
-        return pd.read_csv(
-            io.BytesIO(data), dtype=str, keep_default_na=False, skipinitialspace=False, engine="pyarrow"
-        )
-    except ValueError as exc:  # pandas' ParserError: a row with more cells than the header, say
+        df = pd.read_csv(io.BytesIO(data), engine="pyarrow", **options)
+        return df
+    except ValueError:  # a short row or a line of blanks, which pandas' own reader takes
+        pass
+    try:
+        df = pd.read_csv(io.BytesIO(data), **options)
+    except ValueError as exc:
         raise ManifestError(f"manifest {path} is not a readable CSV table: {exc}") from None
+    if not isinstance(df.index, pd.RangeIndex):  # pandas put a longer row's extra cells in the index
+        raise ManifestError(
+            f"manifest {path} is not a readable CSV table: a row has more cells than the header"
+        )
+    return df
 
 
 def is_parquet(path: Path) -> bool:

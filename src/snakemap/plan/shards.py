@@ -128,7 +128,7 @@ class ShardTable:
         return digest.hexdigest()[:16]
 
     def _csv_lines(self) -> tuple[np.ndarray, memoryview]:
-        """Each apply row as ``scene_id,uri,sha256\n`` in one byte string, and where each row
+        r"""Each apply row as ``scene_id,uri,sha256\n`` in one byte string, and where each row
         starts (``n + 1`` offsets): a shard's CSV is one slice of it (a million rows: 0.4 s,
         about half of what Arrow's string-join kernels took)."""
         if self._lines is None:
