@@ -97,6 +97,12 @@ def demo_row(name: str) -> dict:
     }
 
 
+def calval_row(site: str) -> dict:
+    """A manifest row of a calval site, ``site``: the demo scene written under that name."""
+    return {**demo_row("a1"), "scene_id": site, "uri": f"resources/demo/images/{site}.tif",
+            "label_uri": f"resources/demo/labels/{site}.tif", "role": "calval", "aoi": site}  # fmt: skip
+
+
 def apply_row(name: str, uri: str | None = None) -> dict:
     """A manifest row of an apply scene (no label), by default the demo quad ``name``."""
     return {**demo_row("a1"), "scene_id": name, "uri": uri or f"resources/demo/images/{name}.tif",

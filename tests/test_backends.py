@@ -16,7 +16,7 @@ from snakemap.cli import main
 from snakemap.core.config import ConfigError, build
 from snakemap.outputs.quantize import quantized_ops
 from snakemap.plan.idle import backend_warnings
-from tests.conftest import CONFIG, apply_row, demo_row, snakemake, workspace
+from tests.conftest import CONFIG, apply_row, calval_row, demo_row, snakemake, workspace
 
 SITES = ["s1", "s2"]
 UNET = "results/models/arch-Unet/best"
@@ -47,17 +47,7 @@ def int8_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
         apply={"predictors": ["models/arch-Unet/best", "ensembles/both"], "shard_size": 2},
     )
     rows = [demo_row(n) for n in ("a1", "a2", "b1", "c1")]
-    rows += [
-        dict(
-            demo_row("a1"),
-            scene_id=s,
-            uri=f"resources/demo/images/{s}.tif",
-            label_uri=f"resources/demo/labels/{s}.tif",
-            role="calval",
-            aoi=s,
-        )  # fmt: skip
-        for s in SITES
-    ]
+    rows += [calval_row(s) for s in SITES]
     rows += [apply_row(f"apply_{n}", f"resources/demo/images/{n}.tif") for n in ("a2", "b1")]
     work = workspace(tmp_path_factory.mktemp("int8"), config, rows)
     proc = snakemake(work)

@@ -29,7 +29,7 @@ from snakemap.evaluation.winners import winners, write_winners
 from snakemap.inference.class_areas import class_hectares
 from snakemap.outputs.quicklook import SceneImage, class_panel, image_overview, quicklook, read_overview
 from snakemap.outputs.report_pages import landing, maps_page
-from tests.conftest import CONFIG, REPO, demo_row, snakemake, workspace, write_tif
+from tests.conftest import CONFIG, REPO, calval_row, demo_row, snakemake, workspace, write_tif
 
 CHROMIUM = shutil.which("chromium")
 #: headless Chromium, offline
@@ -189,17 +189,7 @@ def calval_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
         },
     )
     rows = [demo_row(n) for n in ("a1", "a2", "b1", "c1")]
-    rows += [
-        dict(
-            demo_row("a1"),
-            scene_id=s,
-            uri=f"resources/demo/images/{s}.tif",
-            label_uri=f"resources/demo/labels/{s}.tif",
-            role="calval",
-            aoi=s,
-        )
-        for s in SITES
-    ]
+    rows += [calval_row(s) for s in SITES]
     work = workspace(tmp_path_factory.mktemp("calval"), config, rows)
     snakemake(work)
     snakemake(work, "--report", "report.html")

@@ -79,7 +79,9 @@ def checkpoint(path: Path) -> Path:
     return path
 
 
-def test_applied_scenes_carry_their_shift_into_progress_and_stac(tmp_path: Path) -> None:
+def like_and_unlike(tmp_path: Path) -> list[SceneInput]:
+    """Two 4-band scenes: ``like`` distributed as :func:`checkpoint`'s training data (mean 100, std
+    50), ``unlike`` 200 above it (4 training stds)."""
     rng = np.random.default_rng(1)
     scenes = []
     for name, mean in (("like", 100), ("unlike", 300)):
@@ -87,6 +89,11 @@ def test_applied_scenes_carry_their_shift_into_progress_and_stac(tmp_path: Path)
         path = write_tif(tmp_path / "in" / f"{name}.tif", data, transform=from_origin(0, 0, 10, 10), nodata=0,
                          descriptions=BANDS)  # fmt: skip
         scenes.append(SceneInput(name, str(path)))
+    return scenes
+
+
+def test_applied_scenes_carry_their_shift_into_progress_and_stac(tmp_path: Path) -> None:
+    scenes = like_and_unlike(tmp_path)
     trained = load_trained(checkpoint(tmp_path / "m.ckpt"))
     predictor = Predictor([Member.from_trained(trained)], trained.classes)
     runner = ShardRunner(
@@ -118,13 +125,7 @@ def test_an_ensemble_maps_a_scene_unlike_the_training_data_by_its_fallback_alone
     """With ``fallback: {shift: 1, members: [baselines/wet]}``, the scene 4 training stds away is
     the rule's map and says so in its status, the shard's manifest, progress and STAC; the scene
     like the training data is the whole ensemble's map, as without a fallback."""
-    rng = np.random.default_rng(1)
-    scenes = []
-    for name, mean in (("like", 100), ("unlike", 300)):
-        data = np.clip(rng.normal(mean, 50, (4, 96, 96)), 1, None).astype(np.uint16)
-        path = write_tif(tmp_path / "in" / f"{name}.tif", data, transform=from_origin(0, 0, 10, 10), nodata=0,
-                         descriptions=BANDS)  # fmt: skip
-        scenes.append(SceneInput(name, str(path)))
+    scenes = like_and_unlike(tmp_path)
     ckpt = checkpoint(tmp_path / "m.ckpt")
     trained = load_trained(ckpt)
     spec = {"rules": [{"expr": "blue", "above": 0, "class": "water"}], "default": "land"}
