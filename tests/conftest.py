@@ -214,7 +214,8 @@ def demo_chips(
     Returns:
         ``indexes`` (one chip table per scene), ``folds``, ``stats`` and ``clean`` (folders).
     """
-    from snakemap.core.sections import BandOptions, CleanOptions, DemoOptions, LabelOptions, SplitOptions
+    from snakemap.core.label_sections import LabelOptions
+    from snakemap.core.sections import BandOptions, CleanOptions, DemoOptions, SplitOptions
     from snakemap.data.acquire import acquire_scene
     from snakemap.data.chips import ChipPaths, write_chips
     from snakemap.data.clean import clean_scene

@@ -101,6 +101,8 @@ def test_calval_and_apply_run_the_int8_network_made_once_per_model(
     for predictor in ("models/arch-Unet/best", "ensembles/both"):
         progress = json.loads((work / "results/maps" / predictor / "progress.json").read_text())
         assert progress["ok"] == 2, predictor
+    item = json.loads((work / "results/maps/ensembles/both/scenes/apply_a2.stac.json").read_text())
+    assert item["properties"]["mlm:framework"] == "LightGBM+ONNX Runtime int8"  # what ran the map
 
 
 @pytest.mark.workflow

@@ -13,7 +13,8 @@ from affine import Affine
 
 from snakemap.cli import main
 from snakemap.core.config import ConfigError
-from snakemap.core.sections import BandOptions, CleanOptions, LabelOptions
+from snakemap.core.label_sections import LabelOptions
+from snakemap.core.sections import BandOptions, CleanOptions
 from snakemap.data.clean import ALL_ZERO, clean_scene
 from tests.conftest import write_tif
 

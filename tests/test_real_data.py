@@ -11,7 +11,8 @@ import pandas as pd
 import pytest
 import rasterio
 
-from snakemap.core.sections import BandOptions, CleanOptions, LabelOptions
+from snakemap.core.label_sections import LabelOptions
+from snakemap.core.sections import BandOptions, CleanOptions
 from snakemap.data.acquire import acquire_scene
 from snakemap.data.clean import clean_scene
 from tests.conftest import REPO, snakemake

@@ -12,7 +12,8 @@ import rasterio
 from rasterio.features import shapes
 from shapely.geometry import LineString, Point, Polygon, box, shape
 
-from snakemap.core.sections import BandOptions, CleanOptions, DemoOptions, LabelOptions
+from snakemap.core.label_sections import LabelOptions
+from snakemap.core.sections import BandOptions, CleanOptions, DemoOptions
 from snakemap.data.acquire import acquire_scene
 from snakemap.data.clean import clean_scene
 from snakemap.data.demo import write_demo_scene

@@ -141,7 +141,8 @@ rule stac:
         checkpoints=lambda w, input: " ".join(f"--checkpoint {c}" for c in input.ckpts),
         bundle=lambda w, input: f"--bundle {input.bundle}" if input.bundle else "",
         manifest=config["manifest"],
-        options=options("labels", "task"),
+        # what ran the networks, for the items' framework (nothing added with the default torch)
+        options=options("labels", "task", *(["predict"] if PREDICT.backend != "torch" else [])),
     message:
         "STAC collection of {wildcards.predictor}"
     shell:

@@ -243,7 +243,11 @@ def _stac(args: argparse.Namespace, cfg: dict[str, Any]) -> int:
             for c in args.checkpoint
         }
     )
-    frameworks = sorted({"LightGBM" if arch == "LightGBM" else "PyTorch" for arch in archs})
+    predict = build("predict", cfg.get("predict"))
+    runtime = "PyTorch"
+    if predict.backend == "onnxruntime":  # the networks ran in ONNX Runtime (int8 where quantized)
+        runtime = "ONNX Runtime" + (" int8" if predict.quantize == "int8" else "")
+    frameworks = sorted({"LightGBM" if arch == "LightGBM" else runtime for arch in archs})
     info = ModelInfo(
         args.predictor,
         "+".join(archs),

@@ -23,6 +23,7 @@ import yaml
 from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 
 from snakemap.core.calval_sections import CalvalOptions, rule_baseline
+from snakemap.core.label_sections import LabelOptions
 from snakemap.core.model_sections import (
     ID_PATTERN,
     ApplyOptions,
@@ -41,7 +42,6 @@ from snakemap.core.sections import (
     ChipOptions,
     CleanOptions,
     DemoOptions,
-    LabelOptions,
     ResourceOptions,
     SensorOptions,
     SplitOptions,

@@ -33,7 +33,8 @@ from rasterio.windows import Window, from_bounds
 
 from snakemap.core.config import ConfigError
 from snakemap.core.io import read_json, write_cog
-from snakemap.core.sections import BandOptions, CleanOptions, LabelOptions, SensorOptions
+from snakemap.core.label_sections import LabelOptions
+from snakemap.core.sections import BandOptions, CleanOptions, SensorOptions
 from snakemap.core.status import SceneError, SceneStatus, corrupt_reason, status_path
 from snakemap.data.acquire import RECORD
 from snakemap.data.bands import cleaned_names, source_names

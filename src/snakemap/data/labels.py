@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from snakemap.core.sections import LabelOptions
+from snakemap.core.label_sections import LabelOptions
 
 #: the unmapped values a scene's status lists, most frequent first
 LISTED_VALUES = 10

@@ -25,7 +25,8 @@ from typing import Any
 from pydantic import ValidationError
 
 from snakemap.core.config import ConfigError, build, message
-from snakemap.core.sections import BandOptions, LabelOptions, SensorOptions
+from snakemap.core.label_sections import LabelOptions
+from snakemap.core.sections import BandOptions, SensorOptions
 from snakemap.data.bands import check_layout, cleaned_names
 
 

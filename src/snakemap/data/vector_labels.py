@@ -24,7 +24,7 @@ from rasterio.features import rasterize
 from rasterio.transform import array_bounds
 from rasterio.warp import transform_bounds
 
-from snakemap.core.sections import LabelOptions
+from snakemap.core.label_sections import LabelOptions
 from snakemap.core.status import SceneError
 from snakemap.data.labels import LISTED_VALUES, Unmapped
 
