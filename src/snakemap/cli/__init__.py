@@ -14,7 +14,7 @@ import sys
 from collections.abc import Sequence
 
 from snakemap import __version__
-from snakemap.cli import apply, areas, calval, data, downscaling, report, training
+from snakemap.cli import apply, areas, calval, data, downscaling, maps, report, training
 from snakemap.core.config import ConfigError, load_sections
 from snakemap.core.status import SceneError
 from snakemap.plan.manifest import ManifestError
@@ -26,7 +26,7 @@ def parser() -> argparse.ArgumentParser:
     top.add_argument("--version", action="version", version=f"snakemap {__version__}")
     top.add_argument("--debug", action="store_true", help="a Python traceback with every error")
     sub = top.add_subparsers(dest="step", required=True)
-    for steps in (data, training, apply, calval, areas, report, downscaling):
+    for steps in (data, training, apply, maps, calval, areas, report, downscaling):
         steps.register(sub)
     return top
 
