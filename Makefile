@@ -67,7 +67,10 @@ bench: setup
 	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
 	$(BIN)/python bench/analyze_memory.py
 	$(BIN)/python bench/train_efficiency.py
-	$(BIN)/python bench/predict_efficiency.py
+	$(BIN)/python bench/predict_efficiency.py --sizes 2048 3072
+	$(BIN)/python bench/predict_backends.py
+	$(BIN)/python bench/dag_scaling.py
+	$(BIN)/python bench/gpu.py
 	$(BIN)/python bench/quality.py
 	$(BIN)/python bench/downscaling.py
 	$(BIN)/python bench/apply_throughput.py
