@@ -112,7 +112,7 @@ def run_snakemap(
     member = Member(recording, [f"b{i}" for i in range(1, 7)], norm)
     predictor = Predictor([member], CLASSES)
     opts = PredictOptions(window=args.window, overlap=args.overlap, batch_size=args.batch_size)
-    staged_walls, publish_walls, bares = [], [], []
+    staged_walls, publish_walls, bares, insides = [], [], [], []
     for run in range(1 + args.repeats):
         shapes.clear()
         reader = CleanImageReader(path)
@@ -125,8 +125,13 @@ def run_snakemap(
         if run:
             staged_walls.append(wall)
             publish_walls.append(published)
+            insides.append(figures["model_seconds"])
             bares.append(bare_time(model, shapes))
     figures["batches_run"] = len(shapes)
+    # where the rest goes: outside the model's calls (first read, normalising, stitching), and the
+    # model's own calls slowed by the reading and writing threads on the same cores
+    figures["outside_s"] = float(np.median([w - i for w, i in zip(staged_walls, insides, strict=True)]))
+    figures["inside_over_bare"] = float(np.median([i / b for i, b in zip(insides, bares, strict=True)]))
     return staged_walls, publish_walls, bares, figures
 
 
@@ -243,6 +248,12 @@ def main() -> None:
                 f"(publication beside the next scene; {goal}), {alone:.3f} for a scene alone (published "
                 f"after); medians of {args.repeats} back-to-back triples, each one's "
                 f"{', '.join(f'{b / s:.3f}' for b, s in zip(bares, staged, strict=True))}"
+            )
+            print(
+                f"  where the rest goes: {figures['outside_s']:.2f} s outside the model's calls (the first "
+                f"strip's read, normalising, stitching), and the model's calls "
+                f"{100 * (figures['inside_over_bare'] - 1):+.1f}% against the bare model (threads "
+                f"reading and writing on the same {torch.get_num_threads()} cores)"
             )
             if not args.torchgeo:
                 continue
