@@ -70,7 +70,8 @@ def test_killed_shard_reruns_only_missing_scenes(tmp_path: Path) -> None:
     with (tmp_path / "first.log").open("w") as log:
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     deadline = time.monotonic() + 300
-    while time.monotonic() < deadline and proc.poll() is None and len(list(sentinels.glob("*.json"))) < 6:
+    # "[!.]": pathlib's glob also matches the hidden temporary file of a sentinel being written
+    while time.monotonic() < deadline and proc.poll() is None and len(list(sentinels.glob("[!.]*.json"))) < 6:
         time.sleep(0.05)
     assert proc.poll() is None, (tmp_path / "first.log").read_text()
     # Progress while the shard is in flight counts what the sentinels say.
@@ -78,7 +79,7 @@ def test_killed_shard_reruns_only_missing_scenes(tmp_path: Path) -> None:
     assert live["ok"] >= 6 and live["pending"] == 40 - live["ok"] and live["shards_done"] == 0
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
-    done_before = len(list(sentinels.glob("*.json")))
+    done_before = len(list(sentinels.glob("[!.]*.json")))
     assert 6 <= done_before < 40
     assert not (tmp_path / "maps" / "shards" / "shard-00000.json").exists()
     rerun = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
