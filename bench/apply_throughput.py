@@ -143,7 +143,7 @@ def shard(manifest: str, root: str, ckpt: str, prefetch: int) -> dict[str, float
 def big_stream(scene: str, root: str) -> dict[str, float]:
     """One big scene through apply's strip-by-strip path, with a 1x1-convolution model and the
     default prediction options (window 256)."""
-    from snakemap.core.model_sections import ApplyOptions, PredictOptions
+    from snakemap.core.apply_sections import ApplyOptions, PredictOptions
     from snakemap.core.sections import BandOptions, CleanOptions
     from snakemap.data.stats import Normalizer
     from snakemap.inference.predictor import Member, Predictor

@@ -36,7 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests.objectstor
 
 from tests.objectstore import ObjectStore
 
-from snakemap.core.model_sections import ApplyOptions, PredictOptions
+from snakemap.core.apply_sections import ApplyOptions, PredictOptions
 from snakemap.core.sections import AcquireOptions, BandOptions, CleanOptions
 from snakemap.inference.readers import SURVEY_ROWS
 from snakemap.inference.scenes import SceneInput

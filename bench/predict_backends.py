@@ -40,7 +40,7 @@ import torch
 import yaml
 from quality import EXAMPLE, UKIS, iou_per_class, log, read, train_once, ukis_data
 
-from snakemap.core.model_sections import PredictOptions
+from snakemap.core.apply_sections import PredictOptions
 from snakemap.inference.predict import predict_scene
 from snakemap.inference.predictor import Member, Predictor
 from snakemap.inference.readers import CleanImageReader

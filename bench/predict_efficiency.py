@@ -33,7 +33,7 @@ import rasterio
 import torch
 from rasterio.transform import from_origin
 
-from snakemap.core.model_sections import PredictOptions
+from snakemap.core.apply_sections import PredictOptions
 from snakemap.core.sections import BandOptions, CleanOptions
 from snakemap.data.clean import clean_scene
 from snakemap.data.stats import Normalizer

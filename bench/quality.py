@@ -33,9 +33,9 @@ import rasterio
 from sklearn.ensemble import RandomForestClassifier
 from sklearn.metrics import f1_score
 
+from snakemap.core.apply_sections import PredictOptions
 from snakemap.core.label_sections import LabelOptions
 from snakemap.core.metrics import confusion_matrix, scores
-from snakemap.core.model_sections import PredictOptions
 from snakemap.core.sections import BandOptions, ChipOptions, CleanOptions, SplitOptions
 from snakemap.data.acquire import acquire_scene
 from snakemap.data.chips import ChipPaths, write_chips

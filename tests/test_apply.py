@@ -21,8 +21,8 @@ from pyproj import Geod, Transformer
 from rasterio.transform import from_origin
 
 from snakemap.cli import main
+from snakemap.core.apply_sections import ApplyOptions, PredictOptions
 from snakemap.core.config import ConfigError
-from snakemap.core.model_sections import ApplyOptions, PredictOptions
 from snakemap.core.sections import BandOptions, CleanOptions, SensorOptions
 from snakemap.core.status import SceneStatus
 from snakemap.data.clean import ALL_ZERO

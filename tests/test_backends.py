@@ -134,7 +134,8 @@ def test_the_backend_options_are_checked_when_the_config_loads() -> None:
         build("predict", {"quantize": "int8"})
     with pytest.raises(ConfigError, match="backend"):
         build("predict", {"backend": "tensorrt"})
-    assert backend_warnings({"backend": "torch"}, {"gbm": "lightgbm"}) == []
-    assert backend_warnings({"backend": "onnxruntime"}, {"unet": "network"}) == []
-    (line,) = backend_warnings({"backend": "onnxruntime"}, {"unet": "network", "gbm": "lightgbm"})
+    ort = build("predict", {"backend": "onnxruntime"})
+    assert backend_warnings(build("predict", {}), {"gbm": "lightgbm"}) == []
+    assert backend_warnings(ort, {"unet": "network"}) == []
+    (line,) = backend_warnings(ort, {"unet": "network", "gbm": "lightgbm"})
     assert line.startswith("predict.backend: onnxruntime: gbm (family lightgbm) have no ONNX graph:")

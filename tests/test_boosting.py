@@ -12,7 +12,8 @@ import pytest
 import rasterio
 import torch
 
-from snakemap.core.model_sections import ModelOptions, PredictOptions, field_model_errors
+from snakemap.core.apply_sections import PredictOptions
+from snakemap.core.model_sections import ModelOptions, field_model_errors
 from snakemap.core.sections import ChipOptions
 from snakemap.inference.predict import predict_scene
 from snakemap.inference.predictor import Member, Predictor

@@ -17,8 +17,8 @@ import torch
 from rasterio.transform import from_origin
 
 from snakemap.cli import main
+from snakemap.core.apply_sections import ApplyOptions, PredictOptions
 from snakemap.core.config import ConfigError, build
-from snakemap.core.model_sections import ApplyOptions, PredictOptions
 from snakemap.core.sections import AcquireOptions, BandOptions, CleanOptions
 from snakemap.core.status import SceneStatus
 from snakemap.data.acquire import AcquireError, acquire_scene, fetch

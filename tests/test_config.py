@@ -238,7 +238,7 @@ def test_schema_patterns_are_the_packages() -> None:
         "properties.label_sha256": f"^({SHA256_PATTERN})?$",
         "properties.sensor": optional_id,
         "properties.label_scheme": optional_id,
-        # four numbers, or empty; snakemap.plan.manifest.parse_bounds checks the same
+        # four numbers, or empty; snakemap.plan.manifest_fields.parse_bounds checks the same
         "properties.bounds": "^([-+0-9.eE]+,[-+0-9.eE]+,[-+0-9.eE]+,[-+0-9.eE]+)?$",
     }
     manifest_schema = yaml.safe_load((REPO / "workflow" / "schemas" / "manifest.schema.yaml").read_text())

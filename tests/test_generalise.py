@@ -12,7 +12,7 @@ import rasterio
 import torch
 import yaml
 
-from snakemap.core.model_sections import PredictOptions
+from snakemap.core.apply_sections import PredictOptions
 from snakemap.core.sections import ChipOptions
 from snakemap.data.stats import Normalizer, scene_normalizer
 from snakemap.evaluation.tuning import TUNED_ON, TuningMember, tune_threshold

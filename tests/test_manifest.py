@@ -15,10 +15,10 @@ from snakemap.plan.manifest import (
     ManifestError,
     ManifestRow,
     manifest_rows,
-    parse_bounds,
     read_manifest,
     scenes_with_role,
 )
+from snakemap.plan.manifest_fields import parse_bounds
 
 HEADER = "scene_id,uri,sha256,label_uri,role,aoi\n"
 

@@ -203,7 +203,7 @@ def test_polar_scenes_also_go_into_polar_overviews(tmp_path: Path) -> None:
     equator: the southern overview holds the polar scene alone, in EPSG:3031, where it lies; the
     northern one, with no scene poleward of 60 N, is an empty 1 x 1 file; the global overview
     holds both."""
-    from snakemap.core.model_sections import PolarOptions
+    from snakemap.core.apply_sections import PolarOptions
 
     polar = tmp_path / "scenes" / "ross.tif"
     polar.parent.mkdir()

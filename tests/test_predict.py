@@ -10,7 +10,7 @@ import rasterio
 import torch
 from rasterio.transform import from_origin
 
-from snakemap.core.model_sections import PredictOptions
+from snakemap.core.apply_sections import PredictOptions
 from snakemap.core.palette import class_colors, rgb
 from snakemap.data.stats import Normalizer
 from snakemap.inference.predict import predict_scene

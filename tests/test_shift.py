@@ -16,9 +16,9 @@ from rasterio.transform import from_origin
 
 from snakemap.cli.common import fallback as cli_fallback
 from snakemap.cli.common import rule_member
+from snakemap.core.apply_sections import ApplyOptions, PredictOptions
 from snakemap.core.calval_sections import EnsembleOptions
 from snakemap.core.config import ConfigError
-from snakemap.core.model_sections import ApplyOptions, PredictOptions
 from snakemap.core.sections import BandOptions, CleanOptions
 from snakemap.core.status import SceneStatus
 from snakemap.inference.predictor import Member, Predictor

@@ -273,8 +273,12 @@ def ensemble_checkpoints(wildcards):
 
 def members_checkpoints(name):
     """The checkpoints of an ensemble's model members (its rule members have none)."""
-    ens = ENSEMBLES[name]
-    return [f"results/models/{m}/{ens['checkpoint']}.ckpt" for m in ens["members"] if not is_rule(m)]
+    return [member_checkpoint(name, m) for m in ENSEMBLES[name]["members"] if not is_rule(m)]
+
+
+def member_checkpoint(name, member):
+    """The checkpoint an ensemble's model member predicts with."""
+    return f"results/models/{member}/{ENSEMBLES[name]['checkpoint']}.ckpt"
 
 
 def is_rule(member):
@@ -311,7 +315,7 @@ def fallback_args(name):
         return ""
     args = [f"--fallback-shift {ens['fallback']['shift']}"]
     for member in ens["fallback"]["members"]:
-        path = member if is_rule(member) else f"results/models/{member}/{ens['checkpoint']}.ckpt"
+        path = member if is_rule(member) else member_checkpoint(name, member)
         args.append(f"--fallback-member {shlex.quote(path)}")
     return " ".join(args)
 
@@ -513,12 +517,12 @@ def predictor_args(wildcards, input):
     """--checkpoint (and --weight, --threshold or --threshold-from, --onnx-model) of a model or
     ensemble."""
     args = [f"--checkpoint {c}" for c in input.ckpts]
-    args += [f"--onnx-model {c}={onnx_export(c)}" for c in input.ckpts if onnx_export(c)]
+    args += [f"--onnx-model {c}={onnx}" for c in input.ckpts if (onnx := onnx_export(c))]
     kind, name = split_predictor(wildcards.predictor)
     if kind == "ensembles":
         args += [members_args(name), threshold_args(wildcards, input)]
-        if fallback_args(name):  # only then: an empty part would change every ensemble's params
-            args.append(fallback_args(name))
+        if fallback := fallback_args(name):  # only then: an empty part would change the params
+            args.append(fallback)
         if input.get("winners"):
             args.append(f"--winners-from {input.winners[0]}")
         if input.get("weights"):

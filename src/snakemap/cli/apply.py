@@ -33,8 +33,9 @@ if TYPE_CHECKING:
 
 
 def cpu_threads(args: argparse.Namespace) -> None:
-    """torch's CPU threads from --threads (the job's `threads`); all cores without it."""
-    if getattr(args, "threads", None):
+    """torch's CPU threads from --threads (the job's `threads`); all cores without it. Called
+    once at the start of `predict` and `apply-shard`."""
+    if args.threads:
         import torch
 
         torch.set_num_threads(args.threads)
@@ -48,7 +49,6 @@ def _make_predictor(args: argparse.Namespace, cfg: dict[str, Any]) -> Predictor:
     from snakemap.tasks.networks import load_trained
 
     device = torch.device("cuda" if args.gpus and torch.cuda.is_available() else "cpu")
-    cpu_threads(args)
     weights = member_weights(args)
     models = [load_trained(c, device) for c in args.checkpoint]
     classes = models[0].classes
@@ -81,6 +81,7 @@ def _predict(args: argparse.Namespace, cfg: dict[str, Any]) -> int:
     from snakemap.inference.predict import predict_scene
     from snakemap.inference.readers import CleanImageReader
 
+    cpu_threads(args)
     if args.bundle or args.onnx:
         return _predict_standalone(args)
     if not args.checkpoint or (args.image is None and args.clean is None) or args.classes_out is None:
@@ -115,7 +116,6 @@ def _predict_standalone(args: argparse.Namespace) -> int:
         raise ConfigError("predict --bundle/--onnx needs a raw scene IN.tif and the map OUT.tif")
     if bool(args.bundle) == bool(args.onnx) or args.checkpoint:
         raise ConfigError("predict takes one of --bundle, --onnx or --checkpoint")
-    cpu_threads(args)
     auxiliary = dict(a.split("=", 1) for a in args.auxiliary)
     if args.bundle:
         bundle = read_bundle(args.bundle)

@@ -11,7 +11,8 @@ from typing import Any
 from snakemap.cli.common import step_options
 from snakemap.core.config import ConfigError, build
 from snakemap.core.registry import task_named
-from snakemap.plan.manifest import ManifestError, parse_bounds, read_manifest
+from snakemap.plan.manifest import ManifestError, read_manifest
+from snakemap.plan.manifest_fields import parse_bounds
 from snakemap.plan.manifest_files import extra_columns, missing_local_files
 
 

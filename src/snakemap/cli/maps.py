@@ -25,7 +25,7 @@ def _stac(args: argparse.Namespace, cfg: dict[str, Any]) -> int:
 
     from snakemap.outputs.stac_collection import write_collection
     from snakemap.outputs.stac_model import ModelInfo
-    from snakemap.plan.manifest import parse_datetime
+    from snakemap.plan.manifest_fields import parse_datetime
 
     task = task_named(cfg.get("task"))
     manifest = read_manifest(args.manifest, labels_required=task.labels_required, cache=CACHE_DIR)
@@ -76,7 +76,7 @@ def _inputs_vrt(args: argparse.Namespace, cfg: dict[str, Any]) -> int:
 
 
 def _mosaic(args: argparse.Namespace, cfg: dict[str, Any]) -> int:
-    from snakemap.inference.shard import ok_scene_maps
+    from snakemap.inference.shard_files import ok_scene_maps
     from snakemap.outputs.mosaic import build_mosaic
 
     maps = ok_scene_maps(args.shards)

@@ -13,25 +13,18 @@ from __future__ import annotations
 
 import json
 import os
-import types
-import typing
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, ClassVar
 
 import yaml
-from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 
+from snakemap.core.apply_sections import ApplyOptions, PredictOptions, ShiftOptions
 from snakemap.core.calval_sections import CalvalOptions, rule_baseline
+from snakemap.core.config_messages import error_lines, unwrap
 from snakemap.core.label_sections import LabelOptions
-from snakemap.core.model_sections import (
-    ID_PATTERN,
-    ApplyOptions,
-    DownscalingOptions,
-    ModelsSection,
-    PredictOptions,
-    ShiftOptions,
-)
+from snakemap.core.model_sections import ID_PATTERN, DownscalingOptions, ModelsSection
 from snakemap.core.output_sections import AreaOptions, VectorizeOptions
 from snakemap.core.registry import DEFAULT_TASK, TASKS, task_named
 from snakemap.core.section_base import Section
@@ -364,72 +357,14 @@ def config_schema() -> dict[str, Any]:
 
 
 def message(exc: ValidationError, prefix: tuple[str, ...] = ()) -> str:
-    """One line per bad key of a pydantic error, each naming its dotted key; the unknown keys of
-    one section are named together, with the keys it knows."""
-    found: dict[tuple[str, ...], list[str]] = {}
-    unknown: dict[tuple[str, ...], list[str]] = {}
-    for err in exc.errors():
-        # a value that matches no member of a union is one error per member, each under the
-        # member's tag (``str``, ``list[str]``, ``literal['all']``): one line, "or" between them
-        loc = (*prefix, *(str(p) for p in err["loc"] if not _is_union_tag(p)))
-        if err["type"] == "extra_forbidden":
-            unknown.setdefault(loc[:-1], []).append(loc[-1])
-            continue
-        text = "required" if err["type"] == "missing" else err["msg"].removeprefix("Value error, ")
-        found.setdefault(loc, []).append(text)
-    lines = [
-        f"{'.'.join(loc)}: {' or '.join(texts)}" if loc else " or ".join(texts)
-        for loc, texts in found.items()
-    ]
-    for where, keys in unknown.items():
-        known = _known(where)
-        hint = f"; known: {', '.join(known)}" if known else ""
-        lines.insert(0, f"{'.'.join(where) or 'config'}: unknown key(s) {', '.join(keys)}{hint}")
-    return "\n".join(lines)
-
-
-def _is_union_tag(part: Any) -> bool:
-    """Whether a pydantic error location part names a union member rather than a key."""
-    return isinstance(part, str) and (
-        part in ("str", "int", "float", "bool", "none") or "[" in part or "(" in part
-    )
-
-
-def _known(where: tuple[str, ...]) -> list[str]:
-    """The keys that the section at dotted ``where`` accepts; empty where that is no section."""
-    node: Any = Config
-    for part in where:
-        node = _unwrap(node)
-        if isinstance(node, type) and issubclass(node, BaseModel) and part in node.model_fields:
-            node = node.model_fields[part].annotation
-        elif typing.get_origin(node) is dict:
-            node = typing.get_args(node)[1]  # a table's entry, whatever its name
-        else:
-            return []
-    node = _unwrap(node)
-    if isinstance(node, type) and issubclass(node, BaseModel):
-        return sorted(f.alias or n for n, f in node.model_fields.items())
-    return []
-
-
-def _unwrap(annotation: Any) -> Any:
-    """``X`` of ``X | None`` and ``Annotated[X, ...]``."""
-    while True:
-        origin = typing.get_origin(annotation)
-        if origin is typing.Annotated:
-            annotation = typing.get_args(annotation)[0]
-        elif origin in (typing.Union, types.UnionType):
-            options = [a for a in typing.get_args(annotation) if a is not type(None)]
-            if len(options) != 1:
-                return annotation
-            annotation = options[0]
-        else:
-            return annotation
+    """One line per bad key of a pydantic error in the config, each naming its dotted key (see
+    :func:`snakemap.core.config_messages.error_lines`)."""
+    return error_lines(exc, Config, prefix)
 
 
 #: config section -> its options class (``X`` of a field ``X`` or ``X | None``), for :func:`build`
 SECTIONS: dict[str, type[Section]] = {
     name: section
     for name, info in Config.model_fields.items()
-    if isinstance(section := _unwrap(info.annotation), type) and issubclass(section, Section)
+    if isinstance(section := unwrap(info.annotation), type) and issubclass(section, Section)
 }

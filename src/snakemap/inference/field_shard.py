@@ -9,8 +9,9 @@ import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
+from snakemap.core.apply_sections import ApplyOptions, PredictOptions
 from snakemap.core.config import ConfigError
-from snakemap.core.model_sections import ApplyOptions, DownscalingOptions, PredictOptions
+from snakemap.core.model_sections import DownscalingOptions
 from snakemap.core.sections import AcquireOptions, BandOptions, CleanOptions
 from snakemap.core.status import SceneStatus
 from snakemap.inference.fields import check_auxiliary, downscale_field, write_downscaled

@@ -17,15 +17,20 @@ exactly the input's grid and CRS: a class map (uint8, nodata 255) and class prob
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 import numpy as np
+import rasterio
+from rasterio.windows import Window
 
-from snakemap.core.model_sections import PredictOptions
+from snakemap.core.apply_sections import PredictOptions
+from snakemap.core.io import write_cog
 from snakemap.inference.predictor import Predictor
 from snakemap.inference.readers import SceneReader
 from snakemap.inference.shift import BandMoments
@@ -57,6 +62,41 @@ def predict_scene(
     staged.publish()
     figures["seconds"] = time.perf_counter() - start
     return figures
+
+
+def predict_cropped(
+    reader: SceneReader,
+    predictor: Predictor,
+    opts: PredictOptions,
+    crop: Window,
+    class_path: Path,
+    prob_path: Path | None = None,
+    moments: BandMoments | None = None,
+) -> dict[str, Any]:
+    """Predict a scene read with context around it (``apply.buffer``: its neighbours' pixels),
+    then keep its own ``crop`` window of the maps, as :func:`predict_scene` writes them (a
+    fallback is decided by the scene's own ``moments``).
+
+    Returns:
+        The figures of :func:`predict_scene`.
+    """
+    paths = [p for p in (class_path, prob_path) if p is not None]
+    staged = [p.with_name(f".{p.name}.{os.getpid()}.buffered.tif") for p in paths]
+    try:
+        figures = predict_scene(reader, predictor, opts, staged[0], staged[1] if prob_path else None, moments)
+        for src_path, dest in zip(staged, paths, strict=True):
+            with rasterio.open(src_path) as src:
+                data = src.read(window=crop)
+                profile = {"crs": src.crs, "transform": src.window_transform(crop), "nodata": src.nodata}
+                described = {"descriptions": list(src.descriptions), "tags": src.tags()}
+                scales = list(src.scales)
+                with contextlib.suppress(ValueError):  # the class map's colour table
+                    described["colormap"] = src.colormap(1)
+            write_cog(dest, data, profile, scales=scales, **described)
+        return figures
+    finally:
+        for p in staged:
+            p.unlink(missing_ok=True)
 
 
 def predict_staged(

@@ -14,13 +14,13 @@ import logging
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Literal
 
 import numpy as np
 import torch
 
+from snakemap.core.apply_sections import PredictOptions
 from snakemap.core.calval_sections import BaselineOptions
-from snakemap.core.model_sections import PredictOptions
 from snakemap.data.stats import STRIP_ROWS, Normalizer, scene_normalizer
 from snakemap.inference.readers import SceneReader
 from snakemap.inference.shift import BandMoments, shift_score
@@ -185,8 +185,6 @@ class Predictor:
     target: int | None = None
     winners: PerClass | None = None
     fallback: Fallback | None = None
-    #: the last fitted scene's shift score (``{"score", "bands"}``; None without a fallback)
-    scene_shift: dict[str, Any] | None = None
     #: the last fitted scene is mapped by the fallback members alone
     fell_back: bool = False
     #: seconds spent in the models alone (for the efficiency benchmark)
@@ -239,7 +237,7 @@ class Predictor:
         ``fallback``, decide from the scene's shift score which members map it (one pass over the
         scene, none when its ``moments`` are given and no member standardises by scene)."""
         scene_members = [m for m in self.members if m.normalize == "scene"]
-        self.scene_shift, self.fell_back = None, False
+        self.fell_back = False
         count = moments is None and self.fallback is not None
         seen = BandMoments(list(reader.names)) if moments is None else moments
 
@@ -259,12 +257,15 @@ class Predictor:
             for _ in strips():
                 pass
         if self.fallback is not None:
-            self.scene_shift = shift_score(seen, self.reference())
-            score = None if self.scene_shift is None else self.scene_shift["score"]
-            self.fell_back = score is not None and score > self.fallback.shift
-            if self.fell_back:
-                names = [self.members[i].source for i in self.fallback.members]
-                log.info("shift %.3f > %g: mapped by %s alone", score, self.fallback.shift, names)
+            shift = shift_score(seen, self.reference())
+            self.fell_back = shift is not None and shift["score"] > self.fallback.shift
+            if shift is not None and self.fell_back:
+                log.info(
+                    "shift %.3f > %g: mapped by %s alone",
+                    shift["score"],
+                    self.fallback.shift,
+                    self.fallback_names(),
+                )
 
     def fallback_names(self) -> list[str]:
         """The sources of the fallback members (for a scene's status)."""

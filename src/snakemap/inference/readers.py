@@ -18,7 +18,7 @@ from snakemap.data.bands import select_indices, source_names
 from snakemap.inference.shift import BandMoments
 
 if TYPE_CHECKING:
-    from snakemap.core.model_sections import MaskOptions
+    from snakemap.core.apply_sections import MaskOptions
     from snakemap.core.sections import CleanOptions, SensorOptions
 
 

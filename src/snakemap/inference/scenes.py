@@ -21,8 +21,8 @@ from rasterio.enums import Interleaving
 from rasterio.errors import RasterioError
 from rasterio.windows import Window, from_bounds
 
+from snakemap.core.apply_sections import ApplyOptions, MaskOptions
 from snakemap.core.config import ConfigError
-from snakemap.core.model_sections import ApplyOptions, MaskOptions
 from snakemap.core.sections import AcquireOptions, BandOptions, CleanOptions, SensorOptions
 from snakemap.core.status import SceneError, SceneStatus, corrupt_reason
 from snakemap.core.storage import gdal_options, gdal_path, is_remote, local_path

@@ -20,42 +20,40 @@ scene could satisfy (``apply.mask.band`` or a checkpoint's bands not among the c
 raises :class:`snakemap.core.config.ConfigError` before any scene is touched: only a scene's own data
 makes it empty or corrupt.
 
-Holds the shard lock, :class:`ShardRunner` (it predicts and publishes the scenes that
-:mod:`snakemap.inference.scenes` prepares) and :func:`ok_scene_maps`; the runner of downscaling
-models is :mod:`snakemap.inference.field_shard`'s.
+Holds :class:`ShardRunner` (it predicts and publishes the scenes that
+:mod:`snakemap.inference.scenes` prepares); the shard's lock and the reading of finished shards'
+manifests are in :mod:`snakemap.inference.shard_files`, the runner of downscaling models in
+:mod:`snakemap.inference.field_shard`.
 """
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import itertools
 import logging
 import os
 import time
 from collections import deque
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-import rasterio
 from rasterio.errors import CRSError, RasterioError
-from rasterio.windows import Window
 
+from snakemap.core.apply_sections import ApplyOptions, MaskOptions, PredictOptions
 from snakemap.core.config import ConfigError
 from snakemap.core.countdown import Countdown
-from snakemap.core.io import read_json, write_cog, write_json
-from snakemap.core.model_sections import ApplyOptions, MaskOptions, PredictOptions
+from snakemap.core.io import read_json, write_json
 from snakemap.core.sections import AcquireOptions, BandOptions, CleanOptions
 from snakemap.core.status import SceneError, SceneStatus, corrupt_reason
 from snakemap.data.bands import cleaned_names
 from snakemap.inference.class_areas import class_hectares
-from snakemap.inference.predict import predict_scene, predict_staged
+from snakemap.inference.predict import predict_cropped, predict_scene, predict_staged
 from snakemap.inference.predictor import Predictor
-from snakemap.inference.readers import ArrayReader, CleaningReader
+from snakemap.inference.readers import ArrayReader
 from snakemap.inference.scenes import Prepared, SceneInput, ScenePreparer, cropped
-from snakemap.inference.shift import BandMoments, shift_score
+from snakemap.inference.shard_files import shard_lock
+from snakemap.inference.shift import shift_score
 from snakemap.plan.shards import check_mask
 
 if TYPE_CHECKING:
@@ -76,23 +74,6 @@ class Vectorizer(Protocol):
     def fingerprint(self) -> str:
         """What the polygons depend on (the options, the classes): a scene's polygons made with
         another are made again."""
-
-
-@contextlib.contextmanager
-def shard_lock(path: Path) -> Iterator[None]:
-    """Hold an exclusive ``flock`` on ``path``; fail at once if another live process holds it."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("a") as fh:
-        try:
-            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError as exc:
-            raise RuntimeError(
-                f"{path} is held by another running job: the shard is being applied already"
-            ) from exc
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
 
 
 class ShardRunner:
@@ -297,7 +278,7 @@ class ShardRunner:
                     if shift is not None:
                         status.extra["shift"] = shift
                 if prepared.reader is not None:
-                    staged = self._predict_stream(scene_id, prepared, prepared.reader)
+                    staged = self._predict_stream(scene_id, prepared)
                 else:
                     assert prepared.cleaned is not None
                     status = self._predict(scene_id, prepared, status)
@@ -347,9 +328,10 @@ class ShardRunner:
 
         return complete
 
-    def _predict_stream(self, scene_id: str, prepared: Prepared, reader: CleaningReader) -> SceneOutputs:
+    def _predict_stream(self, scene_id: str, prepared: Prepared) -> SceneOutputs:
         """Predict a scene strip by strip into staged outputs (published by :meth:`finish`'s step)."""
-        assert self.predictor is not None
+        assert self.predictor is not None and prepared.reader is not None
+        reader, timings = prepared.reader, prepared.timings
         missing = sorted({b for m in self.predictor.members for b in m.bands} - set(reader.names))
         if missing:
             raise SceneError(f"the scene's cleaned bands {reader.names} lack {missing}, the model's input")
@@ -357,7 +339,6 @@ class ShardRunner:
         probs = self._probs_path(scene_id)
         t0 = time.perf_counter()
         figures, staged = predict_staged(reader, self.predictor, self.predict, out, probs, prepared.moments)
-        timings = prepared.timings
         timings["predict_s"] = time.perf_counter() - t0
         timings["model_s"] = figures.get("model_seconds", 0.0)
         return staged
@@ -389,41 +370,9 @@ class ShardRunner:
         if crop is None:
             figures = predict_scene(reader, self.predictor, self.predict, out, probs, prepared.moments)
         else:
-            figures = self._predict_buffered(reader, crop, out, probs, prepared.moments)
+            figures = predict_cropped(
+                reader, self.predictor, self.predict, crop, out, probs, prepared.moments
+            )
         timings["predict_s"] = time.perf_counter() - t0
         timings["model_s"] = figures.get("model_seconds", 0.0)
         return status
-
-    def _predict_buffered(
-        self, reader: ArrayReader, crop: Window, out: Path, probs: Path | None, moments: BandMoments | None
-    ) -> dict[str, Any]:
-        """Predict the buffered area, then keep the scene's own window (a fallback is decided by
-        the scene's own ``moments``)."""
-        assert self.predictor is not None
-        staged = [p.with_name(f".{p.name}.{os.getpid()}.buffered.tif") for p in (out, probs) if p is not None]
-        try:
-            figures = predict_scene(
-                reader, self.predictor, self.predict, staged[0], staged[1] if probs else None, moments
-            )
-            for src_path, dest in zip(staged, [p for p in (out, probs) if p is not None], strict=True):
-                with rasterio.open(src_path) as src:
-                    data = src.read(window=crop)
-                    profile = {"crs": src.crs, "transform": src.window_transform(crop), "nodata": src.nodata}
-                    described = {"descriptions": list(src.descriptions), "tags": src.tags()}
-                    scales = list(src.scales)
-                    with contextlib.suppress(ValueError):  # the class map's colour table
-                        described["colormap"] = src.colormap(1)
-                write_cog(dest, data, profile, scales=scales, **described)
-            return figures
-        finally:
-            for p in staged:
-                p.unlink(missing_ok=True)
-
-
-def ok_scene_maps(shard_manifests: Sequence[str | os.PathLike[str]]) -> list[Path]:
-    """The class maps of the ok scenes listed in shard manifests (in ``{root}/scenes/``)."""
-    maps = []
-    for path in map(Path, shard_manifests):
-        scenes = path.parent.parent / "scenes"
-        maps += [scenes / f"{e['scene_id']}.tif" for e in read_json(path)["scenes"] if e["status"] == "ok"]
-    return maps

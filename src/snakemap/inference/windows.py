@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from snakemap.core.model_sections import PredictOptions
+from snakemap.core.apply_sections import PredictOptions
 
 if TYPE_CHECKING:
     from snakemap.inference.readers import SceneReader

@@ -25,7 +25,7 @@ from snakemap.core.io import COG_OPTIONS, NODATA_CLASS, PROB_SCALE, atomic_path
 from snakemap.core.palette import class_colors, colormap
 
 if TYPE_CHECKING:
-    from snakemap.core.model_sections import PredictOptions
+    from snakemap.core.apply_sections import PredictOptions
     from snakemap.inference.readers import SceneReader
 
 

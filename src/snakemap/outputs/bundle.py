@@ -123,9 +123,9 @@ def checkpoint_bundle(
     """A training checkpoint (read with ``weights_only=True``) as a bundle without config
     sections (what an ONNX export of the checkpoint needs), and a booster's text model (None for a
     network)."""
-    ckpt = torch.load(checkpoint, map_location="cpu", weights_only=True)
-    state = {k.removeprefix("model."): v for k, v in ckpt["state_dict"].items() if k.startswith("model.")}
-    model = dict(ckpt["hyper_parameters"])
+    from snakemap.tasks.networks import read_checkpoint
+
+    model, state = read_checkpoint(checkpoint)
     booster = model.pop("booster", None)
     meta = {
         "format_version": 1,  # 2 where write_bundle adds model.onnx
@@ -242,7 +242,7 @@ def predict_classes(
 ) -> dict[str, Any]:
     """Segmentation's :func:`predict_raw`: the scene cleaned with the bundled options, then
     predicted in windows into a class map (and probabilities)."""
-    from snakemap.core.model_sections import PredictOptions
+    from snakemap.core.apply_sections import PredictOptions
     from snakemap.core.palette import class_colors
     from snakemap.core.status import SceneError
     from snakemap.data.clean import judge, read_clean
@@ -280,7 +280,8 @@ def predict_field(
 ) -> dict[str, Any]:
     """Downscaling's :func:`predict_raw`: the field (band 1) and the auxiliary fields given,
     downscaled window by window (``probs_out`` is not used)."""
-    from snakemap.core.model_sections import DownscalingOptions, PredictOptions
+    from snakemap.core.apply_sections import PredictOptions
+    from snakemap.core.model_sections import DownscalingOptions
     from snakemap.inference.fields import check_auxiliary, downscale_raster
 
     _cleaning(meta, sensor)  # an unknown sensor is a BundleError here too (the field is not cleaned)

@@ -27,9 +27,9 @@ from rasterio.crs import CRS
 from rasterio.errors import CRSError
 from rasterio.warp import calculate_default_transform, transform_bounds
 
+from snakemap.core.apply_sections import PolarOptions
 from snakemap.core.config import ConfigError
 from snakemap.core.io import NODATA_CLASS, atomic_path, write_cog, write_json
-from snakemap.core.model_sections import PolarOptions
 from snakemap.core.storage import gdal_path
 
 log = logging.getLogger(__name__)

@@ -41,12 +41,10 @@ def calibration_windows(
     """Up to ``count`` of the chips a checkpoint trained on (every fold but its held-out one),
     its input bands normalised as it was trained (by the training statistics, or by each chip's
     scene's own with ``normalize: scene``): ``(n, bands, h, w)`` float32."""
-    import torch
-
+    from snakemap.tasks.networks import read_checkpoint
     from snakemap.training.datasets import scene_statistics
 
-    ckpt = torch.load(checkpoint, map_location="cpu", weights_only=True)
-    hp = ckpt["hyper_parameters"]
+    hp, _ = read_checkpoint(checkpoint)
     held_out = TuningMember.from_checkpoint(checkpoint).held_out
     names = [b["name"] for b in read_json(stats)["bands"]]
     keep = [names.index(b) for b in hp["band_names"]]

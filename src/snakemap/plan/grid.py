@@ -27,15 +27,10 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from snakemap.core.apply_sections import ApplyOptions
 from snakemap.core.calval_sections import RULE_MEMBER
 from snakemap.core.config import ConfigError, message
-from snakemap.core.model_sections import (
-    ID_PATTERN,
-    MODEL_KEY_PATTERN,
-    ApplyOptions,
-    ModelOptions,
-    field_model_errors,
-)
+from snakemap.core.model_sections import ID_PATTERN, MODEL_KEY_PATTERN, ModelOptions, field_model_errors
 
 #: short names for common keys in ids
 SHORT = {"batch_size": "bs", "encoder_name": "enc", "encoder_weights": "weights", "weight_decay": "wd"}

@@ -7,6 +7,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from snakemap.core.apply_sections import PredictOptions
+
 
 def idle_warnings(config: Mapping[str, Any], roles: Mapping[str, int]) -> list[str]:
     """One line per stage the run would skip, naming the section or manifest role it lacks.
@@ -41,19 +43,18 @@ def idle_warnings(config: Mapping[str, Any], roles: Mapping[str, int]) -> list[s
     return found
 
 
-def backend_warnings(predict: Any, families: Mapping[str, str]) -> list[str]:
+def backend_warnings(predict: PredictOptions, families: Mapping[str, str]) -> list[str]:
     """What ``predict.backend: onnxruntime`` (and ``quantize``) leaves to another runtime: the
     models of ``families`` (model key -> family) that have no ONNX graph, boosters, which run in
     LightGBM's own runtime in every backend."""
-    predict = predict if isinstance(predict, Mapping) else predict.model_dump()
-    if predict.get("backend") != "onnxruntime":
+    if predict.backend != "onnxruntime":
         return []
     others = sorted(k for k, family in families.items() if family != "network")
     if not others:
         return []
     shown = ", ".join(others[:6]) + (f" and {len(others) - 6} more" if len(others) > 6 else "")
     kinds = ", ".join(sorted({families[k] for k in others}))
-    quantized = " nor int8 quantization" if predict.get("quantize") == "int8" else ""
+    quantized = " nor int8 quantization" if predict.quantize == "int8" else ""
     return [
         f"predict.backend: onnxruntime: {shown} (family {kinds}) have no ONNX graph{quantized}: "
         "they run in their own runtime (LightGBM), the networks in ONNX Runtime"

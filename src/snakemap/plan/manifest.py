@@ -29,7 +29,6 @@ downscaling learns from the fields themselves.
 from __future__ import annotations
 
 import contextlib
-import datetime as dt
 import io
 import os
 import re
@@ -42,6 +41,7 @@ import numpy as np
 from snakemap.core.io import atomic_path
 from snakemap.core.paths import rebasable, rows_base
 from snakemap.plan.manifest_cache import CACHE_ENTRY, cache_key, load_checked, store_checked
+from snakemap.plan.manifest_fields import is_datetime, parse_bounds, parse_datetime
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -324,45 +324,10 @@ def _suspect(
     bad |= df["bounds"].str.strip() != ""
     given = df["datetime"] != ""
     if given.any():
-        parsed = [_is_datetime(t) for t in df.loc[given, "datetime"]]
+        parsed = [is_datetime(t) for t in df.loc[given, "datetime"]]
         bad.loc[given] |= ~np.array(parsed, dtype=bool)
     suspect: np.ndarray = bad.to_numpy(dtype=bool) | _reference_suspects(df, labels_required, known)
     return suspect
-
-
-def _is_datetime(text: str) -> bool:
-    try:
-        parse_datetime(text)
-    except ValueError:
-        return False
-    return True
-
-
-def parse_datetime(text: str) -> dt.datetime:
-    """An ISO 8601 time as an aware datetime (UTC where the text gives no zone).
-
-    Raises:
-        ValueError: for text that is not ISO 8601.
-    """
-    when = dt.datetime.fromisoformat(text.strip())
-    return when if when.tzinfo else when.replace(tzinfo=dt.UTC)
-
-
-def parse_bounds(text: str) -> tuple[float, float, float, float] | None:
-    """A ``bounds`` cell as ``(minx, miny, maxx, maxy)``; None when empty.
-
-    Raises:
-        ValueError: for anything but four numbers with ``minx < maxx`` and ``miny < maxy``.
-    """
-    if not text.strip():
-        return None
-    try:
-        minx, miny, maxx, maxy = (float(v) for v in text.split(","))
-    except ValueError:
-        raise ValueError(f"bounds {text!r} is not minx,miny,maxx,maxy") from None
-    if not (minx < maxx and miny < maxy):
-        raise ValueError(f"bounds {text!r} needs minx < maxx and miny < maxy")
-    return minx, miny, maxx, maxy
 
 
 def _row_errors(row: ManifestRow, labels_required: bool = True) -> list[str]:

@@ -15,9 +15,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from snakemap.core.apply_sections import MaskOptions
 from snakemap.core.config import ConfigError
 from snakemap.core.io import atomic_path
-from snakemap.core.model_sections import MaskOptions
 from snakemap.plan.manifest_cache import CACHE_ENTRY
 
 if TYPE_CHECKING:

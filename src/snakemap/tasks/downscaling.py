@@ -22,6 +22,7 @@ from snakemap.core.config import ConfigError
 from snakemap.core.model_sections import ModelOptions, field_model_errors
 from snakemap.tasks.augment import augment
 from snakemap.tasks.fieldops import block_mean, fill_nearest, upsample
+from snakemap.tasks.networks import read_checkpoint
 from snakemap.tasks.segmentation import configure_optimizers
 from snakemap.tasks.srnets import build_downscaler_network
 
@@ -178,9 +179,8 @@ class TrainedDownscaler:
 
 def load_downscaler(checkpoint: str | Path, map_location: str | torch.device = "cpu") -> TrainedDownscaler:
     """Load a downscaling checkpoint for inference (``weights_only=True``, without Lightning)."""
-    ckpt = torch.load(checkpoint, map_location=map_location, weights_only=True)
-    state = {k.removeprefix("model."): v for k, v in ckpt["state_dict"].items() if k.startswith("model.")}
-    return downscaler_from(ckpt["hyper_parameters"], state, map_location)
+    hp, state = read_checkpoint(checkpoint, map_location)
+    return downscaler_from(hp, state, map_location)
 
 
 def downscaler_from(

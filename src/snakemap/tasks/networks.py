@@ -7,6 +7,7 @@ the encoder, or of a whole smp model whose ``encoder.*`` keys are used), or null
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -127,9 +128,18 @@ def load_trained(checkpoint: str | Path, map_location: str | torch.device = "cpu
     classes, input bands and their statistics. The pretrained-weights file used in training is not
     read again.
     """
+    hp, state = read_checkpoint(checkpoint, map_location)
+    return trained_from(hp, state, map_location)
+
+
+def read_checkpoint(
+    checkpoint: str | os.PathLike[str], map_location: str | torch.device = "cpu"
+) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+    """A training checkpoint's hyperparameters and its network's state dict (Lightning's
+    ``model.`` prefix removed), read with ``weights_only=True``."""
     ckpt = torch.load(checkpoint, map_location=map_location, weights_only=True)
     state = {k.removeprefix("model."): v for k, v in ckpt["state_dict"].items() if k.startswith("model.")}
-    return trained_from(ckpt["hyper_parameters"], state, map_location)
+    return dict(ckpt["hyper_parameters"]), state
 
 
 def trained_from(
