@@ -27,6 +27,9 @@ Alps), degraded by block means and downscaled whole, as its RMSE over bicubic's 
 patch (``patch``: each window by its own mean and spread, so the network learns shape rather than
 height), an enforced consistency (the output's block means equal the input) and both.
 
+Each model is scored twice, as trained and with ``predict.tta`` (each window's predictions
+averaged over its four flips: ``tta /bicubic``, ``oetztal tta``).
+
 Prints one table (RMSE in metres, the median over the seeds, and its ratio to each baseline) and
 writes every run's figures to ``WORK/downscaling.json``. A run (scale, arch, seed) that finished
 before in ``--work`` with the same settings is reused (its ``result.json``) unless ``--fresh``, so
@@ -57,8 +60,8 @@ from snakemap.core.sections import ChipOptions
 from snakemap.core.status import SceneStatus, status_path
 from snakemap.data.chips import ChipPaths, write_chips
 from snakemap.data.stats import Normalizer
-from snakemap.tasks.downscaling import DownscalingTask, load_downscaler
-from snakemap.tasks.fieldops import METHODS, Downscaler, degrade, downscale_grid, interpolate_grid
+from snakemap.tasks.downscaling import DownscalingTask, TrainedDownscaler, load_downscaler
+from snakemap.tasks.fieldops import METHODS, degrade, downscale_grid, interpolate_grid
 from snakemap.tasks.srnets import ARCHS
 from snakemap.training.datasets import ChipDataModule, ChipDataset
 
@@ -208,7 +211,7 @@ def cut_chips(
 
 def train_model(
     arch: str, scale: int, seed: int, cfg: Config, chips: Chips, out: Path
-) -> tuple[Downscaler, float, dict[str, float]]:
+) -> tuple[TrainedDownscaler, float, dict[str, float]]:
     """Train one model as the workflow does; return the best checkpoint's downscaler, the
     training seconds and the best validation figures."""
     L.seed_everything(seed, workers=True, verbose=False)
@@ -278,6 +281,28 @@ def score_test(pred: np.ndarray, truth: np.ndarray, cells: np.ndarray) -> dict[s
     return error_metrics(np.where(cells, pred, np.nan), truth)
 
 
+def tta_scores(
+    model: TrainedDownscaler,
+    scale: int,
+    lr: np.ndarray,
+    truth: np.ndarray,
+    test: np.ndarray,
+    t_lr: np.ndarray,
+    t_truth: np.ndarray,
+    t_cells: np.ndarray,
+    args: argparse.Namespace,
+) -> dict[str, float]:
+    """The same model's RMSE on the test blocks and on the Oetztal grid with ``predict.tta``
+    (each window's predictions averaged over its four flips)."""
+    flipping = replace(model, tta=True)
+    pred = downscale_grid(lr, scale, flipping, window=args.window, overlap=args.overlap)
+    t_pred = downscale_grid(t_lr, scale, flipping, window=args.window, overlap=args.overlap)
+    return {
+        "tta_rmse": score_test(pred, truth, test)["rmse"],
+        "tta_transfer_rmse": score_test(t_pred, t_truth, t_cells)["rmse"],
+    }
+
+
 def run(args: argparse.Namespace) -> pd.DataFrame:
     work = Path(args.work)
     hr, profile = read_grid()
@@ -322,17 +347,27 @@ def run(args: argparse.Namespace) -> pd.DataFrame:
                 done = out / "result.json"
                 if not args.fresh and done.exists() and read_json(done)["config"] == config:
                     record = read_json(done)  # this very run, finished before: reused
+                    if "tta_transfer_ratio_bicubic" not in record:  # scored before predict.tta
+                        model = load_downscaler(out / "best.ckpt")
+                        record |= tta_scores(model, scale, lr, truth, test, t_lr, t_truth, t_cells, args)
+                        record["tta_ratio_bicubic"] = record["tta_rmse"] / baselines[scale]["bicubic"]
+                        record["tta_transfer_ratio_bicubic"] = record["tta_transfer_rmse"] / t_bicubic
+                        write_json(done, record)
                 else:
                     model, seconds, figures = train_model(arch, scale, seed, cfg, chips, out)
                     pred = downscale_grid(lr, scale, model, window=args.window, overlap=args.overlap)
                     errors = score_test(pred, truth, test)
                     t_pred = downscale_grid(t_lr, scale, model, window=args.window, overlap=args.overlap)
                     t_rmse = score_test(t_pred, t_truth, t_cells)["rmse"]
+                    flips = tta_scores(model, scale, lr, truth, test, t_lr, t_truth, t_cells, args)
                     record = {
                         "scale": scale,
                         "arch": name,
                         "transfer_rmse": t_rmse,
                         "transfer_ratio_bicubic": t_rmse / t_bicubic,
+                        **flips,
+                        "tta_ratio_bicubic": flips["tta_rmse"] / baselines[scale]["bicubic"],
+                        "tta_transfer_ratio_bicubic": flips["tta_transfer_rmse"] / t_bicubic,
                         "seed": seed,
                         **errors,
                         **{f"ratio_{m}": errors["rmse"] / baselines[scale][m] for m in METHODS},
@@ -371,7 +406,9 @@ def summarise(runs: pd.DataFrame, baselines: dict[int, dict[str, float]]) -> pd.
                 "arch": arch,
                 "rmse_m": rmse,
                 **{f"/{m}": rmse / baselines[int(scale)][m] for m in METHODS},
+                "tta /bicubic": float(group["tta_ratio_bicubic"].median()),
                 "oetztal /bicubic": float(group["transfer_ratio_bicubic"].median()),
+                "oetztal tta": float(group["tta_transfer_ratio_bicubic"].median()),
                 "seeds_rmse": " ".join(f"{v:.1f}" for v in group["rmse"]),
                 "train_s": round(float(group["train_s"].median())),
                 "steps": int(group["config"].iloc[0]["steps"]),
@@ -431,12 +468,13 @@ def main() -> None:
             met = ", ".join(f"{arch} {'met' if ok else 'not met'}" for arch, ok in verdicts.items())
             print(f"goal x{scale}: <= {goal} of bicubic: {met}")
     rows = models[models["scale"] == 4]
-    if len(rows):
+    for column, how in (("oetztal /bicubic", ""), ("oetztal tta", ", predict.tta")):
         met = ", ".join(
-            f"{r['arch']} {r['oetztal /bicubic']:.3f} {'met' if r['oetztal /bicubic'] <= 0.85 else 'not met'}"
+            f"{r['arch']} {r[column]:.3f} {'met' if r[column] <= 0.85 else 'not met'}"
             for r in rows.to_dict("records")
         )
-        print(f"goal x4 on the Oetztal SRTM grid (not trained on): <= 0.85 of bicubic: {met}")
+        if met:
+            print(f"goal x4 on the Oetztal SRTM grid (not trained on{how}): <= 0.85 of bicubic: {met}")
 
 
 if __name__ == "__main__":

@@ -249,3 +249,38 @@ def test_patch_options_are_refused_for_class_maps() -> None:
     ]:
         with pytest.raises(ConfigError, match=f"{where}: normalize: patch and consistency are for task"):
             load_config({**config, "models": models})
+
+
+def test_predict_tta_averages_the_four_flips_of_a_downscaled_field(tmp_path: Path) -> None:
+    """``predict.tta`` through ``snakemap downscale``: the map of a flipped grid is the flipped map
+    (a network is not flip-equivariant on its own), and the output still averages to the input."""
+    import json
+
+    from snakemap.cli import main
+    from snakemap.tasks.downscaling import DownscalingTask
+
+    torch.manual_seed(0)
+    task = DownscalingTask(
+        "EDSR", 4, ["elevation"], features=8, blocks=1, normalize="patch", consistency=True
+    )
+    ckpt = tmp_path / "edsr.ckpt"
+    torch.save({"hyper_parameters": dict(task.hparams), "state_dict": task.state_dict()}, ckpt)
+    rng = np.random.default_rng(1)
+    field = (rng.normal(size=(24, 40)).cumsum(0).cumsum(1) + 500).astype(np.float32)  # a rough slope
+    transform = rasterio.transform.from_origin(600000, 5200000, 1000, 1000)
+    maps: dict[tuple[bool, bool], np.ndarray] = {}
+    for tta in (False, True):
+        for flip in (False, True):
+            lr = field[:, ::-1] if flip else field
+            src = write_tif(tmp_path / f"lr{int(flip)}.tif", lr, crs="EPSG:32632", transform=transform)
+            out = tmp_path / f"hr{int(tta)}{int(flip)}.tif"
+            argv = ["downscale", "--checkpoint", str(ckpt), "--input", str(src), "--out", str(out)]
+            options = {"predict": {"tta": tta}, "downscaling": {"window": 16, "overlap": 4}}
+            assert main([*argv, "--options", json.dumps(options)]) == 0
+            with rasterio.open(out) as hr:
+                maps[tta, flip] = hr.read(1)
+    plain_gap = np.abs(maps[False, True][:, ::-1] - maps[False, False]).max()
+    assert plain_gap > 1e-2  # the network alone maps a mirrored grid differently
+    np.testing.assert_allclose(maps[True, True][:, ::-1], maps[True, False], rtol=0, atol=1e-3)
+    assert np.abs(maps[True, False] - maps[False, False]).max() > 1e-2  # tta changed the map
+    np.testing.assert_allclose(degrade(maps[True, False], 4), field, rtol=0, atol=1e-2)  # consistent

@@ -207,12 +207,13 @@ def field_runner(args: argparse.Namespace, cfg: dict[str, Any], apply: Any, band
     from snakemap.tasks.downscaling import load_downscaler
 
     device = torch.device("cuda" if args.gpus and torch.cuda.is_available() else "cpu")
+    predict = build("predict", cfg.get("predict"))
     return FieldShardRunner(
         args.root,
-        load_downscaler(args.checkpoint[0], device),
+        load_downscaler(args.checkpoint[0], device, predict.tta),
         bands,
         build("clean", cfg.get("clean")),
-        build("predict", cfg.get("predict")),
+        predict,
         apply,
         build("downscaling", cfg.get("downscaling")),
         build("acquire", cfg.get("acquire")),

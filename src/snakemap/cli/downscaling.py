@@ -19,26 +19,33 @@ def _downscale(args: argparse.Namespace, cfg: dict[str, Any]) -> int:
     from snakemap.tasks.downscaling import load_downscaler
 
     opts = build("downscaling", cfg.get("downscaling"))
-    batch = build("predict", cfg.get("predict")).batch_size
+    predict = build("predict", cfg.get("predict"))
     if (args.checkpoint is None) == (args.method is None):
         raise ConfigError("downscale needs --checkpoint (a model) or --method (a baseline), not both")
     model, scale = None, args.scale
     if args.checkpoint is not None:
         device = torch.device("cuda" if args.gpus and torch.cuda.is_available() else "cpu")
-        model = load_downscaler(args.checkpoint, device)
+        model = load_downscaler(args.checkpoint, device, predict.tta)
         scale = model.scale
     if scale is None:
         raise ConfigError("downscale --method needs --scale")
     if args.clean is not None:
         predict_site(
-            args.clean, args.out, scale, model, args.method or "bicubic", opts.window, opts.overlap, batch
+            args.clean,
+            args.out,
+            scale,
+            model,
+            args.method or "bicubic",
+            opts.window,
+            opts.overlap,
+            predict.batch_size,
         )
     else:
         if model is None:
             raise ConfigError("downscale --input needs --checkpoint")
         check_auxiliary(str(args.checkpoint), model.band_names, opts.auxiliary)
         figures = downscale_raster(
-            args.input, args.out, model, scale, opts.auxiliary, opts.window, opts.overlap, batch
+            args.input, args.out, model, scale, opts.auxiliary, opts.window, opts.overlap, predict.batch_size
         )
         logging.info("downscaled %s x%d: %s", args.input, scale, figures)
     return 0

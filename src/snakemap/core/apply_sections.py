@@ -31,8 +31,12 @@ class PredictOptions(Section):
     blend: bool = Field(False, description="blend overlapping windows instead of keeping centres")
     #: windows per model call
     batch_size: int = Field(8, ge=1)
-    #: average over flips (test-time augmentation)
-    tta: bool = Field(False, description="average over flips")
+    #: test-time augmentation: each window predicted as it is and flipped horizontally, vertically
+    #: and both ways, the four predictions flipped back and averaged (four times the model time);
+    #: class maps and downscaled fields alike
+    tta: bool = Field(
+        False, description="average each window's predictions over its four flips (4x the model time)"
+    )
     #: how probabilities are stored
     prob_dtype: Literal["uint8", "float32"] = "uint8"
     #: compile the networks with ``torch.compile`` before the first scene (minutes of compiling

@@ -102,7 +102,7 @@ def _halve(values: np.ndarray) -> np.ndarray:
 
 
 def _profile(crs: Any, transform: Any, factor: int, nodata: float | None) -> dict[str, Any]:
-    return {"crs": crs, "transform": transform * transform.scale(factor), "nodata": nodata}
+    return {"crs": crs, "transform": transform @ transform.scale(factor), "nodata": nodata}
 
 
 def _asset(path: Path, title: str, band: dict[str, Any]) -> dict[str, Any]:

@@ -92,7 +92,7 @@ def add_auxiliary(clean_dir: str | os.PathLike[str], auxiliary: Mapping[str, str
 
 def downscaled_transform(transform: Affine, scale: int) -> Affine:
     """The transform of a grid ``scale`` times finer with the same origin (and bounds)."""
-    return transform * Affine.scale(1 / scale)
+    return transform @ Affine.scale(1 / scale)
 
 
 def predict_site(

@@ -24,6 +24,7 @@ from snakemap.core.calval_sections import BaselineOptions
 from snakemap.data.stats import STRIP_ROWS, Normalizer, scene_normalizer
 from snakemap.inference.readers import SceneReader
 from snakemap.inference.shift import BandMoments, shift_score
+from snakemap.tasks.augment import FLIPS, flipped
 from snakemap.tasks.networks import TrainedModel
 
 log = logging.getLogger(__name__)
@@ -167,7 +168,8 @@ class Predictor:
         members: the models; probabilities are their weighted mean.
         classes: class names, one per output channel.
         device: where the models run; bf16 autocast is used on CUDA.
-        tta: average over the identity, a horizontal and a vertical flip.
+        tta: average over the identity, a horizontal, a vertical and a double flip
+            (:data:`snakemap.tasks.augment.FLIPS`).
         threshold: with ``target`` set, a pixel is ``target`` when its probability reaches this,
             otherwise the most probable of the other classes (None: plain argmax).
         target: the class index the threshold applies to.
@@ -300,16 +302,16 @@ class Predictor:
 
     def _run(self, member: Member, x: torch.Tensor) -> torch.Tensor:
         start = time.perf_counter()
-        views = [(x, None)] + ([(x.flip(-1), -1), (x.flip(-2), -2)] if self.tta else [])
+        views = FLIPS if self.tta else FLIPS[:1]
         out = None
         autocast = torch.autocast("cuda", dtype=torch.bfloat16) if x.is_cuda else contextlib.nullcontext()
         with torch.inference_mode(), autocast:
-            for view, dim in views:
+            for dims in views:
+                view = flipped(x, dims)
                 if x.is_cuda:
                     view = view.contiguous(memory_format=torch.channels_last)
                 scores = member.model(view).float()
-                probs = scores.softmax(1) if member.activation == "softmax" else scores
-                probs = probs if dim is None else probs.flip(dim)
+                probs = flipped(scores.softmax(1) if member.activation == "softmax" else scores, dims)
                 out = probs if out is None else out + probs
         assert out is not None
         out = out / len(views)

@@ -34,7 +34,7 @@ import io
 import json
 import os
 import zipfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -261,11 +261,11 @@ def predict_classes(
     status = judge(Path(image).stem, cleaned, clean, None)
     if status.status != "ok":
         raise SceneError(f"{image} is {status.status}: {status.reason}")
+    options = PredictOptions(**(sections.get("predict") or {}))
     member = Member.from_trained(model, 1.0, "bundle")
-    predictor = Predictor([member], list(model.classes))
+    predictor = Predictor([member], list(model.classes), tta=options.tta)
     predictor.colors = class_colors(list(model.classes), (sections.get("labels") or {}).get("colors"))
     reader = ArrayReader(cleaned.image, cleaned.names, cleaned.crs, cleaned.transform)
-    options = PredictOptions(**(sections.get("predict") or {}))
     return predict_scene(reader, predictor, options, out, probs_out)
 
 
@@ -293,8 +293,11 @@ def predict_field(
         check_auxiliary("the bundle's model", names, given)
     except ValueError as exc:
         raise BundleError(f"{exc}: pass --auxiliary name=raster for each") from exc
-    batch = PredictOptions(**(sections.get("predict") or {})).batch_size
-    return downscale_raster(image, out, model, model.scale, given, opts.window, opts.overlap, batch)
+    predict = PredictOptions(**(sections.get("predict") or {}))
+    model = replace(model, tta=predict.tta)
+    return downscale_raster(
+        image, out, model, model.scale, given, opts.window, opts.overlap, predict.batch_size
+    )
 
 
 def _band_count_message(

@@ -15,6 +15,17 @@ import torch.nn.functional as F
 
 Batch = tuple[torch.Tensor, torch.Tensor]
 
+#: the test-time views (``predict.tta``): the identity, a horizontal, a vertical and a double flip,
+#: as the axes of an image batch ``(..., H, W)`` to flip. They form a group and each is its own
+#: inverse, so a prediction of a view is brought back by flipping it the same way; unlike quarter
+#: turns they keep a window's shape.
+FLIPS: tuple[tuple[int, ...], ...] = ((), (-1,), (-2,), (-2, -1))
+
+
+def flipped(x: torch.Tensor, dims: tuple[int, ...]) -> torch.Tensor:
+    """``x (..., H, W)`` flipped along ``dims`` (one of :data:`FLIPS`); ``x`` itself for ``()``."""
+    return x.flip(dims) if dims else x
+
 
 def augment(
     images: torch.Tensor,

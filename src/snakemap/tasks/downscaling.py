@@ -10,7 +10,7 @@ LR gaps from valid neighbours, and scores the prediction on the valid HR cells o
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +20,7 @@ import torch
 
 from snakemap.core.config import ConfigError
 from snakemap.core.model_sections import ModelOptions, field_model_errors
-from snakemap.tasks.augment import augment
+from snakemap.tasks.augment import FLIPS, augment, flipped
 from snakemap.tasks.fieldops import block_mean, fill_nearest, upsample
 from snakemap.tasks.networks import read_checkpoint
 from snakemap.tasks.segmentation import configure_optimizers
@@ -166,6 +166,9 @@ class TrainedDownscaler:
     #: the input bands: the field, then the auxiliary fields
     band_names: list[str]
     arch: str
+    #: ``predict.tta``: the mean of the predictions of the four flips of each window
+    #: (:data:`snakemap.tasks.augment.FLIPS`); a consistent network stays consistent
+    tta: bool = False
 
     def __call__(self, lr: torch.Tensor, aux: torch.Tensor | None) -> torch.Tensor:
         """The final prediction ``(B, 1, h*s, w*s)``, normalised (a
@@ -173,14 +176,25 @@ class TrainedDownscaler:
 
         A torch network returns one prediction per stage; an ONNX export its final one alone.
         """
-        out: list[torch.Tensor] | torch.Tensor = self.network(lr, aux)
-        return out[-1] if isinstance(out, list) else out
+        views = FLIPS if self.tta else FLIPS[:1]
+        total = None
+        for dims in views:
+            out: list[torch.Tensor] | torch.Tensor = self.network(
+                flipped(lr, dims), None if aux is None else flipped(aux, dims)
+            )
+            pred = flipped(out[-1] if isinstance(out, list) else out, dims)
+            total = pred if total is None else total + pred
+        assert total is not None
+        return total / len(views)
 
 
-def load_downscaler(checkpoint: str | Path, map_location: str | torch.device = "cpu") -> TrainedDownscaler:
-    """Load a downscaling checkpoint for inference (``weights_only=True``, without Lightning)."""
+def load_downscaler(
+    checkpoint: str | Path, map_location: str | torch.device = "cpu", tta: bool = False
+) -> TrainedDownscaler:
+    """Load a downscaling checkpoint for inference (``weights_only=True``, without Lightning);
+    ``tta``: average over flips (``predict.tta``)."""
     hp, state = read_checkpoint(checkpoint, map_location)
-    return downscaler_from(hp, state, map_location)
+    return replace(downscaler_from(hp, state, map_location), tta=tta)
 
 
 def downscaler_from(
