@@ -116,17 +116,20 @@ def predict(
     weights: list[float] | None = None,
     winners: Any = None,
     fallback: float | None = None,
+    tta: bool = False,
 ) -> np.ndarray:
     """The class map of a cleaned scene by one model or the (weighted) mean of several; with
     ``weights`` one longer than ``checkpoints``, the example's rule baseline is a member too;
     with ``winners`` (a :class:`PerClass`) each class is mapped by its winning member; with
-    ``fallback``, the rule alone maps a scene whose shift score is above it."""
+    ``fallback``, the rule alone maps a scene whose shift score is above it; with ``tta``, each
+    network's probabilities are averaged over the four flips of each window (``predict.tta``)."""
     weights = weights or [1.0] * len(checkpoints)
     members = [Member.from_trained(load_trained(c), w) for c, w in zip(checkpoints, weights, strict=False)]
     if len(weights) > len(checkpoints):
         members.append(Member.from_rules(example_rules(), UKIS.classes, weights[-1], RULES_NAME))
     gate = None if fallback is None else Fallback(fallback, [len(members) - 1])
-    predictor = Predictor(members, load_trained(checkpoints[0]).classes, winners=winners, fallback=gate)
+    classes = load_trained(checkpoints[0]).classes
+    predictor = Predictor(members, classes, tta=tta, winners=winners, fallback=gate)
     reader = CleanImageReader(clean / "image.tif")
     try:
         predict_scene(reader, predictor, PredictOptions(window=256, overlap=32), out)
@@ -264,12 +267,15 @@ HYBRIDS: dict[str, tuple[list[str], list[float] | str]] = {
 }
 #: an ensemble of HYBRIDS whose rules alone map a case whose shift score is above the threshold
 #: (the example's ``fallback``), at three thresholds around one training standard deviation
-FALLBACKS: dict[str, tuple[str, float]] = {
+FALLBACKS: dict[str, tuple[str, float, bool]] = {
     f"ens: Unet scene + LightGBM + rules x1.5, the rules alone above shift {shift:g}": (
         "ens: Unet scene + LightGBM + rules x1.5",
         shift,
+        False,
     )
     for shift in (0.75, 1.0, 1.5)
+} | {
+    "the same above shift 1, predict.tta": ("ens: Unet scene + LightGBM + rules x1.5", 1.0, True),
 }
 #: the LightGBM options' ``boosting`` (the defaults; --quick makes them small)
 BOOSTING: dict[str, Any] = {}
@@ -458,7 +464,7 @@ def class_mix(work: Path, seeds: int, save: Any) -> dict[str, Any]:
             + "; ".join(f"{n}: {fmt(v)}" for n, v in rows["options"][name]["cases"].items())
         )
         save(rows)
-    for name, (base, shift) in FALLBACKS.items():
+    for name, (base, shift, tta) in FALLBACKS.items():
         options, weights = HYBRIDS[base]
         assert isinstance(weights, list) and len(weights) == len(options) + 1  # the rules are a member
         ckpts = [work / "classmix" / f"{slug(o)}-s0" / "best.ckpt" for o in options]
@@ -466,11 +472,13 @@ def class_mix(work: Path, seeds: int, save: Any) -> dict[str, Any]:
         out.mkdir(parents=True, exist_ok=True)
         rows["options"][name] = {
             "cases": {
-                n: case_scores(predict(ckpts, f, out / f"{slug(n)}.tif", weights, None, shift), truths[n])
+                n: case_scores(
+                    predict(ckpts, f, out / f"{slug(n)}.tif", weights, None, shift, tta), truths[n]
+                )
                 for n, f in cases.items()
             }
         }
-        sea_map = predict(ckpts, sea, out / "sea.tif", weights, None, shift)
+        sea_map = predict(ckpts, sea, out / "sea.tif", weights, None, shift, tta)
         rows["sea"][name] = float((sea_map[sea_map < 255] == 1).mean())
         log(
             f"class-mix {name}: "

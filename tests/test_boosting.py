@@ -98,6 +98,21 @@ def test_windows_give_the_map_of_one_whole_scene_window(booster: dict, tmp_path:
     assert not (tmp_path / "x.tif").exists()
 
 
+def test_a_booster_maps_a_flipped_window_as_the_flipped_map(booster: dict) -> None:
+    """Why ``predict.tta`` runs a booster once: its features are odd, centred neighbourhoods."""
+    trained = load_trained(booster["best"])
+    member = Member.from_trained(trained)
+    assert member.flip_equivariant
+    with rasterio.open(Path(booster["data"]["clean"][0]) / "image.tif") as src:
+        window = src.read(window=rasterio.windows.Window(10, 20, 40, 30)).astype(np.float32)
+    x = member.prepare(window[None], list(trained.band_names), torch.device("cpu"))
+    probs = trained.network(x)
+    for dims in ((-1,), (-2,), (-2, -1)):
+        gap = (trained.network(x.flip(dims)).flip(dims) - probs).abs()
+        # the same up to float rounding of the neighbourhood sums (a split on a rounding edge)
+        assert float((gap > 1e-5).float().mean()) < 1e-3 and float(gap.max()) < 0.01
+
+
 def test_a_booster_bundle_holds_its_text_model_and_has_no_onnx(booster: dict, tmp_path: Path) -> None:
     resolved = {"params": PARAMS, "fold": None}
     path = write_bundle(booster["best"], resolved, {"labels": LABELS}, tmp_path / "gbm.zip")

@@ -90,6 +90,41 @@ def test_uint8_probabilities_and_flip_tta(tmp_path: Path) -> None:
         ]
 
 
+def test_tta_averages_a_network_over_four_flips_and_runs_rules_once() -> None:
+    """A network that is not flip-equivariant (it favours class 0 on the left of a window) is
+    averaged over the four flips; a rule member, which maps each pixel alone, runs once."""
+    from snakemap.core.calval_sections import BaselineOptions
+
+    calls = {"net": 0, "rule": 0}
+
+    def net(x: torch.Tensor) -> torch.Tensor:
+        calls["net"] += 1
+        left = torch.linspace(1.0, 0.0, x.shape[-1]).expand(x.shape[0], 1, x.shape[-2], x.shape[-1])
+        return torch.cat([left, 1.0 - left], 1)  # probabilities (activation "none")
+
+    norm = Normalizer(np.zeros(1, np.float32), np.ones(1, np.float32))
+    network = Member(net, ["b1"], norm, activation="none")
+    rule = Member.from_rules(
+        BaselineOptions(rules=[{"expr": "b1", "above": 0.5, "class": "a"}], default="b"), ["a", "b"]
+    )
+    original = rule.model
+
+    def counted(x: torch.Tensor) -> torch.Tensor:
+        calls["rule"] += 1
+        return original(x)
+
+    rule.model = counted
+    windows = np.random.default_rng(0).uniform(0, 1, (2, 1, 8, 10)).astype(np.float32)
+    plain = Predictor([network, rule], ["a", "b"]).probabilities(windows, ["b1"])
+    assert calls == {"net": 1, "rule": 1}
+    flipped = Predictor([network, rule], ["a", "b"], tta=True).probabilities(windows, ["b1"])
+    assert calls == {"net": 1 + 4, "rule": 1 + 1}
+    # the network's left-right preference averages out under flips; the rule's half is unchanged
+    rule_half = 0.5 * np.stack([windows[:, 0] > 0.5, windows[:, 0] <= 0.5], 1)
+    np.testing.assert_allclose(flipped, 0.25 + rule_half, atol=1e-6)
+    assert np.abs(plain - flipped).max() > 0.2
+
+
 def test_threshold_on_a_target_class() -> None:
     p = Predictor([], ["a", "b", "c"], threshold=0.3, target=2)
     probs = np.array([[0.5, 0.2], [0.25, 0.5], [0.25, 0.3]], dtype=np.float32)[:, :, None]

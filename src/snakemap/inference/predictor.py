@@ -55,6 +55,9 @@ class Member:
     training: Normalizer | None = None
     #: a trained model (not a rule): its statistics are the shift score's reference
     learned: bool = True
+    #: its map of a flipped window is the flipped map (a rule reads each pixel alone, a booster
+    #: symmetric neighbourhoods), so test-time flips would only repeat it: they are skipped
+    flip_equivariant: bool = False
 
     def __post_init__(self) -> None:
         if self.training is None and self.learned:
@@ -84,7 +87,16 @@ class Member:
             return torch.from_numpy(np.ascontiguousarray(probs)).to(x.device)
 
         identity = Normalizer(np.zeros(len(bands), dtype=np.float32), np.ones(len(bands), dtype=np.float32))
-        return cls(one_hot, bands, identity, weight, activation="none", source=source, learned=False)
+        return cls(
+            one_hot,
+            bands,
+            identity,
+            weight,
+            activation="none",
+            source=source,
+            learned=False,
+            flip_equivariant=True,
+        )
 
     def prepare(self, windows: np.ndarray, names: list[str], device: torch.device) -> torch.Tensor:
         """The member's bands of ``(n, bands, h, w)`` windows, normalised, NaN -> 0, on ``device``.
@@ -107,14 +119,16 @@ class Member:
         norm = Normalizer(
             np.asarray(trained.mean, dtype=np.float32), np.asarray(trained.std, dtype=np.float32)
         )
+        booster = trained.outputs == "probabilities"  # odd neighbourhoods: flip-equivariant
         return cls(
             trained.network,
             trained.band_names,
             norm,
             weight,
-            activation="none" if trained.outputs == "probabilities" else "softmax",
+            activation="none" if booster else "softmax",
             normalize=trained.normalize,
             source=source,
+            flip_equivariant=booster,
         )
 
 
@@ -168,8 +182,9 @@ class Predictor:
         members: the models; probabilities are their weighted mean.
         classes: class names, one per output channel.
         device: where the models run; bf16 autocast is used on CUDA.
-        tta: average over the identity, a horizontal, a vertical and a double flip
-            (:data:`snakemap.tasks.augment.FLIPS`).
+        tta: average each network's probabilities over the identity, a horizontal, a vertical
+            and a double flip (:data:`snakemap.tasks.augment.FLIPS`); rules and boosters map a
+            flipped window the same way, so they are run once.
         threshold: with ``target`` set, a pixel is ``target`` when its probability reaches this,
             otherwise the most probable of the other classes (None: plain argmax).
         target: the class index the threshold applies to.
@@ -302,7 +317,7 @@ class Predictor:
 
     def _run(self, member: Member, x: torch.Tensor) -> torch.Tensor:
         start = time.perf_counter()
-        views = FLIPS if self.tta else FLIPS[:1]
+        views = FLIPS if self.tta and not member.flip_equivariant else FLIPS[:1]
         out = None
         autocast = torch.autocast("cuda", dtype=torch.bfloat16) if x.is_cuda else contextlib.nullcontext()
         with torch.inference_mode(), autocast:
