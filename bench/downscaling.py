@@ -281,26 +281,44 @@ def score_test(pred: np.ndarray, truth: np.ndarray, cells: np.ndarray) -> dict[s
     return error_metrics(np.where(cells, pred, np.nan), truth)
 
 
-def tta_scores(
+@dataclass(frozen=True)
+class Grids:
+    """The LR grids a model is scored on and their HR truth: CONUS (test cells) and Oetztal."""
+
+    lr: np.ndarray
+    truth: np.ndarray
+    test: np.ndarray
+    t_lr: np.ndarray
+    t_truth: np.ndarray
+    t_cells: np.ndarray
+
+
+def score_model(
     model: TrainedDownscaler,
     scale: int,
-    lr: np.ndarray,
-    truth: np.ndarray,
-    test: np.ndarray,
-    t_lr: np.ndarray,
-    t_truth: np.ndarray,
-    t_cells: np.ndarray,
+    grids: Grids,
+    baselines: dict[str, float],
     args: argparse.Namespace,
-) -> dict[str, float]:
-    """The same model's RMSE on the test blocks and on the Oetztal grid with ``predict.tta``
-    (each window's predictions averaged over its four flips)."""
-    flipping = replace(model, tta=True)
-    pred = downscale_grid(lr, scale, flipping, window=args.window, overlap=args.overlap)
-    t_pred = downscale_grid(t_lr, scale, flipping, window=args.window, overlap=args.overlap)
-    return {
-        "tta_rmse": score_test(pred, truth, test)["rmse"],
-        "tta_transfer_rmse": score_test(t_pred, t_truth, t_cells)["rmse"],
-    }
+) -> dict[str, Any]:
+    """A model's errors on the CONUS test cells and its RMSE on the Oetztal grid, as trained and
+    with ``predict.tta`` (``tta_``: each window's field averaged over its four flips), windows of
+    ``--window`` LR cells with ``--overlap`` cropped (``prediction``)."""
+    record: dict[str, Any] = {"prediction": {"window": args.window, "overlap": args.overlap}}
+    for prefix, tta in (("", False), ("tta_", True)):
+        flipping = replace(model, tta=tta)
+        pred = downscale_grid(grids.lr, scale, flipping, window=args.window, overlap=args.overlap)
+        t_pred = downscale_grid(grids.t_lr, scale, flipping, window=args.window, overlap=args.overlap)
+        errors = score_test(pred, grids.truth, grids.test)
+        t_rmse = score_test(t_pred, grids.t_truth, grids.t_cells)["rmse"]
+        record |= {
+            f"{prefix}transfer_rmse": t_rmse,
+            f"{prefix}transfer_ratio_bicubic": t_rmse / baselines["transfer_bicubic"],
+        }
+        if tta:
+            record |= {"tta_rmse": errors["rmse"], "tta_ratio_bicubic": errors["rmse"] / baselines["bicubic"]}
+        else:
+            record |= errors | {f"ratio_{m}": errors["rmse"] / baselines[m] for m in METHODS}
+    return record
 
 
 def run(args: argparse.Namespace) -> pd.DataFrame:
@@ -341,36 +359,25 @@ def run(args: argparse.Namespace) -> pd.DataFrame:
             size = cfg.chip_size(scale)
             chips = cut_chips(work, hr, profile, split, size, max(1, round(size * cfg.stride)))
             config = asdict(cfg) | {"chip_size": chips.size, "steps": cfg.steps}
+            prediction = {"window": args.window, "overlap": args.overlap}
             for seed in args.seeds:
                 name = arch if variant == "scene" else f"{arch} {variant}"
                 out = work / "models" / f"x{scale}" / name.replace(" ", "-") / f"seed{seed}"
                 done = out / "result.json"
+                grids = Grids(lr, truth, test, t_lr, t_truth, t_cells)
                 if not args.fresh and done.exists() and read_json(done)["config"] == config:
-                    record = read_json(done)  # this very run, finished before: reused
-                    if "tta_transfer_ratio_bicubic" not in record:  # scored before predict.tta
+                    record = read_json(done)  # this very run, trained before: reused
+                    if record.get("prediction") != prediction:  # scored with other windows or none
                         model = load_downscaler(out / "best.ckpt")
-                        record |= tta_scores(model, scale, lr, truth, test, t_lr, t_truth, t_cells, args)
-                        record["tta_ratio_bicubic"] = record["tta_rmse"] / baselines[scale]["bicubic"]
-                        record["tta_transfer_ratio_bicubic"] = record["tta_transfer_rmse"] / t_bicubic
+                        record |= score_model(model, scale, grids, baselines[scale], args)
                         write_json(done, record)
                 else:
                     model, seconds, figures = train_model(arch, scale, seed, cfg, chips, out)
-                    pred = downscale_grid(lr, scale, model, window=args.window, overlap=args.overlap)
-                    errors = score_test(pred, truth, test)
-                    t_pred = downscale_grid(t_lr, scale, model, window=args.window, overlap=args.overlap)
-                    t_rmse = score_test(t_pred, t_truth, t_cells)["rmse"]
-                    flips = tta_scores(model, scale, lr, truth, test, t_lr, t_truth, t_cells, args)
                     record = {
                         "scale": scale,
                         "arch": name,
-                        "transfer_rmse": t_rmse,
-                        "transfer_ratio_bicubic": t_rmse / t_bicubic,
-                        **flips,
-                        "tta_ratio_bicubic": flips["tta_rmse"] / baselines[scale]["bicubic"],
-                        "tta_transfer_ratio_bicubic": flips["tta_transfer_rmse"] / t_bicubic,
                         "seed": seed,
-                        **errors,
-                        **{f"ratio_{m}": errors["rmse"] / baselines[scale][m] for m in METHODS},
+                        **score_model(model, scale, grids, baselines[scale], args),
                         "train_s": seconds,
                         **figures,
                         "train_chips": len(chips.train[1]),

@@ -95,6 +95,17 @@ def test_onnxruntime_agrees_with_torch_on_a_real_scene(
     assert np.abs(p_torch[valid] - p_onnx[valid]).max() < 1e-4
     # different windows on the same scene: the export's batch and window size are dynamic
     assert figures["onnx"]["windows"] >= 1
+    # the bundled predict.tta: both backends average the four flips, and the map changes
+    meta = {**bundle.meta, "sections": {**bundle.meta["sections"]}}
+    meta["sections"]["predict"] = {**meta["sections"]["predict"], "tta": True}
+    for name, model in (("torch", torch_model), ("onnx", bundled_model(network.meta, network=network))):
+        predict_raw(
+            meta, model, scene, tmp_path / f"{name}.tta.tif", probs_out=tmp_path / f"{name}.tta.p.tif"
+        )
+    with rasterio.open(tmp_path / "torch.tta.p.tif") as a, rasterio.open(tmp_path / "onnx.tta.p.tif") as b:
+        t_torch, t_onnx = a.read(), b.read()
+    assert np.abs(t_torch[valid] - t_onnx[valid]).max() < 1e-4
+    assert np.abs(t_torch[valid] - p_torch[valid]).max() > 0.01
 
 
 def test_broken_and_malicious_bundles_are_refused(bundle_file: Path, tmp_path: Path) -> None:

@@ -266,7 +266,9 @@ def test_predict_tta_averages_the_four_flips_of_a_downscaled_field(tmp_path: Pat
     ckpt = tmp_path / "edsr.ckpt"
     torch.save({"hyper_parameters": dict(task.hparams), "state_dict": task.state_dict()}, ckpt)
     rng = np.random.default_rng(1)
-    field = (rng.normal(size=(24, 40)).cumsum(0).cumsum(1) + 500).astype(np.float32)  # a rough slope
+    # a rough slope, 40 cells wide: windows of 16 start at 0, 8, 16 and 24, the same set mirrored
+    # (a width whose windows do not mirror would map a mirrored grid with other window edges)
+    field = (rng.normal(size=(24, 40)).cumsum(0).cumsum(1) + 500).astype(np.float32)
     transform = rasterio.transform.from_origin(600000, 5200000, 1000, 1000)
     maps: dict[tuple[bool, bool], np.ndarray] = {}
     for tta in (False, True):
@@ -284,3 +286,14 @@ def test_predict_tta_averages_the_four_flips_of_a_downscaled_field(tmp_path: Pat
     np.testing.assert_allclose(maps[True, True][:, ::-1], maps[True, False], rtol=0, atol=1e-3)
     assert np.abs(maps[True, False] - maps[False, False]).max() > 1e-2  # tta changed the map
     np.testing.assert_allclose(degrade(maps[True, False], 4), field, rtol=0, atol=1e-2)  # consistent
+    # with an auxiliary field, it is flipped with the input: the averaged map is flip-equivariant
+    from snakemap.tasks.downscaling import load_downscaler
+
+    task = DownscalingTask("EDSR", 4, ["thickness", "surface"], features=8, blocks=1)
+    torch.save({"hyper_parameters": dict(task.hparams), "state_dict": task.state_dict()}, ckpt)
+    lr, aux = torch.randn(1, 1, 10, 12), torch.randn(1, 1, 40, 48)
+    with torch.no_grad():
+        for tta in (False, True):
+            model = load_downscaler(ckpt, tta=tta)
+            gap = (model(lr.flip(-1), aux.flip(-1)).flip(-1) - model(lr, aux)).abs().max()
+            assert (gap < 1e-5) if tta else (gap > 1e-3)

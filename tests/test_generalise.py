@@ -128,15 +128,18 @@ def test_samples_per_epoch_sets_the_steps(chips: dict) -> None:
     assert len(ChipDataModule(dataset, dataset, 4, None, flags).train_dataloader()) == len(table) // 4
 
 
-def fake_member(root: Path, name: str, params: dict, fold: int | None, bias: float) -> Path:
+def fake_member(root: Path, name: str, params: dict, fold: int | None, bias: float | None) -> Path:
     """A checkpoint as training writes it (hyper-parameters, state dict, config.yaml beside), whose
-    network says "reef" with a fixed confidence; no training needed to test the tuning's plumbing."""
+    network says "reef" with a fixed confidence (``bias``; None: the seeded random network, whose
+    map of a flipped chip is not the flipped map); no training needed to test the tuning's plumbing."""
     stats = [0.0] * 4
+    torch.manual_seed(0)
     task = SegmentationTask("Unet", "mobilenet_v2", LABELS["classes"], BANDS, stats, [1.0] * 4)
     with torch.no_grad():
         head = task.model.segmentation_head[0]
-        head.weight.zero_()
-        head.bias.copy_(torch.tensor([0.0, 0.0, bias, 0.0]))
+        if bias is not None:
+            head.weight.zero_()
+            head.bias.copy_(torch.tensor([0.0, 0.0, bias, 0.0]))
     out = root / name
     out.mkdir(parents=True)
     torch.save(
@@ -145,6 +148,15 @@ def fake_member(root: Path, name: str, params: dict, fold: int | None, bias: flo
     )
     (out / "config.yaml").write_text(yaml.safe_dump({"params": params, "fold": fold}))
     return out / "best.ckpt"
+
+
+def test_tuning_scores_the_probabilities_predict_tta_will_make(tmp_path: Path, chips: dict) -> None:
+    net = TuningMember.from_checkpoint(fake_member(tmp_path, "net", {"validation": "fold"}, None, None))
+    args = ([net], chips["indexes"], chips["folds"], chips["stats"], "reef")
+    plain, flipped = tune_threshold(*args), tune_threshold(*args, tta=True)
+    assert plain["pixels"] == flipped["pixels"]
+    assert plain["pr"]["precision"] != flipped["pr"]["precision"]  # the flip-averaged probabilities
+    assert tune_threshold(*args)["pr"] == plain["pr"]
 
 
 def test_thresholds_are_tuned_on_out_of_fold_chips_only(tmp_path: Path, chips: dict) -> None:

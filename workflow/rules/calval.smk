@@ -51,12 +51,13 @@ rule tune_threshold:
         checkpoints=lambda w, input: " ".join(f"--checkpoint {c}" for c in input.ckpts),
         args=ensemble_args,
         target=lambda w: single_target(),
+        options=options(extra=tta_option()),
     message:
         "tune the threshold of ensembles/{wildcards.ensemble}"
     shell:
         "snakemap tune-threshold {params.checkpoints} {params.args} --target {params.target:q}"
         " --indexes {input.indexes:q} --folds {input.folds:q} --stats {input.stats:q}"
-        " --out {output:q} 2> {log:q}"
+        " --options {params.options:q} --out {output:q} 2> {log:q}"
 
 
 rule tune_weights:
@@ -76,7 +77,7 @@ rule tune_weights:
     params:
         checkpoints=lambda w, input: " ".join(f"--checkpoint {c}" for c in input.ckpts),
         members=ensemble_args,
-        options=options("labels", "bands"),
+        options=options("labels", "bands", extra=tta_option()),
     message:
         "tune the weights of ensembles/{wildcards.ensemble}"
     shell:
@@ -103,7 +104,7 @@ rule tune_winners:
         checkpoints=lambda w, input: " ".join(f"--checkpoint {c}" for c in input.ckpts),
         rules=ensemble_args,
         precedence=ensemble_precedence,
-        labels=options("labels"),
+        labels=options("labels", extra=tta_option()),
     message:
         "per-class winners of ensembles/{wildcards.ensemble}"
     shell:

@@ -91,6 +91,13 @@ def class_colors_option():
     return {"colors": colors} if colors else {}
 
 
+def tta_option():
+    """`{"predict": {"tta": true}}` where it is set: tuning then scores the probabilities that
+    prediction will make (flip-averaged), and turning it on or off tunes again; nothing else of
+    `predict` changes a tuning."""
+    return {"predict": {"tta": True}} if (config.get("predict") or {}).get("tta") else {}
+
+
 def colored(*sections):
     """options() of the sections, with the class colours (class_colors_option)."""
     return options(*sections, extra=class_colors_option())

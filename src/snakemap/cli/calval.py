@@ -62,7 +62,8 @@ def _tune_threshold(args: argparse.Namespace, cfg: dict[str, Any]) -> int:
         raise ConfigError("tune-threshold needs --target, the class whose threshold is tuned")
     weights = member_weights(args)
     members = [TuningMember.from_checkpoint(c, w) for c, w in zip(args.checkpoint, weights, strict=True)]
-    result = tune_threshold(members, args.indexes, args.folds, args.stats, args.target)
+    tta = build("predict", cfg.get("predict")).tta
+    result = tune_threshold(members, args.indexes, args.folds, args.stats, args.target, tta=tta)
     write_json(args.out, result)
     logging.info(
         "threshold %.3f (F1 %.3f) over %d out-of-fold chips",
@@ -88,7 +89,8 @@ def _tune_winners(args: argparse.Namespace, cfg: dict[str, Any]) -> int:
     members = [TuningMember.from_checkpoint(c) for c in args.checkpoint]
     rules = _rules(args, cfg)
     precedence = json.loads(args.precedence) if args.precedence else None
-    result = tune_winners(members, rules, args.indexes, args.folds, args.stats, precedence)
+    tta = build("predict", cfg.get("predict")).tta
+    result = tune_winners(members, rules, args.indexes, args.folds, args.stats, precedence, tta=tta)
     write_json(args.out, result)
     logging.info(
         "per-class winners over %d out-of-fold chips: %s (fallback %s)",
@@ -109,7 +111,8 @@ def _tune_weights(args: argparse.Namespace, cfg: dict[str, Any]) -> int:
     ]
     rules = _rules(args, cfg)
     indices = [spec.name for spec in build("bands", cfg["bands"]).index_specs()] if cfg.get("bands") else []
-    result = tune_weights(members, rules, args.indexes, args.folds, args.stats, indices)
+    tta = build("predict", cfg.get("predict")).tta
+    result = tune_weights(members, rules, args.indexes, args.folds, args.stats, indices, tta=tta)
     write_json(args.out, result)
     logging.info(
         "weights over %d out-of-fold chips: %s; worst macro IoU %.3f (given weights %.3f)",

@@ -32,10 +32,12 @@ class PredictOptions(Section):
     #: windows per model call
     batch_size: int = Field(8, ge=1)
     #: test-time augmentation: each window predicted as it is and flipped horizontally, vertically
-    #: and both ways, the four predictions flipped back and averaged (four times the model time);
-    #: class maps and downscaled fields alike
+    #: and both ways, the four predictions flipped back and averaged (four times the networks'
+    #: time; rules and boosters map a flipped window the same way and run once); class maps and
+    #: downscaled fields alike, and the ensembles' tuning scores the same averages
     tta: bool = Field(
-        False, description="average each window's predictions over its four flips (4x the model time)"
+        False,
+        description="average each window's predictions over its four flips (4x the networks' time)",
     )
     #: how probabilities are stored
     prob_dtype: Literal["uint8", "float32"] = "uint8"

@@ -100,6 +100,7 @@ def tune_threshold(
     stats: str | os.PathLike[str],
     target: str,
     batch_size: int = 32,
+    tta: bool = False,
 ) -> dict[str, Any]:
     """The F1-optimal target threshold over out-of-fold chips (see the module docstring).
 
@@ -109,6 +110,7 @@ def tune_threshold(
         folds: ``folds.parquet`` (``scene_id, chip, fold``).
         stats: ``bands.json``, whose band names are the chips' bands in order.
         target: the target class name.
+        tta: the probabilities averaged over flips, as ``predict.tta`` will predict them.
 
     Raises:
         ValueError: no chip is held out by any member (e.g. all trained with ``validation:
@@ -126,7 +128,7 @@ def tune_threshold(
         unseen = [(m, t) for m, t in zip(members, trained, strict=True) if m.held_out == fold_chips.fold]
         if not unseen:
             continue
-        predictor = out_of_fold_predictor(unseen, names, fold_chips.index, classes)
+        predictor = out_of_fold_predictor(unseen, names, fold_chips.index, classes, tta)
         for images, labels in fold_chips.batches(batch_size):
             probs = predictor.probabilities(images, names)
             _count(probs[:, k], labels, k, len(classes), pos, neg)
@@ -164,9 +166,14 @@ def members_of(members: Sequence[TuningMember]) -> list[str]:
 
 
 def out_of_fold_predictor(
-    unseen: Sequence[tuple[TuningMember, Any]], names: list[str], index: Path, classes: list[str]
+    unseen: Sequence[tuple[TuningMember, Any]],
+    names: list[str],
+    index: Path,
+    classes: list[str],
+    tta: bool = False,
 ) -> Predictor:
-    """The weighted ensemble of the members that did not train on one scene's fold.
+    """The weighted ensemble of the members that did not train on one scene's fold (``tta``:
+    averaged over flips, as ``predict.tta``).
 
     ``normalize: scene`` members get that scene's statistics from its chip table ``index``.
     """
@@ -176,7 +183,7 @@ def out_of_fold_predictor(
         if member.normalize == "scene":
             member.normalizer = scene_statistics(index, [names.index(b) for b in member.bands])
         members.append(member)
-    return Predictor(members, classes, torch.device("cpu"))
+    return Predictor(members, classes, torch.device("cpu"), tta)
 
 
 def _count(
@@ -197,6 +204,7 @@ def tune_winners(
     stats: str | os.PathLike[str],
     precedence: Sequence[str] | None = None,
     batch_size: int = 32,
+    tta: bool = False,
 ) -> dict[str, Any]:
     """Which member maps each class of a ``combine: per_class`` ensemble, chosen out of fold.
 
@@ -210,6 +218,7 @@ def tune_winners(
         rules: the rule members (:meth:`Member.from_rules`), after the models.
         precedence: the classes in the order they claim a pixel; None: by the winners' out-of-fold
             precision of their class, the most precise first.
+        tta: the members' probabilities averaged over flips, as ``predict.tta`` will predict them.
 
     Returns:
         ``winners.json``: ``members`` (names, in the predictor's order), ``winners`` (class ->
@@ -246,7 +255,7 @@ def tune_winners(
         if fold_chips.fold not in folds_held:
             continue
         predictors = [
-            (i, out_of_fold_predictor([(m, t)], names, fold_chips.index, classes))
+            (i, out_of_fold_predictor([(m, t)], names, fold_chips.index, classes, tta))
             for i, (m, t) in enumerate(zip(members, trained, strict=True))
         ]  # every model member holds out this fold
         predictors += [(len(members) + j, Predictor([r], classes)) for j, r in enumerate(rules)]

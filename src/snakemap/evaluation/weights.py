@@ -72,6 +72,7 @@ def tune_weights(
     indices: Sequence[str] = (),
     factors: Sequence[float] = WEIGHT_FACTORS,
     batch_size: int = 32,
+    tta: bool = False,
 ) -> dict[str, Any]:
     """The weights of a ``weights: tune`` ensemble (``combine: mean``), chosen out of fold for
     the worst case rather than the mean.
@@ -92,6 +93,7 @@ def tune_weights(
         members: the model members (the predictor's first members, in this order).
         rules: the rule members (:meth:`Member.from_rules`), after the models.
         indices: the band names that are indices (not scaled by a gain).
+        tta: the members' probabilities averaged over flips, as ``predict.tta`` will predict them.
 
     Returns:
         ``weights.json``: ``members`` and their tuned ``weights`` (in the predictor's order),
@@ -158,7 +160,9 @@ def tune_weights(
                 continue  # no pixel of that class in the scene
             gain = np.where(gained, variant.gain, 1.0).astype(np.float32)
             predictors = [
-                _group_predictor(unseen[g], names, fold_chips, classes, gain, statistics.get(variant.stats))
+                _group_predictor(
+                    unseen[g], names, fold_chips, classes, gain, statistics.get(variant.stats), tta
+                )
                 for g in model_groups
             ]
             predictors += [
@@ -288,11 +292,12 @@ def _group_predictor(
     classes: list[str],
     gain: np.ndarray,
     statistics: tuple[np.ndarray, np.ndarray] | None,
+    tta: bool = False,
 ) -> Predictor:
     """:func:`out_of_fold_predictor` of one model's members, its ``normalize: scene`` members
     standardised by ``statistics`` (per band of ``names``; None: the scene's own) times
     ``gain`` (per band of ``names``), as a scene so shown would be."""
-    predictor = out_of_fold_predictor(unseen, names, fold_chips.index, classes)
+    predictor = out_of_fold_predictor(unseen, names, fold_chips.index, classes, tta)
     for member in predictor.members:
         if member.normalize != "scene":
             continue

@@ -218,7 +218,8 @@ def predict_raw(
         meta: the bundle's ``bundle.json``.
         model: segmentation: a :class:`snakemap.tasks.networks.TrainedModel` (or one whose ``network`` is
             an ONNX session, :class:`snakemap.outputs.export.OnnxNetwork`); downscaling: a
-            :data:`snakemap.tasks.fieldops.Downscaler` with ``scale``.
+            :class:`snakemap.tasks.downscaling.TrainedDownscaler` (its ``tta`` set from the bundled
+            ``predict.tta``).
         sensor: an entry of the bundled ``sensors`` table the scene comes from ("": ``bands.names``).
         auxiliary: downscaling: name -> raster of each auxiliary field the model takes.
 
