@@ -28,7 +28,9 @@ patch (``patch``: each window by its own mean and spread, so the network learns 
 height), an enforced consistency (the output's block means equal the input) and both.
 
 Each model is scored twice, as trained and with ``predict.tta`` (each window's predictions
-averaged over its four flips: ``tta /bicubic``, ``oetztal tta``).
+averaged over its four flips: ``tta /bicubic``, ``oetztal tta``), in windows of ``--window`` LR
+cells with ``--overlap`` cropped; a model trained before with other windows is rescored, not
+retrained.
 
 Prints one table (RMSE in metres, the median over the seeds, and its ratio to each baseline) and
 writes every run's figures to ``WORK/downscaling.json``. A run (scale, arch, seed) that finished
@@ -54,6 +56,7 @@ import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger
 
+from snakemap.core.config import ConfigError, build
 from snakemap.core.io import read_json, write_cog, write_json
 from snakemap.core.metrics import error_metrics
 from snakemap.core.sections import ChipOptions
@@ -448,6 +451,10 @@ def main() -> None:
     parser.add_argument("--work", default="/tmp/snakemap-downscaling")
     parser.add_argument("--fresh", action="store_true", help="retrain runs already finished in --work")
     args = parser.parse_args()
+    try:  # the workflow's check of the two
+        build("downscaling", {"window": args.window, "overlap": args.overlap})
+    except ConfigError as exc:
+        raise SystemExit(f"--window/--overlap: {exc}") from None
     if args.quick:
         args.seeds, args.scales = args.seeds[:1], [4]
     if args.threads:

@@ -251,6 +251,15 @@ def test_patch_options_are_refused_for_class_maps() -> None:
             load_config({**config, "models": models})
 
 
+def test_a_window_the_overlap_crops_away_is_refused_at_load() -> None:
+    from snakemap.core.config import ConfigError, build
+
+    for window, overlap in ((8, 4), (6, 4)):
+        with pytest.raises(ConfigError, match=f"downscaling: overlap {overlap} crops a window of {window}"):
+            build("downscaling", {"window": window, "overlap": overlap})
+    assert build("downscaling", {"window": 9, "overlap": 4}).window == 9
+
+
 def test_predict_tta_averages_the_four_flips_of_a_downscaled_field(tmp_path: Path) -> None:
     """``predict.tta`` through ``snakemap downscale``: the map of a flipped grid is the flipped map
     (a network is not flip-equivariant on its own), and the output still averages to the input."""

@@ -188,6 +188,29 @@ def test_bad_manifest_stops_before_any_job(tmp_path: Path, rows: list[dict], mes
     assert not (work / "results").exists() and not (work / "resources").exists()
 
 
+def test_tuning_is_told_of_predict_tta_and_reruns_when_it_changes(tmp_path: Path) -> None:
+    """The tune rules pass ``predict.tta`` (and nothing else of ``predict``) to the tuning, so a
+    threshold is tuned on the probabilities prediction will make."""
+    target = "results/ensembles/one/threshold.json"
+    tuned = {}
+    for tta in (False, True):
+        config = dict(
+            CONFIG,
+            models={"base": {"arch": "Unet", "encoder_name": "mobilenet_v2"}},
+            calval={"ensembles": {"one": {"members": {"base": 1.0}, "threshold": "tune"}}},
+            predict={"tta": tta, "batch_size": 2},
+        )
+        work = workspace(tmp_path / str(tta), config, [demo_row("a1"), demo_row("a2")])
+        proc = snakemake(work, "--dry-run", "--printshellcmds", target)
+        (line,) = [
+            line
+            for line in (proc.stdout + proc.stderr).splitlines()
+            if line.startswith("Shell command: snakemap tune-threshold ")
+        ]
+        tuned[tta] = json.loads(line.split("--options ")[1].split(" --out ")[0].strip("'"))
+    assert tuned == {False: {}, True: {"predict": {"tta": True}}}
+
+
 def test_clean_jobs_get_their_own_sensor_and_label_scheme(tmp_path: Path) -> None:
     six = CONFIG["bands"]["names"]
     config = dict(

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from snakemap.core.learning_sections import AugmentOptions, BoostingOptions, LossWeights
 from snakemap.core.section_base import (
@@ -230,3 +230,12 @@ class DownscalingOptions(Section):
     overlap: int = Field(
         8, ge=0, description="low-resolution cells of context cropped at each inner window edge"
     )
+
+    @model_validator(mode="after")
+    def _window_keeps_cells(self) -> DownscalingOptions:
+        if self.window <= 2 * self.overlap:
+            raise ValueError(
+                f"overlap {self.overlap} crops a window of {self.window} cells away at both edges: "
+                f"give a window above {2 * self.overlap} or a smaller overlap"
+            )
+        return self
