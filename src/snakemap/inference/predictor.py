@@ -24,7 +24,7 @@ from snakemap.core.calval_sections import BaselineOptions
 from snakemap.data.stats import STRIP_ROWS, Normalizer, scene_normalizer
 from snakemap.inference.readers import SceneReader
 from snakemap.inference.shift import BandMoments, shift_score
-from snakemap.tasks.augment import FLIPS, flipped
+from snakemap.tasks.augment import flip_mean, flipped
 from snakemap.tasks.networks import TrainedModel
 
 log = logging.getLogger(__name__)
@@ -317,19 +317,17 @@ class Predictor:
 
     def _run(self, member: Member, x: torch.Tensor) -> torch.Tensor:
         start = time.perf_counter()
-        views = FLIPS if self.tta and not member.flip_equivariant else FLIPS[:1]
-        out = None
+
+        def probabilities(dims: tuple[int, ...]) -> torch.Tensor:
+            view = flipped(x, dims)
+            if x.is_cuda:
+                view = view.contiguous(memory_format=torch.channels_last)
+            scores = member.model(view).float()
+            return scores.softmax(1) if member.activation == "softmax" else scores
+
         autocast = torch.autocast("cuda", dtype=torch.bfloat16) if x.is_cuda else contextlib.nullcontext()
         with torch.inference_mode(), autocast:
-            for dims in views:
-                view = flipped(x, dims)
-                if x.is_cuda:
-                    view = view.contiguous(memory_format=torch.channels_last)
-                scores = member.model(view).float()
-                probs = flipped(scores.softmax(1) if member.activation == "softmax" else scores, dims)
-                out = probs if out is None else out + probs
-        assert out is not None
-        out = out / len(views)
+            out = flip_mean(probabilities, self.tta and not member.flip_equivariant)
         if x.is_cuda:
             torch.cuda.synchronize()
         self.model_seconds += time.perf_counter() - start

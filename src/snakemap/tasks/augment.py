@@ -7,7 +7,7 @@ A batch is ``images (batch, channels, H, W)`` float32 (normalised, 0 where no da
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
@@ -25,6 +25,16 @@ FLIPS: tuple[tuple[int, ...], ...] = ((), (-1,), (-2,), (-2, -1))
 def flipped(x: torch.Tensor, dims: tuple[int, ...]) -> torch.Tensor:
     """``x (..., H, W)`` flipped along ``dims`` (one of :data:`FLIPS`); ``x`` itself for ``()``."""
     return x.flip(dims) if dims else x
+
+
+def flip_mean(predict: Callable[[tuple[int, ...]], torch.Tensor], tta: bool) -> torch.Tensor:
+    """The mean over :data:`FLIPS` (with ``tta``; else the identity alone) of ``predict(dims)``,
+    the prediction ``(..., H, W)`` of the inputs flipped along ``dims``, each flipped back."""
+    views = FLIPS if tta else FLIPS[:1]
+    total = flipped(predict(views[0]), views[0])
+    for dims in views[1:]:
+        total = total + flipped(predict(dims), dims)
+    return total / len(views)
 
 
 def augment(

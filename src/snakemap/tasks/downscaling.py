@@ -20,7 +20,7 @@ import torch
 
 from snakemap.core.config import ConfigError
 from snakemap.core.model_sections import ModelOptions, field_model_errors
-from snakemap.tasks.augment import FLIPS, augment, flipped
+from snakemap.tasks.augment import augment, flip_mean, flipped
 from snakemap.tasks.fieldops import block_mean, fill_nearest, upsample
 from snakemap.tasks.networks import read_checkpoint
 from snakemap.tasks.segmentation import configure_optimizers
@@ -176,16 +176,14 @@ class TrainedDownscaler:
 
         A torch network returns one prediction per stage; an ONNX export its final one alone.
         """
-        views = FLIPS if self.tta else FLIPS[:1]
-        total = None
-        for dims in views:
+
+        def final(dims: tuple[int, ...]) -> torch.Tensor:
             out: list[torch.Tensor] | torch.Tensor = self.network(
                 flipped(lr, dims), None if aux is None else flipped(aux, dims)
             )
-            pred = flipped(out[-1] if isinstance(out, list) else out, dims)
-            total = pred if total is None else total + pred
-        assert total is not None
-        return total / len(views)
+            return out[-1] if isinstance(out, list) else out
+
+        return flip_mean(final, self.tta)
 
 
 def load_downscaler(
